@@ -1,0 +1,95 @@
+//! Where the JWT secret comes from: `auth.jwt_secret`, or else a random secret generated on first
+//! start and kept (mode 0600) in the data directory, where `presence token` finds it too. There
+//! is never a built-in secret.
+
+use std::{
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use crate::config::{Config, Secret};
+
+/// The generated secret's file, inside `nats.data_dir`.
+pub const SECRET_FILE: &str = "jwt-secret";
+
+/// Where the secret came from, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Configured,
+    Generated(PathBuf),
+    Existing(PathBuf),
+}
+
+/// The configured secret, or the one kept in the data directory (created if need be).
+pub fn resolve(config: &Config) -> std::io::Result<(Secret, SecretSource)> {
+    if let Some(secret) = &config.auth.jwt_secret {
+        return Ok((secret.clone(), SecretSource::Configured));
+    }
+    load_or_generate(&config.nats.data_dir.join(SECRET_FILE))
+}
+
+fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSource)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let fresh = hex::encode(bytes);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(fresh.as_bytes())?;
+            file.sync_all()?;
+            Ok((
+                Secret::new(fresh),
+                SecretSource::Generated(path.to_path_buf()),
+            ))
+        }
+        // Another process (or an earlier start) made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the JWT secret file is readable by others; chmod 600 it");
+            }
+            let text = std::fs::read_to_string(path)?;
+            let secret = text.trim().to_string();
+            if secret.len() < 32 {
+                return Err(std::io::Error::other(format!(
+                    "{} holds fewer than 32 bytes; delete it to generate a new secret",
+                    path.display()
+                )));
+            }
+            Ok((
+                Secret::new(secret),
+                SecretSource::Existing(path.to_path_buf()),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_private_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join(SECRET_FILE);
+        let (first, source) = load_or_generate(&path).unwrap();
+        assert_eq!(source, SecretSource::Generated(path.clone()));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (second, source) = load_or_generate(&path).unwrap();
+        assert_eq!(source, SecretSource::Existing(path));
+        assert_eq!(first.expose(), second.expose());
+        assert_eq!(first.expose().len(), 64);
+    }
+}

@@ -1,0 +1,155 @@
+//! The command line: `presence [serve]` runs a node, `presence token` mints a JWT.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    app::{self, Application},
+    auth::{Authenticator, secret},
+    config::{self, LogFormat, Overrides, units},
+    model::UserId,
+    telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "presence",
+    version,
+    about = "Who is online, away, busy or offline: a presence service on NATS JetStream."
+)]
+pub struct Cli {
+    /// The YAML configuration file (design document section 9.1); built-in defaults without one.
+    #[arg(long, short, global = true, env = "PRESENCE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (the default).
+    Serve(ServeArgs),
+    /// Print a JWT for a user, signed with the configured (or generated) secret.
+    Token(TokenArgs),
+}
+
+/// Flags for the most used keys; they override the file and the environment.
+#[derive(Debug, Clone, Default, Args)]
+struct ServeArgs {
+    /// service.host: the HTTP bind address.
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// service.port: the HTTP port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// service.node_id.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// nats.data_dir: JetStream store, generated secret, embedded server's config.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// nats.port: client port of the embedded nats-server.
+    #[arg(long)]
+    nats_port: Option<u16>,
+    /// nats.leaf_port: leafnode port of the embedded nats-server.
+    #[arg(long)]
+    leaf_port: Option<u16>,
+    /// nats.url: use this external NATS instead of the embedded one.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// logging.level.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// logging.format: json or text.
+    #[arg(long, value_parser = parse_format)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The user the token is for (its `sub`).
+    #[arg(long)]
+    user: String,
+    /// Lifetime, e.g. 1h or 24h; default auth.jwt_ttl.
+    #[arg(long, value_parser = units::parse_duration)]
+    ttl: Option<std::time::Duration>,
+    /// nats.data_dir, where a generated secret is kept.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn parse_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err("must be json or text".into()),
+    }
+}
+
+impl From<ServeArgs> for Overrides {
+    fn from(a: ServeArgs) -> Self {
+        Overrides {
+            host: a.host,
+            port: a.port,
+            node_id: a.node_id,
+            data_dir: a.data_dir,
+            nats_port: a.nats_port,
+            leaf_port: a.leaf_port,
+            nats_url: a.nats_url,
+            log_level: a.log_level,
+            log_format: a.log_format,
+        }
+    }
+}
+
+/// Parses the command line and runs what it asks for.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(args)) => token(cli.config, args),
+        Some(Command::Serve(args)) => serve(cli.config, args),
+        None => serve(cli.config, cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presence: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(file: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    let config = config::load(file.as_deref(), &args.into())?;
+    telemetry::init(&config.logging);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let app = Application::build(config).await?;
+        app.run_until(app::shutdown_signal()).await
+    })
+}
+
+fn token(file: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        ..Default::default()
+    };
+    let config = config::load(file.as_deref(), &overrides)?;
+    let user = UserId::parse(&args.user)?;
+    let (secret, source) = secret::resolve(&config)?;
+    if let secret::SecretSource::Generated(path) = source {
+        eprintln!(
+            "presence: generated a development JWT secret at {}",
+            path.display()
+        );
+    }
+    let ttl = args.ttl.unwrap_or(config.auth.jwt_ttl);
+    println!(
+        "{}",
+        Authenticator::new(&secret, &config.auth).mint(&user, ttl)
+    );
+    Ok(())
+}

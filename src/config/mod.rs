@@ -1,0 +1,370 @@
+//! The service's configuration: the YAML shape of the design document's section 9.1, the keys that
+//! `DECISIONS.md` adds, built-in defaults, and validation that names the offending key.
+//!
+//! Layers, later wins: defaults, the YAML file (with `${VAR}` interpolation), `PRESENCE_...`
+//! environment variables, command-line flags. See [`load`].
+
+mod load;
+pub mod units;
+
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, Overrides, load};
+
+/// The longest `ttl` a client may ask for (DECISIONS section 3).
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A rough per-presence cost in the cache, used to say how many presences `cache.max_cost` holds.
+pub const APPROX_PRESENCE_COST: u64 = 320;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub nats: NatsConfig,
+    pub cache: CacheConfig,
+    pub auth: AuthConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Center,
+    Leaf,
+}
+
+impl NodeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Center => "center",
+            NodeType::Leaf => "leaf",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub version: String,
+    pub host: IpAddr,
+    pub port: u16,
+    pub node_type: NodeType,
+    /// Empty means "derive one": `{node_type}-{hostname}`.
+    pub node_id: String,
+    pub region: Option<String>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "units::duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            name: "presence-service".into(),
+            version: "v2".into(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            node_type: NodeType::Center,
+            node_id: String::new(),
+            region: None,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    pub embedded: bool,
+    pub data_dir: PathBuf,
+    /// The NATS server(s) to use when `embedded: false`; a comma-separated list is accepted.
+    pub url: String,
+    /// Bind address of the embedded server's client and leafnode listeners.
+    pub host: IpAddr,
+    /// Client port of the embedded server.
+    pub port: u16,
+    /// Leafnode listener of the embedded server on a center node.
+    pub leaf_port: u16,
+    /// Cluster listener; accepted for the clustered center, not used by a single node.
+    pub cluster_port: Option<u16>,
+    /// Path to `nats-server`; else `NATS_SERVER_BIN`, else the project's copy, else `PATH`.
+    pub server_bin: Option<PathBuf>,
+    /// Where a leaf node's leafnode connection goes.
+    pub center_url: Option<String>,
+    /// Upper bound on one KV request (get, or put until acknowledged).
+    #[serde(with = "units::duration")]
+    pub request_timeout: Duration,
+    /// How long the embedded server may take to serve JetStream after it was started.
+    #[serde(with = "units::duration")]
+    pub startup_timeout: Duration,
+    pub jetstream: JetStreamConfig,
+    pub kv: KvConfig,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            data_dir: PathBuf::from("./nats-data"),
+            url: "nats://127.0.0.1:4222".into(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 4222,
+            leaf_port: 7422,
+            cluster_port: None,
+            server_bin: None,
+            center_url: None,
+            request_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(30),
+            jetstream: JetStreamConfig::default(),
+            kv: KvConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JetStreamConfig {
+    #[serde(with = "units::bytes")]
+    pub max_memory: u64,
+    #[serde(with = "units::bytes")]
+    pub max_file: u64,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            max_memory: 1_000_000_000,
+            max_file: 10_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KvConfig {
+    pub bucket: String,
+    /// The default `ttl` of a presence when a write names none.
+    #[serde(with = "units::duration")]
+    pub ttl: Duration,
+    /// How long a record stays in the bucket after its last write (the bucket's `max_age`).
+    #[serde(with = "units::duration")]
+    pub retention: Duration,
+    pub replicas: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            bucket: "presence".into(),
+            ttl: Duration::from_secs(3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `ristretto` (the design document's) and `moka` (what we run) both mean the same cache.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Bytes of approximate presence cost the cache may hold.
+    #[serde(with = "units::bytes")]
+    pub max_cost: u64,
+    /// Ristretto's counter count; accepted for compatibility, moka sizes its own sketch.
+    pub num_counters: u64,
+    /// Ristretto's write buffer; accepted for compatibility, moka needs none.
+    pub buffer_items: u64,
+    pub metrics: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            kind: "moka".into(),
+            max_cost: 512 * 1024 * 1024,
+            num_counters: 10_000_000,
+            buffer_items: 64,
+            metrics: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret; when absent, a generated one is kept in the data directory.
+    pub jwt_secret: Option<Secret>,
+    pub jwt_issuer: String,
+    /// Lifetime of tokens minted by `presence token`.
+    #[serde(with = "units::duration")]
+    pub jwt_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_issuer: "presence-service".into(),
+            jwt_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A level (`info`) or a tracing filter (`info,presence=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A secret string that never shows in logs or `Debug` output.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Config {
+    /// The node id, derived from the node type and host name when the config names none.
+    pub fn node_id(&self) -> String {
+        if !self.service.node_id.is_empty() {
+            return self.service.node_id.clone();
+        }
+        let host = hostname().unwrap_or_else(|| "localhost".into());
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("{}-{}", self.service.node_type.as_str(), host)
+    }
+
+    /// Checks what serde cannot: ranges, lengths and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: &str| Err(ConfigError::new(key, reason));
+        if self.service.node_type == NodeType::Leaf {
+            return fail(
+                "service.node_type",
+                "leaf nodes are not available in this version; run a center node",
+            );
+        }
+        let id = &self.service.node_id;
+        if !id.is_empty() && !crate::model::is_valid_token(id) {
+            return fail(
+                "service.node_id",
+                "must be 1 to 128 characters of A-Z a-z 0-9 _ -",
+            );
+        }
+        let kv = &self.nats.kv;
+        if !crate::model::is_valid_token(&kv.bucket) {
+            return fail(
+                "nats.kv.bucket",
+                "must be 1 to 128 characters of A-Z a-z 0-9 _ -",
+            );
+        }
+        if kv.ttl < Duration::from_secs(1) || kv.ttl > MAX_TTL {
+            return fail("nats.kv.ttl", "must be between 1s and 7d");
+        }
+        if kv.ttl.subsec_nanos() != 0 {
+            return fail("nats.kv.ttl", "must be whole seconds");
+        }
+        if kv.retention < MAX_TTL {
+            return fail("nats.kv.retention", "must be at least 7d, the longest ttl");
+        }
+        if kv.replicas == 0 || kv.replicas > 5 {
+            return fail("nats.kv.replicas", "must be between 1 and 5");
+        }
+        if self.nats.embedded && self.nats.port == self.nats.leaf_port && self.nats.port != 0 {
+            return fail("nats.leaf_port", "must differ from nats.port");
+        }
+        if !self.nats.embedded && self.nats.url.trim().is_empty() {
+            return fail("nats.url", "is required when nats.embedded is false");
+        }
+        if self.nats.request_timeout < Duration::from_millis(10) {
+            return fail("nats.request_timeout", "must be at least 10ms");
+        }
+        if !matches!(self.cache.kind.as_str(), "ristretto" | "moka") {
+            return fail(
+                "cache.type",
+                "must be `ristretto` or `moka` (both mean the moka cache)",
+            );
+        }
+        if self.cache.max_cost < 1024 {
+            return fail("cache.max_cost", "must be at least 1KB");
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return fail(
+                "auth.jwt_secret",
+                "must be at least 32 bytes (HS256 needs a key as long as its hash)",
+            );
+        }
+        if self.auth.jwt_issuer.trim().is_empty() {
+            return fail("auth.jwt_issuer", "must not be empty");
+        }
+        if self.auth.jwt_ttl < Duration::from_secs(1) {
+            return fail("auth.jwt_ttl", "must be at least 1s");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            return fail(
+                "logging.level",
+                "must be a level (error, warn, info, debug, trace) or a tracing filter",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
+}

@@ -1,0 +1,87 @@
+//! Extractors that answer bad input with the JSON envelope instead of axum's plain-text
+//! rejections: JSON bodies, the `{user_id}` path segment, and query strings.
+
+use axum::{
+    extract::{
+        FromRequest, FromRequestParts, Path, Query, Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
+    http::{StatusCode, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::model::UserId;
+
+/// `axum::Json` with the envelope: 415 without a JSON content type, 413 over the body limit,
+/// 400 for malformed JSON or a body of the wrong shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
+        }
+        _ => match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!(
+                "invalid request body: {}",
+                e.body_text().trim_start_matches(
+                    "Failed to deserialize the JSON body into the target type: "
+                )
+            )),
+            JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest("malformed JSON body".into()),
+            other => ApiError::BadRequest(other.body_text()),
+        },
+    }
+}
+
+/// The `{user_id}` of the path, validated.
+pub struct UserPath(pub UserId);
+
+impl FromRequestParts<AppState> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let raw = match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => raw,
+            // The static `/batch` route names the user `batch` without a path parameter.
+            Err(PathRejection::MissingPathParams(_)) => parts
+                .uri
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
+        };
+        UserId::parse(&raw)
+            .map(UserPath)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+}
+
+/// `axum::extract::Query` with the envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text()))
+    }
+}

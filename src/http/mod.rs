@@ -1,0 +1,87 @@
+//! The HTTP layer: the router, its shared state, and the middleware every request passes
+//! (a tracing span per request, a body limit, panic catching, JSON 404 and 405).
+
+mod error;
+mod extract;
+mod health;
+pub mod openapi;
+pub mod presence;
+
+use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::Response,
+    response::IntoResponse,
+};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tracing::Span;
+
+pub use error::{ApiError, ErrorResponse};
+
+use crate::{auth::Authenticator, config::NodeType, store::PresenceStore};
+
+/// Request bodies larger than this get 413 (DECISIONS section 3).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What every handler can reach: a cheap `Clone` handle over the shared parts.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub store: PresenceStore,
+    pub auth: Authenticator,
+    pub nats: async_nats::Client,
+    pub node_id: String,
+    pub node_type: NodeType,
+    pub default_ttl: Duration,
+    pub started: std::time::Instant,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The whole API with its middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(presence::routes())
+        .merge(health::routes())
+        .merge(openapi::routes())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("request", method = %req.method(), route, status = tracing::field::Empty)
+                })
+                .on_request(())
+                .on_response(|res: &Response<_>, latency: Duration, span: &Span| {
+                    span.record("status", res.status().as_u16());
+                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
+                })
+                .on_failure(()),
+        )
+        .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "handler panicked");
+            ApiError::Internal.into_response()
+        }))
+        .with_state(state)
+}

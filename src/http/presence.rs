@@ -1,0 +1,222 @@
+//! The presence API (design document section 4, DECISIONS sections 3 and 4): handlers and their
+//! routes side by side.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::{
+    Json, Router,
+    routing::{get, post},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    ApiError, AppState,
+    extract::{ApiJson, ApiQuery, UserPath},
+};
+use crate::{
+    auth::AuthUser,
+    model::{Presence, PresenceUpdate, UserId},
+};
+
+/// Most distinct users one multi-user read may ask for.
+pub const MAX_USERS_PER_READ: usize = 1000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/presence", get(get_many))
+        .route("/api/v2/presence/{user_id}", get(get_one).put(set_one))
+        // `batch` is also a valid user id: GET and PUT on it reach that user.
+        .route(
+            "/api/v2/presence/batch",
+            post(batch).get(get_one).put(set_one),
+        )
+}
+
+/// The success envelope: `data` maps each user id to its presence.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PresenceResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub data: BTreeMap<String, Presence>,
+}
+
+impl PresenceResponse {
+    fn new(presences: impl IntoIterator<Item = Presence>) -> Json<Self> {
+        let data = presences
+            .into_iter()
+            .map(|p| (p.user_id.clone(), p))
+            .collect();
+        Json(Self {
+            success: true,
+            data,
+        })
+    }
+}
+
+/// The body of a write.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPresenceRequest {
+    /// One of `online`, `away`, `busy`, `offline`.
+    #[schema(example = "busy")]
+    pub status: String,
+    /// At most 256 characters, no control characters.
+    #[schema(example = "In a meeting")]
+    pub message: Option<String>,
+    /// Seconds until the status expires to `offline` without a refresh: 1 to 604800; default
+    /// `nats.kv.ttl`.
+    #[schema(example = 3600, minimum = 1, maximum = 604800)]
+    pub ttl: Option<i64>,
+}
+
+/// The body of a batch read.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 1000 distinct user ids.
+    pub user_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsersQuery {
+    /// Comma-separated user ids, 1 to 1000 distinct.
+    pub users: Option<String>,
+}
+
+/// Get one user's presence.
+#[utoipa::path(
+    get,
+    path = "/api/v2/presence/{user_id}",
+    params(("user_id" = String, Path, description = "1 to 128 characters of A-Z a-z 0-9 _ -")),
+    responses(
+        (status = 200, description = "The user's presence", body = PresenceResponse),
+        (status = 400, description = "Invalid user id", body = super::ErrorResponse),
+        (status = 404, description = "No presence was ever stored for this user", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+    ),
+    tag = "presence"
+)]
+pub async fn get_one(
+    state: axum::extract::State<AppState>,
+    UserPath(user): UserPath,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let stored = state.store.get(&user).await?;
+    let stored =
+        stored.ok_or_else(|| ApiError::NotFound(format!("no presence for user {user}")))?;
+    Ok(PresenceResponse::new([stored.view(Utc::now())]))
+}
+
+/// Get the presence of several users.
+#[utoipa::path(
+    get,
+    path = "/api/v2/presence",
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "An entry for every requested id; users never seen read `offline`", body = PresenceResponse),
+        (status = 400, description = "Missing, empty or oversize list, or an invalid id", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+    ),
+    tag = "presence"
+)]
+pub async fn get_many(
+    state: axum::extract::State<AppState>,
+    ApiQuery(query): ApiQuery<UsersQuery>,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let raw = query
+        .users
+        .ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
+    let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
+    read_many(&state, users).await
+}
+
+/// Get the presence of several users, ids in the body.
+#[utoipa::path(
+    post,
+    path = "/api/v2/presence/batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "An entry for every requested id; users never seen read `offline`", body = PresenceResponse),
+        (status = 400, description = "Malformed body, empty or oversize list, or an invalid id", body = super::ErrorResponse),
+        (status = 413, description = "Body over 16 KiB", body = super::ErrorResponse),
+        (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+    ),
+    tag = "presence"
+)]
+pub async fn batch(
+    state: axum::extract::State<AppState>,
+    ApiJson(body): ApiJson<BatchRequest>,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let users = parse_user_list(body.user_ids.iter().map(String::as_str))?;
+    read_many(&state, users).await
+}
+
+/// Set your own presence.
+#[utoipa::path(
+    put,
+    path = "/api/v2/presence/{user_id}",
+    params(("user_id" = String, Path, description = "Must equal the token's `sub`")),
+    request_body = SetPresenceRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stored and acknowledged by JetStream", body = PresenceResponse),
+        (status = 400, description = "Invalid id, status, message, ttl or JSON", body = super::ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
+        (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
+        (status = 413, description = "Body over 16 KiB", body = super::ErrorResponse),
+        (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable; nothing was stored", body = super::ErrorResponse),
+    ),
+    tag = "presence"
+)]
+pub async fn set_one(
+    state: axum::extract::State<AppState>,
+    UserPath(user): UserPath,
+    AuthUser(subject): AuthUser,
+    ApiJson(body): ApiJson<SetPresenceRequest>,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    if subject != user.as_str() {
+        return Err(ApiError::Forbidden);
+    }
+    let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let stored = state.store.write(&user, update, &state.node_id).await?;
+    Ok(PresenceResponse::new([stored.view(Utc::now())]))
+}
+
+/// Validates and de-duplicates a list of ids (first occurrence wins).
+fn parse_user_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<UserId>, ApiError> {
+    let mut seen = HashSet::new();
+    let mut users = Vec::new();
+    for raw in ids {
+        let user = UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if seen.insert(user.clone()) {
+            if users.len() == MAX_USERS_PER_READ {
+                return Err(ApiError::BadRequest(format!(
+                    "too many users: at most {MAX_USERS_PER_READ} per request"
+                )));
+            }
+            users.push(user);
+        }
+    }
+    if users.is_empty() {
+        return Err(ApiError::BadRequest("the list of users is empty".into()));
+    }
+    Ok(users)
+}
+
+async fn read_many(
+    state: &AppState,
+    users: Vec<UserId>,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let found = state.store.get_many(&users).await?;
+    let now = Utc::now();
+    Ok(PresenceResponse::new(found.into_iter().map(
+        |(user, stored)| match stored {
+            Some(p) => p.view(now),
+            None => Presence::unknown(&user),
+        },
+    )))
+}

@@ -1,0 +1,33 @@
+//! Presence: who is online, away, busy or offline, with a status message and a last-seen time.
+//!
+//! # A tour
+//!
+//! - [`cli`]: the `presence` command line (`serve`, `token`); `main.rs` only calls it.
+//! - [`config`]: the YAML configuration of the design document, with defaults, `${VAR}`
+//!   interpolation, `PRESENCE_...` overrides and validation that names the key.
+//! - [`app`]: start-up and shutdown. `Application::build` starts NATS, opens the bucket and binds
+//!   the listener; tests go through the same path on port 0.
+//! - [`nats`]: the embedded `nats-server` (found, version-checked, configured, supervised and
+//!   restarted as a child process) and the service's client connection.
+//! - [`store`]: the JetStream KV bucket `presence`, the authoritative copy of every presence.
+//! - [`model`]: user ids, statuses, and a presence as stored and as shown (expiry is applied at
+//!   read time here).
+//! - [`auth`]: HS256 JWT verification as an axum extractor, token minting, the secret's source.
+//! - [`http`]: the axum router, its handlers, the JSON error envelope, `/health` and the OpenAPI
+//!   document.
+//! - [`telemetry`]: logging setup.
+//!
+//! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `store` (one KV
+//! get) → `model::StoredPresence::view`, which turns an expired presence into `offline`. A write
+//! (`PUT`) passes the `auth::AuthUser` extractor, is validated into a `model::PresenceUpdate`,
+//! and answers 200 only after JetStream acknowledged the KV put.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod nats;
+pub mod store;
+pub mod telemetry;

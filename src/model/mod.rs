@@ -1,0 +1,8 @@
+//! The domain: user ids, statuses, and a presence as stored and as shown. Validation lives in the
+//! typed constructors, so that an invalid value cannot exist past the HTTP edge.
+
+mod presence;
+mod user_id;
+
+pub use presence::{Presence, PresenceUpdate, Status, StoredPresence, UpdateError};
+pub use user_id::{UserId, UserIdError, is_valid_token};

@@ -1,0 +1,288 @@
+//! A presence as the KV stores it ([`StoredPresence`]) and as a reader sees it ([`Presence`]).
+//!
+//! Expiry is evaluated when a stored presence is turned into a view, at read time: a presence
+//! whose `ttl` ran out reads as `offline` with its message cleared and `last_seen` kept, whatever
+//! a background job has or has not done yet.
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
+
+use super::UserId;
+use crate::config::MAX_TTL;
+
+pub const MAX_MESSAGE_CHARS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl FromStr for Status {
+    type Err = UpdateError;
+    fn from_str(s: &str) -> Result<Self, UpdateError> {
+        match s {
+            "online" => Ok(Status::Online),
+            "away" => Ok(Status::Away),
+            "busy" => Ok(Status::Busy),
+            "offline" => Ok(Status::Offline),
+            _ => Err(UpdateError::Status),
+        }
+    }
+}
+
+/// What a presence looks like in the KV bucket: the public fields plus the absolute expiry time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPresence {
+    pub user_id: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub node_id: String,
+    /// Seconds, as the client asked or the default.
+    pub ttl: u64,
+    /// `updated_at + ttl`, in UTC: the moment this presence reads as offline.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A presence as the API shows it (design document section 3.2, DECISIONS section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Presence {
+    pub user_id: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The last time the user was known to be active; absent for a user never seen.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The time of the last write; absent for a user never seen.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The node that accepted the last write; absent for a user never seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Seconds the status holds without a refresh; absent once it has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Presence {
+    /// A user this service has never seen: offline, and nothing else known.
+    pub fn unknown(user: &UserId) -> Self {
+        Self {
+            user_id: user.to_string(),
+            status: Status::Offline,
+            message: None,
+            last_seen: None,
+            updated_at: None,
+            node_id: None,
+            ttl: None,
+        }
+    }
+}
+
+/// A validated write: what `PUT /api/v2/presence/{user_id}` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceUpdate {
+    pub status: Status,
+    pub message: Option<String>,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("invalid status: must be one of online, away, busy, offline")]
+    Status,
+    #[error("message too long: at most 256 characters")]
+    MessageTooLong,
+    #[error("message must not contain control characters")]
+    MessageControl,
+    #[error("ttl must be a whole number of seconds from 1 to 604800 (7 days)")]
+    Ttl,
+}
+
+impl PresenceUpdate {
+    pub fn new(
+        status: &str,
+        message: Option<String>,
+        ttl_secs: Option<i64>,
+        default_ttl: Duration,
+    ) -> Result<Self, UpdateError> {
+        let status = status.parse()?;
+        let message = message.filter(|m| !m.is_empty());
+        if let Some(m) = &message {
+            if m.chars().count() > MAX_MESSAGE_CHARS {
+                return Err(UpdateError::MessageTooLong);
+            }
+            if m.chars().any(char::is_control) {
+                return Err(UpdateError::MessageControl);
+            }
+        }
+        let ttl = match ttl_secs {
+            None => default_ttl,
+            Some(secs) if secs >= 1 && secs as u64 <= MAX_TTL.as_secs() => {
+                Duration::from_secs(secs as u64)
+            }
+            Some(_) => return Err(UpdateError::Ttl),
+        };
+        Ok(Self {
+            status,
+            message,
+            ttl,
+        })
+    }
+}
+
+impl StoredPresence {
+    /// The record a write produces. `last_seen` moves with every write whose status is not
+    /// `offline`; an `offline` write keeps what the previous record knew.
+    pub fn from_update(
+        user: &UserId,
+        update: PresenceUpdate,
+        previous: Option<&StoredPresence>,
+        node_id: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let now = truncate_to_millis(now);
+        let last_seen = if update.status == Status::Offline {
+            previous.and_then(|p| p.last_seen)
+        } else {
+            Some(now)
+        };
+        let ttl = update.ttl.as_secs();
+        Self {
+            user_id: user.to_string(),
+            status: update.status,
+            message: update.message,
+            last_seen,
+            updated_at: now,
+            node_id: node_id.to_string(),
+            ttl,
+            expires_at: now + chrono::Duration::seconds(ttl as i64),
+        }
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.status != Status::Offline && now >= self.expires_at
+    }
+
+    /// What a reader sees at `now`: expiry applied.
+    pub fn view(&self, now: DateTime<Utc>) -> Presence {
+        let expired = self.is_expired(now);
+        Presence {
+            user_id: self.user_id.clone(),
+            status: if expired {
+                Status::Offline
+            } else {
+                self.status
+            },
+            message: if expired { None } else { self.message.clone() },
+            last_seen: self.last_seen,
+            updated_at: Some(self.updated_at),
+            node_id: Some(self.node_id.clone()),
+            ttl: (!expired).then_some(self.ttl),
+        }
+    }
+}
+
+fn truncate_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn user() -> UserId {
+        UserId::parse("user123").unwrap()
+    }
+
+    #[test]
+    fn validation_follows_decisions_section_3() {
+        assert_eq!(
+            PresenceUpdate::new("sleeping", None, None, HOUR),
+            Err(UpdateError::Status)
+        );
+        assert_eq!(
+            PresenceUpdate::new("Online", None, None, HOUR),
+            Err(UpdateError::Status)
+        );
+        let long = "é".repeat(257);
+        assert_eq!(
+            PresenceUpdate::new("busy", Some(long), None, HOUR),
+            Err(UpdateError::MessageTooLong)
+        );
+        assert!(PresenceUpdate::new("busy", Some("é".repeat(256)), None, HOUR).is_ok());
+        assert_eq!(
+            PresenceUpdate::new("busy", Some("a\nb".into()), None, HOUR),
+            Err(UpdateError::MessageControl)
+        );
+        for bad in [0, -1, 604_801] {
+            assert_eq!(
+                PresenceUpdate::new("busy", None, Some(bad), HOUR),
+                Err(UpdateError::Ttl)
+            );
+        }
+        assert_eq!(
+            PresenceUpdate::new("busy", None, None, HOUR).unwrap().ttl,
+            HOUR
+        );
+    }
+
+    #[test]
+    fn expiry_reads_offline_and_keeps_last_seen() {
+        let now = Utc::now();
+        let update = PresenceUpdate::new("online", Some("hi".into()), Some(1), HOUR).unwrap();
+        let stored = StoredPresence::from_update(&user(), update, None, "n1", now);
+        assert_eq!(stored.view(now).status, Status::Online);
+        let later = stored.view(now + chrono::Duration::seconds(2));
+        assert_eq!(later.status, Status::Offline);
+        assert_eq!(later.message, None);
+        assert_eq!(later.last_seen, stored.last_seen);
+    }
+
+    #[test]
+    fn an_offline_write_keeps_the_previous_last_seen() {
+        let t0 = Utc::now();
+        let online = StoredPresence::from_update(
+            &user(),
+            PresenceUpdate::new("online", None, None, HOUR).unwrap(),
+            None,
+            "n1",
+            t0,
+        );
+        let t1 = t0 + chrono::Duration::seconds(60);
+        let offline = PresenceUpdate::new("offline", None, None, HOUR).unwrap();
+        let after = StoredPresence::from_update(&user(), offline, Some(&online), "n1", t1);
+        assert_eq!(after.last_seen, online.last_seen);
+        assert!(after.updated_at > online.updated_at);
+    }
+}

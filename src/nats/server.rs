@@ -1,0 +1,150 @@
+//! Finding the `nats-server` binary, checking its version, and writing its configuration.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use crate::config::Config;
+
+use super::NatsError;
+
+/// Per-key TTL and expiry markers arrived in nats-server 2.11.
+pub const MIN_VERSION: (u64, u64, u64) = (2, 11, 0);
+/// Where `scripts/install-nats-server` puts the pinned binary, relative to the project.
+pub const PROJECT_BIN: &str = ".tools/bin/nats-server";
+const INSTALL_HINT: &str = "install the pinned nats-server with `scripts/install-nats-server` \
+    (from the project folder), or set nats.server_bin or NATS_SERVER_BIN to a nats-server 2.11 or newer";
+
+/// The binary to run: `nats.server_bin`, else `NATS_SERVER_BIN`, else the project's installed
+/// copy (beside the working directory or the source tree), else the first on `PATH`.
+pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsError> {
+    if let Some(path) = configured {
+        return existing(path).ok_or_else(|| {
+            NatsError::Binary(format!(
+                "nats.server_bin {} does not exist; {INSTALL_HINT}",
+                path.display()
+            ))
+        });
+    }
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return existing(&path).ok_or_else(|| {
+            NatsError::Binary(format!(
+                "NATS_SERVER_BIN {} does not exist; {INSTALL_HINT}",
+                path.display()
+            ))
+        });
+    }
+    let project = [
+        PathBuf::from(PROJECT_BIN),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(PROJECT_BIN),
+    ];
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|dir| dir.join("nats-server"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    project
+        .into_iter()
+        .chain(on_path)
+        .find_map(|p| existing(&p))
+        .ok_or_else(|| NatsError::Binary(format!("nats-server not found; {INSTALL_HINT}")))
+}
+
+fn existing(path: &Path) -> Option<PathBuf> {
+    path.is_file().then(|| path.to_path_buf())
+}
+
+/// Runs `nats-server --version` and refuses versions older than [`MIN_VERSION`].
+pub async fn check_version(bin: &Path) -> Result<String, NatsError> {
+    let output = tokio::process::Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            NatsError::Binary(format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()))
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let version = parse_version(&text).ok_or_else(|| {
+        NatsError::Binary(format!(
+            "{} --version printed {text:?}, not a nats-server version",
+            bin.display()
+        ))
+    })?;
+    if version < MIN_VERSION {
+        let (a, b, c) = MIN_VERSION;
+        return Err(NatsError::Binary(format!(
+            "{} is nats-server {text}; Presence needs {a}.{b}.{c} or newer (per-key TTL and expiry markers); {INSTALL_HINT}",
+            bin.display()
+        )));
+    }
+    Ok(text)
+}
+
+/// `nats-server: v2.15.1` (or `2.15.1-beta`) → (2, 15, 1).
+pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let v = text.rsplit(' ').next()?.trim_start_matches('v');
+    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u64>());
+    Some((
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    ))
+}
+
+/// The configuration file of the embedded server of a center node.
+pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String {
+    let nats = &config.nats;
+    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let host = nats.host.to_string();
+    format!(
+        "# Written by Presence at start-up; edits are overwritten.\n\
+         server_name: {name}\n\
+         listen: {listen}\n\
+         pid_file: {pid}\n\
+         logtime: false\n\
+         max_payload: 1MB\n\
+         jetstream {{\n  domain: center\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n}}\n\
+         leafnodes {{\n  listen: {leaf}\n  no_advertise: true\n}}\n",
+        name = quote(node_id),
+        listen = quote(&format!("{host}:{}", nats.port)),
+        pid = quote(&data_dir.join(PID_FILE).to_string_lossy()),
+        store = quote(&data_dir.to_string_lossy()),
+        mem = nats.jetstream.max_memory,
+        file = nats.jetstream.max_file,
+        leaf = quote(&format!("{host}:{}", nats.leaf_port)),
+    )
+}
+
+/// The embedded server's pid file, inside the data directory.
+pub const PID_FILE: &str = "nats-server.pid";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("nats-server: v2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_version("nats-server: v2.11.0-RC.1"), Some((2, 11, 0)));
+        assert!(parse_version("nats-server: v2.9.10").unwrap() < MIN_VERSION);
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn config_has_domain_limits_and_leaf_listener() {
+        let text = render_config(&Config::default(), "center-1", Path::new("/tmp/x"));
+        for needle in [
+            "domain: center",
+            "max_file_store: 10000000000",
+            "no_advertise: true",
+            "\"127.0.0.1:7422\"",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

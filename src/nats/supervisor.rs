@@ -1,0 +1,273 @@
+//! Embedded NATS: `nats-server` as a supervised child process.
+//!
+//! The child gets a parent-death signal (SIGTERM), so that a `kill -9` of the service does not
+//! leave an orphaned server holding the ports. If the child dies while the service runs, it is
+//! restarted with exponential backoff; the service's NATS client reconnects by itself. On
+//! shutdown the child gets SIGTERM (a clean JetStream shutdown) and SIGKILL if it lingers.
+
+use std::{
+    collections::VecDeque,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{NatsError, server};
+use crate::config::Config;
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A child that ran this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Lines of the child's log kept to explain a failed start.
+const LOG_TAIL: usize = 20;
+
+/// A running embedded `nats-server`, restarted when it dies, stopped by [`EmbeddedServer::stop`].
+pub struct EmbeddedServer {
+    client_url: String,
+    version: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Launch {
+    bin: PathBuf,
+    conf: PathBuf,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl EmbeddedServer {
+    /// Writes the server's config into the data directory, starts it, and waits until it serves
+    /// JetStream (at most `nats.startup_timeout`).
+    pub async fn start(config: &Config, node_id: &str) -> Result<Self, NatsError> {
+        let bin = server::find_binary(config.nats.server_bin.as_deref())?;
+        let version = server::check_version(&bin).await?;
+        let data_dir = absolute_dir(&config.nats.data_dir)?;
+        let conf = data_dir.join("nats-server.conf");
+        std::fs::write(&conf, server::render_config(config, node_id, &data_dir))
+            .map_err(|e| NatsError::Start(format!("cannot write {}: {e}", conf.display())))?;
+        let launch = Launch {
+            bin,
+            conf,
+            tail: Arc::default(),
+        };
+        let mut child = launch.spawn()?;
+        let connect_host = match config.nats.host {
+            IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        };
+        let client_url = format!("nats://{connect_host}:{}", config.nats.port);
+        tracing::info!(%version, url = %client_url, data_dir = %data_dir.display(), "starting embedded nats-server");
+        if let Err(e) = wait_ready(
+            &client_url,
+            &mut child,
+            &launch,
+            config.nats.startup_timeout,
+        )
+        .await
+        {
+            terminate(&mut child).await;
+            return Err(e);
+        }
+        tracing::info!(url = %client_url, "embedded nats-server serves JetStream");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(supervise(child, launch, shutdown.clone()));
+        Ok(Self {
+            client_url,
+            version,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn client_url(&self) -> &str {
+        &self.client_url
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Stops the server cleanly (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl Launch {
+    fn spawn(&self) -> Result<Child, NatsError> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let parent = std::process::id();
+        // SAFETY: between fork and exec the closure calls only async-signal-safe functions.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the signal was armed.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| NatsError::Start(format!("cannot start {}: {e}", self.bin.display())))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_log(stderr, self.tail.clone()));
+        }
+        Ok(child)
+    }
+
+    fn tail(&self) -> String {
+        let tail = self.tail.lock().expect("log tail lock");
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Forwards the server's log lines to tracing and keeps the last few for error messages.
+async fn forward_log(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("[ERR]") || line.contains("[FTL]") {
+            tracing::error!(target: "nats_server", "{line}");
+        } else if line.contains("[WRN]") {
+            tracing::warn!(target: "nats_server", "{line}");
+        } else {
+            tracing::debug!(target: "nats_server", "{line}");
+        }
+        let mut tail = tail.lock().expect("log tail lock");
+        if tail.len() == LOG_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Polls until a client can reach JetStream on the new server, or the child exits, or time runs out.
+async fn wait_ready(
+    url: &str,
+    child: &mut Child,
+    launch: &Launch,
+    limit: Duration,
+) -> Result<(), NatsError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| NatsError::Start(e.to_string()))?
+        {
+            // Give the log forwarder a moment to take the last lines.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(NatsError::Start(format!(
+                "nats-server exited during start-up ({status}):\n{}",
+                launch.tail()
+            )));
+        }
+        if serves_jetstream(url).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(NatsError::Start(format!(
+                "nats-server did not serve JetStream within {limit:?}:\n{}",
+                launch.tail()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn serves_jetstream(url: &str) -> bool {
+    let probe = async {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_millis(500))
+            .connect(url)
+            .await
+            .ok()?;
+        let ok = async_nats::jetstream::new(client.clone())
+            .query_account()
+            .await
+            .is_ok();
+        let _ = client.drain().await;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(true))
+    )
+}
+
+async fn supervise(mut child: Child, launch: Launch, shutdown: CancellationToken) {
+    let mut backoff = BACKOFF_START;
+    let mut started = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                terminate(&mut child).await;
+                return;
+            }
+            status = child.wait() => {
+                tracing::error!(status = ?status.ok(), tail = %launch.tail(), "embedded nats-server exited; restarting");
+            }
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            backoff = BACKOFF_START;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            match launch.spawn() {
+                Ok(next) => {
+                    tracing::info!(pid = next.id(), "embedded nats-server restarted");
+                    child = next;
+                    started = Instant::now();
+                    break;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot restart embedded nats-server"),
+            }
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the server has not exited within the grace period.
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_ok() {
+            tracing::info!("embedded nats-server stopped");
+            return;
+        }
+        tracing::warn!("embedded nats-server ignored SIGTERM; killing it");
+    }
+    let _ = child.kill().await;
+}
+
+fn absolute_dir(dir: &Path) -> Result<PathBuf, NatsError> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|e| NatsError::Start(format!("nats.data_dir {}: {e}", dir.display())))
+}
