@@ -11,7 +11,7 @@ use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-pub use load::{ConfigError, Overrides, load};
+pub use load::{ConfigError, Overrides, from_sources, load};
 
 /// The longest `ttl` a client may ask for (DECISIONS section 3).
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -1,6 +1,8 @@
 //! Extractors that answer bad input with the JSON envelope instead of axum's plain-text
 //! rejections: JSON bodies, the `{user_id}` path segment, and query strings.
 
+use std::collections::HashMap;
+
 use axum::{
     extract::{
         FromRequest, FromRequestParts, Path, Query, Request,
@@ -54,18 +56,19 @@ impl FromRequestParts<AppState> for UserPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let raw = match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(raw)) => raw,
-            // The static `/batch` route names the user `batch` without a path parameter.
-            Err(PathRejection::MissingPathParams(_)) => parts
+        let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))?;
+        // The static `/batch` route names the user `batch` without a path parameter.
+        let raw = params.remove("user_id").unwrap_or_else(|| {
+            parts
                 .uri
                 .path()
                 .rsplit('/')
                 .next()
                 .unwrap_or_default()
-                .to_string(),
-            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
-        };
+                .to_string()
+        });
         UserId::parse(&raw)
             .map(UserPath)
             .map_err(|e| ApiError::BadRequest(e.to_string()))

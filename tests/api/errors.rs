@@ -1,0 +1,229 @@
+//! Bad input gets the right status and the JSON envelope, and nothing stored is lost.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, assert_error, json_of, mint};
+
+#[tokio::test]
+async fn invalid_writes_are_400_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, original) = json_of(
+        app.put("bob", json!({"status": "away", "message": "lunch"}))
+            .await,
+    )
+    .await;
+    let cases = [
+        json!({"status": "sleeping"}),
+        json!({"status": "ONLINE"}),
+        json!({"status": 1}),
+        json!({}),
+        json!({"status": "busy", "ttl": 0}),
+        json!({"status": "busy", "ttl": 604_801}),
+        json!({"status": "busy", "ttl": -5}),
+        json!({"status": "busy", "ttl": 1.5}),
+        json!({"status": "busy", "ttl": "60"}),
+        json!({"status": "busy", "message": "x".repeat(257)}),
+        json!({"status": "busy", "message": "line\nbreak"}),
+        json!({"status": "busy", "colour": "red"}),
+        json!(["busy"]),
+    ];
+    for body in cases {
+        let error = assert_error(app.put("bob", body.clone()).await, StatusCode::BAD_REQUEST).await;
+        assert!(!error.contains("Failed to deserialize"), "{body}: {error}");
+    }
+    let (_, now) = json_of(app.get("/api/v2/presence/bob").await).await;
+    assert_eq!(
+        now, original,
+        "failed writes left the stored presence alone"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn boundary_values_are_accepted() {
+    let app = TestApp::spawn().await;
+    for body in [
+        json!({"status": "busy", "ttl": 1}),
+        json!({"status": "busy", "ttl": 604_800}),
+        json!({"status": "busy", "message": "é".repeat(256)}),
+    ] {
+        assert_eq!(
+            app.put("edge", body.clone()).await.status(),
+            StatusCode::OK,
+            "{body}"
+        );
+    }
+    let long = "x".repeat(128);
+    assert_eq!(
+        app.put(&long, json!({"status": "online"})).await.status(),
+        StatusCode::OK
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_user_ids_are_400_everywhere() {
+    let app = TestApp::spawn().await;
+    let too_long = "x".repeat(200);
+    for raw in [
+        "a.b",
+        "*",
+        "%3E",
+        "a%20b",
+        "user%3A1",
+        too_long.as_str(),
+        "%C3%BC",
+    ] {
+        assert_error(
+            app.get(&format!("/api/v2/presence/{raw}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_error(
+            app.put_as(raw, &mint("x"), json!({"status": "online"}))
+                .await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_error(
+            app.get(&format!("/api/v2/presence?users=ok,{raw}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    for id in ["a.b", "*", ">", "", too_long.as_str()] {
+        assert_error(app.batch(json!(["ok", id])).await, StatusCode::BAD_REQUEST).await;
+    }
+    // An empty id in the path is no route at all.
+    assert_error(app.get("/api/v2/presence/").await, StatusCode::NOT_FOUND).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn user_lists_must_hold_1_to_1000_distinct_ids() {
+    let app = TestApp::spawn().await;
+    for query in [
+        "/api/v2/presence",
+        "/api/v2/presence?users=",
+        "/api/v2/presence?users=,,",
+    ] {
+        assert_error(app.get(query).await, StatusCode::BAD_REQUEST).await;
+    }
+    assert_error(app.batch(json!([])).await, StatusCode::BAD_REQUEST).await;
+    let ids: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
+    assert_error(
+        app.get(&format!("/api/v2/presence?users={}", ids.join(",")))
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(app.batch(json!(ids)).await, StatusCode::BAD_REQUEST).await;
+    // 1000 distinct ids, each twice, are fine: duplicates count once.
+    let doubled: Vec<&String> = ids[..1000].iter().chain(&ids[..1000]).collect();
+    assert_eq!(app.batch(json!(doubled)).await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_and_small() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/api/v2/presence/carol");
+    let auth = format!("Bearer {}", mint("carol"));
+    let send = |body: String, content_type: Option<&'static str>| {
+        let mut req = app.http.put(&url).header("authorization", &auth).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send()
+    };
+    assert_error(
+        send("{\"status\": ".into(), Some("application/json"))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(
+        send("not json".into(), Some("application/json"))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(
+        send("{\"status\":\"online\"}".into(), Some("text/plain"))
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert_error(
+        send("{\"status\":\"online\"}".into(), None).await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    let big = format!(
+        "{{\"status\":\"online\",\"message\":\"{}\"}}",
+        "x".repeat(17 * 1024)
+    );
+    assert_error(
+        send(big.clone(), Some("application/json")).await.unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    let batch = app
+        .http
+        .post(app.url("/api/v2/presence/batch"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_error(batch, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_error(
+        app.get("/api/v2/presence/carol").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods() {
+    let app = TestApp::spawn().await;
+    assert_error(app.get("/nope").await, StatusCode::NOT_FOUND).await;
+    assert_error(app.get("/api/v2/presence/a/b").await, StatusCode::NOT_FOUND).await;
+    let delete = app
+        .http
+        .delete(app.url("/api/v2/presence/user1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.headers()["allow"], "GET,HEAD,PUT");
+    assert_error(delete, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert_error(
+        app.http
+            .post(app.url("/api/v2/presence/user1"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_error(
+        app.http
+            .delete(app.url("/api/v2/presence/batch"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_error(
+        app.http.post(app.url("/health")).send().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    app.stop().await;
+}

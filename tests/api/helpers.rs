@@ -1,0 +1,314 @@
+//! Test fixtures: a Presence node with its own real nats-server on free ports in a temporary
+//! directory, either in this process ([`TestApp`]) or as the real binary ([`ServiceProcess`]).
+
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use presence::{
+    app::Application,
+    auth::Authenticator,
+    config::{Config, Secret, from_sources},
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+pub const ISSUER: &str = "presence-service";
+
+/// A free TCP port on loopback, chosen by the OS.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A configuration for a node whose every port and path is its own.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = from_sources(None, &[]).unwrap();
+    config.service.port = 0;
+    config.service.node_id = "test-node".into();
+    config.nats.port = free_port();
+    config.nats.leaf_port = free_port();
+    config.nats.data_dir = dir.join("nats-data");
+    config.nats.startup_timeout = Duration::from_secs(20);
+    config.auth.jwt_secret = Some(Secret::new(SECRET.into()));
+    config
+}
+
+pub fn mint(user: &str) -> String {
+    let config = from_sources(None, &[]).unwrap();
+    Authenticator::new(&Secret::new(SECRET.into()), &config.auth)
+        .mint(user, Duration::from_secs(600))
+}
+
+/// A node running inside the test process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let app = Application::build(config.clone())
+            .await
+            .expect("the app builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            config,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.nats.data_dir
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// PUT a presence as `user` with a valid token of their own.
+    pub async fn put(&self, user: &str, body: Value) -> Response {
+        self.put_as(user, &mint(user), body).await
+    }
+
+    pub async fn put_as(&self, user: &str, token: &str, body: Value) -> Response {
+        self.http
+            .put(self.url(&format!("/api/v2/presence/{user}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn batch(&self, ids: Value) -> Response {
+        self.http
+            .post(self.url("/api/v2/presence/batch"))
+            .json(&json!({ "user_ids": ids }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the node the way SIGTERM does and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+/// The JSON body of a response, with its status.
+pub async fn json_of(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{status}: {text}"
+    );
+    (status, body)
+}
+
+/// Asserts the error envelope with `status`.
+pub async fn assert_error(response: Response, status: StatusCode) -> String {
+    let (got, body) = json_of(response).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["success"], json!(false), "{body}");
+    let error = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {body}"));
+    assert!(!error.is_empty());
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "only success and error: {body}"
+    );
+    error.to_string()
+}
+
+/// The real `presence` binary, run against its own data directory and ports.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub http_port: u16,
+    pub nats_port: u16,
+    pub leaf_port: u16,
+    pub dir: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Writes a config into `dir` (with `extra` YAML appended) and starts the binary on it.
+    pub fn start(dir: &Path, ports: Option<(u16, u16, u16)>, secret: Option<&str>) -> Self {
+        let (http_port, nats_port, leaf_port) =
+            ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let secret_line = secret
+            .map(|s| format!("  jwt_secret: {s}\n"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "service:\n  host: 127.0.0.1\n  port: {http_port}\n  node_id: proc-node\n\
+             nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n\
+             auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  level: debug\n  format: json\n",
+            data = dir.join("nats-data").display(),
+        );
+        let config = dir.join("presence.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.join("service.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_presence"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            http_port,
+            nats_port,
+            leaf_port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn ports(&self) -> (u16, u16, u16) {
+        (self.http_port, self.nats_port, self.leaf_port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("presence.yaml")
+    }
+
+    /// Waits until `/health` answers 200.
+    pub async fn wait_healthy(&mut self) {
+        let url = self.url("/health");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "service exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "service not healthy in 30s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The pid of the embedded nats-server, from its pid file.
+    pub fn nats_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("nats-data").join("nats-server.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = self.nats_pid()
+            && is_alive(pid)
+        {
+            kill9(pid);
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub fn kill9(pid: i32) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// True while `pid` is a live (not zombie) process.
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// True when nothing listens on the port any more.
+pub fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}

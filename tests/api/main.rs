@@ -1,0 +1,9 @@
+//! Integration tests: real nats-server, real HTTP on loopback, one binary for fast linking.
+
+mod auth;
+mod config;
+mod errors;
+mod helpers;
+mod lifecycle;
+mod openapi;
+mod presence;
