@@ -69,9 +69,9 @@ impl FromRequestParts<AppState> for UserPath {
                 .unwrap_or_default()
                 .to_string()
         });
-        UserId::parse(&raw)
-            .map(UserPath)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        let user = UserId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        tracing::Span::current().record("user_id", user.as_str());
+        Ok(UserPath(user))
     }
 }
 

@@ -65,7 +65,7 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
                     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-                    tracing::info_span!("request", method = %req.method(), route, status = tracing::field::Empty)
+                    tracing::info_span!("request", method = %req.method(), route, user_id = tracing::field::Empty, status = tracing::field::Empty)
                 })
                 .on_request(())
                 .on_response(|res: &Response<_>, latency: Duration, span: &Span| {

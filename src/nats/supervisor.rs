@@ -1,7 +1,9 @@
 //! Embedded NATS: `nats-server` as a supervised child process.
 //!
 //! The child gets a parent-death signal (SIGTERM), so that a `kill -9` of the service does not
-//! leave an orphaned server holding the ports. If the child dies while the service runs, it is
+//! leave an orphaned server holding the ports. Linux sends that signal when the *thread* that
+//! forked exits, so children are only spawned from threads that live as long as the service:
+//! the thread that runs start-up and the runtime's worker threads (never `spawn_blocking`). If the child dies while the service runs, it is
 //! restarted with exponential backoff; the service's NATS client reconnects by itself. On
 //! shutdown the child gets SIGTERM (a clean JetStream shutdown) and SIGKILL if it lingers.
 
