@@ -7,3 +7,4 @@ mod helpers;
 mod lifecycle;
 mod openapi;
 mod presence;
+mod store;
