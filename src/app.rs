@@ -2,7 +2,12 @@
 //! bucket and binds the HTTP listener; [`Application::run_until`] serves until told to stop, then
 //! drains requests, the NATS client and the embedded server, in that order.
 
-use std::{future::Future, net::SocketAddr, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,17 +18,29 @@ use crate::{
         Authenticator,
         secret::{self, SecretSource},
     },
+    cache::{PresenceCache, watcher},
     config::{APPROX_PRESENCE_COST, Config},
-    http::{self, AppState, Shared},
+    directory::Directory,
+    http::{
+        self, AppState, RateLimits, Shared,
+        listener::{ClientAddr, CountingListener},
+    },
     nats::{self, EmbeddedServer},
-    store::PresenceStore,
+    store::{PresenceStore, breaker::Breaker},
+    telemetry::Metrics,
 };
 
+/// How often idle rate-limit keys are forgotten.
+const LIMITS_RETAIN_EVERY: Duration = Duration::from_secs(60);
+
 pub struct Application {
-    listener: TcpListener,
+    listener: CountingListener,
+    local_addr: SocketAddr,
     router: axum::Router,
     client: async_nats::Client,
     embedded: Option<EmbeddedServer>,
+    /// Stops the watcher and other background tasks.
+    background: CancellationToken,
     config: Config,
 }
 
@@ -42,9 +59,7 @@ impl Application {
             ),
         }
         if config.nats.cluster_port.is_some() {
-            tracing::warn!(
-                "nats.cluster_port is set but a single center node opens no cluster listener"
-            );
+            tracing::warn!("nats.cluster_port is set but a single center node opens no cluster listener");
         }
         tracing::info!(
             max_cost = config.cache.max_cost,
@@ -52,44 +67,58 @@ impl Application {
             "cache size"
         );
 
-        let embedded = if config.nats.embedded {
-            Some(EmbeddedServer::start(&config, &node_id).await?)
-        } else {
-            None
-        };
-        let url = embedded
-            .as_ref()
-            .map_or(config.nats.url.clone(), |e| e.client_url().to_string());
+        let embedded =
+            if config.nats.embedded { Some(EmbeddedServer::start(&config, &node_id).await?) } else { None };
+        let url = embedded.as_ref().map_or(config.nats.url.clone(), |e| e.client_url().to_string());
+        let background = CancellationToken::new();
         let built = async {
             let client = nats::connect(&url, &config, &node_id).await?;
-            let js = async_nats::jetstream::new(client.clone());
-            let store = PresenceStore::open(&js, &config.nats.kv, config.nats.request_timeout)
-                .await
-                .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
+            let jetstream = async_nats::jetstream::new(client.clone());
+            let metrics = Arc::new(Metrics::new());
+            let store = PresenceStore::open(
+                &jetstream,
+                &config.nats.kv,
+                config.nats.request_timeout,
+                metrics.clone(),
+            )
+            .await
+            .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
+            let kv = store.kv().clone();
+            let cache = PresenceCache::with_metrics(config.cache.max_cost, &metrics);
+            let coherence = watcher::Coherence::new(true);
+            watcher::spawn(kv.clone(), client.clone(), cache.clone(), coherence.clone(), background.clone());
+            let breaker = Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown);
+            let directory =
+                Directory::new(store, cache, coherence, breaker, metrics.clone(), node_id.clone());
+
             let addr = SocketAddr::new(config.service.host, config.service.port);
-            let listener = TcpListener::bind(addr)
+            let tcp = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (service.host, service.port)"))?;
+            let local_addr = tcp.local_addr()?;
+            let listener = CountingListener::new(tcp, metrics.open_connections.clone());
             let state = AppState::new(Shared {
-                store,
+                directory,
                 auth: Authenticator::new(&secret, &config.auth),
+                limits: RateLimits::new(&config.rate_limit),
+                metrics,
                 nats: client.clone(),
-                node_id: node_id.clone(),
+                jetstream,
+                kv,
                 node_type: config.service.node_type,
                 default_ttl: config.nats.kv.ttl,
+                max_cost: config.cache.max_cost,
                 started: Instant::now(),
             });
-            anyhow::Ok((listener, http::router(state), client))
+            tokio::spawn(retain_limits(state.clone(), background.clone()));
+            anyhow::Ok((listener, local_addr, http::router(state), client))
         };
         match built.await {
-            Ok((listener, router, client)) => Ok(Self {
-                listener,
-                router,
-                client,
-                embedded,
-                config,
-            }),
+            Ok((listener, local_addr, router, client)) => {
+                Ok(Self { listener, local_addr, router, client, embedded, background, config })
+            }
             Err(e) => {
+                background.cancel();
                 if let Some(server) = embedded {
                     server.stop().await;
                 }
@@ -99,17 +128,12 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.local_addr
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests (at most
     /// `service.shutdown_timeout`), flushes the NATS client and stops the embedded server.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let trigger = stop.clone();
         tokio::spawn(async move {
@@ -117,13 +141,10 @@ impl Application {
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), node_id = %self.config.node_id(), "serving");
-        let serve = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
+        let serve =
+            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<ClientAddr>())
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future();
         let grace = self.config.service.shutdown_timeout;
         let served = tokio::select! {
             result = serve => result.context("HTTP server failed"),
@@ -133,11 +154,22 @@ impl Application {
             }
         };
         tracing::info!("HTTP server stopped; draining NATS");
+        self.background.cancel();
         let _ = tokio::time::timeout(grace, self.client.drain()).await;
         if let Some(server) = self.embedded {
             server.stop().await;
         }
         served
+    }
+}
+
+async fn retain_limits(state: AppState, stop: CancellationToken) {
+    let mut every = tokio::time::interval(LIMITS_RETAIN_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => state.limits.retain_recent(),
+        }
     }
 }
 

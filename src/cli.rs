@@ -133,23 +133,14 @@ fn serve(file: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn token(file: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        data_dir: args.data_dir,
-        ..Default::default()
-    };
+    let overrides = Overrides { data_dir: args.data_dir, ..Default::default() };
     let config = config::load(file.as_deref(), &overrides)?;
     let user = UserId::parse(&args.user)?;
     let (secret, source) = secret::resolve(&config)?;
     if let secret::SecretSource::Generated(path) = source {
-        eprintln!(
-            "presence: generated a development JWT secret at {}",
-            path.display()
-        );
+        eprintln!("presence: generated a development JWT secret at {}", path.display());
     }
     let ttl = args.ttl.unwrap_or(config.auth.jwt_ttl);
-    println!(
-        "{}",
-        Authenticator::new(&secret, &config.auth).mint(&user, ttl)
-    );
+    println!("{}", Authenticator::new(&secret, &config.auth).mint(&user, ttl));
     Ok(())
 }

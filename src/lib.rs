@@ -24,8 +24,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod http;
 pub mod model;
 pub mod nats;

@@ -82,10 +82,7 @@ impl Authenticator {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The authenticated caller: the `sub` of a valid bearer token.
@@ -103,20 +100,14 @@ impl FromRequestParts<AppState> for AuthUser {
         if header.len() > MAX_AUTH_HEADER {
             return Err(reject("Authorization header over 8 KiB"));
         }
-        let text = header
-            .to_str()
-            .map_err(|_| reject("Authorization header is not ASCII"))?;
+        let text = header.to_str().map_err(|_| reject("Authorization header is not ASCII"))?;
         let token = text
             .strip_prefix("Bearer ")
             .or_else(|| text.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("Authorization is not a bearer token"))?;
-        state
-            .auth
-            .verify(token)
-            .map(AuthUser)
-            .map_err(|why| reject(&why))
+        state.auth.verify(token).map(AuthUser).map_err(|why| reject(&why))
     }
 }
 

@@ -36,19 +36,11 @@ fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSource)> {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     let fresh = hex::encode(bytes);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(mut file) => {
             file.write_all(fresh.as_bytes())?;
             file.sync_all()?;
-            Ok((
-                Secret::new(fresh),
-                SecretSource::Generated(path.to_path_buf()),
-            ))
+            Ok((Secret::new(fresh), SecretSource::Generated(path.to_path_buf())))
         }
         // Another process (or an earlier start) made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -64,10 +56,7 @@ fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSource)> {
                     path.display()
                 )));
             }
-            Ok((
-                Secret::new(secret),
-                SecretSource::Existing(path.to_path_buf()),
-            ))
+            Ok((Secret::new(secret), SecretSource::Existing(path.to_path_buf())))
         }
         Err(e) => Err(e),
     }
@@ -83,10 +72,7 @@ mod tests {
         let path = dir.path().join("sub").join(SECRET_FILE);
         let (first, source) = load_or_generate(&path).unwrap();
         assert_eq!(source, SecretSource::Generated(path.clone()));
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let (second, source) = load_or_generate(&path).unwrap();
         assert_eq!(source, SecretSource::Existing(path));
         assert_eq!(first.expose(), second.expose());

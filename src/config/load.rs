@@ -26,10 +26,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        Self { key: key.into(), reason: reason.into() }
     }
 }
 
@@ -51,9 +48,10 @@ pub struct Overrides {
 pub fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let text = match file {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?,
+        ),
         None => None,
     };
     let mut config = from_sources(text.as_deref(), &env)?;
@@ -82,19 +80,11 @@ pub fn from_sources(yaml: Option<&str>, env: &[(String, String)]) -> Result<Conf
             continue;
         }
         let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-        set_path(&mut doc, &keys, scalar(value))
-            .map_err(|reason| ConfigError::new(name, reason))?;
+        set_path(&mut doc, &keys, scalar(value)).map_err(|reason| ConfigError::new(name, reason))?;
     }
     serde_path_to_error::deserialize(doc).map_err(|e| {
         let key = e.path().to_string();
-        ConfigError::new(
-            if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            },
-            e.into_inner().to_string(),
-        )
+        ConfigError::new(if key == "." { "(top level)".into() } else { key }, e.into_inner().to_string())
     })
 }
 
@@ -132,19 +122,13 @@ fn set_path(doc: &mut Value, keys: &[String], value: Value) -> Result<(), String
     let (last, parents) = keys.split_last().ok_or("empty key")?;
     let mut node = doc;
     for key in parents {
-        let map = node
-            .as_mapping_mut()
-            .ok_or("a parent of this key is not a section")?;
-        node = map
-            .entry(Value::String(key.clone()))
-            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        let map = node.as_mapping_mut().ok_or("a parent of this key is not a section")?;
+        node = map.entry(Value::String(key.clone())).or_insert_with(|| Value::Mapping(Mapping::new()));
         if node.is_null() {
             *node = Value::Mapping(Mapping::new());
         }
     }
-    let map = node
-        .as_mapping_mut()
-        .ok_or("a parent of this key is not a section")?;
+    let map = node.as_mapping_mut().ok_or("a parent of this key is not a section")?;
     map.insert(Value::String(last.clone()), value);
     Ok(())
 }
@@ -161,11 +145,7 @@ fn interpolate(
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
-                let child = if path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let child = if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
                 interpolate(v, lookup, &child)?;
             }
         }
@@ -179,11 +159,7 @@ fn interpolate(
                 && text.trim().ends_with('}')
                 && text.matches("${").count() == 1;
             let expanded = expand(text, lookup).map_err(|reason| ConfigError::new(path, reason))?;
-            *node = if whole {
-                scalar(&expanded)
-            } else {
-                Value::String(expanded)
-            };
+            *node = if whole { scalar(&expanded) } else { Value::String(expanded) };
         }
         _ => {}
     }
@@ -230,10 +206,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -247,7 +220,8 @@ mod tests {
 
     #[test]
     fn interpolation_keeps_types_and_punctuation() {
-        let yaml = "service:\n  port: ${PORT}\nauth:\n  jwt_secret: ${SECRET}\n  jwt_issuer: ${ISS:-fallback}\n";
+        let yaml =
+            "service:\n  port: ${PORT}\nauth:\n  jwt_secret: ${SECRET}\n  jwt_issuer: ${ISS:-fallback}\n";
         let secret = "a: b # not a comment, {still the secret} ${x";
         let c = from_sources(Some(yaml), &env(&[("PORT", "9001"), ("SECRET", secret)])).unwrap();
         assert_eq!(c.service.port, 9001);
@@ -279,8 +253,7 @@ mod tests {
     fn errors_name_the_key() {
         let err = from_sources(Some("service:\n  port: lots\n"), &[]).unwrap_err();
         assert_eq!(err.key, "service.port");
-        let err =
-            from_sources(Some("nats:\n  jetstream:\n    max_file: heaps\n"), &[]).unwrap_err();
+        let err = from_sources(Some("nats:\n  jetstream:\n    max_file: heaps\n"), &[]).unwrap_err();
         assert_eq!(err.key, "nats.jetstream.max_file");
         let err = from_sources(Some("service:\n  prot: 1\n"), &[]).unwrap_err();
         assert!(err.reason.contains("prot"), "{err}");
@@ -296,10 +269,7 @@ mod tests {
     fn secrets_stay_out_of_debug_output() {
         let c = from_sources(
             None,
-            &env(&[(
-                "PRESENCE_AUTH__JWT_SECRET",
-                "0123456789abcdef0123456789abcdef-topsecret",
-            )]),
+            &env(&[("PRESENCE_AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef-topsecret")]),
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("topsecret"));

@@ -26,6 +26,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
+    pub rate_limit: RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -100,6 +101,7 @@ pub struct NatsConfig {
     /// How long the embedded server may take to serve JetStream after it was started.
     #[serde(with = "units::duration")]
     pub startup_timeout: Duration,
+    pub breaker: BreakerConfig,
     pub jetstream: JetStreamConfig,
     pub kv: KvConfig,
 }
@@ -116,10 +118,54 @@ impl Default for NatsConfig {
             cluster_port: None,
             server_bin: None,
             center_url: None,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
             startup_timeout: Duration::from_secs(30),
+            breaker: BreakerConfig::default(),
             jetstream: JetStreamConfig::default(),
             kv: KvConfig::default(),
+        }
+    }
+}
+
+/// The circuit breaker in front of NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed NATS calls that open the breaker.
+    pub failures: u32,
+    /// How long it stays open before one probe call is let through.
+    #[serde(with = "units::duration")]
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures: 3, cooldown: Duration::from_secs(2) }
+    }
+}
+
+/// Rate limits: reads per client IP, writes per user (the JWT's `sub`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub reads_per_second: u32,
+    pub read_burst: u32,
+    pub writes_per_second: u32,
+    pub write_burst: u32,
+    /// Take the client IP from the first `X-Forwarded-For` entry (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reads_per_second: 1000,
+            read_burst: 2000,
+            writes_per_second: 10,
+            write_burst: 20,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -135,10 +181,7 @@ pub struct JetStreamConfig {
 
 impl Default for JetStreamConfig {
     fn default() -> Self {
-        Self {
-            max_memory: 1_000_000_000,
-            max_file: 10_000_000_000,
-        }
+        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000 }
     }
 }
 
@@ -232,10 +275,7 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
+        Self { level: "info".into(), format: LogFormat::Text }
     }
 }
 
@@ -269,13 +309,7 @@ impl Config {
         let host = hostname().unwrap_or_else(|| "localhost".into());
         let host: String = host
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
             .collect();
         format!("{}-{}", self.service.node_type.as_str(), host)
     }
@@ -291,17 +325,11 @@ impl Config {
         }
         let id = &self.service.node_id;
         if !id.is_empty() && !crate::model::is_valid_token(id) {
-            return fail(
-                "service.node_id",
-                "must be 1 to 128 characters of A-Z a-z 0-9 _ -",
-            );
+            return fail("service.node_id", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
         }
         let kv = &self.nats.kv;
         if !crate::model::is_valid_token(&kv.bucket) {
-            return fail(
-                "nats.kv.bucket",
-                "must be 1 to 128 characters of A-Z a-z 0-9 _ -",
-            );
+            return fail("nats.kv.bucket", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
         }
         if kv.ttl < Duration::from_secs(1) || kv.ttl > MAX_TTL {
             return fail("nats.kv.ttl", "must be between 1s and 7d");
@@ -324,11 +352,27 @@ impl Config {
         if self.nats.request_timeout < Duration::from_millis(10) {
             return fail("nats.request_timeout", "must be at least 10ms");
         }
+        if self.nats.breaker.failures == 0 {
+            return fail("nats.breaker.failures", "must be at least 1");
+        }
+        let rl = &self.rate_limit;
+        if rl.enabled {
+            for (key, value) in [
+                ("rate_limit.reads_per_second", rl.reads_per_second),
+                ("rate_limit.read_burst", rl.read_burst),
+                ("rate_limit.writes_per_second", rl.writes_per_second),
+                ("rate_limit.write_burst", rl.write_burst),
+            ] {
+                if value == 0 {
+                    return fail(
+                        key,
+                        "must be at least 1 (set rate_limit.enabled: false to turn limits off)",
+                    );
+                }
+            }
+        }
         if !matches!(self.cache.kind.as_str(), "ristretto" | "moka") {
-            return fail(
-                "cache.type",
-                "must be `ristretto` or `moka` (both mean the moka cache)",
-            );
+            return fail("cache.type", "must be `ristretto` or `moka` (both mean the moka cache)");
         }
         if self.cache.max_cost < 1024 {
             return fail("cache.max_cost", "must be at least 1KB");

@@ -28,9 +28,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     text.parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
-        .map_err(|e| {
-            format!("`{text}` is not a byte size ({e}); write e.g. 1000000, 512MiB or 1GB")
-        })
+        .map_err(|e| format!("`{text}` is not a byte size ({e}); write e.g. 1000000, 512MiB or 1GB"))
 }
 
 pub mod duration {

@@ -9,7 +9,7 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use crate::directory::WriteError;
 
 /// The error envelope of every failed request.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -35,6 +35,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("too many requests, retry after {0} s")]
+    TooManyRequests(u64),
     #[error("presence storage is unavailable, try again shortly")]
     Unavailable,
     #[error("internal error")]
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -60,10 +63,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = ErrorResponse {
-            success: false,
-            error: self.to_string(),
-        };
+        let body = ErrorResponse { success: false, error: self.to_string() };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
@@ -73,15 +73,18 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ApiError::TooManyRequests(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             _ => {}
         }
         response
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "store call failed");
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        tracing::warn!(error = %e, "write failed");
         ApiError::Unavailable
     }
 }

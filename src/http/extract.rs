@@ -39,9 +39,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         _ => match rejection {
             JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!(
                 "invalid request body: {}",
-                e.body_text().trim_start_matches(
-                    "Failed to deserialize the JSON body into the target type: "
-                )
+                e.body_text()
+                    .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
             )),
             JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest("malformed JSON body".into()),
             other => ApiError::BadRequest(other.body_text()),
@@ -60,15 +59,9 @@ impl FromRequestParts<AppState> for UserPath {
             .await
             .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))?;
         // The static `/batch` route names the user `batch` without a path parameter.
-        let raw = params.remove("user_id").unwrap_or_else(|| {
-            parts
-                .uri
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        });
+        let raw = params
+            .remove("user_id")
+            .unwrap_or_else(|| parts.uri.path().rsplit('/').next().unwrap_or_default().to_string());
         let user = UserId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         tracing::Span::current().record("user_id", user.as_str());
         Ok(UserPath(user))

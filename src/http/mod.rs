@@ -1,9 +1,11 @@
 //! The HTTP layer: the router, its shared state, and the middleware every request passes
-//! (a tracing span per request, a body limit, panic catching, JSON 404 and 405).
+//! (a tracing span and metrics per request, a body limit, panic catching, JSON 404 and 405).
 
 mod error;
 mod extract;
 mod health;
+mod limits;
+pub mod listener;
 pub mod openapi;
 pub mod presence;
 
@@ -11,16 +13,23 @@ use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::Response,
+    middleware::{self, Next},
     response::IntoResponse,
 };
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use tracing::Span;
 
 pub use error::{ApiError, ErrorResponse};
+pub use limits::RateLimits;
 
-use crate::{auth::Authenticator, config::NodeType, store::PresenceStore};
+use crate::{
+    auth::Authenticator,
+    config::NodeType,
+    directory::Directory,
+    telemetry::{Metrics, metrics::HttpLabels},
+};
 
 /// Request bodies larger than this get 413 (DECISIONS section 3).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -30,12 +39,16 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub store: PresenceStore,
+    pub directory: Directory,
     pub auth: Authenticator,
+    pub limits: RateLimits,
+    pub metrics: Arc<Metrics>,
     pub nats: async_nats::Client,
-    pub node_id: String,
+    pub jetstream: async_nats::jetstream::Context,
+    pub kv: async_nats::jetstream::kv::Store,
     pub node_type: NodeType,
     pub default_ttl: Duration,
+    pub max_cost: u64,
     pub started: std::time::Instant,
 }
 
@@ -55,12 +68,13 @@ impl Deref for AppState {
 /// The whole API with its middleware.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(presence::routes())
+        .merge(presence::routes(&state))
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -84,4 +98,16 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal.into_response()
         }))
         .with_state(state)
+}
+
+/// Counts and times every request by route template, method and status.
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let labels = HttpLabels { method, route, status: response.status().as_u16() };
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    state.metrics.http_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
 }

@@ -12,12 +12,20 @@ use super::{AppState, health, presence};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Presence", description = "Who is online, away, busy or offline."),
-    paths(presence::get_one, presence::get_many, presence::batch, presence::set_one, health::health),
+    paths(
+        presence::get_one,
+        presence::get_many,
+        presence::batch,
+        presence::set_one,
+        health::health,
+        health::nats,
+        health::cache
+    ),
     components(schemas(super::ErrorResponse)),
     modifiers(&BearerAuth),
     tags(
         (name = "presence", description = "Read anyone's presence; write your own with a JWT"),
-        (name = "operations", description = "Health"),
+        (name = "operations", description = "Health and statistics"),
     )
 )]
 pub struct ApiDoc;
@@ -26,10 +34,7 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let scheme = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("JWT")
-            .build();
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
         openapi
             .components
             .get_or_insert_with(Default::default)
@@ -38,8 +43,5 @@ impl Modify for BearerAuth {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/api/v2/openapi.json",
-        get(|| async { Json(ApiDoc::openapi()) }),
-    )
+    Router::new().route("/api/v2/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
 }

@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::{
     Json, Router,
+    http::{HeaderName, HeaderValue},
+    middleware,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use chrono::Utc;
@@ -14,24 +17,30 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     ApiError, AppState,
     extract::{ApiJson, ApiQuery, UserPath},
+    limits::limit_reads,
 };
 use crate::{
     auth::AuthUser,
+    directory::Lookup,
     model::{Presence, PresenceUpdate, UserId},
+    telemetry::metrics::RateLabels,
 };
+
+/// Set on reads answered from a cache that may miss updates (the node lost its NATS link).
+pub const STALE_HEADER: HeaderName = HeaderName::from_static("x-presence-stale");
+/// Set on reads where some user could not be looked up and reads `offline` as a fallback.
+pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-presence-degraded");
 
 /// Most distinct users one multi-user read may ask for.
 pub const MAX_USERS_PER_READ: usize = 1000;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let limit = || middleware::from_fn_with_state(state.clone(), limit_reads);
     Router::new()
-        .route("/api/v2/presence", get(get_many))
-        .route("/api/v2/presence/{user_id}", get(get_one).put(set_one))
+        .route("/api/v2/presence", get(get_many).route_layer(limit()))
+        .route("/api/v2/presence/{user_id}", get(get_one).route_layer(limit()).put(set_one))
         // `batch` is also a valid user id: GET and PUT on it reach that user.
-        .route(
-            "/api/v2/presence/batch",
-            post(batch).get(get_one).put(set_one),
-        )
+        .route("/api/v2/presence/batch", post(batch).get(get_one).route_layer(limit()).put(set_one))
 }
 
 /// The success envelope: `data` maps each user id to its presence.
@@ -42,16 +51,31 @@ pub struct PresenceResponse {
     pub data: BTreeMap<String, Presence>,
 }
 
-impl PresenceResponse {
-    fn new(presences: impl IntoIterator<Item = Presence>) -> Json<Self> {
-        let data = presences
-            .into_iter()
-            .map(|p| (p.user_id.clone(), p))
-            .collect();
-        Json(Self {
-            success: true,
-            data,
-        })
+/// A success envelope with the freshness headers a read may need.
+pub struct Reply {
+    presences: Vec<Presence>,
+    stale: bool,
+    degraded: bool,
+}
+
+impl Reply {
+    fn fresh(presence: Presence) -> Self {
+        Self { presences: vec![presence], stale: false, degraded: false }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let data = self.presences.into_iter().map(|p| (p.user_id.clone(), p)).collect();
+        let mut response = Json(PresenceResponse { success: true, data }).into_response();
+        let headers = response.headers_mut();
+        if self.stale {
+            headers.insert(STALE_HEADER, HeaderValue::from_static("true"));
+        }
+        if self.degraded {
+            headers.insert(DEGRADED_HEADER, HeaderValue::from_static("true"));
+        }
+        response
     }
 }
 
@@ -91,21 +115,31 @@ pub struct UsersQuery {
     path = "/api/v2/presence/{user_id}",
     params(("user_id" = String, Path, description = "1 to 128 characters of A-Z a-z 0-9 _ -")),
     responses(
-        (status = 200, description = "The user's presence", body = PresenceResponse),
+        (status = 200, description = "The user's presence; `X-Presence-Stale: true` when it comes from a cache that may miss updates, `X-Presence-Degraded: true` (and `offline`) when NATS is unreachable and the node has no entry", body = PresenceResponse),
         (status = 400, description = "Invalid user id", body = super::ErrorResponse),
         (status = 404, description = "No presence was ever stored for this user", body = super::ErrorResponse),
-        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
     ),
     tag = "presence"
 )]
 pub async fn get_one(
     state: axum::extract::State<AppState>,
     UserPath(user): UserPath,
-) -> Result<Json<PresenceResponse>, ApiError> {
-    let stored = state.store.get(&user).await?;
-    let stored =
-        stored.ok_or_else(|| ApiError::NotFound(format!("no presence for user {user}")))?;
-    Ok(PresenceResponse::new([stored.view(Utc::now())]))
+) -> Result<Reply, ApiError> {
+    let now = Utc::now();
+    match state.directory.read(&user).await {
+        Lookup::Known(entry) => match &entry.presence {
+            Some(stored) => Ok(Reply {
+                presences: vec![stored.view(now)],
+                stale: state.directory.stale(),
+                degraded: false,
+            }),
+            None => Err(ApiError::NotFound(format!("no presence for user {user}"))),
+        },
+        Lookup::Degraded => {
+            Ok(Reply { presences: vec![Presence::unknown(&user)], stale: true, degraded: true })
+        }
+    }
 }
 
 /// Get the presence of several users.
@@ -116,17 +150,16 @@ pub async fn get_one(
     responses(
         (status = 200, description = "An entry for every requested id; users never seen read `offline`", body = PresenceResponse),
         (status = 400, description = "Missing, empty or oversize list, or an invalid id", body = super::ErrorResponse),
-        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
     ),
     tag = "presence"
 )]
 pub async fn get_many(
     state: axum::extract::State<AppState>,
     ApiQuery(query): ApiQuery<UsersQuery>,
-) -> Result<Json<PresenceResponse>, ApiError> {
-    let raw = query
-        .users
-        .ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
+) -> Result<Reply, ApiError> {
+    let raw =
+        query.users.ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
     let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
     read_many(&state, users).await
 }
@@ -141,14 +174,14 @@ pub async fn get_many(
         (status = 400, description = "Malformed body, empty or oversize list, or an invalid id", body = super::ErrorResponse),
         (status = 413, description = "Body over 16 KiB", body = super::ErrorResponse),
         (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
-        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
     ),
     tag = "presence"
 )]
 pub async fn batch(
     state: axum::extract::State<AppState>,
     ApiJson(body): ApiJson<BatchRequest>,
-) -> Result<Json<PresenceResponse>, ApiError> {
+) -> Result<Reply, ApiError> {
     let users = parse_user_list(body.user_ids.iter().map(String::as_str))?;
     read_many(&state, users).await
 }
@@ -167,6 +200,7 @@ pub async fn batch(
         (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
         (status = 413, description = "Body over 16 KiB", body = super::ErrorResponse),
         (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-user write limit", body = super::ErrorResponse),
         (status = 503, description = "NATS unreachable; nothing was stored", body = super::ErrorResponse),
     ),
     tag = "presence"
@@ -176,14 +210,18 @@ pub async fn set_one(
     UserPath(user): UserPath,
     AuthUser(subject): AuthUser,
     ApiJson(body): ApiJson<SetPresenceRequest>,
-) -> Result<Json<PresenceResponse>, ApiError> {
+) -> Result<Reply, ApiError> {
     if subject != user.as_str() {
         return Err(ApiError::Forbidden);
     }
+    if let Err(e) = state.limits.check_write(&subject) {
+        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
+        return Err(e);
+    }
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let stored = state.store.write(&user, update, &state.node_id).await?;
-    Ok(PresenceResponse::new([stored.view(Utc::now())]))
+    let stored = state.directory.write(&user, update).await?;
+    Ok(Reply::fresh(stored.view(Utc::now())))
 }
 
 /// Validates and de-duplicates a list of ids (first occurrence wins).
@@ -207,16 +245,18 @@ fn parse_user_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<UserId>
     Ok(users)
 }
 
-async fn read_many(
-    state: &AppState,
-    users: Vec<UserId>,
-) -> Result<Json<PresenceResponse>, ApiError> {
-    let found = state.store.get_many(&users).await?;
+async fn read_many(state: &AppState, users: Vec<UserId>) -> Result<Reply, ApiError> {
+    let found = state.directory.read_many(users).await;
     let now = Utc::now();
-    Ok(PresenceResponse::new(found.into_iter().map(
-        |(user, stored)| match stored {
-            Some(p) => p.view(now),
-            None => Presence::unknown(&user),
-        },
-    )))
+    let presences = found
+        .entries
+        .into_iter()
+        .map(|(user, lookup)| match lookup {
+            Lookup::Known(entry) => {
+                entry.presence.as_ref().map_or_else(|| Presence::unknown(&user), |p| p.view(now))
+            }
+            Lookup::Degraded => Presence::unknown(&user),
+        })
+        .collect();
+    Ok(Reply { presences, stale: state.directory.stale() || found.degraded, degraded: found.degraded })
 }

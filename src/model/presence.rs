@@ -62,19 +62,11 @@ pub struct Presence {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The last time the user was known to be active; absent for a user never seen.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "rfc3339"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<DateTime<Utc>>,
     /// The time of the last write; absent for a user never seen.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "rfc3339"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub updated_at: Option<DateTime<Utc>>,
     /// The node that accepted the last write; absent for a user never seen.
@@ -146,16 +138,10 @@ impl PresenceUpdate {
         }
         let ttl = match ttl_secs {
             None => default_ttl,
-            Some(secs) if secs >= 1 && secs as u64 <= MAX_TTL.as_secs() => {
-                Duration::from_secs(secs as u64)
-            }
+            Some(secs) if secs >= 1 && secs as u64 <= MAX_TTL.as_secs() => Duration::from_secs(secs as u64),
             Some(_) => return Err(UpdateError::Ttl),
         };
-        Ok(Self {
-            status,
-            message,
-            ttl,
-        })
+        Ok(Self { status, message, ttl })
     }
 }
 
@@ -170,11 +156,8 @@ impl StoredPresence {
         now: DateTime<Utc>,
     ) -> Self {
         let now = truncate_to_millis(now);
-        let last_seen = if update.status == Status::Offline {
-            previous.and_then(|p| p.last_seen)
-        } else {
-            Some(now)
-        };
+        let last_seen =
+            if update.status == Status::Offline { previous.and_then(|p| p.last_seen) } else { Some(now) };
         let ttl = update.ttl.as_secs();
         Self {
             user_id: user.to_string(),
@@ -197,11 +180,7 @@ impl StoredPresence {
         let expired = self.is_expired(now);
         Presence {
             user_id: self.user_id.clone(),
-            status: if expired {
-                Status::Offline
-            } else {
-                self.status
-            },
+            status: if expired { Status::Offline } else { self.status },
             message: if expired { None } else { self.message.clone() },
             last_seen: self.last_seen,
             updated_at: Some(self.updated_at),
@@ -227,34 +206,19 @@ mod tests {
 
     #[test]
     fn validation_follows_decisions_section_3() {
-        assert_eq!(
-            PresenceUpdate::new("sleeping", None, None, HOUR),
-            Err(UpdateError::Status)
-        );
-        assert_eq!(
-            PresenceUpdate::new("Online", None, None, HOUR),
-            Err(UpdateError::Status)
-        );
+        assert_eq!(PresenceUpdate::new("sleeping", None, None, HOUR), Err(UpdateError::Status));
+        assert_eq!(PresenceUpdate::new("Online", None, None, HOUR), Err(UpdateError::Status));
         let long = "é".repeat(257);
-        assert_eq!(
-            PresenceUpdate::new("busy", Some(long), None, HOUR),
-            Err(UpdateError::MessageTooLong)
-        );
+        assert_eq!(PresenceUpdate::new("busy", Some(long), None, HOUR), Err(UpdateError::MessageTooLong));
         assert!(PresenceUpdate::new("busy", Some("é".repeat(256)), None, HOUR).is_ok());
         assert_eq!(
             PresenceUpdate::new("busy", Some("a\nb".into()), None, HOUR),
             Err(UpdateError::MessageControl)
         );
         for bad in [0, -1, 604_801] {
-            assert_eq!(
-                PresenceUpdate::new("busy", None, Some(bad), HOUR),
-                Err(UpdateError::Ttl)
-            );
+            assert_eq!(PresenceUpdate::new("busy", None, Some(bad), HOUR), Err(UpdateError::Ttl));
         }
-        assert_eq!(
-            PresenceUpdate::new("busy", None, None, HOUR).unwrap().ttl,
-            HOUR
-        );
+        assert_eq!(PresenceUpdate::new("busy", None, None, HOUR).unwrap().ttl, HOUR);
     }
 
     #[test]

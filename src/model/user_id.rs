@@ -8,9 +8,7 @@ pub const MAX_USER_ID_LEN: usize = 128;
 /// True for 1 to 128 characters of `[A-Za-z0-9_-]`.
 pub fn is_valid_token(text: &str) -> bool {
     (1..=MAX_USER_ID_LEN).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,11 +26,7 @@ impl UserId {
             Ok(Self(text.to_owned()))
         } else {
             // Echo a bounded, printable prefix: never reflect a megabyte or control bytes back.
-            let shown: String = text
-                .chars()
-                .take(40)
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
+            let shown: String = text.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect();
             Err(UserIdError { shown })
         }
     }
@@ -73,17 +67,7 @@ mod tests {
 
     #[test]
     fn rejects_what_would_break_keys_and_subjects() {
-        for bad in [
-            "",
-            "a.b",
-            "*",
-            ">",
-            "a b",
-            "user:1",
-            "ü",
-            &"x".repeat(129),
-            "a\u{0}",
-        ] {
+        for bad in ["", "a.b", "*", ">", "a b", "user:1", "ü", &"x".repeat(129), "a\u{0}"] {
             assert!(UserId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -26,11 +26,7 @@ pub enum NatsError {
 /// reconnects by itself for as long as the service runs.
 pub async fn connect(url: &str, config: &Config, node_id: &str) -> Result<Client, NatsError> {
     let deadline = Instant::now() + config.nats.startup_timeout;
-    let servers: Vec<&str> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let servers: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     loop {
         let options = ConnectOptions::new()
             .name(format!("presence {node_id}"))
@@ -49,10 +45,7 @@ pub async fn connect(url: &str, config: &Config, node_id: &str) -> Result<Client
                 .connect(servers.as_slice())
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            client
-                .flush()
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            client.flush().await.map_err(|e| std::io::Error::other(e.to_string()))?;
             Ok::<_, std::io::Error>(client)
         });
         let reason = match attempt.await {
@@ -61,10 +54,7 @@ pub async fn connect(url: &str, config: &Config, node_id: &str) -> Result<Client
             Err(_) => "no answer within 3s".to_string(),
         };
         if Instant::now() >= deadline {
-            return Err(NatsError::Connect {
-                url: url.to_string(),
-                reason,
-            });
+            return Err(NatsError::Connect { url: url.to_string(), reason });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

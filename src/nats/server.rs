@@ -21,31 +21,18 @@ const INSTALL_HINT: &str = "install the pinned nats-server with `scripts/install
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NatsError> {
     if let Some(path) = configured {
         return existing(path).ok_or_else(|| {
-            NatsError::Binary(format!(
-                "nats.server_bin {} does not exist; {INSTALL_HINT}",
-                path.display()
-            ))
+            NatsError::Binary(format!("nats.server_bin {} does not exist; {INSTALL_HINT}", path.display()))
         });
     }
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return existing(&path).ok_or_else(|| {
-            NatsError::Binary(format!(
-                "NATS_SERVER_BIN {} does not exist; {INSTALL_HINT}",
-                path.display()
-            ))
+            NatsError::Binary(format!("NATS_SERVER_BIN {} does not exist; {INSTALL_HINT}", path.display()))
         });
     }
-    let project = [
-        PathBuf::from(PROJECT_BIN),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(PROJECT_BIN),
-    ];
+    let project = [PathBuf::from(PROJECT_BIN), Path::new(env!("CARGO_MANIFEST_DIR")).join(PROJECT_BIN)];
     let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|dir| dir.join("nats-server"))
-                .collect::<Vec<_>>()
-        })
+        .map(|p| std::env::split_paths(&p).map(|dir| dir.join("nats-server")).collect::<Vec<_>>())
         .unwrap_or_default();
     project
         .into_iter()
@@ -65,15 +52,10 @@ pub async fn check_version(bin: &Path) -> Result<String, NatsError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| {
-            NatsError::Binary(format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()))
-        })?;
+        .map_err(|e| NatsError::Binary(format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display())))?;
     let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let version = parse_version(&text).ok_or_else(|| {
-        NatsError::Binary(format!(
-            "{} --version printed {text:?}, not a nats-server version",
-            bin.display()
-        ))
+        NatsError::Binary(format!("{} --version printed {text:?}, not a nats-server version", bin.display()))
     })?;
     if version < MIN_VERSION {
         let (a, b, c) = MIN_VERSION;
@@ -89,11 +71,7 @@ pub async fn check_version(bin: &Path) -> Result<String, NatsError> {
 pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
     let v = text.rsplit(' ').next()?.trim_start_matches('v');
     let mut parts = v.split(['.', '-']).map(|p| p.parse::<u64>());
-    Some((
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-    ))
+    Some((parts.next()?.ok()?, parts.next()?.ok()?, parts.next()?.ok()?))
 }
 
 /// The configuration file of the embedded server of a center node.
@@ -138,12 +116,9 @@ mod tests {
     #[test]
     fn config_has_domain_limits_and_leaf_listener() {
         let text = render_config(&Config::default(), "center-1", Path::new("/tmp/x"));
-        for needle in [
-            "domain: center",
-            "max_file_store: 10000000000",
-            "no_advertise: true",
-            "\"127.0.0.1:7422\"",
-        ] {
+        for needle in
+            ["domain: center", "max_file_store: 10000000000", "no_advertise: true", "\"127.0.0.1:7422\""]
+        {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
     }

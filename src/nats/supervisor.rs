@@ -58,11 +58,7 @@ impl EmbeddedServer {
         let conf = data_dir.join("nats-server.conf");
         std::fs::write(&conf, server::render_config(config, node_id, &data_dir))
             .map_err(|e| NatsError::Start(format!("cannot write {}: {e}", conf.display())))?;
-        let launch = Launch {
-            bin,
-            conf,
-            tail: Arc::default(),
-        };
+        let launch = Launch { bin, conf, tail: Arc::default() };
         let mut child = launch.spawn()?;
         let connect_host = match config.nats.host {
             IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
@@ -72,26 +68,14 @@ impl EmbeddedServer {
         };
         let client_url = format!("nats://{connect_host}:{}", config.nats.port);
         tracing::info!(%version, url = %client_url, data_dir = %data_dir.display(), "starting embedded nats-server");
-        if let Err(e) = wait_ready(
-            &client_url,
-            &mut child,
-            &launch,
-            config.nats.startup_timeout,
-        )
-        .await
-        {
+        if let Err(e) = wait_ready(&client_url, &mut child, &launch, config.nats.startup_timeout).await {
             terminate(&mut child).await;
             return Err(e);
         }
         tracing::info!(url = %client_url, "embedded nats-server serves JetStream");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(supervise(child, launch, shutdown.clone()));
-        Ok(Self {
-            client_url,
-            version,
-            shutdown,
-            task,
-        })
+        Ok(Self { client_url, version, shutdown, task })
     }
 
     pub fn client_url(&self) -> &str {
@@ -132,9 +116,8 @@ impl Launch {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| NatsError::Start(format!("cannot start {}: {e}", self.bin.display())))?;
+        let mut child =
+            cmd.spawn().map_err(|e| NatsError::Start(format!("cannot start {}: {e}", self.bin.display())))?;
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_log(stderr, self.tail.clone()));
         }
@@ -167,18 +150,10 @@ async fn forward_log(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeq
 }
 
 /// Polls until a client can reach JetStream on the new server, or the child exits, or time runs out.
-async fn wait_ready(
-    url: &str,
-    child: &mut Child,
-    launch: &Launch,
-    limit: Duration,
-) -> Result<(), NatsError> {
+async fn wait_ready(url: &str, child: &mut Child, launch: &Launch, limit: Duration) -> Result<(), NatsError> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| NatsError::Start(e.to_string()))?
-        {
+        if let Some(status) = child.try_wait().map_err(|e| NatsError::Start(e.to_string()))? {
             // Give the log forwarder a moment to take the last lines.
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Err(NatsError::Start(format!(
@@ -206,17 +181,11 @@ async fn serves_jetstream(url: &str) -> bool {
             .connect(url)
             .await
             .ok()?;
-        let ok = async_nats::jetstream::new(client.clone())
-            .query_account()
-            .await
-            .is_ok();
+        let ok = async_nats::jetstream::new(client.clone()).query_account().await.is_ok();
         let _ = client.drain().await;
         Some(ok)
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), probe).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(true)))
 }
 
 async fn supervise(mut child: Child, launch: Launch, shutdown: CancellationToken) {

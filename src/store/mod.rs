@@ -1,12 +1,25 @@
 //! The authoritative store: the JetStream KV bucket `presence`, one key `user.{user_id}` per user,
 //! values the JSON of [`StoredPresence`].
 //!
-//! Every call is bounded by `nats.request_timeout`, so that an unreachable NATS turns into
-//! [`StoreError::Unavailable`] (a 503 at the edge) instead of a hung request. A put returns only
+//! Every call is bounded by `nats.request_timeout`, so that an unreachable NATS turns into an
+//! error (a 503 or a degraded read at the edge) instead of a hung request. A put returns only
 //! once JetStream acknowledged it, so a 200 means the write is on the server's disk.
+//! [`breaker::Breaker`] sits in front of it in the read and write paths.
 
-use std::{future::Future, time::Duration};
+pub mod breaker;
 
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cache::Cached,
+    config::KvConfig,
+    model::{PresenceUpdate, StoredPresence, UserId},
+    telemetry::Metrics,
+};
 use async_nats::jetstream::{
     self,
     kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
@@ -14,17 +27,9 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use chrono::Utc;
-use futures::{StreamExt, stream};
-
-use crate::{
-    config::KvConfig,
-    model::{PresenceUpdate, StoredPresence, UserId},
-};
 
 /// How long the server keeps an expiry marker (a watcher's signal that a key expired).
 const MARKER_TTL: Duration = Duration::from_secs(3600);
-/// Concurrent KV reads one multi-user request may have in flight.
-const READ_CONCURRENCY: usize = 64;
 /// Attempts of a read-modify-write before giving up on a key under heavy contention.
 const CAS_ATTEMPTS: usize = 8;
 
@@ -42,6 +47,7 @@ pub enum StoreError {
 pub struct PresenceStore {
     kv: kv::Store,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl PresenceStore {
@@ -50,6 +56,7 @@ impl PresenceStore {
         js: &jetstream::Context,
         cfg: &KvConfig,
         timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let config = kv::Config {
             bucket: cfg.bucket.clone(),
@@ -62,29 +69,25 @@ impl PresenceStore {
             ..Default::default()
         };
         let kv = bounded(timeout, js.create_or_update_key_value(config)).await?;
-        Ok(Self { kv, timeout })
+        Ok(Self { kv, timeout, metrics })
     }
 
-    /// The stored presence of `user`, or `None` when there is none.
-    pub async fn get(&self, user: &UserId) -> Result<Option<StoredPresence>, StoreError> {
-        Ok(self.entry(user).await?.and_then(|(p, _)| p))
+    /// The bucket, for the watcher.
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
     }
 
-    /// Reads many users concurrently (at most [`READ_CONCURRENCY`] in flight).
-    pub async fn get_many(
-        &self,
-        users: &[UserId],
-    ) -> Result<Vec<(UserId, Option<StoredPresence>)>, StoreError> {
-        stream::iter(users.iter().cloned())
-            .map(|user| async move { self.get(&user).await.map(|p| (user, p)) })
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect()
+    /// What the KV holds for `user`: the presence (None when absent, deleted or undecodable) and
+    /// its revision (0 when the key never existed).
+    pub async fn load(&self, user: &UserId) -> Result<Cached, StoreError> {
+        Ok(match self.entry(user).await? {
+            Some((presence, revision)) => Cached { revision, presence },
+            None => Cached { revision: 0, presence: None },
+        })
     }
 
-    /// Applies `update` for `user` and returns the record as stored and acknowledged.
+    /// Applies `update` for `user` and returns the record as stored and acknowledged, with its
+    /// KV revision.
     ///
     /// A write with an online-like status needs nothing from the previous record and is a plain
     /// put. An `offline` write keeps the previous `last_seen`, so it reads first and writes with
@@ -94,11 +97,13 @@ impl PresenceStore {
         user: &UserId,
         update: PresenceUpdate,
         node_id: &str,
-    ) -> Result<StoredPresence, StoreError> {
+    ) -> Result<(StoredPresence, u64), StoreError> {
         if update.status != crate::model::Status::Offline {
             let record = StoredPresence::from_update(user, update, None, node_id, Utc::now());
-            bounded(self.timeout, self.kv.put(user.kv_key(), encode(&record))).await?;
-            return Ok(record);
+            let started = Instant::now();
+            let revision = bounded(self.timeout, self.kv.put(user.kv_key(), encode(&record))).await?;
+            self.metrics.observe_nats("put", started.elapsed());
+            return Ok((record, revision));
         }
         for _ in 0..CAS_ATTEMPTS {
             let current = self.entry(user).await?;
@@ -106,27 +111,24 @@ impl PresenceStore {
                 Some((p, rev)) => (p.as_ref(), Some(*rev)),
                 None => (None, None),
             };
-            let record =
-                StoredPresence::from_update(user, update.clone(), previous, node_id, Utc::now());
+            let record = StoredPresence::from_update(user, update.clone(), previous, node_id, Utc::now());
             let value = encode(&record);
+            let started = Instant::now();
             let outcome = match revision {
                 Some(rev) => {
-                    match bounded_raw(self.timeout, self.kv.update(user.kv_key(), value, rev))
-                        .await?
-                    {
+                    match bounded_raw(self.timeout, self.kv.update(user.kv_key(), value, rev)).await? {
                         Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => None,
-                        other => Some(other.map(drop).map_err(|e| StoreError::Nats(e.to_string()))),
+                        other => Some(other.map_err(|e| StoreError::Nats(e.to_string()))),
                     }
                 }
-                None => {
-                    match bounded_raw(self.timeout, self.kv.create(user.kv_key(), value)).await? {
-                        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => None,
-                        other => Some(other.map(drop).map_err(|e| StoreError::Nats(e.to_string()))),
-                    }
-                }
+                None => match bounded_raw(self.timeout, self.kv.create(user.kv_key(), value)).await? {
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => None,
+                    other => Some(other.map_err(|e| StoreError::Nats(e.to_string()))),
+                },
             };
+            self.metrics.observe_nats("update", started.elapsed());
             if let Some(result) = outcome {
-                return result.map(|()| record);
+                return result.map(|revision| (record, revision));
             }
         }
         Err(StoreError::Contention)
@@ -134,11 +136,11 @@ impl PresenceStore {
 
     /// The latest entry for `user`: the decoded presence (None for a delete marker or a value
     /// that does not decode) and its revision.
-    async fn entry(
-        &self,
-        user: &UserId,
-    ) -> Result<Option<(Option<StoredPresence>, u64)>, StoreError> {
-        let Some(entry) = bounded(self.timeout, self.kv.entry(user.kv_key())).await? else {
+    async fn entry(&self, user: &UserId) -> Result<Option<(Option<StoredPresence>, u64)>, StoreError> {
+        let started = Instant::now();
+        let entry = bounded(self.timeout, self.kv.entry(user.kv_key())).await?;
+        self.metrics.observe_nats("get", started.elapsed());
+        let Some(entry) = entry else {
             return Ok(None);
         };
         if entry.operation != Operation::Put {
@@ -160,16 +162,12 @@ fn encode(record: &StoredPresence) -> Bytes {
 }
 
 async fn bounded_raw<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| StoreError::Timeout(limit))
+    tokio::time::timeout(limit, fut).await.map_err(|_| StoreError::Timeout(limit))
 }
 
 async fn bounded<T, E: std::fmt::Display>(
     limit: Duration,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StoreError> {
-    bounded_raw(limit, fut)
-        .await?
-        .map_err(|e| StoreError::Nats(e.to_string()))
+    bounded_raw(limit, fut).await?.map_err(|e| StoreError::Nats(e.to_string()))
 }

@@ -10,10 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{ISSUER, SECRET, TestApp, assert_error, json_of, mint};
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn claims() -> Value {
@@ -21,12 +18,7 @@ fn claims() -> Value {
 }
 
 fn sign(alg: Algorithm, claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 fn without(key: &str) -> Value {
@@ -55,36 +47,13 @@ async fn every_bad_token_is_the_same_401_and_stores_nothing() {
     let tokens: Vec<(&str, String)> = vec![
         ("malformed", "not.a.jwt".into()),
         ("garbage", "abc".into()),
-        (
-            "wrong signature",
-            sign(
-                Algorithm::HS256,
-                &claims(),
-                "another-secret-0123456789-0123456789",
-            ),
-        ),
+        ("wrong signature", sign(Algorithm::HS256, &claims(), "another-secret-0123456789-0123456789")),
         ("alg none", unsigned(&claims())),
         ("HS384", sign(Algorithm::HS384, &claims(), SECRET)),
-        (
-            "expired",
-            sign(Algorithm::HS256, &with("exp", json!(now() - 120)), SECRET),
-        ),
-        (
-            "future nbf",
-            sign(Algorithm::HS256, &with("nbf", json!(now() + 120)), SECRET),
-        ),
-        (
-            "future iat",
-            sign(Algorithm::HS256, &with("iat", json!(now() + 120)), SECRET),
-        ),
-        (
-            "wrong issuer",
-            sign(
-                Algorithm::HS256,
-                &with("iss", json!("someone-else")),
-                SECRET,
-            ),
-        ),
+        ("expired", sign(Algorithm::HS256, &with("exp", json!(now() - 120)), SECRET)),
+        ("future nbf", sign(Algorithm::HS256, &with("nbf", json!(now() + 120)), SECRET)),
+        ("future iat", sign(Algorithm::HS256, &with("iat", json!(now() + 120)), SECRET)),
+        ("wrong issuer", sign(Algorithm::HS256, &with("iss", json!("someone-else")), SECRET)),
         ("no sub", sign(Algorithm::HS256, &without("sub"), SECRET)),
         ("no exp", sign(Algorithm::HS256, &without("exp"), SECRET)),
         ("no iat", sign(Algorithm::HS256, &without("iat"), SECRET)),
@@ -92,69 +61,32 @@ async fn every_bad_token_is_the_same_401_and_stores_nothing() {
     ];
     let mut bodies = Vec::new();
     for (what, token) in &tokens {
-        let response = app
-            .http
-            .put(&url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.http.put(&url).bearer_auth(token).json(&body).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer", "{what}");
         bodies.push(assert_error(response, StatusCode::UNAUTHORIZED).await);
     }
     let missing = app.http.put(&url).json(&body).send().await.unwrap();
     bodies.push(assert_error(missing, StatusCode::UNAUTHORIZED).await);
-    let basic = app
-        .http
-        .put(&url)
-        .header("authorization", "Basic ZGF2ZTpwdw==")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let basic =
+        app.http.put(&url).header("authorization", "Basic ZGF2ZTpwdw==").json(&body).send().await.unwrap();
     bodies.push(assert_error(basic, StatusCode::UNAUTHORIZED).await);
     let huge = format!("Bearer {}{}", mint("dave"), "A".repeat(9 * 1024));
-    let oversize = app
-        .http
-        .put(&url)
-        .header("authorization", huge)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let oversize = app.http.put(&url).header("authorization", huge).json(&body).send().await.unwrap();
     bodies.push(assert_error(oversize, StatusCode::UNAUTHORIZED).await);
-    assert!(
-        bodies.windows(2).all(|w| w[0] == w[1]),
-        "one uniform body: {bodies:?}"
-    );
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "one uniform body: {bodies:?}");
 
-    assert_error(
-        app.get("/api/v2/presence/dave").await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    assert_error(app.get("/api/v2/presence/dave").await, StatusCode::NOT_FOUND).await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_token_writes_only_its_own_subject() {
     let app = TestApp::spawn().await;
-    let response = app
-        .put_as("erin", &mint("dave"), json!({"status": "online"}))
-        .await;
+    let response = app.put_as("erin", &mint("dave"), json!({"status": "online"})).await;
     assert_error(response, StatusCode::FORBIDDEN).await;
-    assert_error(
-        app.get("/api/v2/presence/erin").await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    let (status, _) = json_of(
-        app.put_as("dave", &mint("dave"), json!({"status": "online"}))
-            .await,
-    )
-    .await;
+    assert_error(app.get("/api/v2/presence/erin").await, StatusCode::NOT_FOUND).await;
+    let (status, _) = json_of(app.put_as("dave", &mint("dave"), json!({"status": "online"})).await).await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
@@ -163,17 +95,10 @@ async fn a_token_writes_only_its_own_subject() {
 async fn a_token_within_the_leeway_and_with_a_past_nbf_is_accepted() {
     let app = TestApp::spawn().await;
     let token = sign(Algorithm::HS256, &with("nbf", json!(now() - 10)), SECRET);
-    assert_eq!(
-        app.put_as("dave", &token, json!({"status": "online"}))
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.put_as("dave", &token, json!({"status": "online"})).await.status(), StatusCode::OK);
     let token = sign(Algorithm::HS256, &with("exp", json!(now() - 2)), SECRET);
     assert_eq!(
-        app.put_as("dave", &token, json!({"status": "away"}))
-            .await
-            .status(),
+        app.put_as("dave", &token, json!({"status": "away"})).await.status(),
         StatusCode::OK,
         "2 s of clock skew is tolerated"
     );
@@ -184,17 +109,8 @@ async fn a_token_within_the_leeway_and_with_a_past_nbf_is_accepted() {
 async fn reads_need_no_token() {
     let app = TestApp::spawn().await;
     app.put("frank", json!({"status": "online"})).await;
-    let response = app
-        .http
-        .get(app.url("/api/v2/presence/frank"))
-        .bearer_auth("garbage")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "a bad token does not spoil a public read"
-    );
+    let response =
+        app.http.get(app.url("/api/v2/presence/frank")).bearer_auth("garbage").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "a bad token does not spoil a public read");
     app.stop().await;
 }

@@ -29,25 +29,16 @@ fn the_design_documents_yaml_parses_as_it_stands() {
 
     let without_secret = from_sources(Some(DESIGN_YAML), &[]).unwrap();
     without_secret.validate().unwrap();
-    assert!(
-        without_secret.auth.jwt_secret.is_none(),
-        "unset JWT_SECRET means a generated secret"
-    );
+    assert!(without_secret.auth.jwt_secret.is_none(), "unset JWT_SECRET means a generated secret");
 }
 
 fn run_with_config(yaml: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_presence")).args(["serve", "--config"]).arg(&path).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -55,10 +46,7 @@ fn config_errors_name_the_key_and_exit_non_zero() {
     for (yaml, key) in [
         ("service:\n  port: 99999\n", "service.port"),
         ("nats:\n  kv:\n    ttl: forever\n", "nats.kv.ttl"),
-        (
-            "nats:\n  jetstream:\n    max_memory: -1\n",
-            "nats.jetstream.max_memory",
-        ),
+        ("nats:\n  jetstream:\n    max_memory: -1\n", "nats.jetstream.max_memory"),
         ("auth:\n  jwt_secret: tooshort\n", "auth.jwt_secret"),
         ("logging:\n  format: xml\n", "logging.format"),
         ("service:\n  node_id: a.b\n", "service.node_id"),

@@ -8,11 +8,7 @@ use crate::helpers::{TestApp, assert_error, json_of, mint};
 #[tokio::test]
 async fn invalid_writes_are_400_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let (_, original) = json_of(
-        app.put("bob", json!({"status": "away", "message": "lunch"}))
-            .await,
-    )
-    .await;
+    let (_, original) = json_of(app.put("bob", json!({"status": "away", "message": "lunch"})).await).await;
     let cases = [
         json!({"status": "sleeping"}),
         json!({"status": "ONLINE"}),
@@ -33,10 +29,7 @@ async fn invalid_writes_are_400_and_change_nothing() {
         assert!(!error.contains("Failed to deserialize"), "{body}: {error}");
     }
     let (_, now) = json_of(app.get("/api/v2/presence/bob").await).await;
-    assert_eq!(
-        now, original,
-        "failed writes left the stored presence alone"
-    );
+    assert_eq!(now, original, "failed writes left the stored presence alone");
     app.stop().await;
 }
 
@@ -48,17 +41,10 @@ async fn boundary_values_are_accepted() {
         json!({"status": "busy", "ttl": 604_800}),
         json!({"status": "busy", "message": "é".repeat(256)}),
     ] {
-        assert_eq!(
-            app.put("edge", body.clone()).await.status(),
-            StatusCode::OK,
-            "{body}"
-        );
+        assert_eq!(app.put("edge", body.clone()).await.status(), StatusCode::OK, "{body}");
     }
     let long = "x".repeat(128);
-    assert_eq!(
-        app.put(&long, json!({"status": "online"})).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.put(&long, json!({"status": "online"})).await.status(), StatusCode::OK);
     app.stop().await;
 }
 
@@ -66,31 +52,12 @@ async fn boundary_values_are_accepted() {
 async fn invalid_user_ids_are_400_everywhere() {
     let app = TestApp::spawn().await;
     let too_long = "x".repeat(200);
-    for raw in [
-        "a.b",
-        "*",
-        "%3E",
-        "a%20b",
-        "user%3A1",
-        too_long.as_str(),
-        "%C3%BC",
-    ] {
-        assert_error(
-            app.get(&format!("/api/v2/presence/{raw}")).await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert_error(
-            app.put_as(raw, &mint("x"), json!({"status": "online"}))
-                .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert_error(
-            app.get(&format!("/api/v2/presence?users=ok,{raw}")).await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+    for raw in ["a.b", "*", "%3E", "a%20b", "user%3A1", too_long.as_str(), "%C3%BC"] {
+        assert_error(app.get(&format!("/api/v2/presence/{raw}")).await, StatusCode::BAD_REQUEST).await;
+        assert_error(app.put_as(raw, &mint("x"), json!({"status": "online"})).await, StatusCode::BAD_REQUEST)
+            .await;
+        assert_error(app.get(&format!("/api/v2/presence?users=ok,{raw}")).await, StatusCode::BAD_REQUEST)
+            .await;
     }
     for id in ["a.b", "*", ">", "", too_long.as_str()] {
         assert_error(app.batch(json!(["ok", id])).await, StatusCode::BAD_REQUEST).await;
@@ -103,18 +70,13 @@ async fn invalid_user_ids_are_400_everywhere() {
 #[tokio::test]
 async fn user_lists_must_hold_1_to_1000_distinct_ids() {
     let app = TestApp::spawn().await;
-    for query in [
-        "/api/v2/presence",
-        "/api/v2/presence?users=",
-        "/api/v2/presence?users=,,",
-    ] {
+    for query in ["/api/v2/presence", "/api/v2/presence?users=", "/api/v2/presence?users=,,"] {
         assert_error(app.get(query).await, StatusCode::BAD_REQUEST).await;
     }
     assert_error(app.batch(json!([])).await, StatusCode::BAD_REQUEST).await;
     let ids: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
     assert_error(
-        app.get(&format!("/api/v2/presence?users={}", ids.join(",")))
-            .await,
+        app.get(&format!("/api/v2/presence?users={}", ids.join(","))).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -138,23 +100,14 @@ async fn bodies_must_be_json_and_small() {
         req.send()
     };
     assert_error(
-        send("{\"status\": ".into(), Some("application/json"))
-            .await
-            .unwrap(),
+        send("{\"status\": ".into(), Some("application/json")).await.unwrap(),
         StatusCode::BAD_REQUEST,
     )
     .await;
+    assert_error(send("not json".into(), Some("application/json")).await.unwrap(), StatusCode::BAD_REQUEST)
+        .await;
     assert_error(
-        send("not json".into(), Some("application/json"))
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    assert_error(
-        send("{\"status\":\"online\"}".into(), Some("text/plain"))
-            .await
-            .unwrap(),
+        send("{\"status\":\"online\"}".into(), Some("text/plain")).await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
     )
     .await;
@@ -163,15 +116,9 @@ async fn bodies_must_be_json_and_small() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
     )
     .await;
-    let big = format!(
-        "{{\"status\":\"online\",\"message\":\"{}\"}}",
-        "x".repeat(17 * 1024)
-    );
-    assert_error(
-        send(big.clone(), Some("application/json")).await.unwrap(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-    )
-    .await;
+    let big = format!("{{\"status\":\"online\",\"message\":\"{}\"}}", "x".repeat(17 * 1024));
+    assert_error(send(big.clone(), Some("application/json")).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE)
+        .await;
     let batch = app
         .http
         .post(app.url("/api/v2/presence/batch"))
@@ -181,11 +128,7 @@ async fn bodies_must_be_json_and_small() {
         .await
         .unwrap();
     assert_error(batch, StatusCode::PAYLOAD_TOO_LARGE).await;
-    assert_error(
-        app.get("/api/v2/presence/carol").await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    assert_error(app.get("/api/v2/presence/carol").await, StatusCode::NOT_FOUND).await;
     app.stop().await;
 }
 
@@ -194,36 +137,20 @@ async fn unknown_routes_and_wrong_methods() {
     let app = TestApp::spawn().await;
     assert_error(app.get("/nope").await, StatusCode::NOT_FOUND).await;
     assert_error(app.get("/api/v2/presence/a/b").await, StatusCode::NOT_FOUND).await;
-    let delete = app
-        .http
-        .delete(app.url("/api/v2/presence/user1"))
-        .send()
-        .await
-        .unwrap();
+    let delete = app.http.delete(app.url("/api/v2/presence/user1")).send().await.unwrap();
     assert_eq!(delete.headers()["allow"], "GET,HEAD,PUT");
     assert_error(delete, StatusCode::METHOD_NOT_ALLOWED).await;
     assert_error(
-        app.http
-            .post(app.url("/api/v2/presence/user1"))
-            .send()
-            .await
-            .unwrap(),
+        app.http.post(app.url("/api/v2/presence/user1")).send().await.unwrap(),
         StatusCode::METHOD_NOT_ALLOWED,
     )
     .await;
     assert_error(
-        app.http
-            .delete(app.url("/api/v2/presence/batch"))
-            .send()
-            .await
-            .unwrap(),
+        app.http.delete(app.url("/api/v2/presence/batch")).send().await.unwrap(),
         StatusCode::METHOD_NOT_ALLOWED,
     )
     .await;
-    assert_error(
-        app.http.post(app.url("/health")).send().await.unwrap(),
-        StatusCode::METHOD_NOT_ALLOWED,
-    )
-    .await;
+    assert_error(app.http.post(app.url("/health")).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED)
+        .await;
     app.stop().await;
 }

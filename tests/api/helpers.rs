@@ -23,11 +23,7 @@ pub const ISSUER: &str = "presence-service";
 
 /// A free TCP port on loopback, chosen by the OS.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
@@ -41,10 +37,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -64,8 +57,7 @@ pub fn test_config(dir: &Path) -> Config {
 
 pub fn mint(user: &str) -> String {
     let config = from_sources(None, &[]).unwrap();
-    Authenticator::new(&Secret::new(SECRET.into()), &config.auth)
-        .mint(user, Duration::from_secs(600))
+    Authenticator::new(&Secret::new(SECRET.into()), &config.auth).mint(user, Duration::from_secs(600))
 }
 
 /// A node running inside the test process.
@@ -87,22 +79,13 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        let app = Application::build(config.clone())
-            .await
-            .expect("the app builds");
+        let app = Application::build(config.clone()).await.expect("the app builds");
         let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Self {
-            addr,
-            config,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task,
-            _dir: dir,
-        }
+        Self { addr, config, http: reqwest::Client::new(), stop: Some(stop), task, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -153,18 +136,11 @@ impl TestApp {
 /// The JSON body of a response, with its status.
 pub async fn json_of(response: Response) -> (StatusCode, Value) {
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
     let text = response.text().await.unwrap();
-    let body: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/json"),
-        "{status}: {text}"
-    );
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    assert_eq!(content_type.as_deref(), Some("application/json"), "{status}: {text}");
     (status, body)
 }
 
@@ -173,15 +149,9 @@ pub async fn assert_error(response: Response, status: StatusCode) -> String {
     let (got, body) = json_of(response).await;
     assert_eq!(got, status, "{body}");
     assert_eq!(body["success"], json!(false), "{body}");
-    let error = body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error message: {body}"));
+    let error = body["error"].as_str().unwrap_or_else(|| panic!("no error message: {body}"));
     assert!(!error.is_empty());
-    assert_eq!(
-        body.as_object().unwrap().len(),
-        2,
-        "only success and error: {body}"
-    );
+    assert_eq!(body.as_object().unwrap().len(), 2, "only success and error: {body}");
     error.to_string()
 }
 
@@ -199,9 +169,7 @@ impl ServiceProcess {
     pub fn start(dir: &Path, ports: Option<(u16, u16, u16)>, secret: Option<&str>) -> Self {
         let (http_port, nats_port, leaf_port) =
             ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
-        let secret_line = secret
-            .map(|s| format!("  jwt_secret: {s}\n"))
-            .unwrap_or_default();
+        let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
         let yaml = format!(
             "service:\n  host: 127.0.0.1\n  port: {http_port}\n  node_id: proc-node\n\
              nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n\
@@ -219,13 +187,7 @@ impl ServiceProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        Self {
-            child,
-            http_port,
-            nats_port,
-            leaf_port,
-            dir: dir.to_path_buf(),
-        }
+        Self { child, http_port, nats_port, leaf_port, dir: dir.to_path_buf() }
     }
 
     pub fn ports(&self) -> (u16, u16, u16) {
@@ -264,11 +226,7 @@ impl ServiceProcess {
 
     /// The pid of the embedded nats-server, from its pid file.
     pub fn nats_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("nats-data").join("nats-server.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.dir.join("nats-data").join("nats-server.pid")).ok()?.trim().parse().ok()
     }
 
     pub fn kill9(&mut self) {
@@ -298,12 +256,7 @@ pub fn kill9(pid: i32) {
 /// True while `pid` is a live (not zombie) process.
 pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -311,4 +264,88 @@ pub fn is_alive(pid: i32) -> bool {
 /// True when nothing listens on the port any more.
 pub fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A standalone nats-server (the project's pinned binary) for tests that must stop and start
+/// NATS under a running node.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, port: free_port(), dir };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store, and waits until it serves JetStream.
+    pub async fn restart(&mut self) {
+        let conf = self.dir.path().join("nats.conf");
+        let store = self.dir.path().join("js");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?} }}\n",
+                self.port,
+                store.display().to_string()
+            ),
+        )
+        .unwrap();
+        let bin = presence::nats::server::find_binary(None).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let url = self.url();
+        eventually(Duration::from_secs(20), "nats-server serves JetStream", || {
+            let url = url.clone();
+            async move {
+                let client = async_nats::connect(&url).await.ok()?;
+                async_nats::jetstream::new(client).query_account().await.ok().map(drop)
+            }
+        })
+        .await;
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JetStream KV handle on the node's bucket, as another client would have it.
+pub async fn bucket(nats_url: &str) -> async_nats::jetstream::kv::Store {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    async_nats::jetstream::new(client).get_key_value("presence").await.unwrap()
+}
+
+/// A stored presence value as the service writes it, for writes that bypass the service.
+pub fn stored_value(user: &str, status: &str, message: &str, ttl_secs: i64) -> bytes::Bytes {
+    let now = chrono::Utc::now();
+    let value = json!({
+        "user_id": user, "status": status, "message": message,
+        "last_seen": now, "updated_at": now, "node_id": "elsewhere", "ttl": ttl_secs,
+        "expires_at": now + chrono::Duration::seconds(ttl_secs),
+    });
+    serde_json::to_vec(&value).unwrap().into()
 }

@@ -10,13 +10,7 @@ use crate::helpers::{
 };
 
 async fn put(client: &reqwest::Client, url: String, token: &str, body: Value) -> reqwest::Response {
-    client
-        .put(url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    client.put(url).bearer_auth(token).json(&body).send().await.unwrap()
 }
 
 #[tokio::test]
@@ -37,29 +31,18 @@ async fn an_acknowledged_write_survives_kill_9_of_service_and_nats_server() {
     .await;
     assert_eq!(status, StatusCode::OK);
 
-    let nats = service
-        .nats_pid()
-        .expect("the embedded server wrote its pid");
+    let nats = service.nats_pid().expect("the embedded server wrote its pid");
     service.kill9();
     kill9(nats);
-    eventually(Duration::from_secs(10), "nats-server is gone", || async {
-        (!is_alive(nats)).then_some(())
-    })
-    .await;
+    eventually(Duration::from_secs(10), "nats-server is gone", || async { (!is_alive(nats)).then_some(()) })
+        .await;
 
     let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
     assert!(!log.contains(SECRET), "the JWT secret is never logged");
 
     let mut again = ServiceProcess::start(dir.path(), Some(service.ports()), Some(SECRET));
     again.wait_healthy().await;
-    let (status, read) = json_of(
-        client
-            .get(again.url("/api/v2/presence/gina"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, read) = json_of(client.get(again.url("/api/v2/presence/gina")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read, written);
 }
@@ -72,13 +55,9 @@ async fn kill_9_of_the_service_leaves_no_nats_server_behind() {
     let nats = service.nats_pid().unwrap();
     let (nats_port, leaf_port) = (service.nats_port, service.leaf_port);
     service.kill9();
-    eventually(
-        Duration::from_secs(15),
-        "the orphaned nats-server exits and frees its ports",
-        || async {
-            (!is_alive(nats) && port_is_free(nats_port) && port_is_free(leaf_port)).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(15), "the orphaned nats-server exits and frees its ports", || async {
+        (!is_alive(nats) && port_is_free(nats_port) && port_is_free(leaf_port)).then_some(())
+    })
     .await;
 }
 
@@ -103,27 +82,15 @@ async fn sigterm_drains_and_stops_the_embedded_server() {
 async fn the_supervisor_restarts_a_killed_nats_server() {
     let app = TestApp::spawn().await;
     let pid_file = app.data_dir().join("nats-server.pid");
-    let read_pid = || {
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-    };
+    let read_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
     let first = read_pid().unwrap();
-    assert_eq!(
-        app.put("hank", json!({"status": "online"})).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.put("hank", json!({"status": "online"})).await.status(), StatusCode::OK);
     kill9(first);
-    eventually(
-        Duration::from_secs(30),
-        "a new nats-server serves writes again",
-        || async {
-            let restarted = read_pid().is_some_and(|pid| pid != first && is_alive(pid));
-            (restarted
-                && app.put("hank", json!({"status": "away"})).await.status() == StatusCode::OK)
-                .then_some(())
-        },
-    )
+    eventually(Duration::from_secs(30), "a new nats-server serves writes again", || async {
+        let restarted = read_pid().is_some_and(|pid| pid != first && is_alive(pid));
+        (restarted && app.put("hank", json!({"status": "away"})).await.status() == StatusCode::OK)
+            .then_some(())
+    })
     .await;
     let (_, body) = json_of(app.get("/api/v2/presence/hank").await).await;
     assert_eq!(body["data"]["hank"]["status"], "away");
@@ -140,38 +107,17 @@ async fn presence_token_uses_the_generated_secret_that_serve_uses() {
         .arg(service.config_path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let client = reqwest::Client::new();
-    let response = put(
-        &client,
-        service.url("/api/v2/presence/ivy"),
-        &token,
-        json!({"status": "online"}),
-    )
-    .await;
+    let response =
+        put(&client, service.url("/api/v2/presence/ivy"), &token, json!({"status": "online"})).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let response = put(
-        &client,
-        service.url("/api/v2/presence/ivy"),
-        &mint("ivy"),
-        json!({"status": "online"}),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::UNAUTHORIZED,
-        "there is no built-in secret"
-    );
+    let response =
+        put(&client, service.url("/api/v2/presence/ivy"), &mint("ivy"), json!({"status": "online"})).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "there is no built-in secret");
     let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
-    assert!(
-        log.contains("generated development JWT secret"),
-        "the service warns about its generated secret"
-    );
+    assert!(log.contains("generated development JWT secret"), "the service warns about its generated secret");
     let secret = std::fs::read_to_string(dir.path().join("nats-data/jwt-secret")).unwrap();
     assert!(!log.contains(secret.trim()));
 }

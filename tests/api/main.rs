@@ -7,4 +7,5 @@ mod helpers;
 mod lifecycle;
 mod openapi;
 mod presence;
+mod reads;
 mod store;

@@ -9,10 +9,7 @@ use crate::helpers::{TestApp, json_of, mint};
 /// A validator for the schema at `pointer` of the document, resolving its `$ref`s in place.
 fn validator(doc: &Value, pointer: &str) -> Validator {
     let mut schema = doc.clone();
-    schema["$ref"] = json!(format!(
-        "#{}",
-        pointer.replace('{', "%7B").replace('}', "%7D")
-    ));
+    schema["$ref"] = json!(format!("#{}", pointer.replace('{', "%7B").replace('}', "%7D")));
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{pointer}: {e}"))
 }
 
@@ -23,16 +20,10 @@ fn response_schema(path: &str, method: &str, status: u16) -> String {
 
 fn check(doc: &Value, path: &str, method: &str, status: StatusCode, body: &Value) {
     let pointer = response_schema(path, method, status.as_u16());
-    assert!(
-        doc.pointer(&pointer).is_some(),
-        "the document describes {method} {path} {status}"
-    );
+    assert!(doc.pointer(&pointer).is_some(), "the document describes {method} {path} {status}");
     let v = validator(doc, &pointer);
     let errors: Vec<String> = v.iter_errors(body).map(|e| e.to_string()).collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {path} {status}: {errors:?}\n{body}"
-    );
+    assert!(errors.is_empty(), "{method} {path} {status}: {errors:?}\n{body}");
 }
 
 #[tokio::test]
@@ -43,11 +34,8 @@ async fn real_responses_match_the_served_document() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 
     let single = "/api/v2/presence/{user_id}";
-    let (s, body) = json_of(
-        app.put("jane", json!({"status": "busy", "message": "m", "ttl": 60}))
-            .await,
-    )
-    .await;
+    let (s, body) =
+        json_of(app.put("jane", json!({"status": "busy", "message": "m", "ttl": 60})).await).await;
     check(&doc, single, "put", s, &body);
     let (s, body) = json_of(app.get("/api/v2/presence/jane").await).await;
     check(&doc, single, "get", s, &body);
@@ -55,11 +43,7 @@ async fn real_responses_match_the_served_document() {
     check(&doc, single, "get", s, &body);
     let (s, body) = json_of(app.get("/api/v2/presence/a.b").await).await;
     check(&doc, single, "get", s, &body);
-    let (s, body) = json_of(
-        app.put_as("jane", &mint("kim"), json!({"status": "busy"}))
-            .await,
-    )
-    .await;
+    let (s, body) = json_of(app.put_as("jane", &mint("kim"), json!({"status": "busy"})).await).await;
     check(&doc, single, "put", s, &body);
     let (s, body) = json_of(app.put_as("jane", "bad", json!({"status": "busy"})).await).await;
     check(&doc, single, "put", s, &body);

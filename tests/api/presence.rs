@@ -13,23 +13,16 @@ fn keys(v: &Value) -> BTreeSet<&str> {
 }
 
 fn time(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().unwrap())
-        .unwrap()
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&Utc)
 }
 
 #[tokio::test]
 async fn put_then_get_answers_the_design_documents_shape() {
     let app = TestApp::spawn().await;
     let before = Utc::now() - chrono::Duration::seconds(1);
-    let (status, put) = json_of(
-        app.put(
-            "user123",
-            json!({"status": "busy", "message": "In a meeting", "ttl": 3600}),
-        )
-        .await,
-    )
-    .await;
+    let (status, put) =
+        json_of(app.put("user123", json!({"status": "busy", "message": "In a meeting", "ttl": 3600})).await)
+            .await;
     assert_eq!(status, StatusCode::OK, "{put}");
     assert_eq!(keys(&put), BTreeSet::from(["success", "data"]));
     assert_eq!(put["success"], json!(true));
@@ -37,15 +30,7 @@ async fn put_then_get_answers_the_design_documents_shape() {
     let p = &put["data"]["user123"];
     assert_eq!(
         keys(p),
-        BTreeSet::from([
-            "user_id",
-            "status",
-            "message",
-            "last_seen",
-            "updated_at",
-            "node_id",
-            "ttl"
-        ])
+        BTreeSet::from(["user_id", "status", "message", "last_seen", "updated_at", "node_id", "ttl"])
     );
     assert_eq!(p["user_id"], "user123");
     assert_eq!(p["status"], "busy");
@@ -64,32 +49,15 @@ async fn put_then_get_answers_the_design_documents_shape() {
 #[tokio::test]
 async fn a_user_never_seen_is_404_alone_and_offline_in_lists() {
     let app = TestApp::spawn().await;
-    crate::helpers::assert_error(
-        app.get("/api/v2/presence/ghost").await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_eq!(
-        app.put("user1", json!({"status": "online"})).await.status(),
-        StatusCode::OK
-    );
+    crate::helpers::assert_error(app.get("/api/v2/presence/ghost").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(app.put("user1", json!({"status": "online"})).await.status(), StatusCode::OK);
 
     let (status, body) = json_of(app.get("/api/v2/presence?users=user1,ghost,user1").await).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        keys(&body["data"]),
-        BTreeSet::from(["user1", "ghost"]),
-        "duplicates answered once"
-    );
-    assert_eq!(
-        body["data"]["ghost"],
-        json!({"user_id": "ghost", "status": "offline"})
-    );
+    assert_eq!(keys(&body["data"]), BTreeSet::from(["user1", "ghost"]), "duplicates answered once");
+    assert_eq!(body["data"]["ghost"], json!({"user_id": "ghost", "status": "offline"}));
     assert_eq!(body["data"]["user1"]["status"], "online");
-    assert_eq!(
-        body["data"]["user1"]["ttl"], 3600,
-        "the default ttl is nats.kv.ttl"
-    );
+    assert_eq!(body["data"]["user1"]["ttl"], 3600, "the default ttl is nats.kv.ttl");
 
     let (status, batch) = json_of(app.batch(json!(["ghost", "user1"])).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -102,10 +70,7 @@ async fn many_users_in_one_read() {
     let app = TestApp::spawn().await;
     let ids: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
     for id in ids.iter().step_by(100) {
-        assert_eq!(
-            app.put(id, json!({"status": "away"})).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(app.put(id, json!({"status": "away"})).await.status(), StatusCode::OK);
     }
     let (status, body) = json_of(app.batch(json!(ids)).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -118,24 +83,14 @@ async fn many_users_in_one_read() {
 #[tokio::test]
 async fn an_offline_write_keeps_last_seen_and_a_new_status_replaces_the_old() {
     let app = TestApp::spawn().await;
-    let (_, first) = json_of(
-        app.put("alice", json!({"status": "online", "message": "hi"}))
-            .await,
-    )
-    .await;
+    let (_, first) = json_of(app.put("alice", json!({"status": "online", "message": "hi"})).await).await;
     let last_seen = first["data"]["alice"]["last_seen"].clone();
     let (status, off) = json_of(app.put("alice", json!({"status": "offline"})).await).await;
     assert_eq!(status, StatusCode::OK);
     let p = &off["data"]["alice"];
     assert_eq!(p["status"], "offline");
-    assert_eq!(
-        p["last_seen"], last_seen,
-        "offline keeps the last active time"
-    );
-    assert!(
-        p.get("message").is_none(),
-        "a write without message clears it"
-    );
+    assert_eq!(p["last_seen"], last_seen, "offline keeps the last active time");
+    assert!(p.get("message").is_none(), "a write without message clears it");
     assert!(time(&p["updated_at"]) >= time(&last_seen));
     app.stop().await;
 }
@@ -143,10 +98,7 @@ async fn an_offline_write_keeps_last_seen_and_a_new_status_replaces_the_old() {
 #[tokio::test]
 async fn batch_is_also_a_user_id() {
     let app = TestApp::spawn().await;
-    assert_eq!(
-        app.put("batch", json!({"status": "busy"})).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.put("batch", json!({"status": "busy"})).await.status(), StatusCode::OK);
     let (status, body) = json_of(app.get("/api/v2/presence/batch").await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["batch"]["status"], "busy");
@@ -156,34 +108,21 @@ async fn batch_is_also_a_user_id() {
 #[tokio::test]
 async fn an_expired_presence_reads_offline_with_last_seen_kept() {
     let app = TestApp::spawn().await;
-    let (_, put) = json_of(
-        app.put(
-            "shortlived",
-            json!({"status": "online", "message": "brb", "ttl": 1}),
-        )
-        .await,
-    )
-    .await;
+    let (_, put) =
+        json_of(app.put("shortlived", json!({"status": "online", "message": "brb", "ttl": 1})).await).await;
     let written = put["data"]["shortlived"].clone();
     let read = eventually(Duration::from_secs(5), "the presence expires", || async {
         let (_, body) = json_of(app.get("/api/v2/presence/shortlived").await).await;
-        (body["data"]["shortlived"]["status"] == "offline")
-            .then(|| body["data"]["shortlived"].clone())
+        (body["data"]["shortlived"]["status"] == "offline").then(|| body["data"]["shortlived"].clone())
     })
     .await;
-    assert!(
-        Utc::now() >= time(&written["updated_at"]) + chrono::Duration::seconds(1),
-        "never early"
-    );
+    assert!(Utc::now() >= time(&written["updated_at"]) + chrono::Duration::seconds(1), "never early");
     assert_eq!(read["last_seen"], written["last_seen"]);
     assert_eq!(read["updated_at"], written["updated_at"]);
     assert!(read.get("message").is_none(), "the message is cleared");
     assert!(read.get("ttl").is_none());
     let (_, list) = json_of(app.get("/api/v2/presence?users=shortlived").await).await;
-    assert_eq!(
-        list["data"]["shortlived"], read,
-        "lists evaluate expiry too"
-    );
+    assert_eq!(list["data"]["shortlived"], read, "lists evaluate expiry too");
     app.stop().await;
 }
 

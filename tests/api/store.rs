@@ -9,74 +9,34 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, json_of};
 
 async fn jetstream_of(app: &TestApp) -> jetstream::Context {
-    let client = async_nats::connect(format!("127.0.0.1:{}", app.config.nats.port))
-        .await
-        .unwrap();
+    let client = async_nats::connect(format!("127.0.0.1:{}", app.config.nats.port)).await.unwrap();
     jetstream::new(client)
 }
 
 #[tokio::test]
 async fn the_bucket_and_its_values_are_as_documented() {
     let app = TestApp::spawn().await;
-    let (_, put) = json_of(
-        app.put(
-            "lena",
-            json!({"status": "away", "message": "tea", "ttl": 120}),
-        )
-        .await,
-    )
-    .await;
+    let (_, put) =
+        json_of(app.put("lena", json!({"status": "away", "message": "tea", "ttl": 120})).await).await;
     let js = jetstream_of(&app).await;
     let kv = js.get_key_value("presence").await.unwrap();
-    let info = js
-        .get_stream("KV_presence")
-        .await
-        .unwrap()
-        .cached_info()
-        .config
-        .clone();
+    let info = js.get_stream("KV_presence").await.unwrap().cached_info().config.clone();
     assert_eq!(info.max_messages_per_subject, 1, "history 1");
     assert_eq!(info.storage, StorageType::File);
-    assert_eq!(
-        info.max_age,
-        Duration::from_secs(30 * 24 * 3600),
-        "retention"
-    );
+    assert_eq!(info.max_age, Duration::from_secs(30 * 24 * 3600), "retention");
     assert!(info.allow_message_ttl, "per-key TTL enabled");
-    assert!(
-        info.subject_delete_marker_ttl.is_some(),
-        "expiry markers enabled"
-    );
+    assert!(info.subject_delete_marker_ttl.is_some(), "expiry markers enabled");
 
-    let raw: Value = serde_json::from_slice(
-        &kv.get("user.lena")
-            .await
-            .unwrap()
-            .expect("stored under user.{id}"),
-    )
-    .unwrap();
+    let raw: Value =
+        serde_json::from_slice(&kv.get("user.lena").await.unwrap().expect("stored under user.{id}")).unwrap();
     let shown = &put["data"]["lena"];
-    for field in [
-        "user_id",
-        "status",
-        "message",
-        "last_seen",
-        "updated_at",
-        "node_id",
-        "ttl",
-    ] {
+    for field in ["user_id", "status", "message", "last_seen", "updated_at", "node_id", "ttl"] {
         assert!(raw.get(field).is_some(), "{field} stored: {raw}");
     }
     assert_eq!(raw["status"], shown["status"]);
-    let updated =
-        chrono::DateTime::parse_from_rfc3339(raw["updated_at"].as_str().unwrap()).unwrap();
-    let expires =
-        chrono::DateTime::parse_from_rfc3339(raw["expires_at"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        expires - updated,
-        chrono::Duration::seconds(120),
-        "the absolute expiry time is stored"
-    );
+    let updated = chrono::DateTime::parse_from_rfc3339(raw["updated_at"].as_str().unwrap()).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(raw["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires - updated, chrono::Duration::seconds(120), "the absolute expiry time is stored");
     app.stop().await;
 }
 

@@ -13,23 +13,14 @@ pub fn init(config: &LoggingConfig) {
         .unwrap_or_else(|| EnvFilter::new(with_quiet_client(&config.level)));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match config.format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
+        LogFormat::Json => {
+            registry.with(fmt::layer().json().with_current_span(true).with_span_list(false)).try_init()
+        }
         LogFormat::Text => registry.with(fmt::layer()).try_init(),
     };
 }
 
 /// async-nats reports every connection event at info; our own NATS events say what matters.
 fn with_quiet_client(level: &str) -> String {
-    if level.contains("async_nats") {
-        level.to_string()
-    } else {
-        format!("{level},async_nats=warn")
-    }
+    if level.contains("async_nats") { level.to_string() } else { format!("{level},async_nats=warn") }
 }

@@ -1,0 +1,264 @@
+//! The in-memory cache of presences: moka (W-TinyLFU admission, like the design document's
+//! Ristretto), bounded by `cache.max_cost` bytes of approximate per-entry cost.
+//!
+//! An entry holds the KV revision it reflects and the stored presence, or `None` when the KV has
+//! no presence for the user (a cached "never seen", so that unknown users cost no KV read either).
+//! Writers (this node's PUTs and the KV watcher) only ever replace an entry with a newer
+//! revision, so a late watcher event cannot undo a fresher write.
+//!
+//! An entry never outlives the presence's own expiry: a live presence leaves the cache at its
+//! `expires_at`, and the next read fetches the expired record (which then stays, being final).
+//! Expiry is still evaluated at read time by [`StoredPresence::view`].
+
+pub mod watcher;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use moka::{Expiry, future::Cache, notification::RemovalCause, ops::compute::Op};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::{
+    model::{Status, StoredPresence},
+    telemetry::Metrics,
+};
+
+/// What one cache entry says about one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cached {
+    /// The KV revision this entry reflects (0 when the KV had nothing at all for the key).
+    pub revision: u64,
+    pub presence: Option<StoredPresence>,
+}
+
+pub type Entry = Arc<Cached>;
+
+/// The design document's `CacheMetrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CacheMetrics {
+    pub hits: u64,
+    pub misses: u64,
+    pub keys_added: u64,
+    pub keys_evicted: u64,
+    pub cost_added: u64,
+    pub cost_evicted: u64,
+}
+
+/// Hits, misses and evictions are the Prometheus counters themselves (shared with [`Metrics`]).
+#[derive(Default)]
+struct Counters {
+    hits: Counter,
+    misses: Counter,
+    keys_evicted: Counter,
+    keys_added: AtomicU64,
+    cost_added: AtomicU64,
+    cost_evicted: AtomicU64,
+}
+
+/// The cache: a cheap `Clone` handle.
+#[derive(Clone)]
+pub struct PresenceCache {
+    inner: Cache<String, Entry>,
+    counters: Arc<Counters>,
+}
+
+/// Bytes a cache entry costs beyond its strings: moka's node, the key's and value's headers.
+const ENTRY_OVERHEAD: u64 = 224;
+
+/// The approximate cost in bytes of caching `value` under `key`.
+pub fn cost(key: &str, value: &Cached) -> u32 {
+    let strings = value
+        .presence
+        .as_ref()
+        .map_or(0, |p| p.user_id.len() + p.node_id.len() + p.message.as_ref().map_or(0, String::len));
+    (ENTRY_OVERHEAD + key.len() as u64 + strings as u64) as u32
+}
+
+/// Expires a live presence's entry when the presence expires.
+struct UntilPresenceExpires;
+
+impl UntilPresenceExpires {
+    fn remaining(value: &Cached) -> Option<Duration> {
+        let p = value.presence.as_ref()?;
+        if p.status == Status::Offline {
+            return None;
+        }
+        // Already expired: the entry holds the final state and may stay.
+        (p.expires_at - Utc::now()).to_std().ok()
+    }
+}
+
+impl Expiry<String, Entry> for UntilPresenceExpires {
+    fn expire_after_create(&self, _: &String, value: &Entry, _: Instant) -> Option<Duration> {
+        Self::remaining(value)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::remaining(value)
+    }
+}
+
+impl PresenceCache {
+    /// A cache holding at most `max_cost` bytes of approximate entry cost.
+    pub fn new(max_cost: u64) -> Self {
+        Self::with_counters(max_cost, Counters::default())
+    }
+
+    /// The same, counting hits, misses and evictions in `metrics`.
+    pub fn with_metrics(max_cost: u64, metrics: &Metrics) -> Self {
+        let counters = Counters {
+            hits: metrics.cache_hits.clone(),
+            misses: metrics.cache_misses.clone(),
+            keys_evicted: metrics.cache_evictions.clone(),
+            ..Counters::default()
+        };
+        Self::with_counters(max_cost, counters)
+    }
+
+    fn with_counters(max_cost: u64, counters: Counters) -> Self {
+        let counters = Arc::new(counters);
+        let evictions = counters.clone();
+        let inner = Cache::builder()
+            .max_capacity(max_cost)
+            .weigher(|k: &String, v: &Entry| cost(k, v))
+            .expire_after(UntilPresenceExpires)
+            .eviction_listener(move |k: Arc<String>, v: Entry, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    evictions.keys_evicted.inc();
+                    evictions.cost_evicted.fetch_add(cost(&k, &v) as u64, Relaxed);
+                }
+            })
+            .build();
+        Self { inner, counters }
+    }
+
+    /// The entry for `user_id`, counting a hit or a miss.
+    pub async fn get(&self, user_id: &str) -> Option<Entry> {
+        let found = self.inner.get(user_id).await;
+        let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
+        counter.inc();
+        found
+    }
+
+    /// The entry for `user_id`, loading it with `load` on a miss. Concurrent misses for one key
+    /// share one load (single flight); a failed load is not cached.
+    pub async fn get_or_load<E, F>(&self, user_id: &str, load: F) -> Result<Entry, Arc<E>>
+    where
+        F: Future<Output = Result<Cached, E>>,
+        E: Send + Sync + 'static,
+    {
+        let counters = &self.counters;
+        self.inner
+            .try_get_with_by_ref(user_id, async {
+                let value = Arc::new(load.await?);
+                counters.keys_added.fetch_add(1, Relaxed);
+                counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
+                Ok(value)
+            })
+            .await
+    }
+
+    /// Stores `value` unless the cache already holds the same or a newer revision.
+    pub async fn upsert(&self, user_id: &str, value: Cached) {
+        let counters = &self.counters;
+        self.inner
+            .entry_by_ref(user_id)
+            .and_compute_with(|existing| async move {
+                match existing {
+                    Some(e) if e.value().revision >= value.revision => Op::Nop,
+                    existing => {
+                        if existing.is_none() {
+                            counters.keys_added.fetch_add(1, Relaxed);
+                        }
+                        counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
+                        Op::Put(Arc::new(value))
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        self.inner.invalidate_all();
+    }
+
+    /// Drops one entry.
+    pub async fn delete(&self, user_id: &str) {
+        self.inner.invalidate(user_id).await;
+    }
+
+    /// Runs moka's housekeeping now: evictions, expirations, listener calls.
+    pub async fn cleanup(&self) {
+        self.inner.run_pending_tasks().await;
+    }
+
+    pub fn metrics(&self) -> CacheMetrics {
+        let c = &self.counters;
+        CacheMetrics {
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            keys_added: c.keys_added.load(Relaxed),
+            keys_evicted: c.keys_evicted.get(),
+            cost_added: c.cost_added.load(Relaxed),
+            cost_evicted: c.cost_evicted.load(Relaxed),
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entry_count()
+    }
+
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PresenceUpdate, UserId};
+
+    fn presence(status: &str, ttl: i64) -> StoredPresence {
+        let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();
+        StoredPresence::from_update(&UserId::parse("u").unwrap(), update, None, "n", Utc::now())
+    }
+
+    #[tokio::test]
+    async fn an_older_revision_never_replaces_a_newer_one() {
+        let cache = PresenceCache::new(1 << 20);
+        cache.upsert("u", Cached { revision: 5, presence: Some(presence("busy", 60)) }).await;
+        cache.upsert("u", Cached { revision: 4, presence: Some(presence("away", 60)) }).await;
+        assert_eq!(cache.get("u").await.unwrap().presence.as_ref().unwrap().status, Status::Busy);
+        cache.upsert("u", Cached { revision: 6, presence: None }).await;
+        assert_eq!(cache.get("u").await.unwrap().presence, None);
+        let m = cache.metrics();
+        assert_eq!((m.hits, m.misses, m.keys_added), (2, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn a_live_entry_leaves_when_its_presence_expires() {
+        let cache = PresenceCache::new(1 << 20);
+        cache.upsert("u", Cached { revision: 1, presence: Some(presence("online", 1)) }).await;
+        assert!(cache.get("u").await.is_some());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(cache.get("u").await.is_none(), "expired with the presence");
+        cache.cleanup().await;
+        assert_eq!(cache.metrics().keys_evicted, 1);
+    }
+}

@@ -1,0 +1,208 @@
+//! Keeps the cache coherent with the KV bucket.
+//!
+//! A watch with history first delivers every current value (warming the cache up to its capacity),
+//! then every put, delete and purge (expiry markers included) as it happens. async-nats resumes
+//! the watch across reconnects; if the watch itself ends, it is re-created from the last applied
+//! revision, so nothing is missed.
+//!
+//! [`Coherence`] is what the rest of the node reads: whether NATS is reachable, and whether the
+//! cache may be stale. The cache is marked possibly stale when the connection drops or the watch
+//! reports an error, and fresh again once the watcher has applied everything up to the stream's
+//! last revision as sampled after the connection came back.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::kv::{self, Operation};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cached, PresenceCache};
+use crate::model::StoredPresence;
+
+/// How often the connection state and the watcher's lag are checked.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// moka's housekeeping, as the design document's periodic cleanup.
+const CLEANUP_EVERY: Duration = Duration::from_secs(30);
+const NO_TARGET: u64 = u64::MAX;
+
+/// The node's view of its NATS link and its cache's freshness. Reads are plain atomic loads.
+#[derive(Default)]
+pub struct Coherence {
+    nats_connected: AtomicBool,
+    /// Set when updates may have been missed; cleared once the watcher caught up.
+    broken: AtomicBool,
+    /// The stream's last revision sampled after the watcher broke; [`NO_TARGET`] when none is.
+    catch_up_to: AtomicU64,
+    applied: AtomicU64,
+    lag: AtomicU64,
+}
+
+impl Coherence {
+    /// The state of a node whose watcher is about to start. A watcher that is warming up is
+    /// behind, not broken: it misses nothing, and reads it has not reached yet go to the KV.
+    pub fn new(nats_connected: bool) -> Arc<Self> {
+        let c = Self::default();
+        c.nats_connected.store(nats_connected, Relaxed);
+        c.catch_up_to.store(NO_TARGET, Relaxed);
+        Arc::new(c)
+    }
+
+    pub fn nats_connected(&self) -> bool {
+        self.nats_connected.load(Relaxed)
+    }
+
+    /// True when cached entries may miss updates.
+    pub fn stale(&self) -> bool {
+        !self.nats_connected() || self.broken.load(Relaxed)
+    }
+
+    /// The highest KV revision the watcher applied.
+    pub fn applied_revision(&self) -> u64 {
+        self.applied.load(Relaxed)
+    }
+
+    /// Revisions the bucket has that the watcher has not applied yet (as of the last check).
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Relaxed)
+    }
+
+    fn mark_broken(&self) {
+        self.broken.store(true, Relaxed);
+        self.catch_up_to.store(NO_TARGET, Relaxed);
+    }
+
+    fn mark_fresh(&self) {
+        if self.broken.swap(false, Relaxed) {
+            tracing::info!(revision = self.applied_revision(), "KV watcher caught up; cache is fresh");
+        }
+    }
+}
+
+/// Runs the watcher and its checker until `stop` is cancelled.
+pub fn spawn(
+    kv: kv::Store,
+    client: async_nats::Client,
+    cache: PresenceCache,
+    coherence: Arc<Coherence>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(watch(kv.clone(), cache.clone(), coherence.clone(), stop.clone()));
+    tokio::spawn(check(kv, client, cache, coherence, stop));
+}
+
+async fn watch(kv: kv::Store, cache: PresenceCache, coherence: Arc<Coherence>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let from = coherence.applied_revision();
+        let started = if from == 0 {
+            kv.watch_with_history(">").await
+        } else {
+            kv.watch_all_from_revision(from + 1).await
+        };
+        match started {
+            Ok(mut updates) => {
+                backoff = Duration::from_millis(100);
+                loop {
+                    let next = tokio::select! {
+                        () = stop.cancelled() => return,
+                        next = updates.next() => next,
+                    };
+                    match next {
+                        Some(Ok(entry)) => apply(&cache, &coherence, entry).await,
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "KV watcher error; cache may be stale until it catches up");
+                            coherence.mark_broken();
+                        }
+                        None => break,
+                    }
+                }
+                tracing::warn!("KV watch ended; resuming from the last applied revision");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start the KV watcher; retrying"),
+        }
+        coherence.mark_broken();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn apply(cache: &PresenceCache, coherence: &Coherence, entry: kv::Entry) {
+    let Some(user_id) = entry.key.strip_prefix("user.") else {
+        return;
+    };
+    let presence = match entry.operation {
+        Operation::Put => match serde_json::from_slice::<StoredPresence>(&entry.value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(key = %entry.key, error = %e, "watched value does not decode; treating it as absent");
+                None
+            }
+        },
+        Operation::Delete | Operation::Purge => None,
+    };
+    cache.upsert(user_id, Cached { revision: entry.revision, presence }).await;
+    coherence.applied.fetch_max(entry.revision, Relaxed);
+    // Nothing pending behind this entry: the watcher is caught up.
+    if entry.delta == 0 && coherence.nats_connected() {
+        coherence.mark_fresh();
+    }
+}
+
+async fn check(
+    kv: kv::Store,
+    client: async_nats::Client,
+    cache: PresenceCache,
+    coherence: Arc<Coherence>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cleanup = tokio::time::interval(CLEANUP_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = cleanup.tick() => cache.cleanup().await,
+            _ = ticker.tick() => {
+                let connected = client.connection_state() == async_nats::connection::State::Connected;
+                if !connected && coherence.nats_connected.swap(false, Relaxed) {
+                    tracing::warn!("NATS unreachable: serving cached reads marked stale, writes answer 503");
+                }
+                if !connected {
+                    coherence.mark_broken();
+                    continue;
+                }
+                coherence.nats_connected.store(true, Relaxed);
+                let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), kv.status()).await else {
+                    continue;
+                };
+                let state = &status.info.state;
+                let applied = coherence.applied_revision();
+                coherence.lag.store(state.last_sequence.saturating_sub(applied), Relaxed);
+                if coherence.broken.load(Relaxed) {
+                    // Caught up once the watcher applied what the bucket held when the link came
+                    // back (an empty bucket holds nothing to wait for). A watcher that receives
+                    // an entry with nothing pending behind it also clears this, in `apply`.
+                    let target = match coherence.catch_up_to.load(Relaxed) {
+                        NO_TARGET => {
+                            coherence.catch_up_to.store(state.last_sequence, Relaxed);
+                            state.last_sequence
+                        }
+                        t => t,
+                    };
+                    if state.messages == 0 || applied >= target {
+                        coherence.mark_fresh();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Prometheus metrics, one registry per node (tests run many nodes in one process), rendered in
+//! the text format at `GET /metrics`. Names follow Prometheus conventions: prefix `presence_`,
+//! counters end in `_total`, durations in `_seconds`, sizes in `_bytes`.
+
+use std::{sync::atomic::AtomicU64, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NatsLabels {
+    pub op: &'static str,
+}
+
+fn latency_buckets() -> Histogram {
+    // 50 µs to about 3 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 17))
+}
+
+/// Every metric the node exports; cheap handles, updated in place.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    pub updates: Counter,
+    pub nats_duration: Family<NatsLabels, Histogram, fn() -> Histogram>,
+    pub open_connections: Gauge,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_evictions: Counter,
+    pub cache_hit_ratio: Gauge<f64, AtomicU64>,
+    pub cache_entries: Gauge,
+    pub cache_size: Gauge,
+    pub nats_connected: Gauge,
+    pub cache_stale: Gauge,
+    pub watcher_lag: Gauge,
+    pub resident_memory: Gauge,
+    pub rate_limited: Family<RateLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLabels {
+    pub kind: &'static str,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("presence"),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_buckets),
+            updates: Counter::default(),
+            nats_duration: Family::new_with_constructor(latency_buckets),
+            open_connections: Gauge::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_hit_ratio: Gauge::default(),
+            cache_entries: Gauge::default(),
+            cache_size: Gauge::default(),
+            nats_connected: Gauge::default(),
+            cache_stale: Gauge::default(),
+            watcher_lag: Gauge::default(),
+            resident_memory: Gauge::default(),
+            rate_limited: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            m.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency",
+            Unit::Seconds,
+            m.http_duration.clone(),
+        );
+        r.register("updates", "Presence writes acknowledged by JetStream", m.updates.clone());
+        r.register_with_unit(
+            "nats_request_duration",
+            "Latency of KV requests to NATS by operation",
+            Unit::Seconds,
+            m.nats_duration.clone(),
+        );
+        r.register("http_open_connections", "Open HTTP connections", m.open_connections.clone());
+        r.register("cache_hits", "Cache lookups that found an entry", m.cache_hits.clone());
+        r.register("cache_misses", "Cache lookups that found none", m.cache_misses.clone());
+        r.register("cache_evictions", "Entries evicted for size or expiry", m.cache_evictions.clone());
+        r.register("cache_hit_ratio", "hits / (hits + misses) since start", m.cache_hit_ratio.clone());
+        r.register("cache_entries", "Entries in the cache", m.cache_entries.clone());
+        r.register_with_unit(
+            "cache_weighted_size",
+            "Approximate cost of the cached entries",
+            Unit::Bytes,
+            m.cache_size.clone(),
+        );
+        r.register("nats_connected", "1 while the NATS connection is up", m.nats_connected.clone());
+        r.register("cache_stale", "1 while cached entries may miss updates", m.cache_stale.clone());
+        r.register(
+            "watcher_lag_revisions",
+            "KV revisions not yet applied to the cache",
+            m.watcher_lag.clone(),
+        );
+        r.register_with_unit(
+            "process_resident_memory",
+            "Resident set size of the process",
+            Unit::Bytes,
+            m.resident_memory.clone(),
+        );
+        r.register("rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
+        m
+    }
+
+    pub fn observe_nats(&self, op: &'static str, elapsed: Duration) {
+        self.nats_duration.get_or_create(&NatsLabels { op }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.resident_memory.set(resident_memory_bytes() as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The process's resident set size, from `/proc/self/statm`.
+pub fn resident_memory_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    pages * page
+}
