@@ -1,12 +1,10 @@
 //! Extractors that answer bad input with the JSON envelope instead of axum's plain-text
 //! rejections: JSON bodies, the `{user_id}` path segment, and query strings.
 
-use std::collections::HashMap;
-
 use axum::{
     extract::{
-        FromRequest, FromRequestParts, Path, Query, Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
+        FromRequest, FromRequestParts, Query, RawPathParams, Request,
+        rejection::{JsonRejection, QueryRejection, RawPathParamsRejection},
     },
     http::{StatusCode, request::Parts},
 };
@@ -55,14 +53,15 @@ impl FromRequestParts<AppState> for UserPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))?;
+            .map_err(|e: RawPathParamsRejection| ApiError::BadRequest(e.body_text()))?;
         // The static `/batch` route names the user `batch` without a path parameter.
-        let raw = params
-            .remove("user_id")
-            .unwrap_or_else(|| parts.uri.path().rsplit('/').next().unwrap_or_default().to_string());
-        let user = UserId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let raw = match params.iter().find(|(key, _)| *key == "user_id") {
+            Some((_, value)) => value,
+            None => parts.uri.path().rsplit('/').next().unwrap_or_default(),
+        };
+        let user = UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         tracing::Span::current().record("user_id", user.as_str());
         Ok(UserPath(user))
     }

@@ -4,9 +4,8 @@
 use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    middleware::Next,
-    response::Response,
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, request::Parts},
 };
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
@@ -45,13 +44,6 @@ impl RateLimits {
             .map_err(|not_until| too_many(not_until.wait_time_from(DefaultClock::default().now())))
     }
 
-    fn check_read(&self, ip: IpAddr) -> Result<(), ApiError> {
-        let Some(limiter) = &self.reads else { return Ok(()) };
-        limiter
-            .check_key(&ip)
-            .map_err(|not_until| too_many(not_until.wait_time_from(DefaultClock::default().now())))
-    }
-
     /// Forgets keys that are back at full burst, so the maps do not grow without bound.
     pub fn retain_recent(&self) {
         if let Some(l) = &self.reads {
@@ -62,11 +54,11 @@ impl RateLimits {
         }
     }
 
-    fn client_ip(&self, req: &Request, peer: IpAddr) -> IpAddr {
+    fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         if !self.trust_forwarded_for {
             return peer;
         }
-        req.headers()
+        headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
@@ -79,17 +71,22 @@ fn too_many(wait: Duration) -> ApiError {
     ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
-/// Middleware for the read routes: limits by client IP.
-pub async fn limit_reads(
-    State(state): State<AppState>,
-    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let ip = state.limits.client_ip(&req, peer.ip());
-    if let Err(e) = state.limits.check_read(ip) {
-        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
-        return Err(e);
+/// Proof that a read passed the per-IP limit: an extractor, so that a handler's signature says it
+/// is limited, with no middleware on the hot path.
+pub struct ReadLimited;
+
+impl FromRequestParts<AppState> for ReadLimited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(limiter) = &state.limits.reads else { return Ok(ReadLimited) };
+        let Some(ConnectInfo(ClientAddr(peer))) = parts.extensions.get::<ConnectInfo<ClientAddr>>() else {
+            return Ok(ReadLimited);
+        };
+        let ip = state.limits.client_ip(&parts.headers, peer.ip());
+        limiter.check_key(&ip).map(|_| ReadLimited).map_err(|not_until| {
+            state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
+            too_many(not_until.wait_time_from(DefaultClock::default().now()))
+        })
     }
-    Ok(next.run(req).await)
 }

@@ -14,12 +14,11 @@ use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::Response,
     middleware::{self, Next},
     response::IntoResponse,
 };
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
-use tracing::Span;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::{Instrument, field::Empty};
 
 pub use error::{ApiError, ErrorResponse};
 pub use limits::RateLimits;
@@ -28,7 +27,10 @@ use crate::{
     auth::Authenticator,
     config::NodeType,
     directory::Directory,
-    telemetry::{Metrics, metrics::HttpLabels},
+    telemetry::{
+        Metrics,
+        metrics::{self, HttpLabels},
+    },
 };
 
 /// Request bodies larger than this get 413 (DECISIONS section 3).
@@ -68,26 +70,13 @@ impl Deref for AppState {
 /// The whole API with its middleware.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(presence::routes(&state))
+        .merge(presence::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-                    tracing::info_span!("request", method = %req.method(), route, user_id = tracing::field::Empty, status = tracing::field::Empty)
-                })
-                .on_request(())
-                .on_response(|res: &Response<_>, latency: Duration, span: &Span| {
-                    span.record("status", res.status().as_u16());
-                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
-                })
-                .on_failure(()),
-        )
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -100,14 +89,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Counts and times every request by route template, method and status.
-async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> axum::response::Response {
+/// Every request: a span with the route template (and, once extracted, the user id), a log line
+/// with status and latency, and the Prometheus request counter and latency histogram.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> axum::response::Response {
     let started = std::time::Instant::now();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
-    let method = req.method().to_string();
-    let response = next.run(req).await;
-    let labels = HttpLabels { method, route, status: response.status().as_u16() };
+    let method = metrics::method_label(req.method());
+    let span = tracing::info_span!("request", method, route, user_id = Empty, status = Empty);
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    span.record("status", status);
+    span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "response"));
+    let labels = HttpLabels { method, route, status };
     state.metrics.http_requests.get_or_create(&labels).inc();
-    state.metrics.http_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    state.metrics.http_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
     response
 }
