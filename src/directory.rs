@@ -16,7 +16,7 @@ use futures::{StreamExt, stream};
 
 use crate::{
     cache::{Cached, Entry, PresenceCache, watcher::Coherence},
-    model::{PresenceUpdate, StoredPresence, UserId},
+    model::{CompactPresence, PresenceUpdate, UserId},
     store::{PresenceStore, StoreError, breaker::Breaker},
     telemetry::Metrics,
 };
@@ -140,16 +140,16 @@ impl Directory {
     }
 
     /// Stores `update` and returns what was stored, once JetStream acknowledged it.
-    pub async fn write(&self, user: &UserId, update: PresenceUpdate) -> Result<StoredPresence, WriteError> {
+    pub async fn write(&self, user: &UserId, update: PresenceUpdate) -> Result<CompactPresence, WriteError> {
         if !self.coherence.nats_connected() || !self.breaker.allow() {
             return Err(WriteError::Unavailable);
         }
         match self.store.write(user, update, &self.node_id).await {
-            Ok((presence, revision)) => {
+            Ok((stored, revision)) => {
                 self.breaker.record_success();
                 self.metrics.updates.inc();
-                let cached = Cached { revision, presence: Some(presence.clone()) };
-                self.cache.upsert(user, cached).await;
+                let presence = CompactPresence::from(&stored);
+                self.cache.upsert(user, Cached { revision, presence: Some(presence.clone()) }).await;
                 Ok(presence)
             }
             Err(StoreError::Contention) => Err(StoreError::Contention.into()),

@@ -8,7 +8,7 @@
 //!
 //! An entry never outlives the presence's own expiry: a live presence leaves the cache at its
 //! `expires_at`, and the next read fetches the expired record (which then stays, being final).
-//! Expiry is still evaluated at read time by [`StoredPresence::view`].
+//! Expiry is still evaluated at read time by [`CompactPresence::view`].
 
 pub mod watcher;
 
@@ -21,14 +21,14 @@ use std::{
 };
 
 use chrono::Utc;
-use moka::{Expiry, future::Cache, notification::RemovalCause, ops::compute::Op};
+use moka::{Expiry, future::Cache, notification::RemovalCause};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    model::{Status, StoredPresence},
+    model::{CompactPresence, Status},
     telemetry::Metrics,
 };
 
@@ -37,7 +37,7 @@ use crate::{
 pub struct Cached {
     /// The KV revision this entry reflects (0 when the KV had nothing at all for the key).
     pub revision: u64,
-    pub presence: Option<StoredPresence>,
+    pub presence: Option<CompactPresence>,
 }
 
 pub type Entry = Arc<Cached>;
@@ -69,18 +69,22 @@ struct Counters {
 pub struct PresenceCache {
     inner: Cache<String, Entry>,
     counters: Arc<Counters>,
+    /// Serialise writers of one key (this node's PUTs and the watcher) so that the revision check
+    /// and the insert are one step. Striped by key hash; readers never take them.
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
+    hasher: std::hash::RandomState,
 }
 
-/// Bytes a cache entry costs beyond its strings: moka's node, the key's and value's headers.
-const ENTRY_OVERHEAD: u64 = 224;
+const WRITE_STRIPES: usize = 256;
+
+/// Bytes a cache entry costs beyond its key and message: moka's bookkeeping and the value
+/// (measured: see BENCHMARKS.md).
+const ENTRY_OVERHEAD: u64 = 320;
 
 /// The approximate cost in bytes of caching `value` under `key`.
 pub fn cost(key: &str, value: &Cached) -> u32 {
-    let strings = value
-        .presence
-        .as_ref()
-        .map_or(0, |p| p.user_id.len() + p.node_id.len() + p.message.as_ref().map_or(0, String::len));
-    (ENTRY_OVERHEAD + key.len() as u64 + strings as u64) as u32
+    let message = value.presence.as_ref().and_then(|p| p.message.as_ref()).map_or(0, |m| m.len());
+    (ENTRY_OVERHEAD + key.len() as u64 + message as u64) as u32
 }
 
 /// Expires a live presence's entry when the presence expires.
@@ -144,7 +148,8 @@ impl PresenceCache {
                 }
             })
             .build();
-        Self { inner, counters }
+        let stripes = (0..WRITE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self { inner, counters, stripes, hasher: Default::default() }
     }
 
     /// The entry for `user_id`, counting a hit or a miss.
@@ -173,24 +178,25 @@ impl PresenceCache {
             .await
     }
 
+    /// The revision the cache holds for `user_id`, without counting a lookup.
+    pub async fn revision(&self, user_id: &str) -> Option<u64> {
+        self.inner.get(user_id).await.map(|e| e.revision)
+    }
+
     /// Stores `value` unless the cache already holds the same or a newer revision.
     pub async fn upsert(&self, user_id: &str, value: Cached) {
-        let counters = &self.counters;
-        self.inner
-            .entry_by_ref(user_id)
-            .and_compute_with(|existing| async move {
-                match existing {
-                    Some(e) if e.value().revision >= value.revision => Op::Nop,
-                    existing => {
-                        if existing.is_none() {
-                            counters.keys_added.fetch_add(1, Relaxed);
-                        }
-                        counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
-                        Op::Put(Arc::new(value))
-                    }
-                }
-            })
-            .await;
+        let stripe = &self.stripes
+            [std::hash::BuildHasher::hash_one(&self.hasher, user_id) as usize % self.stripes.len()];
+        let _serialised = stripe.lock().await;
+        match self.inner.get(user_id).await {
+            Some(existing) if existing.revision >= value.revision => return,
+            Some(_) => {}
+            None => {
+                self.counters.keys_added.fetch_add(1, Relaxed);
+            }
+        }
+        self.counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
+        self.inner.insert(user_id.to_string(), Arc::new(value)).await;
     }
 
     /// Drops every entry.
@@ -232,11 +238,12 @@ impl PresenceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PresenceUpdate, UserId};
+    use crate::model::{PresenceUpdate, StoredPresence, UserId};
 
-    fn presence(status: &str, ttl: i64) -> StoredPresence {
+    fn presence(status: &str, ttl: i64) -> CompactPresence {
         let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();
-        StoredPresence::from_update(&UserId::parse("u").unwrap(), update, None, "n", Utc::now())
+        let stored = StoredPresence::from_update(&UserId::parse("u").unwrap(), update, None, "n", Utc::now());
+        CompactPresence::from(&stored)
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cached, PresenceCache};
-use crate::model::StoredPresence;
+use crate::model::{CompactPresence, StoredPresence};
 
 /// How often the connection state and the watcher's lag are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -139,9 +139,12 @@ async fn apply(cache: &PresenceCache, coherence: &Coherence, entry: kv::Entry) {
     let Some(user_id) = entry.key.strip_prefix("user.") else {
         return;
     };
+    // This node's own writes are in the cache already: skip decoding them again.
+    let known = cache.revision(user_id).await.is_some_and(|r| r >= entry.revision);
     let presence = match entry.operation {
+        _ if known => None,
         Operation::Put => match serde_json::from_slice::<StoredPresence>(&entry.value) {
-            Ok(p) => Some(p),
+            Ok(p) => Some(CompactPresence::from(&p)),
             Err(e) => {
                 tracing::warn!(key = %entry.key, error = %e, "watched value does not decode; treating it as absent");
                 None
@@ -149,7 +152,9 @@ async fn apply(cache: &PresenceCache, coherence: &Coherence, entry: kv::Entry) {
         },
         Operation::Delete | Operation::Purge => None,
     };
-    cache.upsert(user_id, Cached { revision: entry.revision, presence }).await;
+    if !known {
+        cache.upsert(user_id, Cached { revision: entry.revision, presence }).await;
+    }
     coherence.applied.fetch_max(entry.revision, Relaxed);
     // Nothing pending behind this entry: the watcher is caught up.
     if entry.delta == 0 && coherence.nats_connected() {

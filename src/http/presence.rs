@@ -42,27 +42,21 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The success envelope: `data` maps each user id to its presence.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PresenceResponse {
     /// Always `true`.
     pub success: bool,
-    pub data: BTreeMap<String, Presence>,
+    pub data: BTreeMap<String, Presence<'static>>,
 }
 
 /// A success envelope with the freshness headers a read may need.
-pub struct Reply {
-    presences: Vec<Presence>,
+pub struct Reply<'a> {
+    presences: Vec<Presence<'a>>,
     stale: bool,
     degraded: bool,
 }
 
-impl Reply {
-    fn fresh(presence: Presence) -> Self {
-        Self { presences: vec![presence], stale: false, degraded: false }
-    }
-}
-
-impl IntoResponse for Reply {
+impl IntoResponse for Reply<'_> {
     fn into_response(self) -> Response {
         let envelope = Envelope { success: true, data: DataMap(&self.presences) };
         let mut response = Json(envelope).into_response();
@@ -84,7 +78,7 @@ struct Envelope<'a> {
     data: DataMap<'a>,
 }
 
-struct DataMap<'a>(&'a [Presence]);
+struct DataMap<'a>(&'a [Presence<'a>]);
 
 impl Serialize for DataMap<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -139,19 +133,19 @@ pub async fn get_one(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     UserPath(user): UserPath,
-) -> Result<Reply, ApiError> {
+) -> Result<Response, ApiError> {
     let now = Utc::now();
     match state.directory.read(&user).await {
         Lookup::Known(entry) => match &entry.presence {
-            Some(stored) => Ok(Reply {
-                presences: vec![stored.view(now)],
-                stale: state.directory.stale(),
-                degraded: false,
-            }),
+            Some(p) => {
+                let stale = state.directory.stale();
+                Ok(Reply { presences: vec![p.view(&user, now)], stale, degraded: false }.into_response())
+            }
             None => Err(ApiError::NotFound(format!("no presence for user {user}"))),
         },
         Lookup::Degraded => {
-            Ok(Reply { presences: vec![Presence::unknown(&user)], stale: true, degraded: true })
+            let presences = vec![Presence::unknown(&user)];
+            Ok(Reply { presences, stale: true, degraded: true }.into_response())
         }
     }
 }
@@ -172,7 +166,7 @@ pub async fn get_many(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     ApiQuery(query): ApiQuery<UsersQuery>,
-) -> Result<Reply, ApiError> {
+) -> Result<Response, ApiError> {
     let raw =
         query.users.ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
     let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
@@ -197,7 +191,7 @@ pub async fn batch(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     ApiJson(body): ApiJson<BatchRequest>,
-) -> Result<Reply, ApiError> {
+) -> Result<Response, ApiError> {
     let users = parse_user_list(body.user_ids.iter().map(String::as_str))?;
     read_many(&state, users).await
 }
@@ -226,7 +220,7 @@ pub async fn set_one(
     UserPath(user): UserPath,
     AuthUser(subject): AuthUser,
     ApiJson(body): ApiJson<SetPresenceRequest>,
-) -> Result<Reply, ApiError> {
+) -> Result<Response, ApiError> {
     if subject != user.as_str() {
         return Err(ApiError::Forbidden);
     }
@@ -237,7 +231,8 @@ pub async fn set_one(
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let stored = state.directory.write(&user, update).await?;
-    Ok(Reply::fresh(stored.view(Utc::now())))
+    let presence = stored.view(&user, Utc::now());
+    Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())
 }
 
 /// Validates and de-duplicates a list of ids (first occurrence wins).
@@ -261,18 +256,19 @@ fn parse_user_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<UserId>
     Ok(users)
 }
 
-async fn read_many(state: &AppState, users: Vec<UserId>) -> Result<Reply, ApiError> {
+async fn read_many(state: &AppState, users: Vec<UserId>) -> Result<Response, ApiError> {
     let found = state.directory.read_many(users).await;
     let now = Utc::now();
     let presences = found
         .entries
-        .into_iter()
+        .iter()
         .map(|(user, lookup)| match lookup {
             Lookup::Known(entry) => {
-                entry.presence.as_ref().map_or_else(|| Presence::unknown(&user), |p| p.view(now))
+                entry.presence.as_ref().map_or_else(|| Presence::unknown(user), |p| p.view(user, now))
             }
-            Lookup::Degraded => Presence::unknown(&user),
+            Lookup::Degraded => Presence::unknown(user),
         })
         .collect();
-    Ok(Reply { presences, stale: state.directory.stale() || found.degraded, degraded: found.degraded })
+    let stale = state.directory.stale() || found.degraded;
+    Ok(Reply { presences, stale, degraded: found.degraded }.into_response())
 }

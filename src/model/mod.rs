@@ -4,5 +4,5 @@
 mod presence;
 mod user_id;
 
-pub use presence::{Presence, PresenceUpdate, Status, StoredPresence, UpdateError};
+pub use presence::{CompactPresence, Presence, PresenceUpdate, Status, StoredPresence, UpdateError};
 pub use user_id::{UserId, UserIdError, is_valid_token};

@@ -1,10 +1,18 @@
-//! A presence as the KV stores it ([`StoredPresence`]) and as a reader sees it ([`Presence`]).
+//! A presence as the KV stores it ([`StoredPresence`], JSON), as a node holds it in memory
+//! ([`CompactPresence`]: no user id, which is the cache key, and a shared node id), and as a
+//! reader sees it ([`Presence`], borrowing from the compact form).
 //!
-//! Expiry is evaluated when a stored presence is turned into a view, at read time: a presence
+//! Expiry is evaluated when a compact presence is turned into a view, at read time: a presence
 //! whose `ttl` ran out reads as `offline` with its message cleared and `last_seen` kept, whatever
 //! a background job has or has not done yet.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::HashSet,
+    str::FromStr,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
@@ -55,26 +63,91 @@ pub struct StoredPresence {
 }
 
 /// A presence as the API shows it (design document section 3.2, DECISIONS section 4).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Presence {
-    pub user_id: String,
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Presence<'a> {
+    #[schema(value_type = String)]
+    pub user_id: Cow<'a, str>,
     pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub message: Option<&'a str>,
     /// The last time the user was known to be active; absent for a user never seen.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<DateTime<Utc>>,
     /// The time of the last write; absent for a user never seen.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub updated_at: Option<DateTime<Utc>>,
     /// The node that accepted the last write; absent for a user never seen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub node_id: Option<&'a str>,
     /// Seconds the status holds without a refresh; absent once it has expired.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+}
+
+/// A presence as a node holds it in memory: about half the size of [`StoredPresence`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactPresence {
+    pub status: Status,
+    pub message: Option<Box<str>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// Shared between all presences written by the same node.
+    pub node_id: Arc<str>,
+    pub ttl: u32,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One shared copy of each node id (there are few nodes and a million presences).
+fn intern(node_id: &str) -> Arc<str> {
+    const MAX_INTERNED: usize = 4096;
+    static IDS: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    let mut ids = IDS.get_or_init(Default::default).lock().expect("interner lock");
+    if let Some(id) = ids.get(node_id) {
+        return id.clone();
+    }
+    let id: Arc<str> = Arc::from(node_id);
+    if ids.len() < MAX_INTERNED {
+        ids.insert(id.clone());
+    }
+    id
+}
+
+impl From<&StoredPresence> for CompactPresence {
+    fn from(p: &StoredPresence) -> Self {
+        Self {
+            status: p.status,
+            message: p.message.as_deref().map(Box::from),
+            last_seen: p.last_seen,
+            updated_at: p.updated_at,
+            node_id: intern(&p.node_id),
+            ttl: u32::try_from(p.ttl).unwrap_or(u32::MAX),
+            expires_at: p.expires_at,
+        }
+    }
+}
+
+impl CompactPresence {
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.status != Status::Offline && now >= self.expires_at
+    }
+
+    /// What a reader sees at `now`: expiry applied.
+    pub fn view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
+        let expired = self.is_expired(now);
+        Presence {
+            user_id: Cow::Borrowed(user_id),
+            status: if expired { Status::Offline } else { self.status },
+            message: if expired { None } else { self.message.as_deref() },
+            last_seen: self.last_seen,
+            updated_at: Some(self.updated_at),
+            node_id: Some(&self.node_id),
+            ttl: (!expired).then_some(u64::from(self.ttl)),
+        }
+    }
 }
 
 fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
@@ -84,11 +157,11 @@ fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, 
     }
 }
 
-impl Presence {
+impl<'a> Presence<'a> {
     /// A user this service has never seen: offline, and nothing else known.
-    pub fn unknown(user: &UserId) -> Self {
+    pub fn unknown(user: &'a UserId) -> Self {
         Self {
-            user_id: user.to_string(),
+            user_id: Cow::Borrowed(user.as_str()),
             status: Status::Offline,
             message: None,
             last_seen: None,
@@ -170,24 +243,6 @@ impl StoredPresence {
             expires_at: now + chrono::Duration::seconds(ttl as i64),
         }
     }
-
-    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        self.status != Status::Offline && now >= self.expires_at
-    }
-
-    /// What a reader sees at `now`: expiry applied.
-    pub fn view(&self, now: DateTime<Utc>) -> Presence {
-        let expired = self.is_expired(now);
-        Presence {
-            user_id: self.user_id.clone(),
-            status: if expired { Status::Offline } else { self.status },
-            message: if expired { None } else { self.message.clone() },
-            last_seen: self.last_seen,
-            updated_at: Some(self.updated_at),
-            node_id: Some(self.node_id.clone()),
-            ttl: (!expired).then_some(self.ttl),
-        }
-    }
 }
 
 fn truncate_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -226,8 +281,9 @@ mod tests {
         let now = Utc::now();
         let update = PresenceUpdate::new("online", Some("hi".into()), Some(1), HOUR).unwrap();
         let stored = StoredPresence::from_update(&user(), update, None, "n1", now);
-        assert_eq!(stored.view(now).status, Status::Online);
-        let later = stored.view(now + chrono::Duration::seconds(2));
+        let compact = CompactPresence::from(&stored);
+        assert_eq!(compact.view("user123", now).status, Status::Online);
+        let later = compact.view("user123", now + chrono::Duration::seconds(2));
         assert_eq!(later.status, Status::Offline);
         assert_eq!(later.message, None);
         assert_eq!(later.last_seen, stored.last_seen);

@@ -17,7 +17,7 @@ use std::{
 use crate::{
     cache::Cached,
     config::KvConfig,
-    model::{PresenceUpdate, StoredPresence, UserId},
+    model::{CompactPresence, PresenceUpdate, StoredPresence, UserId},
     telemetry::Metrics,
 };
 use async_nats::jetstream::{
@@ -81,7 +81,9 @@ impl PresenceStore {
     /// its revision (0 when the key never existed).
     pub async fn load(&self, user: &UserId) -> Result<Cached, StoreError> {
         Ok(match self.entry(user).await? {
-            Some((presence, revision)) => Cached { revision, presence },
+            Some((presence, revision)) => {
+                Cached { revision, presence: presence.as_ref().map(CompactPresence::from) }
+            }
             None => Cached { revision: 0, presence: None },
         })
     }
