@@ -20,10 +20,14 @@ use crate::{
     },
     cache::{PresenceCache, watcher},
     config::{APPROX_PRESENCE_COST, Config},
-    directory::Directory,
+    directory::{self, Directory},
     http::{
         self, AppState, RateLimits, Shared,
         listener::{ClientAddr, CountingListener},
+    },
+    lifecycle::{
+        events::Events,
+        expiry::{Expirer, ExpiryQueue},
     },
     nats::{self, EmbeddedServer},
     store::{PresenceStore, breaker::Breaker},
@@ -84,12 +88,45 @@ impl Application {
             .await
             .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
             let kv = store.kv().clone();
+            let events = Events::open(
+                jetstream.clone(),
+                &config.events.stream,
+                config.events.retention,
+                config.nats.kv.replicas,
+                config.nats.request_timeout,
+            )
+            .await
+            .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
             let cache = PresenceCache::with_metrics(config.cache.max_cost, &metrics);
             let coherence = watcher::Coherence::new(true);
-            watcher::spawn(kv.clone(), client.clone(), cache.clone(), coherence.clone(), background.clone());
-            let breaker = Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown);
-            let directory =
-                Directory::new(store, cache, coherence, breaker, metrics.clone(), node_id.clone());
+            let expiry = ExpiryQueue::new();
+            let stop = background.clone();
+            watcher::spawn(
+                kv.clone(),
+                client.clone(),
+                cache.clone(),
+                coherence.clone(),
+                expiry.clone(),
+                stop,
+            );
+            let expirer = Expirer {
+                queue: expiry.clone(),
+                kv: kv.clone(),
+                events: events.clone(),
+                metrics: metrics.clone(),
+                node_id: node_id.clone(),
+            };
+            tokio::spawn(expirer.run(background.clone()));
+            let directory = Directory::new(directory::Parts {
+                store,
+                cache,
+                coherence,
+                breaker: Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown),
+                events,
+                expiry,
+                metrics: metrics.clone(),
+                node_id: node_id.clone(),
+            });
 
             let addr = SocketAddr::new(config.service.host, config.service.port);
             let tcp = TcpListener::bind(addr)

@@ -7,16 +7,23 @@
 //! - When NATS is unreachable (or the circuit breaker is open), cached entries are still served,
 //!   marked stale while the watcher may have missed updates; misses are answered as degraded
 //!   (`offline` at the edge) without waiting for a timeout.
-//! - A write goes to the KV and, once acknowledged, into this node's cache before the answer goes
-//!   out (read-your-writes). While NATS is unreachable it fails at once.
+//! - A write goes to the KV and, once acknowledged, into this node's cache and expiry schedule
+//!   before the answer goes out (read-your-writes), and its update event is published. While NATS
+//!   is unreachable it fails at once.
+//! - Erasure removes the user's events from the audit log, then the KV record with its history.
 
 use std::sync::Arc;
 
+use chrono::Utc;
 use futures::{StreamExt, stream};
 
 use crate::{
     cache::{Cached, Entry, PresenceCache, watcher::Coherence},
-    model::{CompactPresence, PresenceUpdate, UserId},
+    lifecycle::{
+        events::{EventError, EventKind, Events, PresenceEvent},
+        expiry::ExpiryQueue,
+    },
+    model::{CompactPresence, PresenceUpdate, Status, UserId},
     store::{PresenceStore, StoreError, breaker::Breaker},
     telemetry::Metrics,
 };
@@ -45,6 +52,8 @@ pub enum WriteError {
     Unavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Events(#[from] EventError),
 }
 
 pub struct Directory {
@@ -52,20 +61,40 @@ pub struct Directory {
     cache: PresenceCache,
     coherence: Arc<Coherence>,
     breaker: Breaker,
+    events: Events,
+    expiry: Arc<ExpiryQueue>,
     metrics: Arc<Metrics>,
     node_id: String,
 }
 
+/// The parts a [`Directory`] is made of.
+pub struct Parts {
+    pub store: PresenceStore,
+    pub cache: PresenceCache,
+    pub coherence: Arc<Coherence>,
+    pub breaker: Breaker,
+    pub events: Events,
+    pub expiry: Arc<ExpiryQueue>,
+    pub metrics: Arc<Metrics>,
+    pub node_id: String,
+}
+
 impl Directory {
-    pub fn new(
-        store: PresenceStore,
-        cache: PresenceCache,
-        coherence: Arc<Coherence>,
-        breaker: Breaker,
-        metrics: Arc<Metrics>,
-        node_id: String,
-    ) -> Self {
-        Self { store, cache, coherence, breaker, metrics, node_id }
+    pub fn new(p: Parts) -> Self {
+        Self {
+            store: p.store,
+            cache: p.cache,
+            coherence: p.coherence,
+            breaker: p.breaker,
+            events: p.events,
+            expiry: p.expiry,
+            metrics: p.metrics,
+            node_id: p.node_id,
+        }
+    }
+
+    pub fn expiry(&self) -> &ExpiryQueue {
+        &self.expiry
     }
 
     pub fn cache(&self) -> &PresenceCache {
@@ -139,17 +168,37 @@ impl Directory {
         }
     }
 
-    /// Stores `update` and returns what was stored, once JetStream acknowledged it.
-    pub async fn write(&self, user: &UserId, update: PresenceUpdate) -> Result<CompactPresence, WriteError> {
-        if !self.coherence.nats_connected() || !self.breaker.allow() {
-            return Err(WriteError::Unavailable);
-        }
+    /// Stores `update` by `actor` and returns what was stored, once JetStream acknowledged it.
+    pub async fn write(
+        &self,
+        user: &UserId,
+        update: PresenceUpdate,
+        actor: &str,
+    ) -> Result<CompactPresence, WriteError> {
+        self.guard()?;
+        let previous = self.cache.peek(user).await;
         match self.store.write(user, update, &self.node_id).await {
             Ok((stored, revision)) => {
                 self.breaker.record_success();
                 self.metrics.updates.inc();
                 let presence = CompactPresence::from(&stored);
+                self.expiry.schedule(revision, &presence);
                 self.cache.upsert(user, Cached { revision, presence: Some(presence.clone()) }).await;
+                let now = Utc::now();
+                let previous_status = previous.and_then(|e| {
+                    e.presence.as_ref().map(|p| if p.is_expired(now) { Status::Offline } else { p.status })
+                });
+                let event = PresenceEvent {
+                    kind: EventKind::Update,
+                    user_id: user.to_string(),
+                    presence: presence.view(user, now).into_owned(),
+                    previous_status,
+                    revision,
+                    node_id: self.node_id.clone(),
+                    actor: actor.to_string(),
+                    timestamp: now,
+                };
+                self.events.publish(&event, None, false, &self.metrics).await;
                 Ok(presence)
             }
             Err(StoreError::Contention) => Err(StoreError::Contention.into()),
@@ -158,5 +207,29 @@ impl Directory {
                 Err(e.into())
             }
         }
+    }
+
+    /// The newest `limit` events of `user`, newest first.
+    pub async fn history(&self, user: &UserId, limit: usize) -> Result<Vec<PresenceEvent>, WriteError> {
+        self.guard()?;
+        Ok(self.events.history(user, limit).await?)
+    }
+
+    /// Erases `user`: their events in the audit log, then the KV record and its history.
+    pub async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
+        self.guard()?;
+        let events = self.events.erase(user).await?;
+        self.store.purge(user).await?;
+        self.cache.delete(user).await;
+        tracing::info!(user = %user, events, "erased");
+        Ok(())
+    }
+
+    /// Refuses at once while NATS is known to be away.
+    fn guard(&self) -> Result<(), WriteError> {
+        if !self.coherence.nats_connected() || !self.breaker.allow() {
+            return Err(WriteError::Unavailable);
+        }
+        Ok(())
     }
 }

@@ -9,18 +9,24 @@
 //!   the listener; tests go through the same path on port 0.
 //! - [`nats`]: the embedded `nats-server` (found, version-checked, configured, supervised and
 //!   restarted as a child process) and the service's client connection.
-//! - [`store`]: the JetStream KV bucket `presence`, the authoritative copy of every presence.
+//! - [`store`]: the JetStream KV bucket `presence`, the authoritative copy of every presence, and
+//!   the circuit breaker in front of it.
+//! - [`cache`]: the in-memory moka cache of presences and the KV watcher that keeps it coherent.
+//! - [`directory`]: the read and write paths: cache first, KV behind, degradation without NATS.
+//! - [`lifecycle`]: expiry transitions (exactly one `offline` write and expire event per
+//!   expiry), the update and expire events, and the audit-log stream with history and erasure.
 //! - [`model`]: user ids, statuses, and a presence as stored and as shown (expiry is applied at
 //!   read time here).
 //! - [`auth`]: HS256 JWT verification as an axum extractor, token minting, the secret's source.
 //! - [`http`]: the axum router, its handlers, the JSON error envelope, `/health` and the OpenAPI
 //!   document.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup and Prometheus metrics.
 //!
-//! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `store` (one KV
-//! get) → `model::StoredPresence::view`, which turns an expired presence into `offline`. A write
-//! (`PUT`) passes the `auth::AuthUser` extractor, is validated into a `model::PresenceUpdate`,
-//! and answers 200 only after JetStream acknowledged the KV put.
+//! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `directory` →
+//! `cache` (or, on a miss, one KV get shared by concurrent readers) → `CompactPresence::view`,
+//! which turns an expired presence into `offline`. A write (`PUT`) passes the `auth::AuthUser`
+//! extractor and the rate limit, is validated into a `model::PresenceUpdate`, and answers 200
+//! only after JetStream acknowledged the KV put and this node's cache holds the new value.
 
 pub mod app;
 pub mod auth;
@@ -29,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod http;
+pub mod lifecycle;
 pub mod model;
 pub mod nats;
 pub mod store;

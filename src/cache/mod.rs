@@ -178,6 +178,11 @@ impl PresenceCache {
             .await
     }
 
+    /// The entry for `user_id`, without counting a lookup.
+    pub async fn peek(&self, user_id: &str) -> Option<Entry> {
+        self.inner.get(user_id).await
+    }
+
     /// The revision the cache holds for `user_id`, without counting a lookup.
     pub async fn revision(&self, user_id: &str) -> Option<u64> {
         self.inner.get(user_id).await.map(|e| e.revision)

@@ -23,7 +23,15 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cached, PresenceCache};
-use crate::model::{CompactPresence, StoredPresence};
+use crate::{
+    lifecycle::expiry::ExpiryQueue,
+    model::{CompactPresence, StoredPresence},
+};
+
+/// Clock offsets beyond this are reported as a problem.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
+/// Samples of (local time - server time) the offset estimate is the minimum of.
+const CLOCK_SAMPLES: usize = 32;
 
 /// How often the connection state and the watcher's lag are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -41,6 +49,8 @@ pub struct Coherence {
     catch_up_to: AtomicU64,
     applied: AtomicU64,
     lag: AtomicU64,
+    /// Local clock minus the server's, in ms, estimated from watched entries; i64::MIN if unknown.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Coherence {
@@ -50,6 +60,7 @@ impl Coherence {
         let c = Self::default();
         c.nats_connected.store(nats_connected, Relaxed);
         c.catch_up_to.store(NO_TARGET, Relaxed);
+        c.clock_offset_ms.store(i64::MIN, Relaxed);
         Arc::new(c)
     }
 
@@ -72,6 +83,16 @@ impl Coherence {
         self.lag.load(Relaxed)
     }
 
+    /// This node's clock minus the NATS server's, when the watcher has seen enough to tell. Each
+    /// sample is (local time at receipt - server time at storage), which latency only inflates,
+    /// so the estimate is the smallest recent sample.
+    pub fn clock_offset(&self) -> Option<chrono::Duration> {
+        match self.clock_offset_ms.load(Relaxed) {
+            i64::MIN => None,
+            ms => Some(chrono::Duration::milliseconds(ms)),
+        }
+    }
+
     fn mark_broken(&self) {
         self.broken.store(true, Relaxed);
         self.catch_up_to.store(NO_TARGET, Relaxed);
@@ -84,19 +105,32 @@ impl Coherence {
     }
 }
 
-/// Runs the watcher and its checker until `stop` is cancelled.
+/// Runs the watcher and its checker until `stop` is cancelled. Live presences the watcher learns
+/// of go into `expiry`'s schedule.
 pub fn spawn(
     kv: kv::Store,
     client: async_nats::Client,
     cache: PresenceCache,
     coherence: Arc<Coherence>,
+    expiry: Arc<ExpiryQueue>,
     stop: CancellationToken,
 ) {
-    tokio::spawn(watch(kv.clone(), cache.clone(), coherence.clone(), stop.clone()));
+    let applier =
+        Applier { cache: cache.clone(), coherence: coherence.clone(), expiry, clock: Default::default() };
+    tokio::spawn(watch(kv.clone(), applier, stop.clone()));
     tokio::spawn(check(kv, client, cache, coherence, stop));
 }
 
-async fn watch(kv: kv::Store, cache: PresenceCache, coherence: Arc<Coherence>, stop: CancellationToken) {
+/// Applies watched entries to the cache, the expiry schedule and the clock estimate.
+struct Applier {
+    cache: PresenceCache,
+    coherence: Arc<Coherence>,
+    expiry: Arc<ExpiryQueue>,
+    clock: std::collections::VecDeque<i64>,
+}
+
+async fn watch(kv: kv::Store, mut applier: Applier, stop: CancellationToken) {
+    let coherence = applier.coherence.clone();
     let mut backoff = Duration::from_millis(100);
     loop {
         let from = coherence.applied_revision();
@@ -114,7 +148,7 @@ async fn watch(kv: kv::Store, cache: PresenceCache, coherence: Arc<Coherence>, s
                         next = updates.next() => next,
                     };
                     match next {
-                        Some(Ok(entry)) => apply(&cache, &coherence, entry).await,
+                        Some(Ok(entry)) => applier.apply(entry).await,
                         Some(Err(e)) => {
                             tracing::warn!(error = %e, "KV watcher error; cache may be stale until it catches up");
                             coherence.mark_broken();
@@ -135,30 +169,56 @@ async fn watch(kv: kv::Store, cache: PresenceCache, coherence: Arc<Coherence>, s
     }
 }
 
-async fn apply(cache: &PresenceCache, coherence: &Coherence, entry: kv::Entry) {
-    let Some(user_id) = entry.key.strip_prefix("user.") else {
-        return;
-    };
-    // This node's own writes are in the cache already: skip decoding them again.
-    let known = cache.revision(user_id).await.is_some_and(|r| r >= entry.revision);
-    let presence = match entry.operation {
-        _ if known => None,
-        Operation::Put => match serde_json::from_slice::<StoredPresence>(&entry.value) {
-            Ok(p) => Some(CompactPresence::from(&p)),
-            Err(e) => {
-                tracing::warn!(key = %entry.key, error = %e, "watched value does not decode; treating it as absent");
-                None
+impl Applier {
+    async fn apply(&mut self, entry: kv::Entry) {
+        if entry.delta == 0 {
+            self.sample_clock(&entry);
+        }
+        let (cache, coherence) = (&self.cache, &self.coherence);
+        let Some(user_id) = entry.key.strip_prefix("user.") else {
+            return;
+        };
+        // This node's own writes are in the cache and the schedule already: skip decoding them.
+        let known = cache.revision(user_id).await.is_some_and(|r| r >= entry.revision);
+        if !known {
+            let presence = match entry.operation {
+                Operation::Put => match serde_json::from_slice::<StoredPresence>(&entry.value) {
+                    Ok(p) => Some(CompactPresence::from(&p)),
+                    Err(e) => {
+                        tracing::warn!(key = %entry.key, error = %e, "watched value does not decode; treating it as absent");
+                        None
+                    }
+                },
+                Operation::Delete | Operation::Purge => None,
+            };
+            if let Some(p) = &presence {
+                self.expiry.schedule(entry.revision, p);
             }
-        },
-        Operation::Delete | Operation::Purge => None,
-    };
-    if !known {
-        cache.upsert(user_id, Cached { revision: entry.revision, presence }).await;
+            cache.upsert(user_id, Cached { revision: entry.revision, presence }).await;
+        }
+        coherence.applied.fetch_max(entry.revision, Relaxed);
+        // Nothing pending behind this entry: the watcher is caught up.
+        if entry.delta == 0 && coherence.nats_connected() {
+            coherence.mark_fresh();
+        }
     }
-    coherence.applied.fetch_max(entry.revision, Relaxed);
-    // Nothing pending behind this entry: the watcher is caught up.
-    if entry.delta == 0 && coherence.nats_connected() {
-        coherence.mark_fresh();
+
+    fn sample_clock(&mut self, entry: &kv::Entry) {
+        let server_ms = (entry.created.unix_timestamp_nanos() / 1_000_000) as i64;
+        let sample = chrono::Utc::now().timestamp_millis() - server_ms;
+        if self.clock.len() == CLOCK_SAMPLES {
+            self.clock.pop_front();
+        }
+        self.clock.push_back(sample);
+        let estimate = self.clock.iter().copied().min().unwrap_or(sample);
+        let before = self.coherence.clock_offset_ms.swap(estimate, Relaxed);
+        let tolerance = CLOCK_TOLERANCE.as_millis() as i64;
+        if estimate.abs() > tolerance && (before == i64::MIN || before.abs() <= tolerance) {
+            tracing::warn!(
+                offset_ms = estimate,
+                "this node's clock is off from the NATS server's; expiry times will be off by as much"
+            );
+        }
     }
 }
 

@@ -27,6 +27,24 @@ pub struct Config {
     pub auth: AuthConfig,
     pub logging: LoggingConfig,
     pub rate_limit: RateLimitConfig,
+    pub events: EventsConfig,
+}
+
+/// The audit log of presence events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// The JetStream stream that keeps `presence.update.>` and `presence.expire.>`.
+    pub stream: String,
+    /// How long events are kept.
+    #[serde(with = "units::duration")]
+    pub retention: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { stream: "PRESENCE_EVENTS".into(), retention: Duration::from_secs(30 * 24 * 3600) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -337,8 +355,14 @@ impl Config {
         if kv.ttl.subsec_nanos() != 0 {
             return fail("nats.kv.ttl", "must be whole seconds");
         }
-        if kv.retention < MAX_TTL {
-            return fail("nats.kv.retention", "must be at least 7d, the longest ttl");
+        if kv.retention < Duration::from_secs(1) {
+            return fail("nats.kv.retention", "must be at least 1s");
+        }
+        if self.events.retention < Duration::from_secs(1) {
+            return fail("events.retention", "must be at least 1s");
+        }
+        if !crate::model::is_valid_token(&self.events.stream) {
+            return fail("events.stream", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
         }
         if kv.replicas == 0 || kv.replicas > 5 {
             return fail("nats.kv.replicas", "must be between 1 and 5");

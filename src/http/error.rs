@@ -84,7 +84,7 @@ impl IntoResponse for ApiError {
 
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
-        tracing::warn!(error = %e, "write failed");
+        tracing::warn!(error = %e, "NATS call failed");
         ApiError::Unavailable
     }
 }

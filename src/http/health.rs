@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::cache::CacheMetrics;
+use crate::cache::{CacheMetrics, watcher::CLOCK_TOLERANCE};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -39,6 +39,9 @@ pub struct HealthResponse {
     pub uptime_seconds: u64,
     /// Whether the service's NATS connection is up.
     pub nats_connected: bool,
+    /// This node's clock minus the NATS server's, estimated from watched writes (absent until
+    /// one was seen). Beyond one second the status is `degraded`: expiry times would be off.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// Whether this node can serve.
@@ -50,7 +53,9 @@ pub struct HealthResponse {
 )]
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     let directory = &state.directory;
-    let healthy = directory.coherence().nats_connected() && !directory.stale();
+    let offset = directory.coherence().clock_offset();
+    let clock_ok = offset.is_none_or(|o| o.abs().to_std().is_ok_and(|o| o <= CLOCK_TOLERANCE));
+    let healthy = directory.coherence().nats_connected() && !directory.stale() && clock_ok;
     Json(HealthResponse {
         status: if healthy { "ok" } else { "degraded" }.into(),
         node_id: directory.node_id().to_string(),
@@ -58,6 +63,7 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: state.started.elapsed().as_secs(),
         nats_connected: directory.coherence().nats_connected(),
+        clock_offset_ms: offset.map(|o| o.num_milliseconds()),
     })
 }
 
@@ -181,5 +187,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     m.nats_connected.set(coherence.nats_connected() as i64);
     m.cache_stale.set(coherence.stale() as i64);
     m.watcher_lag.set(coherence.lag() as i64);
+    m.expiry_scheduled.set(state.directory.expiry().len() as i64);
+    if let Some(offset) = coherence.clock_offset() {
+        m.clock_offset.set(offset.num_milliseconds() as f64 / 1000.0);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
 }

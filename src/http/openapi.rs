@@ -17,6 +17,8 @@ use super::{AppState, health, presence};
         presence::get_many,
         presence::batch,
         presence::set_one,
+        presence::history,
+        presence::erase,
         health::health,
         health::nats,
         health::cache

@@ -21,6 +21,7 @@ use super::{
 use crate::{
     auth::AuthUser,
     directory::Lookup,
+    lifecycle::events::PresenceEvent,
     model::{Presence, PresenceUpdate, UserId},
     telemetry::metrics::RateLabels,
 };
@@ -36,9 +37,10 @@ pub const MAX_USERS_PER_READ: usize = 1000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/presence", get(get_many))
-        .route("/api/v2/presence/{user_id}", get(get_one).put(set_one))
-        // `batch` is also a valid user id: GET and PUT on it reach that user.
-        .route("/api/v2/presence/batch", post(batch).get(get_one).put(set_one))
+        .route("/api/v2/presence/{user_id}", get(get_one).put(set_one).delete(erase))
+        .route("/api/v2/presence/{user_id}/history", get(history))
+        // `batch` is also a valid user id: GET, PUT and DELETE on it reach that user.
+        .route("/api/v2/presence/batch", post(batch).get(get_one).put(set_one).delete(erase))
 }
 
 /// The success envelope: `data` maps each user id to its presence.
@@ -230,9 +232,93 @@ pub async fn set_one(
     }
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let stored = state.directory.write(&user, update).await?;
+    let stored = state.directory.write(&user, update, &subject).await?;
     let presence = stored.view(&user, Utc::now());
     Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())
+}
+
+/// Most events one history request may ask for.
+pub const MAX_HISTORY: usize = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// How many of the newest events: 1 to 1000, default 50.
+    pub limit: Option<usize>,
+}
+
+/// A user's events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// The user id, mapped to their events, newest first.
+    pub data: BTreeMap<String, Vec<PresenceEvent>>,
+}
+
+/// Your own presence history, from the audit log.
+#[utoipa::path(
+    get,
+    path = "/api/v2/presence/{user_id}/history",
+    params(("user_id" = String, Path, description = "Must equal the token's `sub`"), HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The newest events, newest first", body = HistoryResponse),
+        (status = 400, description = "Invalid id or limit", body = super::ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
+        (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
+    ),
+    tag = "presence"
+)]
+pub async fn history(
+    state: axum::extract::State<AppState>,
+    UserPath(user): UserPath,
+    AuthUser(subject): AuthUser,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    if subject != user.as_str() {
+        return Err(ApiError::Forbidden);
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_HISTORY).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_HISTORY}")));
+    }
+    let events = state.directory.history(&user, limit).await?;
+    Ok(Json(HistoryResponse { success: true, data: BTreeMap::from([(user.to_string(), events)]) }))
+}
+
+/// The answer to an erasure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErasedResponse {
+    /// Always `true`.
+    pub success: bool,
+}
+
+/// Erase your own presence and its history (see the README for what is and is not erased).
+#[utoipa::path(
+    delete,
+    path = "/api/v2/presence/{user_id}",
+    params(("user_id" = String, Path, description = "Must equal the token's `sub`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Erased (also when there was nothing to erase)", body = ErasedResponse),
+        (status = 400, description = "Invalid id", body = super::ErrorResponse),
+        (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
+        (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable; erase again", body = super::ErrorResponse),
+    ),
+    tag = "presence"
+)]
+pub async fn erase(
+    state: axum::extract::State<AppState>,
+    UserPath(user): UserPath,
+    AuthUser(subject): AuthUser,
+) -> Result<Json<ErasedResponse>, ApiError> {
+    if subject != user.as_str() {
+        return Err(ApiError::Forbidden);
+    }
+    state.directory.erase(&user).await?;
+    Ok(Json(ErasedResponse { success: true }))
 }
 
 /// Validates and de-duplicates a list of ids (first occurrence wins).

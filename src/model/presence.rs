@@ -62,29 +62,31 @@ pub struct StoredPresence {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A presence as the API shows it (design document section 3.2, DECISIONS section 4).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+/// A presence as the API shows it (design document section 3.2, DECISIONS section 4). It
+/// borrows from the cache on the read path; events own theirs (`Presence<'static>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Presence<'a> {
     #[schema(value_type = String)]
     pub user_id: Cow<'a, str>,
     pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub message: Option<&'a str>,
+    pub message: Option<Cow<'a, str>>,
     /// The last time the user was known to be active; absent for a user never seen.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<DateTime<Utc>>,
-    /// The time of the last write; absent for a user never seen.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
+    /// The time of the user's last write; absent for a user never seen.
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub updated_at: Option<DateTime<Utc>>,
     /// The node that accepted the last write; absent for a user never seen.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub node_id: Option<&'a str>,
-    /// Seconds the status holds without a refresh; absent once it has expired.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Cow<'a, str>>,
+    /// Seconds the status holds without a refresh; present only while the status is online,
+    /// away or busy (not once it is offline, by a write or by expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
 }
 
@@ -137,15 +139,16 @@ impl CompactPresence {
 
     /// What a reader sees at `now`: expiry applied.
     pub fn view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
-        let expired = self.is_expired(now);
+        let status = if self.is_expired(now) { Status::Offline } else { self.status };
+        let live = status != Status::Offline;
         Presence {
             user_id: Cow::Borrowed(user_id),
-            status: if expired { Status::Offline } else { self.status },
-            message: if expired { None } else { self.message.as_deref() },
+            status,
+            message: if live { self.message.as_deref().map(Cow::Borrowed) } else { None },
             last_seen: self.last_seen,
             updated_at: Some(self.updated_at),
-            node_id: Some(&self.node_id),
-            ttl: (!expired).then_some(u64::from(self.ttl)),
+            node_id: Some(Cow::Borrowed(&self.node_id)),
+            ttl: live.then_some(u64::from(self.ttl)),
         }
     }
 }
@@ -158,6 +161,19 @@ fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, 
 }
 
 impl<'a> Presence<'a> {
+    /// The same presence, owning its strings.
+    pub fn into_owned(self) -> Presence<'static> {
+        Presence {
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            status: self.status,
+            message: self.message.map(|m| Cow::Owned(m.into_owned())),
+            last_seen: self.last_seen,
+            updated_at: self.updated_at,
+            node_id: self.node_id.map(|n| Cow::Owned(n.into_owned())),
+            ttl: self.ttl,
+        }
+    }
+
     /// A user this service has never seen: offline, and nothing else known.
     pub fn unknown(user: &'a UserId) -> Self {
         Self {
@@ -242,6 +258,14 @@ impl StoredPresence {
             ttl,
             expires_at: now + chrono::Duration::seconds(ttl as i64),
         }
+    }
+}
+
+impl StoredPresence {
+    /// The record an expiry transition writes: `offline`, message cleared, everything else
+    /// (`last_seen`, `updated_at` of the user's last write, `expires_at`) kept.
+    pub fn expired(&self) -> StoredPresence {
+        StoredPresence { status: Status::Offline, message: None, ..self.clone() }
     }
 }
 

@@ -136,6 +136,11 @@ impl PresenceStore {
         Err(StoreError::Contention)
     }
 
+    /// Removes `user`'s record and its history from the bucket (a purge marker remains).
+    pub async fn purge(&self, user: &UserId) -> Result<(), StoreError> {
+        bounded(self.timeout, self.kv.purge(user.kv_key())).await
+    }
+
     /// The latest entry for `user`: the decoded presence (None for a delete marker or a value
     /// that does not decode) and its revision.
     async fn entry(&self, user: &UserId) -> Result<Option<(Option<StoredPresence>, u64)>, StoreError> {

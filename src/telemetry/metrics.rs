@@ -46,6 +46,10 @@ pub struct Metrics {
     pub watcher_lag: Gauge,
     pub resident_memory: Gauge,
     pub rate_limited: Family<RateLabels, Counter>,
+    pub expired: Counter,
+    pub events_failed: Counter,
+    pub expiry_scheduled: Gauge,
+    pub clock_offset: Gauge<f64, AtomicU64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +77,10 @@ impl Metrics {
             watcher_lag: Gauge::default(),
             resident_memory: Gauge::default(),
             rate_limited: Family::default(),
+            expired: Counter::default(),
+            events_failed: Counter::default(),
+            expiry_scheduled: Gauge::default(),
+            clock_offset: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -119,6 +127,23 @@ impl Metrics {
             m.resident_memory.clone(),
         );
         r.register("rate_limited", "Requests refused by a rate limit", m.rate_limited.clone());
+        r.register("expired", "Expiry transitions this node wrote (and announced)", m.expired.clone());
+        r.register(
+            "events_failed",
+            "Presence events that could not be published or confirmed",
+            m.events_failed.clone(),
+        );
+        r.register(
+            "expiry_scheduled",
+            "Revisions waiting in this node's expiry schedule",
+            m.expiry_scheduled.clone(),
+        );
+        r.register_with_unit(
+            "clock_offset",
+            "This node's clock minus the NATS server's, estimated",
+            Unit::Seconds,
+            m.clock_offset.clone(),
+        );
         m
     }
 

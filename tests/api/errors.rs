@@ -137,19 +137,21 @@ async fn unknown_routes_and_wrong_methods() {
     let app = TestApp::spawn().await;
     assert_error(app.get("/nope").await, StatusCode::NOT_FOUND).await;
     assert_error(app.get("/api/v2/presence/a/b").await, StatusCode::NOT_FOUND).await;
-    let delete = app.http.delete(app.url("/api/v2/presence/user1")).send().await.unwrap();
-    assert_eq!(delete.headers()["allow"], "GET,HEAD,PUT");
-    assert_error(delete, StatusCode::METHOD_NOT_ALLOWED).await;
+    let patch = app.http.patch(app.url("/api/v2/presence/user1")).send().await.unwrap();
+    assert_eq!(patch.headers()["allow"], "GET,HEAD,PUT,DELETE");
+    assert_error(patch, StatusCode::METHOD_NOT_ALLOWED).await;
     assert_error(
         app.http.post(app.url("/api/v2/presence/user1")).send().await.unwrap(),
         StatusCode::METHOD_NOT_ALLOWED,
     )
     .await;
     assert_error(
-        app.http.delete(app.url("/api/v2/presence/batch")).send().await.unwrap(),
+        app.http.patch(app.url("/api/v2/presence/batch")).send().await.unwrap(),
         StatusCode::METHOD_NOT_ALLOWED,
     )
     .await;
+    let history = app.http.post(app.url("/api/v2/presence/user1/history")).send().await.unwrap();
+    assert_error(history, StatusCode::METHOD_NOT_ALLOWED).await;
     assert_error(app.http.post(app.url("/health")).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED)
         .await;
     app.stop().await;
