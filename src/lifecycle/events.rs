@@ -146,6 +146,7 @@ impl Events {
     /// The newest `limit` events of `user`, newest first.
     pub async fn history(&self, user: &UserId, limit: usize) -> Result<Vec<PresenceEvent>, EventError> {
         let config = jetstream::consumer::push::OrderedConfig {
+            deliver_subject: self.js.client().new_inbox(),
             filter_subjects: vec![format!("presence.update.{user}"), format!("presence.expire.{user}")],
             deliver_policy: DeliverPolicy::All,
             ..Default::default()

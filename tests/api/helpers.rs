@@ -79,6 +79,10 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         adjust(&mut config);
+        // Logs only when asked for: RUST_LOG=warn cargo test ...
+        if std::env::var_os("RUST_LOG").is_some() {
+            presence::telemetry::init(&config.logging);
+        }
         let app = Application::build(config.clone()).await.expect("the app builds");
         let addr = app.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -3,6 +3,7 @@
 mod auth;
 mod config;
 mod errors;
+mod expiry;
 mod helpers;
 mod lifecycle;
 mod openapi;

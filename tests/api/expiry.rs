@@ -1,0 +1,257 @@
+//! The presence lifecycle: expiry transitions in the KV with exactly one expire event, update
+//! events and the audit log, history, erasure and retention.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{NatsServer, TestApp, assert_error, bucket, eventually, json_of, mint};
+
+fn nats_url(app: &TestApp) -> String {
+    format!("nats://127.0.0.1:{}", app.config.nats.port)
+}
+
+async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
+    let (url, node_id) = (nats.url(), node_id.to_string());
+    TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+        c.service.node_id = node_id;
+    })
+    .await
+}
+
+async fn subscribe(url: &str, subject: &str) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = async_nats::connect(url).await.unwrap();
+    let sub = client.subscribe(subject.to_string()).await.unwrap();
+    client.flush().await.unwrap();
+    (client, sub)
+}
+
+/// Every message that arrives within `quiet` of the previous one (or of the start).
+async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        out.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+    out
+}
+
+async fn stored(url: &str, user: &str) -> Option<Value> {
+    let kv = bucket(url).await;
+    kv.get(format!("user.{user}")).await.unwrap().map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn an_expired_presence_turns_offline_in_the_kv_with_one_event_across_two_nodes() {
+    let nats = NatsServer::start().await;
+    let a = external_app(&nats, "node-a").await;
+    let b = external_app(&nats, "node-b").await;
+    let (_client, mut events) = subscribe(&nats.url(), "presence.expire.>").await;
+    let (_, put) = json_of(a.put("xena", json!({"status": "busy", "message": "brb", "ttl": 1})).await).await;
+    let written = put["data"]["xena"].clone();
+    let expires = time(&written["updated_at"]) + chrono::Duration::seconds(1);
+
+    let record = eventually(Duration::from_secs(4), "the KV record turns offline", || async {
+        stored(&nats.url(), "xena").await.filter(|v| v["status"] == "offline")
+    })
+    .await;
+    assert!(Utc::now() - expires < chrono::Duration::milliseconds(2000), "within about a second of expiry");
+    assert_eq!(record["last_seen"], json!(time(&written["last_seen"])), "last_seen kept");
+    assert!(record.get("message").is_none(), "message cleared");
+
+    let seen = drain(&mut events, Duration::from_millis(1500)).await;
+    assert_eq!(seen.len(), 1, "exactly one expire event across both nodes: {seen:?}");
+    let event = &seen[0];
+    assert_eq!(event["kind"], "expire");
+    assert_eq!(event["user_id"], "xena");
+    assert_eq!(event["actor"], "system");
+    assert_eq!(event["previous_status"], "busy");
+    assert_eq!(event["presence"]["status"], "offline");
+    assert!(["node-a", "node-b"].contains(&event["node_id"].as_str().unwrap()));
+
+    // Both nodes read the same thing, before and after the transition.
+    for app in [&a, &b] {
+        let (_, body) = json_of(app.get("/api/v2/presence/xena").await).await;
+        assert_eq!(body["data"]["xena"]["status"], "offline");
+        assert_eq!(body["data"]["xena"]["last_seen"], written["last_seen"]);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_before_expiry_keeps_it_online_with_no_expire_event() {
+    let app = TestApp::spawn().await;
+    let (_client, mut events) = subscribe(&nats_url(&app), "presence.expire.yuri").await;
+    let (_, first) = json_of(app.put("yuri", json!({"status": "online", "ttl": 2})).await).await;
+    let first_expiry = time(&first["data"]["yuri"]["updated_at"]) + chrono::Duration::seconds(2);
+    eventually(Duration::from_secs(3), "most of the ttl has passed", || async {
+        (Utc::now() > first_expiry - chrono::Duration::milliseconds(500)).then_some(())
+    })
+    .await;
+    assert_eq!(app.put("yuri", json!({"status": "online", "ttl": 30})).await.status(), StatusCode::OK);
+    eventually(Duration::from_secs(5), "the first expiry time is well past", || async {
+        (Utc::now() > first_expiry + chrono::Duration::milliseconds(1500)).then_some(())
+    })
+    .await;
+    assert!(drain(&mut events, Duration::from_millis(200)).await.is_empty(), "no expire event");
+    assert_eq!(stored(&nats_url(&app), "yuri").await.unwrap()["status"], "online");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_started_after_expiry_times_passed_still_expires_them() {
+    let nats = NatsServer::start().await;
+    let first = external_app(&nats, "first").await;
+    first.put("zoe", json!({"status": "away", "ttl": 1})).await;
+    first.stop().await;
+    let (_client, mut events) = subscribe(&nats.url(), "presence.expire.zoe").await;
+    let record = stored(&nats.url(), "zoe").await.unwrap();
+    let expires = time(&record["expires_at"]);
+    eventually(Duration::from_secs(3), "the expiry time passes with no node running", || async {
+        (Utc::now() > expires + chrono::Duration::milliseconds(300)).then_some(())
+    })
+    .await;
+    assert_eq!(stored(&nats.url(), "zoe").await.unwrap()["status"], "away", "nobody expired it yet");
+
+    let second = external_app(&nats, "second").await;
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an expire event").unwrap();
+    let event: Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(event["node_id"], "second");
+    assert_eq!(stored(&nats.url(), "zoe").await.unwrap()["status"], "offline");
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn update_events_carry_the_schema_and_increasing_revisions() {
+    let app = TestApp::spawn().await;
+    let (_client, mut events) = subscribe(&nats_url(&app), "presence.update.ada").await;
+    for status in ["online", "busy", "offline"] {
+        assert_eq!(app.put("ada", json!({"status": status, "message": "m"})).await.status(), StatusCode::OK);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+        seen.push(serde_json::from_slice::<Value>(&m.payload).unwrap());
+    }
+    let keys: Vec<&str> = seen[0].as_object().unwrap().keys().map(String::as_str).collect();
+    for key in ["kind", "user_id", "presence", "previous_status", "revision", "node_id", "actor", "timestamp"]
+    {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    assert!(seen.iter().all(|e| e["kind"] == "update" && e["actor"] == "ada" && e["node_id"] == "test-node"));
+    let revisions: Vec<u64> = seen.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    assert_eq!(seen[0]["previous_status"], Value::Null);
+    assert_eq!(seen[1]["previous_status"], "online");
+    assert_eq!(seen[2]["previous_status"], "busy");
+    assert_eq!(seen[2]["presence"]["status"], "offline");
+
+    // The audit log holds them too, and the owner reads them newest first.
+    let history = app
+        .http
+        .get(app.url("/api/v2/presence/ada/history?limit=2"))
+        .bearer_auth(mint("ada"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(history).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<u64> =
+        body["data"]["ada"].as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!(listed, vec![revisions[2], revisions[1]]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_is_for_its_owner_only() {
+    let app = TestApp::spawn().await;
+    app.put("bea", json!({"status": "online"})).await;
+    let url = app.url("/api/v2/presence/bea/history");
+    assert_error(app.http.get(&url).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    assert_error(app.http.get(&url).bearer_auth(mint("cid")).send().await.unwrap(), StatusCode::FORBIDDEN)
+        .await;
+    for bad in ["0", "1001", "x"] {
+        let r = app.http.get(format!("{url}?limit={bad}")).bearer_auth(mint("bea")).send().await.unwrap();
+        assert_error(r, StatusCode::BAD_REQUEST).await;
+    }
+    let (status, body) = json_of(app.http.get(&url).bearer_auth(mint("bea")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["bea"].as_array().unwrap().len(), 1);
+    let (_, empty) = json_of(
+        app.http.get(app.url("/api/v2/presence/cid/history")).bearer_auth(mint("cid")).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(empty["data"]["cid"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn erasure_leaves_nothing_readable() {
+    let app = TestApp::spawn().await;
+    for status in ["online", "away"] {
+        app.put("dan", json!({"status": status, "message": "personal"})).await;
+    }
+    app.put("eve", json!({"status": "online"})).await;
+    let erase = |token: String| app.http.delete(app.url("/api/v2/presence/dan")).bearer_auth(token).send();
+    assert_error(erase(mint("eve")).await.unwrap(), StatusCode::FORBIDDEN).await;
+    let (status, body) = json_of(erase(mint("dan")).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"success": true}));
+
+    assert_error(app.get("/api/v2/presence/dan").await, StatusCode::NOT_FOUND).await;
+    let (_, list) = json_of(app.get("/api/v2/presence?users=dan").await).await;
+    assert_eq!(list["data"]["dan"], json!({"user_id": "dan", "status": "offline"}));
+    let (_, history) = json_of(
+        app.http.get(app.url("/api/v2/presence/dan/history")).bearer_auth(mint("dan")).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(history["data"]["dan"], json!([]));
+    let kv = bucket(&nats_url(&app)).await;
+    let mut revisions = kv.history("user.dan").await.unwrap();
+    while let Some(entry) = revisions.next().await {
+        let entry = entry.unwrap();
+        assert!(entry.value.is_empty(), "no value survives erasure: {:?}", entry.operation);
+    }
+    // Another user's data is untouched, and erasing again is fine.
+    assert_eq!(app.get("/api/v2/presence/eve").await.status(), StatusCode::OK);
+    assert_eq!(erase(mint("dan")).await.unwrap().status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn records_older_than_the_retention_leave_the_bucket_and_the_cache() {
+    let app = TestApp::spawn_with(|c| c.nats.kv.retention = Duration::from_secs(2)).await;
+    app.put("fay", json!({"status": "online", "ttl": 3600})).await;
+    assert_eq!(app.get("/api/v2/presence/fay").await.status(), StatusCode::OK);
+    eventually(Duration::from_secs(10), "retention removes the record and the cache follows", || async {
+        (app.get("/api/v2/presence/fay").await.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert!(stored(&nats_url(&app), "fay").await.is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_clock_offset_to_the_nats_server() {
+    let app = TestApp::spawn().await;
+    app.put("gus", json!({"status": "online"})).await;
+    let offset = eventually(Duration::from_secs(5), "the watcher estimated the offset", || async {
+        let (_, health) = json_of(app.get("/health").await).await;
+        health["clock_offset_ms"].as_i64()
+    })
+    .await;
+    assert!(offset.abs() < 1000, "same machine, same clock: {offset} ms");
+    let (_, health) = json_of(app.get("/health").await).await;
+    assert_eq!(health["status"], "ok");
+    app.stop().await;
+}
