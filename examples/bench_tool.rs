@@ -3,12 +3,14 @@
 //!
 //! - `http-ceiling --port P --body FILE`: a minimal axum server answering every GET with the
 //!   bytes of FILE as JSON: the HTTP ceiling.
-//! - `kv --url U --op put|get --concurrency C --seconds S`: raw async-nats KV puts or gets of
-//!   200-byte values with C in flight: the storage ceiling.
+//! - `kv --url U --op put|get|put-event --concurrency C --seconds S`: raw async-nats KV puts or
+//!   gets of 200-byte values with C in flight: the storage ceiling. `put-event` also publishes a
+//!   500-byte event into a stream per put, as a presence write does for its audit log.
 //! - `fixed-rate --url U --rate R --seconds S [--body FILE]`: open-loop requests at R per second
 //!   (GETs, or POSTs of FILE as JSON), spread evenly over each millisecond; latency is measured
 //!   from each request's dispatch, and the run fails if the generator could not keep the rate.
-//! - `preload --url U --count N --prefix P`: puts N presences straight into the bucket.
+//! - `preload --url U --count N --prefix P [--expire-at-ms T]`: puts N presences straight into
+//!   the bucket, live for 7 days or until the Unix time T (milliseconds), all at once.
 //! - `tokens --config FILE --count N --prefix P`: prints N `user token` lines for PUT load.
 //!
 //! Results are printed as one JSON object on stdout.
@@ -78,6 +80,14 @@ async fn kv(args: &[String]) {
         })
         .await
         .unwrap();
+    if op == "put-event" {
+        let config = jetstream::stream::Config {
+            name: "CEILING_EVENTS".into(),
+            subjects: vec!["ceiling.events.>".into()],
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.unwrap();
+    }
     let keys = 10_000u64;
     if op == "get" {
         for i in 0..keys {
@@ -89,7 +99,7 @@ async fn kv(args: &[String]) {
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
-            let (kv, op, stop, done) = (kv.clone(), op.clone(), stop.clone(), done.clone());
+            let (kv, op, stop, done, js) = (kv.clone(), op.clone(), stop.clone(), done.clone(), js.clone());
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new(3).unwrap();
                 let mut i = w;
@@ -98,6 +108,11 @@ async fn kv(args: &[String]) {
                     let key = format!("k{}", i % keys);
                     if op == "put" {
                         kv.put(key, value_of_200_bytes(i)).await.unwrap();
+                    } else if op == "put-event" {
+                        kv.put(key.clone(), value_of_200_bytes(i)).await.unwrap();
+                        let event = bytes::Bytes::from(vec![b'x'; 500]);
+                        let ack = js.publish(format!("ceiling.events.{key}"), event).await.unwrap();
+                        tokio::spawn(async move { ack.await.unwrap() });
                     } else {
                         kv.get(key).await.unwrap();
                     }
@@ -117,6 +132,9 @@ async fn kv(args: &[String]) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     js.delete_key_value("ceiling").await.unwrap();
+    if op == "put-event" {
+        js.delete_stream("CEILING_EVENTS").await.unwrap();
+    }
     print_result(&op, done.load(Relaxed) as f64 / elapsed, &hist);
 }
 
@@ -180,6 +198,9 @@ async fn preload(args: &[String]) {
     let url = arg(args, "--url").expect("--url");
     let count = num(args, "--count", 1_000_000);
     let prefix = arg(args, "--prefix").unwrap_or_else(|| "u".into());
+    let expires_at = arg(args, "--expire-at-ms")
+        .map(|ms| chrono::DateTime::from_timestamp_millis(ms.parse().unwrap()).unwrap())
+        .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::days(7));
     let client = async_nats::connect(&url).await.unwrap();
     let kv = jetstream::new(client).get_key_value("presence").await.unwrap();
     let started = Instant::now();
@@ -190,9 +211,10 @@ async fn preload(args: &[String]) {
             let user = format!("{prefix}{i}");
             async move {
                 let now = chrono::Utc::now();
+                let ttl = (expires_at - now).num_seconds().max(1);
                 let v = json!({"user_id": user, "status": "online", "message": "preloaded for the benchmark",
-                    "last_seen": now, "updated_at": now, "node_id": "bench", "ttl": 604800,
-                    "expires_at": now + chrono::Duration::days(7)});
+                    "last_seen": now, "updated_at": now, "node_id": "bench", "ttl": ttl,
+                    "expires_at": expires_at});
                 kv.put(format!("user.{user}"), serde_json::to_vec(&v).unwrap().into()).await.unwrap();
             }
         })

@@ -126,10 +126,11 @@ impl Directory {
     }
 
     pub async fn read_many(&self, users: Vec<UserId>) -> ManyLookups {
+        let cached = self.cache.get_multiple(&users).await;
         let mut entries = Vec::with_capacity(users.len());
         let mut misses = Vec::new();
-        for (i, user) in users.into_iter().enumerate() {
-            match self.cache.get(&user).await {
+        for (i, (user, hit)) in users.into_iter().zip(cached).enumerate() {
+            match hit {
                 Some(entry) => entries.push((user, Lookup::Known(entry))),
                 None => {
                     misses.push((i, user.clone()));

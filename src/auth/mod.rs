@@ -1,7 +1,7 @@
 //! Authentication of writes: HS256 JWTs signed with the configured secret and issuer.
 //!
 //! [`AuthUser`] is an extractor: a handler that takes one can only run for a request that carries
-//! a valid token. Every token failure answers the same 401 body, so that the answer tells an
+//! a valid token; [`Owner`] also requires the token's subject to be the path's user. Every token failure answers the same 401 body, so that the answer tells an
 //! attacker nothing about which check failed; the log says which.
 
 pub mod secret;
@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{AuthConfig, Secret},
-    http::{ApiError, AppState},
+    http::{ApiError, AppState, UserPath},
+    model::UserId,
 };
 
 /// `Authorization` headers longer than this are refused before any decoding.
@@ -108,6 +109,24 @@ impl FromRequestParts<AppState> for AuthUser {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("Authorization is not a bearer token"))?;
         state.auth.verify(token).map(AuthUser).map_err(|why| reject(&why))
+    }
+}
+
+/// The path's `{user_id}`, when the bearer token's `sub` is that user: the owner of the resource.
+/// Invalid ids answer 400, token failures 401, someone else's token 403, in that order.
+#[derive(Debug, Clone)]
+pub struct Owner(pub UserId);
+
+impl FromRequestParts<AppState> for Owner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let UserPath(user) = UserPath::from_request_parts(parts, state).await?;
+        let AuthUser(subject) = AuthUser::from_request_parts(parts, state).await?;
+        if subject != user.as_str() {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Owner(user))
     }
 }
 

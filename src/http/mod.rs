@@ -21,6 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Instrument, field::Empty};
 
 pub use error::{ApiError, ErrorResponse};
+pub use extract::UserPath;
 pub use limits::RateLimits;
 
 use crate::{

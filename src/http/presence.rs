@@ -19,7 +19,7 @@ use super::{
     limits::ReadLimited,
 };
 use crate::{
-    auth::AuthUser,
+    auth::Owner,
     directory::Lookup,
     lifecycle::events::PresenceEvent,
     model::{Presence, PresenceUpdate, UserId},
@@ -219,20 +219,16 @@ pub async fn batch(
 )]
 pub async fn set_one(
     state: axum::extract::State<AppState>,
-    UserPath(user): UserPath,
-    AuthUser(subject): AuthUser,
+    Owner(user): Owner,
     ApiJson(body): ApiJson<SetPresenceRequest>,
 ) -> Result<Response, ApiError> {
-    if subject != user.as_str() {
-        return Err(ApiError::Forbidden);
-    }
-    if let Err(e) = state.limits.check_write(&subject) {
+    if let Err(e) = state.limits.check_write(&user) {
         state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
         return Err(e);
     }
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let stored = state.directory.write(&user, update, &subject).await?;
+    let stored = state.directory.write(&user, update, &user).await?;
     let presence = stored.view(&user, Utc::now());
     Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())
 }
@@ -272,13 +268,9 @@ pub struct HistoryResponse {
 )]
 pub async fn history(
     state: axum::extract::State<AppState>,
-    UserPath(user): UserPath,
-    AuthUser(subject): AuthUser,
+    Owner(user): Owner,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
-    if subject != user.as_str() {
-        return Err(ApiError::Forbidden);
-    }
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_HISTORY).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_HISTORY}")));
@@ -311,12 +303,8 @@ pub struct ErasedResponse {
 )]
 pub async fn erase(
     state: axum::extract::State<AppState>,
-    UserPath(user): UserPath,
-    AuthUser(subject): AuthUser,
+    Owner(user): Owner,
 ) -> Result<Json<ErasedResponse>, ApiError> {
-    if subject != user.as_str() {
-        return Err(ApiError::Forbidden);
-    }
     state.directory.erase(&user).await?;
     Ok(Json(ErasedResponse { success: true }))
 }

@@ -8,20 +8,10 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{NatsServer, TestApp, assert_error, bucket, eventually, json_of, mint};
+use crate::helpers::{NatsServer, TestApp, assert_error, bucket, eventually, external_app, json_of, mint};
 
 fn nats_url(app: &TestApp) -> String {
     format!("nats://127.0.0.1:{}", app.config.nats.port)
-}
-
-async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
-    let (url, node_id) = (nats.url(), node_id.to_string());
-    TestApp::spawn_with(move |c| {
-        c.nats.embedded = false;
-        c.nats.url = url;
-        c.service.node_id = node_id;
-    })
-    .await
 }
 
 async fn subscribe(url: &str, subject: &str) -> (async_nats::Client, async_nats::Subscriber) {

@@ -337,6 +337,17 @@ impl Drop for NatsServer {
     }
 }
 
+/// A node on `nats` instead of an embedded server.
+pub async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
+    let (url, node_id) = (nats.url(), node_id.to_string());
+    TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+        c.service.node_id = node_id;
+    })
+    .await
+}
+
 /// A JetStream KV handle on the node's bucket, as another client would have it.
 pub async fn bucket(nats_url: &str) -> async_nats::jetstream::kv::Store {
     let client = async_nats::connect(nats_url).await.unwrap();

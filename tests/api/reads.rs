@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{NatsServer, TestApp, assert_error, bucket, eventually, json_of, stored_value};
+use crate::helpers::{
+    NatsServer, TestApp, assert_error, bucket, eventually, external_app, json_of, stored_value,
+};
 
 async fn cache_stats(app: &TestApp) -> Value {
     json_of(app.get("/health/cache").await).await.1
@@ -106,12 +108,7 @@ async fn an_expiry_purge_removes_the_cached_entry() {
 #[tokio::test]
 async fn the_watcher_resumes_after_a_nats_restart_while_idle() {
     let mut nats = NatsServer::start().await;
-    let url = nats.url();
-    let app = TestApp::spawn_with(|c| {
-        c.nats.embedded = false;
-        c.nats.url = url;
-    })
-    .await;
+    let app = external_app(&nats, "test-node").await;
     app.put("rita", json!({"status": "online", "message": "before"})).await;
     nats.kill();
     nats.restart().await;
@@ -133,12 +130,7 @@ async fn the_watcher_resumes_after_a_nats_restart_while_idle() {
 #[tokio::test]
 async fn without_nats_reads_degrade_writes_fail_fast_and_all_recovers() {
     let mut nats = NatsServer::start().await;
-    let url = nats.url();
-    let app = TestApp::spawn_with(|c| {
-        c.nats.embedded = false;
-        c.nats.url = url;
-    })
-    .await;
+    let app = external_app(&nats, "test-node").await;
     app.put("sam", json!({"status": "busy", "message": "cached"})).await;
     nats.kill();
     eventually(Duration::from_secs(5), "the node notices", || async {
