@@ -19,7 +19,7 @@ use crate::{
         secret::{self, SecretSource},
     },
     cache::{PresenceCache, watcher},
-    config::{APPROX_PRESENCE_COST, Config},
+    config::{APPROX_PRESENCE_COST, CENTER_DOMAIN, Config, NodeType},
     directory::{self, Directory},
     http::{
         self, AppState, RateLimits, Shared,
@@ -32,6 +32,7 @@ use crate::{
     nats::{self, EmbeddedServer},
     store::{PresenceStore, breaker::Breaker},
     telemetry::Metrics,
+    topology::{self, Registry},
 };
 
 /// How often idle rate-limit keys are forgotten.
@@ -77,24 +78,28 @@ impl Application {
         let background = CancellationToken::new();
         let built = async {
             let client = nats::connect(&url, &config, &node_id).await?;
-            let jetstream = async_nats::jetstream::new(client.clone());
+            // A leaf reaches the bucket and the audit log in the center's JetStream domain.
+            let jetstream = match config.service.node_type {
+                NodeType::Center => async_nats::jetstream::new(client.clone()),
+                NodeType::Leaf => async_nats::jetstream::with_domain(client.clone(), CENTER_DOMAIN),
+            };
             let metrics = Arc::new(Metrics::new());
-            let store = PresenceStore::open(
-                &jetstream,
-                &config.nats.kv,
-                config.nats.request_timeout,
-                metrics.clone(),
-            )
+            let deadline = Instant::now() + config.nats.startup_timeout;
+            let store = retry_until(deadline, || {
+                PresenceStore::open(&jetstream, &config.nats.kv, config.nats.request_timeout, metrics.clone())
+            })
             .await
             .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
             let kv = store.kv().clone();
-            let events = Events::open(
-                jetstream.clone(),
-                &config.events.stream,
-                config.events.retention,
-                config.nats.kv.replicas,
-                config.nats.request_timeout,
-            )
+            let events = retry_until(deadline, || {
+                Events::open(
+                    jetstream.clone(),
+                    &config.events.stream,
+                    config.events.retention,
+                    config.nats.kv.replicas,
+                    config.nats.request_timeout,
+                )
+            })
             .await
             .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
             let cache = PresenceCache::with_metrics(config.cache.max_cost, &metrics);
@@ -117,6 +122,16 @@ impl Application {
                 node_id: node_id.clone(),
             };
             tokio::spawn(expirer.run(background.clone()));
+            let registry = Registry::new();
+            let local = topology::Local {
+                node_id: node_id.clone(),
+                node_type: config.service.node_type,
+                region: config.service.region.clone(),
+                cache: cache.clone(),
+                coherence: coherence.clone(),
+                started: Instant::now(),
+            };
+            topology::spawn(client.clone(), local, registry.clone(), background.clone());
             let directory = Directory::new(directory::Parts {
                 store,
                 cache,
@@ -145,6 +160,7 @@ impl Application {
                 node_type: config.service.node_type,
                 default_ttl: config.nats.kv.ttl,
                 max_cost: config.cache.max_cost,
+                registry,
                 started: Instant::now(),
             });
             tokio::spawn(retain_limits(state.clone(), background.clone()));
@@ -197,6 +213,22 @@ impl Application {
             server.stop().await;
         }
         served
+    }
+}
+
+/// Retries `attempt` until it succeeds or `deadline` passes (a leaf's link to the center may
+/// take a moment to come up after its embedded server started).
+async fn retry_until<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, E> {
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => tracing::info!(error = %e, "JetStream not reachable yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -21,6 +21,9 @@
 //! - [`http`]: the axum router, its handlers, the JSON error envelope, `/health` and the OpenAPI
 //!   document.
 //! - [`telemetry`]: logging setup and Prometheus metrics.
+//! - [`topology`]: hub and spoke: node heartbeats on `presence.sync.{node_id}` and the registry
+//!   of nodes. (A leaf's embedded server and its path to the center's JetStream domain are set up
+//!   in [`nats`] and [`app`].)
 //!
 //! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `directory` →
 //! `cache` (or, on a miss, one KV get shared by concurrent readers) → `CompactPresence::view`,
@@ -40,3 +43,4 @@ pub mod model;
 pub mod nats;
 pub mod store;
 pub mod telemetry;
+pub mod topology;

@@ -51,6 +51,8 @@ pub struct Coherence {
     lag: AtomicU64,
     /// Local clock minus the server's, in ms, estimated from watched entries; i64::MIN if unknown.
     clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// Tells the watcher to start over from the bucket's history.
+    rebuild: tokio::sync::Notify,
 }
 
 impl Coherence {
@@ -145,6 +147,7 @@ async fn watch(kv: kv::Store, mut applier: Applier, stop: CancellationToken) {
                 loop {
                     let next = tokio::select! {
                         () = stop.cancelled() => return,
+                        () = coherence.rebuild.notified() => break,
                         next = updates.next() => next,
                     };
                     match next {
@@ -232,25 +235,46 @@ async fn check(
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cleanup = tokio::time::interval(CLEANUP_EVERY);
+    let mut failures = 0u32;
+    let mut stream = kv.stream.clone();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = cleanup.tick() => cache.cleanup().await,
             _ = ticker.tick() => {
+                // Reachable means: connected, and JetStream answers (through the leafnode, on a
+                // leaf). One slow answer is not an outage; two in a row are.
                 let connected = client.connection_state() == async_nats::connection::State::Connected;
-                if !connected && coherence.nats_connected.swap(false, Relaxed) {
-                    tracing::warn!("NATS unreachable: serving cached reads marked stale, writes answer 503");
-                }
-                if !connected {
+                // A fresh stream info request (kv.status() only returns what was cached at open).
+                let status = if connected {
+                    tokio::time::timeout(Duration::from_secs(1), stream.info()).await.ok().and_then(Result::ok).cloned()
+                } else {
+                    None
+                };
+                failures = if status.is_some() { 0 } else { failures + 1 };
+                if !connected || failures >= 2 {
+                    if coherence.nats_connected.swap(false, Relaxed) {
+                        tracing::warn!("NATS unreachable: serving cached reads marked stale, writes answer 503");
+                    }
                     coherence.mark_broken();
                     continue;
                 }
-                coherence.nats_connected.store(true, Relaxed);
-                let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), kv.status()).await else {
-                    continue;
-                };
-                let state = &status.info.state;
+                let Some(status) = status else { continue };
+                if !coherence.nats_connected.swap(true, Relaxed) {
+                    tracing::info!("NATS reachable again");
+                }
+                let state = &status.state;
                 let applied = coherence.applied_revision();
+                if state.last_sequence < applied {
+                    // The bucket is not the one the cache came from (recreated, restored): the
+                    // node cannot know what it missed, so it starts over from the bucket.
+                    tracing::warn!(applied, last = state.last_sequence, "bucket history changed; rebuilding the cache");
+                    cache.clear();
+                    coherence.applied.store(0, Relaxed);
+                    coherence.mark_broken();
+                    coherence.rebuild.notify_one();
+                    continue;
+                }
                 coherence.lag.store(state.last_sequence.saturating_sub(applied), Relaxed);
                 if coherence.broken.load(Relaxed) {
                     // Caught up once the watcher applied what the bucket held when the link came

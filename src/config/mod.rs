@@ -28,6 +28,38 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub rate_limit: RateLimitConfig,
     pub events: EventsConfig,
+    /// The design document's section 8.3 layout: where the center is.
+    pub center_node: Option<CenterNodeConfig>,
+    /// The design document's section 8.3 layout: the leaves by region (informational, and the
+    /// registry's list of nodes to expect).
+    pub leaf_nodes: Vec<LeafNodeConfig>,
+}
+
+/// `center_node:` of the design document's section 8.3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterNodeConfig {
+    pub host: String,
+    #[serde(default = "default_client_port")]
+    pub nats_port: u16,
+    #[serde(default = "default_leaf_port")]
+    pub leaf_port: u16,
+}
+
+fn default_client_port() -> u16 {
+    4222
+}
+
+fn default_leaf_port() -> u16 {
+    7422
+}
+
+/// One entry of `leaf_nodes:` of the design document's section 8.3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafNodeConfig {
+    pub region: String,
+    pub host: String,
 }
 
 /// The audit log of presence events.
@@ -195,13 +227,21 @@ pub struct JetStreamConfig {
     pub max_memory: u64,
     #[serde(with = "units::bytes")]
     pub max_file: u64,
+    /// The embedded server's JetStream domain on a leaf (default: the node id). A center's is
+    /// always `center`, where the bucket lives.
+    pub domain: Option<String>,
 }
 
 impl Default for JetStreamConfig {
     fn default() -> Self {
-        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000 }
+        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000, domain: None }
     }
 }
+
+/// The JetStream domain of the center, where the bucket and the audit log live.
+pub const CENTER_DOMAIN: &str = "center";
+/// How often a leaf's embedded server pings the center, so that a dead link shows in seconds.
+pub const LEAF_PING_INTERVAL: &str = "3s";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -332,14 +372,35 @@ impl Config {
         format!("{}-{}", self.service.node_type.as_str(), host)
     }
 
+    /// Where a leaf's leafnode connection goes: `nats.center_url`, else `center_node`'s host and
+    /// leaf port.
+    pub fn center_url(&self) -> Option<String> {
+        let url = match (&self.nats.center_url, &self.center_node) {
+            (Some(url), _) if !url.trim().is_empty() => url.trim().to_string(),
+            (_, Some(center)) => format!("{}:{}", center.host, center.leaf_port),
+            _ => return None,
+        };
+        Some(if url.contains("://") { url } else { format!("nats-leaf://{url}") })
+    }
+
+    /// A leaf's own JetStream domain.
+    pub fn leaf_domain(&self) -> String {
+        self.nats.jetstream.domain.clone().unwrap_or_else(|| self.node_id())
+    }
+
     /// Checks what serde cannot: ranges, lengths and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, reason: &str| Err(ConfigError::new(key, reason));
-        if self.service.node_type == NodeType::Leaf {
-            return fail(
-                "service.node_type",
-                "leaf nodes are not available in this version; run a center node",
-            );
+        if self.service.node_type == NodeType::Leaf && self.nats.embedded {
+            if self.center_url().is_none() {
+                return fail("nats.center_url", "a leaf needs nats.center_url (or center_node.host)");
+            }
+            if self.leaf_domain() == CENTER_DOMAIN || !crate::model::is_valid_token(&self.leaf_domain()) {
+                return fail(
+                    "nats.jetstream.domain",
+                    "a leaf's domain must be 1 to 128 characters of A-Z a-z 0-9 _ - and not `center`",
+                );
+            }
         }
         let id = &self.service.node_id;
         if !id.is_empty() && !crate::model::is_valid_token(id) {

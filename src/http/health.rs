@@ -42,6 +42,14 @@ pub struct HealthResponse {
     /// This node's clock minus the NATS server's, estimated from watched writes (absent until
     /// one was seen). Beyond one second the status is `degraded`: expiry times would be off.
     pub clock_offset_ms: Option<i64>,
+    /// Nodes heard from (this one included) and how many of them are up.
+    pub nodes: NodesSummary,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodesSummary {
+    pub known: usize,
+    pub up: usize,
 }
 
 /// Whether this node can serve.
@@ -64,6 +72,10 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
         uptime_seconds: state.started.elapsed().as_secs(),
         nats_connected: directory.coherence().nats_connected(),
         clock_offset_ms: offset.map(|o| o.num_milliseconds()),
+        nodes: {
+            let nodes = state.registry.nodes(0);
+            NodesSummary { known: nodes.len(), up: nodes.iter().filter(|n| n.up).count() }
+        },
     })
 }
 
@@ -110,7 +122,7 @@ pub async fn nats(State(state): State<AppState>) -> (StatusCode, Json<NatsHealth
         let ping = probe(async { state.nats.flush().await.is_ok() }).await;
         let rtt = ping.then(|| started.elapsed().as_secs_f64() * 1000.0);
         let js = probe(async { state.jetstream.query_account().await.is_ok() }).await;
-        let kv = probe(async { state.kv.status().await.is_ok() }).await;
+        let kv = probe(async { state.kv.stream.clone().info().await.is_ok() }).await;
         (rtt, js, kv)
     } else {
         (None, false, false)

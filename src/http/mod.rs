@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod limits;
 pub mod listener;
+mod nodes;
 pub mod openapi;
 pub mod presence;
 
@@ -52,6 +53,7 @@ pub struct Shared {
     pub node_type: NodeType,
     pub default_ttl: Duration,
     pub max_cost: u64,
+    pub registry: Arc<crate::topology::Registry>,
     pub started: std::time::Instant,
 }
 
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(presence::routes())
         .merge(health::routes())
+        .merge(nodes::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -21,7 +21,8 @@ use super::{AppState, health, presence};
         presence::erase,
         health::health,
         health::nats,
-        health::cache
+        health::cache,
+        super::nodes::nodes
     ),
     components(schemas(super::ErrorResponse)),
     modifiers(&BearerAuth),

@@ -5,7 +5,7 @@ use std::{
     process::Stdio,
 };
 
-use crate::config::Config;
+use crate::config::{CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, NodeType};
 
 use super::NatsError;
 
@@ -74,11 +74,32 @@ pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
     Some((parts.next()?.ok()?, parts.next()?.ok()?, parts.next()?.ok()?))
 }
 
-/// The configuration file of the embedded server of a center node.
+/// The configuration file of the embedded server: on a center, JetStream domain `center` and a
+/// leafnode listener; on a leaf, its own domain and a leafnode remote to the center, with a short
+/// ping interval so that a dead link is noticed in seconds. Leafnode traffic is compressed
+/// (`s2_auto`) on both sides.
 pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String {
     let nats = &config.nats;
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let host = nats.host.to_string();
+    let (domain, leafnodes, pings) = match config.service.node_type {
+        NodeType::Center => (
+            CENTER_DOMAIN.to_string(),
+            format!(
+                "leafnodes {{\n  listen: {}\n  no_advertise: true\n  compression: s2_auto\n}}\n",
+                quote(&format!("{host}:{}", nats.leaf_port))
+            ),
+            String::new(),
+        ),
+        NodeType::Leaf => (
+            config.leaf_domain(),
+            format!(
+                "leafnodes {{\n  remotes: [ {{ url: {}, compression: s2_auto }} ]\n}}\n",
+                quote(&config.center_url().unwrap_or_default())
+            ),
+            format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
+        ),
+    };
     format!(
         "# Written by Presence at start-up; edits are overwritten.\n\
          server_name: {name}\n\
@@ -86,15 +107,16 @@ pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String 
          pid_file: {pid}\n\
          logtime: false\n\
          max_payload: 1MB\n\
-         jetstream {{\n  domain: center\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n}}\n\
-         leafnodes {{\n  listen: {leaf}\n  no_advertise: true\n}}\n",
+         {pings}\
+         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n}}\n\
+         {leafnodes}",
         name = quote(node_id),
         listen = quote(&format!("{host}:{}", nats.port)),
         pid = quote(&data_dir.join(PID_FILE).to_string_lossy()),
+        domain = quote(&domain),
         store = quote(&data_dir.to_string_lossy()),
         mem = nats.jetstream.max_memory,
         file = nats.jetstream.max_file,
-        leaf = quote(&format!("{host}:{}", nats.leaf_port)),
     )
 }
 

@@ -10,3 +10,4 @@ mod openapi;
 mod presence;
 mod reads;
 mod store;
+mod topology;

@@ -1,0 +1,164 @@
+//! Hub and spoke: node sync heartbeats on `presence.sync.{node_id}` and the registry of nodes
+//! built from them (served at `GET /api/v2/nodes`).
+//!
+//! Every node publishes a [`Heartbeat`] every [`HEARTBEAT_EVERY`]: what it is, where, which KV
+//! revision its cache has applied, how many entries it caches. Core NATS subjects cross
+//! leafnodes both ways, so every node hears every other; the center's registry is the one the
+//! design document asks for, but a leaf can answer the same question for its region.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::{cache::PresenceCache, cache::watcher::Coherence, config::NodeType};
+
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A node whose last heartbeat is older than this is considered down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(7);
+
+/// What a node says about itself on `presence.sync.{node_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    pub node_id: String,
+    /// `center` or `leaf`.
+    pub node_type: String,
+    pub region: Option<String>,
+    pub version: String,
+    /// The highest KV revision the node's cache has applied.
+    pub applied_revision: u64,
+    pub cache_entries: u64,
+    pub uptime_seconds: u64,
+    /// Whether the node reaches NATS and its cache is fresh.
+    pub fresh: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub sent_at: DateTime<Utc>,
+}
+
+/// One node as the registry knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+    /// When this node last heard from it.
+    #[schema(value_type = String, format = DateTime)]
+    pub last_heartbeat: DateTime<Utc>,
+    /// Revisions behind the newest this node knows of.
+    pub lag: u64,
+    /// A heartbeat arrived within the last 7 seconds.
+    pub up: bool,
+}
+
+struct Seen {
+    heartbeat: Heartbeat,
+    at: Instant,
+    at_utc: DateTime<Utc>,
+}
+
+/// The nodes this node has heard from.
+#[derive(Default)]
+pub struct Registry {
+    nodes: Mutex<BTreeMap<String, Seen>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn record(&self, heartbeat: Heartbeat) {
+        let seen = Seen { heartbeat, at: Instant::now(), at_utc: Utc::now() };
+        self.nodes.lock().expect("registry lock").insert(seen.heartbeat.node_id.clone(), seen);
+    }
+
+    /// Every node heard from, with its lag behind `newest_revision`.
+    pub fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
+        let nodes = self.nodes.lock().expect("registry lock");
+        nodes
+            .values()
+            .map(|seen| NodeStatus {
+                lag: newest_revision.saturating_sub(seen.heartbeat.applied_revision),
+                up: seen.at.elapsed() < DOWN_AFTER,
+                last_heartbeat: seen.at_utc,
+                heartbeat: seen.heartbeat.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What the heartbeat task reads about its own node.
+pub struct Local {
+    pub node_id: String,
+    pub node_type: NodeType,
+    pub region: Option<String>,
+    pub cache: PresenceCache,
+    pub coherence: Arc<Coherence>,
+    pub started: Instant,
+}
+
+impl Local {
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            node_id: self.node_id.clone(),
+            node_type: self.node_type.as_str().into(),
+            region: self.region.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            applied_revision: self.coherence.applied_revision(),
+            cache_entries: self.cache.entry_count(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            fresh: !self.coherence.stale(),
+            sent_at: Utc::now(),
+        }
+    }
+}
+
+/// Publishes this node's heartbeats and records everyone's, until `stop`.
+pub fn spawn(client: async_nats::Client, local: Local, registry: Arc<Registry>, stop: CancellationToken) {
+    let publisher = client.clone();
+    let stop_publishing = stop.clone();
+    tokio::spawn(async move {
+        let subject = format!("presence.sync.{}", local.node_id);
+        let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                () = stop_publishing.cancelled() => return,
+                _ = every.tick() => {
+                    let payload = serde_json::to_vec(&local.heartbeat()).expect("heartbeats serialize");
+                    if let Err(e) = publisher.publish(subject.clone(), payload.into()).await {
+                        tracing::debug!(error = %e, "heartbeat not sent");
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let mut heard = match client.subscribe("presence.sync.>").await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to node heartbeats; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return,
+                    message = heard.next() => message,
+                };
+                let Some(message) = message else { break };
+                match serde_json::from_slice::<Heartbeat>(&message.payload) {
+                    Ok(heartbeat) => registry.record(heartbeat),
+                    Err(e) => tracing::debug!(subject = %message.subject, error = %e, "not a heartbeat"),
+                }
+            }
+        }
+    });
+}

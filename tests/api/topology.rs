@@ -1,0 +1,165 @@
+//! Hub and spoke: a center and leaves, each with its own embedded nats-server on loopback.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{
+    ChaosProxy, SECRET, ServiceProcess, TestApp, assert_error, eventually, json_of, kill9, leaf_app, mint,
+};
+
+async fn status_at(app: &TestApp, user: &str) -> Option<String> {
+    let (status, body) = json_of(app.get(&format!("/api/v2/presence/{user}")).await).await;
+    (status == StatusCode::OK).then(|| body["data"][user]["status"].as_str().unwrap().to_string())
+}
+
+async fn wait_status(app: &TestApp, user: &str, want: &str, within: Duration) {
+    let what = format!("{user} reads {want} at {}", app.config.service.node_id);
+    eventually(within, &what, || async {
+        (status_at(app, user).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+async fn misses(app: &TestApp) -> u64 {
+    json_of(app.get("/health/cache").await).await.1["misses"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn writes_reach_every_node_and_the_registry_lists_them() {
+    let center = TestApp::spawn().await;
+    let leaf_port = center.config.nats.leaf_port;
+    let a = leaf_app(leaf_port, "leaf-a", "us-east-1").await;
+    let b = leaf_app(leaf_port, "leaf-b", "eu-west-1").await;
+
+    let (status, body) = json_of(a.put("hana", json!({"status": "busy", "message": "from A"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["hana"]["node_id"], "leaf-a");
+    wait_status(&b, "hana", "busy", Duration::from_secs(5)).await;
+    wait_status(&center, "hana", "busy", Duration::from_secs(5)).await;
+
+    // A write at the center reaches the leaves' caches through their watchers.
+    for leaf in [&a, &b] {
+        assert_eq!(status_at(leaf, "ivan").await, None);
+    }
+    center.put("ivan", json!({"status": "away"})).await;
+    for leaf in [&a, &b] {
+        wait_status(leaf, "ivan", "away", Duration::from_secs(5)).await;
+        let before = misses(leaf).await;
+        assert_eq!(status_at(leaf, "ivan").await.as_deref(), Some("away"));
+        assert_eq!(misses(leaf).await, before, "served from the leaf's cache");
+    }
+
+    let nodes = eventually(Duration::from_secs(10), "the registry lists all three nodes, up", || async {
+        let (_, body) = json_of(center.get("/api/v2/nodes").await).await;
+        let nodes = body["data"].as_array().unwrap().clone();
+        (nodes.len() == 3 && nodes.iter().all(|n| n["up"] == true)).then_some(nodes)
+    })
+    .await;
+    let by_id = |id: &str| nodes.iter().find(|n| n["node_id"] == id).unwrap().clone();
+    assert_eq!(by_id("leaf-a")["node_type"], "leaf");
+    assert_eq!(by_id("leaf-a")["region"], "us-east-1");
+    assert_eq!(by_id("test-node")["node_type"], "center");
+    for node in &nodes {
+        assert!(node["lag"].as_u64().is_some() && node["applied_revision"].as_u64().is_some(), "{node}");
+    }
+    let (_, health) = json_of(center.get("/health").await).await;
+    assert_eq!(health["nodes"], json!({"known": 3, "up": 3}));
+    for app in [a, b, center] {
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_leaf_serves_stale_refuses_writes_and_catches_up() {
+    let center = TestApp::spawn().await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    let a = leaf_app(proxy.port, "leaf-a", "us-east-1").await;
+    center.put("jo", json!({"status": "online", "message": "before"})).await;
+    wait_status(&a, "jo", "online", Duration::from_secs(5)).await;
+
+    proxy.cut();
+    eventually(Duration::from_secs(10), "the leaf notices the partition", || async {
+        let (_, health) = json_of(a.get("/health").await).await;
+        (health["status"] == "degraded").then_some(())
+    })
+    .await;
+    let cached = a.get("/api/v2/presence/jo").await;
+    assert_eq!(cached.headers()["x-presence-stale"], "true");
+    let degraded = cached.headers().get("x-presence-degraded").is_some();
+    let body = json_of(cached).await.1;
+    assert_eq!(body["data"]["jo"]["message"], "before", "degraded: {degraded}, {body}");
+    let started = Instant::now();
+    let miss = a.get("/api/v2/presence/nobody-here").await;
+    assert_eq!(miss.headers()["x-presence-degraded"], "true");
+    assert_error(a.put("kim", json!({"status": "online"})).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "no waiting for timeouts: {:?}", started.elapsed());
+
+    // Meanwhile the rest of the world moves on.
+    center.put("jo", json!({"status": "busy", "message": "during"})).await;
+    center.put("lou", json!({"status": "away"})).await;
+
+    proxy.heal();
+    let healed = Instant::now();
+    wait_status(&a, "jo", "busy", Duration::from_secs(10)).await;
+    wait_status(&a, "lou", "away", Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "the leaf is fresh again", || async {
+        let r = a.get("/api/v2/presence/jo").await;
+        r.headers().get("x-presence-stale").is_none().then_some(())
+    })
+    .await;
+    assert!(healed.elapsed() < Duration::from_secs(10));
+    assert_eq!(a.put("kim", json!({"status": "online"})).await.status(), StatusCode::OK);
+    a.stop().await;
+    center.stop().await;
+}
+
+#[tokio::test]
+async fn leaves_survive_a_killed_center_and_converge_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut center = ServiceProcess::start(dir.path(), None, Some(SECRET));
+    center.wait_healthy().await;
+    let a = leaf_app(center.leaf_port, "leaf-a", "us-east-1").await;
+    let b = leaf_app(center.leaf_port, "leaf-b", "eu-west-1").await;
+    let (status, _) = json_of(a.put("max", json!({"status": "busy", "message": "acked"})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    wait_status(&b, "max", "busy", Duration::from_secs(5)).await;
+
+    let nats = center.nats_pid().unwrap();
+    center.kill9();
+    kill9(nats);
+    for leaf in [&a, &b] {
+        eventually(Duration::from_secs(10), "the leaf notices the center is gone", || async {
+            let (_, health) = json_of(leaf.get("/health").await).await;
+            (health["status"] == "degraded").then_some(())
+        })
+        .await;
+        let cached = leaf.get("/api/v2/presence/max").await;
+        assert_eq!(cached.headers()["x-presence-stale"], "true");
+        let started = Instant::now();
+        assert_error(leaf.put("ned", json!({"status": "online"})).await, StatusCode::SERVICE_UNAVAILABLE)
+            .await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    let mut again = ServiceProcess::start(dir.path(), Some(center.ports()), Some(SECRET));
+    again.wait_healthy().await;
+    eventually(Duration::from_secs(20), "leaf B writes again", || async {
+        (b.put("ned", json!({"status": "online"})).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    wait_status(&a, "ned", "online", Duration::from_secs(10)).await;
+    let client = reqwest::Client::new();
+    let (_, body) = json_of(client.get(again.url("/api/v2/presence/max")).send().await.unwrap()).await;
+    assert_eq!(body["data"]["max"]["message"], "acked", "nothing acknowledged before the kill is lost");
+    let token = mint("ned");
+    let write =
+        client.put(again.url("/api/v2/presence/ned")).bearer_auth(token).json(&json!({"status": "away"}));
+    assert_eq!(write.send().await.unwrap().status(), StatusCode::OK);
+    for leaf in [&a, &b] {
+        wait_status(leaf, "ned", "away", Duration::from_secs(10)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
