@@ -12,6 +12,9 @@
 //! - `preload --url U --count N --prefix P [--expire-at-ms T]`: puts N presences straight into
 //!   the bucket, live for 7 days or until the Unix time T (milliseconds), all at once.
 //! - `tokens --config FILE --count N --prefix P`: prints N `user token` lines for PUT load.
+//! - `propagation --write URL --read URL --user U --token T --count N`: N times, writes a new
+//!   message for U at one node and polls the other until it serves it; the latency runs from
+//!   the write's acknowledgement to the first read that shows it.
 //!
 //! Results are printed as one JSON object on stdout.
 
@@ -44,6 +47,7 @@ async fn main() {
         Some("fixed-rate") => fixed_rate(&args).await,
         Some("preload") => preload(&args).await,
         Some("tokens") => tokens(&args),
+        Some("propagation") => propagation(&args).await,
         _ => eprintln!("usage: bench_tool http-ceiling|kv|fixed-rate|preload|tokens ..."),
     }
 }
@@ -235,4 +239,38 @@ fn tokens(args: &[String]) {
         let user = format!("{prefix}{i}");
         println!("{user} {}", auth.mint(&user, Duration::from_secs(3600)));
     }
+}
+
+async fn propagation(args: &[String]) {
+    let write = arg(args, "--write").expect("--write URL");
+    let read = arg(args, "--read").expect("--read URL");
+    let user = arg(args, "--user").expect("--user");
+    let token = arg(args, "--token").expect("--token");
+    let count = num(args, "--count", 1000);
+    let client = reqwest::Client::new();
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    for i in 0..count {
+        let message = format!("m{i}");
+        let body = json!({"status": "online", "message": message, "ttl": 3600});
+        let put = client.put(format!("{write}/api/v2/presence/{user}")).bearer_auth(&token).json(&body);
+        assert!(put.send().await.unwrap().status().is_success(), "write failed");
+        let acked = Instant::now();
+        loop {
+            let got: serde_json::Value = client
+                .get(format!("{read}/api/v2/presence/{user}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if got["data"][&user]["message"] == message.as_str() {
+                break;
+            }
+            assert!(acked.elapsed() < Duration::from_secs(10), "update never arrived");
+        }
+        hist.record((acked.elapsed().as_micros() as u64).max(1)).unwrap();
+    }
+    print_result("propagation", count as f64 / started.elapsed().as_secs_f64(), &hist);
 }

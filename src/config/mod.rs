@@ -383,6 +383,16 @@ impl Config {
         Some(if url.contains("://") { url } else { format!("nats-leaf://{url}") })
     }
 
+    /// The center's leafnode URLs: `center_url` may list several (a clustered center).
+    pub fn center_urls(&self) -> Vec<String> {
+        let Some(urls) = self.center_url() else { return Vec::new() };
+        urls.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| if u.contains("://") { u.to_string() } else { format!("nats-leaf://{u}") })
+            .collect()
+    }
+
     /// A leaf's own JetStream domain.
     pub fn leaf_domain(&self) -> String {
         self.nats.jetstream.domain.clone().unwrap_or_else(|| self.node_id())

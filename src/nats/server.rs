@@ -94,8 +94,8 @@ pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String 
         NodeType::Leaf => (
             config.leaf_domain(),
             format!(
-                "leafnodes {{\n  remotes: [ {{ url: {}, compression: s2_auto }} ]\n}}\n",
-                quote(&config.center_url().unwrap_or_default())
+                "leafnodes {{\n  remotes: [ {{ urls: [{}], compression: s2_auto }} ]\n}}\n",
+                config.center_urls().iter().map(|u| quote(u)).collect::<Vec<_>>().join(", ")
             ),
             format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
         ),

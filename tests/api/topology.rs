@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    ChaosProxy, SECRET, ServiceProcess, TestApp, assert_error, eventually, json_of, kill9, leaf_app, mint,
+    ChaosProxy, NatsCluster, SECRET, ServiceProcess, TestApp, assert_error, eventually, json_of, kill9,
+    leaf_app, mint,
 };
 
 async fn status_at(app: &TestApp, user: &str) -> Option<String> {
@@ -162,4 +163,41 @@ async fn leaves_survive_a_killed_center_and_converge_when_it_returns() {
     }
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
+    let mut cluster = NatsCluster::start().await;
+    let url = cluster.url();
+    let center = TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+        c.nats.kv.replicas = 3;
+    })
+    .await;
+    let leaf_urls =
+        cluster.leaf_ports.iter().map(|p| format!("nats-leaf://127.0.0.1:{p}")).collect::<Vec<_>>();
+    let leaf = TestApp::spawn_with(move |c| {
+        c.service.node_type = presence::config::NodeType::Leaf;
+        c.service.node_id = "leaf-a".into();
+        c.nats.center_url = Some(leaf_urls.join(","));
+    })
+    .await;
+    assert_eq!(center.put("olive", json!({"status": "online"})).await.status(), StatusCode::OK);
+    wait_status(&leaf, "olive", "online", Duration::from_secs(10)).await;
+
+    // Kill the server the center's client most likely talks to first, then another write.
+    cluster.kill(0);
+    eventually(Duration::from_secs(30), "writes go through with two of three servers", || async {
+        (center.put("olive", json!({"status": "busy"})).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    wait_status(&leaf, "olive", "busy", Duration::from_secs(15)).await;
+    eventually(Duration::from_secs(30), "the leaf writes through the remaining servers", || async {
+        (leaf.put("pete", json!({"status": "away"})).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    wait_status(&center, "pete", "away", Duration::from_secs(10)).await;
+    leaf.stop().await;
+    center.stop().await;
 }
