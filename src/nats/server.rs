@@ -139,9 +139,23 @@ mod tests {
     fn config_has_domain_limits_and_leaf_listener() {
         let text = render_config(&Config::default(), "center-1", Path::new("/tmp/x"));
         for needle in
-            ["domain: center", "max_file_store: 10000000000", "no_advertise: true", "\"127.0.0.1:7422\""]
+            ["domain: \"center\"", "max_file_store: 10000000000", "no_advertise: true", "\"127.0.0.1:7422\""]
         {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
+        let mut leaf = Config::default();
+        leaf.service.node_type = NodeType::Leaf;
+        leaf.service.node_id = "leaf-eu".into();
+        leaf.nats.center_url = Some("center-a.example:7422, nats-leaf://center-b.example:7422".into());
+        let text = render_config(&leaf, "leaf-eu", Path::new("/tmp/x"));
+        for needle in [
+            "domain: \"leaf-eu\"",
+            "\"nats-leaf://center-a.example:7422\", \"nats-leaf://center-b.example:7422\"",
+            "ping_interval: \"3s\"",
+            "s2_auto",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+        assert!(!text.contains("no_advertise"), "a leaf opens no leafnode listener");
     }
 }
