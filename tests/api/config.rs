@@ -70,3 +70,19 @@ fn a_missing_nats_server_says_how_to_install_it() {
     assert!(!ok);
     assert!(stderr.contains("install-nats-server"), "{stderr}");
 }
+
+#[test]
+fn the_design_documents_discovery_layout_drives_a_leaf() {
+    let yaml = "service:\n  node_type: leaf\n  node_id: leaf-eu-west-1\n  region: eu-west-1\n\
+                center_node:\n  host: center.presence.internal\n  nats_port: 4222\n  leaf_port: 7422\n\
+                leaf_nodes:\n  - region: us-east-1\n    host: leaf-us-east.presence.internal\n  \
+                - region: eu-west-1\n    host: leaf-eu-west.presence.internal\n";
+    let c = from_sources(Some(yaml), &[]).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.center_urls(), vec!["nats-leaf://center.presence.internal:7422".to_string()]);
+    assert_eq!(c.leaf_nodes.len(), 2);
+    assert_eq!(c.leaf_domain(), "leaf-eu-west-1");
+
+    let lonely = from_sources(Some("service:\n  node_type: leaf\n"), &[]).unwrap();
+    assert_eq!(lonely.validate().unwrap_err().key, "nats.center_url");
+}

@@ -39,6 +39,10 @@ async fn writes_reach_every_node_and_the_registry_lists_them() {
     assert_eq!(body["data"]["hana"]["node_id"], "leaf-a");
     wait_status(&b, "hana", "busy", Duration::from_secs(5)).await;
     wait_status(&center, "hana", "busy", Duration::from_secs(5)).await;
+    // The leaf's update event reached the center's audit log.
+    let history = center.http.get(center.url("/api/v2/presence/hana/history")).bearer_auth(mint("hana"));
+    let (_, history) = json_of(history.send().await.unwrap()).await;
+    assert_eq!(history["data"]["hana"][0]["node_id"], "leaf-a", "{history}");
 
     // A write at the center reaches the leaves' caches through their watchers.
     for leaf in [&a, &b] {
@@ -200,4 +204,34 @@ async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
     wait_status(&center, "pete", "away", Duration::from_secs(10)).await;
     leaf.stop().await;
     center.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_rebuilds_its_cache_when_the_bucket_is_not_the_one_it_knew() {
+    let app = TestApp::spawn().await;
+    for status in ["online", "away", "busy", "online", "away"] {
+        app.put("quin", json!({"status": status, "message": "old bucket"})).await;
+    }
+    app.put("rosa", json!({"status": "online"})).await;
+    wait_status(&app, "quin", "away", Duration::from_secs(5)).await;
+
+    // Someone replaces the bucket (a restore, a re-creation): its revisions start over.
+    let client = async_nats::connect(format!("127.0.0.1:{}", app.config.nats.port)).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let config = js.get_key_value("presence").await.unwrap().stream.info().await.unwrap().config.clone();
+    js.delete_stream("KV_presence").await.unwrap();
+    js.create_stream(config).await.unwrap();
+    let kv = js.get_key_value("presence").await.unwrap();
+    kv.put("user.quin", crate::helpers::stored_value("quin", "busy", "new bucket", 600)).await.unwrap();
+
+    eventually(Duration::from_secs(10), "the node rebuilds from the new bucket", || async {
+        let (_, body) = json_of(app.get("/api/v2/presence/quin").await).await;
+        (body["data"]["quin"]["message"] == "new bucket").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), "what the new bucket lacks is gone from the cache", || async {
+        (status_at(&app, "rosa").await.is_none()).then_some(())
+    })
+    .await;
+    app.stop().await;
 }
