@@ -27,9 +27,10 @@
 //!
 //! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `directory` →
 //! `cache` (or, on a miss, one KV get shared by concurrent readers) → `CompactPresence::view`,
-//! which turns an expired presence into `offline`. A write (`PUT`) passes the `auth::AuthUser`
-//! extractor and the rate limit, is validated into a `model::PresenceUpdate`, and answers 200
-//! only after JetStream acknowledged the KV put and this node's cache holds the new value.
+//! which turns an expired presence into `offline`. A write (`PUT`) passes the `auth::Owner`
+//! extractor (a valid token whose `sub` is the path's user) and the rate limit, is validated into
+//! a `model::PresenceUpdate`, and answers 200 only after JetStream acknowledged the KV put, this
+//! node's cache and expiry schedule hold the new value, and its update event is on its way.
 
 pub mod app;
 pub mod auth;

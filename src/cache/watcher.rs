@@ -53,6 +53,7 @@ pub struct Coherence {
     clock_offset_ms: std::sync::atomic::AtomicI64,
     /// Tells the watcher to start over from the bucket's history.
     rebuild: tokio::sync::Notify,
+    rebuilds: AtomicU64,
 }
 
 impl Coherence {
@@ -78,6 +79,11 @@ impl Coherence {
     /// The highest KV revision the watcher applied.
     pub fn applied_revision(&self) -> u64 {
         self.applied.load(Relaxed)
+    }
+
+    /// How often the cache was rebuilt from scratch because the bucket was not the one it knew.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(Relaxed)
     }
 
     /// Revisions the bucket has that the watcher has not applied yet (as of the last check).
@@ -147,7 +153,12 @@ async fn watch(kv: kv::Store, mut applier: Applier, stop: CancellationToken) {
                 loop {
                     let next = tokio::select! {
                         () = stop.cancelled() => return,
-                        () = coherence.rebuild.notified() => break,
+                        () = coherence.rebuild.notified() => {
+                            // Start over: nothing this watcher applied can be trusted.
+                            applier.cache.clear();
+                            coherence.applied.store(0, Relaxed);
+                            break;
+                        }
                         next = updates.next() => next,
                     };
                     match next {
@@ -245,6 +256,9 @@ async fn check(
                 // Reachable means: connected, and JetStream answers (through the leafnode, on a
                 // leaf). One slow answer is not an outage; two in a row are.
                 let connected = client.connection_state() == async_nats::connection::State::Connected;
+                // Read before asking, so that entries applied while the answer travels cannot
+                // make the bucket look older than the cache.
+                let applied = coherence.applied_revision();
                 // A fresh stream info request (kv.status() only returns what was cached at open).
                 let status = if connected {
                     tokio::time::timeout(Duration::from_secs(1), stream.info()).await.ok().and_then(Result::ok).cloned()
@@ -264,17 +278,16 @@ async fn check(
                     tracing::info!("NATS reachable again");
                 }
                 let state = &status.state;
-                let applied = coherence.applied_revision();
                 if state.last_sequence < applied {
                     // The bucket is not the one the cache came from (recreated, restored): the
                     // node cannot know what it missed, so it starts over from the bucket.
                     tracing::warn!(applied, last = state.last_sequence, "bucket history changed; rebuilding the cache");
-                    cache.clear();
-                    coherence.applied.store(0, Relaxed);
                     coherence.mark_broken();
+                    coherence.rebuilds.fetch_add(1, Relaxed);
                     coherence.rebuild.notify_one();
                     continue;
                 }
+                let applied = coherence.applied_revision();
                 coherence.lag.store(state.last_sequence.saturating_sub(applied), Relaxed);
                 if coherence.broken.load(Relaxed) {
                     // Caught up once the watcher applied what the bucket held when the link came

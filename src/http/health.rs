@@ -103,6 +103,8 @@ pub struct WatcherHealth {
     pub applied_revision: u64,
     /// Revisions in the bucket not yet applied (as of the last check, every 250 ms).
     pub lag: u64,
+    /// Times the cache was rebuilt because the bucket was replaced under it.
+    pub rebuilds: u64,
 }
 
 /// The NATS link, JetStream, the bucket and the watcher.
@@ -138,6 +140,7 @@ pub async fn nats(State(state): State<AppState>) -> (StatusCode, Json<NatsHealth
             connected: !coherence.stale(),
             applied_revision: coherence.applied_revision(),
             lag: coherence.lag(),
+            rebuilds: coherence.rebuilds(),
         },
         breaker_open: state.directory.breaker().is_open(),
     };

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -299,5 +301,40 @@ async fn metrics_are_prometheus_text_with_the_documented_series() {
     assert_eq!(value("presence_updates_total"), 1.0);
     assert!(value("presence_process_resident_memory_bytes") > 1e6);
     assert!(value("presence_http_open_connections") >= 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_writes_is_applied_without_rebuilding_the_cache() {
+    let app = TestApp::spawn().await;
+    let kv = bucket(&nats_url(&app)).await;
+    // 10,000 writes spread over a couple of seconds, so that the checker looks at the bucket
+    // (every 250 ms) while the watcher is busy applying them.
+    for batch in 0..40 {
+        futures::stream::iter(batch * 250..(batch + 1) * 250)
+            .map(|i| {
+                let kv = kv.clone();
+                async move {
+                    kv.put(format!("user.burst{i}"), stored_value(&format!("burst{i}"), "online", "", 600))
+                        .await
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    eventually(Duration::from_secs(20), "the watcher applied the whole burst", || async {
+        let (_, nats) = json_of(app.get("/health/nats").await).await;
+        (nats["watcher"]["lag"] == 0 && nats["watcher"]["applied_revision"].as_u64() >= Some(5000))
+            .then_some(())
+    })
+    .await;
+    let (_, nats) = json_of(app.get("/health/nats").await).await;
+    assert_eq!(nats["watcher"]["rebuilds"], 0, "a busy bucket is not a replaced one");
+    let (_, cache) = json_of(app.get("/health/cache").await).await;
+    assert_eq!(cache["entries"], 10_000);
+    assert_eq!(cache["keys_added"], 10_000);
     app.stop().await;
 }

@@ -233,5 +233,7 @@ async fn a_node_rebuilds_its_cache_when_the_bucket_is_not_the_one_it_knew() {
         (status_at(&app, "rosa").await.is_none()).then_some(())
     })
     .await;
+    let (_, nats) = json_of(app.get("/health/nats").await).await;
+    assert!(nats["watcher"]["rebuilds"].as_u64().unwrap() >= 1);
     app.stop().await;
 }

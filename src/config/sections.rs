@@ -1,0 +1,330 @@
+//! The sections of the configuration file, one struct each, with their built-in defaults.
+
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::units;
+
+/// `center_node:` of the design document's section 8.3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterNodeConfig {
+    pub host: String,
+    #[serde(default = "default_client_port")]
+    pub nats_port: u16,
+    #[serde(default = "default_leaf_port")]
+    pub leaf_port: u16,
+}
+
+fn default_client_port() -> u16 {
+    4222
+}
+
+fn default_leaf_port() -> u16 {
+    7422
+}
+
+/// One entry of `leaf_nodes:` of the design document's section 8.3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafNodeConfig {
+    pub region: String,
+    pub host: String,
+}
+
+/// The audit log of presence events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// The JetStream stream that keeps `presence.update.>` and `presence.expire.>`.
+    pub stream: String,
+    /// How long events are kept.
+    #[serde(with = "units::duration")]
+    pub retention: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { stream: "PRESENCE_EVENTS".into(), retention: Duration::from_secs(30 * 24 * 3600) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Center,
+    Leaf,
+}
+
+impl NodeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Center => "center",
+            NodeType::Leaf => "leaf",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub version: String,
+    pub host: IpAddr,
+    pub port: u16,
+    pub node_type: NodeType,
+    /// Empty means "derive one": `{node_type}-{hostname}`.
+    pub node_id: String,
+    pub region: Option<String>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "units::duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            name: "presence-service".into(),
+            version: "v2".into(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            node_type: NodeType::Center,
+            node_id: String::new(),
+            region: None,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    pub embedded: bool,
+    pub data_dir: PathBuf,
+    /// The NATS server(s) to use when `embedded: false`; a comma-separated list is accepted.
+    pub url: String,
+    /// Bind address of the embedded server's client and leafnode listeners.
+    pub host: IpAddr,
+    /// Client port of the embedded server.
+    pub port: u16,
+    /// Leafnode listener of the embedded server on a center node.
+    pub leaf_port: u16,
+    /// Cluster listener; accepted for the clustered center, not used by a single node.
+    pub cluster_port: Option<u16>,
+    /// Path to `nats-server`; else `NATS_SERVER_BIN`, else the project's copy, else `PATH`.
+    pub server_bin: Option<PathBuf>,
+    /// Where a leaf node's leafnode connection goes.
+    pub center_url: Option<String>,
+    /// Upper bound on one KV request (get, or put until acknowledged).
+    #[serde(with = "units::duration")]
+    pub request_timeout: Duration,
+    /// How long the embedded server may take to serve JetStream after it was started.
+    #[serde(with = "units::duration")]
+    pub startup_timeout: Duration,
+    pub breaker: BreakerConfig,
+    pub jetstream: JetStreamConfig,
+    pub kv: KvConfig,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            data_dir: PathBuf::from("./nats-data"),
+            url: "nats://127.0.0.1:4222".into(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 4222,
+            leaf_port: 7422,
+            cluster_port: None,
+            server_bin: None,
+            center_url: None,
+            request_timeout: Duration::from_secs(2),
+            startup_timeout: Duration::from_secs(30),
+            breaker: BreakerConfig::default(),
+            jetstream: JetStreamConfig::default(),
+            kv: KvConfig::default(),
+        }
+    }
+}
+
+/// The circuit breaker in front of NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed NATS calls that open the breaker.
+    pub failures: u32,
+    /// How long it stays open before one probe call is let through.
+    #[serde(with = "units::duration")]
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures: 3, cooldown: Duration::from_secs(2) }
+    }
+}
+
+/// Rate limits: reads per client IP, writes per user (the JWT's `sub`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub reads_per_second: u32,
+    pub read_burst: u32,
+    pub writes_per_second: u32,
+    pub write_burst: u32,
+    /// Take the client IP from the first `X-Forwarded-For` entry (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reads_per_second: 1000,
+            read_burst: 2000,
+            writes_per_second: 10,
+            write_burst: 20,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JetStreamConfig {
+    #[serde(with = "units::bytes")]
+    pub max_memory: u64,
+    #[serde(with = "units::bytes")]
+    pub max_file: u64,
+    /// The embedded server's JetStream domain on a leaf (default: the node id). A center's is
+    /// always `center`, where the bucket lives.
+    pub domain: Option<String>,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000, domain: None }
+    }
+}
+
+/// The JetStream domain of the center, where the bucket and the audit log live.
+pub const CENTER_DOMAIN: &str = "center";
+/// How often a leaf's embedded server pings the center, so that a dead link shows in seconds.
+pub const LEAF_PING_INTERVAL: &str = "3s";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KvConfig {
+    pub bucket: String,
+    /// The default `ttl` of a presence when a write names none.
+    #[serde(with = "units::duration")]
+    pub ttl: Duration,
+    /// How long a record stays in the bucket after its last write (the bucket's `max_age`).
+    #[serde(with = "units::duration")]
+    pub retention: Duration,
+    pub replicas: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            bucket: "presence".into(),
+            ttl: Duration::from_secs(3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `ristretto` (the design document's) and `moka` (what we run) both mean the same cache.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Bytes of approximate presence cost the cache may hold.
+    #[serde(with = "units::bytes")]
+    pub max_cost: u64,
+    /// Ristretto's counter count; accepted for compatibility, moka sizes its own sketch.
+    pub num_counters: u64,
+    /// Ristretto's write buffer; accepted for compatibility, moka needs none.
+    pub buffer_items: u64,
+    pub metrics: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            kind: "moka".into(),
+            max_cost: 512 * 1024 * 1024,
+            num_counters: 10_000_000,
+            buffer_items: 64,
+            metrics: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret; when absent, a generated one is kept in the data directory.
+    pub jwt_secret: Option<Secret>,
+    pub jwt_issuer: String,
+    /// Lifetime of tokens minted by `presence token`.
+    #[serde(with = "units::duration")]
+    pub jwt_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_issuer: "presence-service".into(),
+            jwt_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A level (`info`) or a tracing filter (`info,presence=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// A secret string that never shows in logs or `Debug` output.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
