@@ -137,6 +137,18 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Waits until `/health` says `status` (`ok` or `degraded`).
+    pub async fn wait_health(&self, status: &str, within: Duration) {
+        let what = format!("{} reports {status}", self.config.service.node_id);
+        eventually(within, &what, || async {
+            let (_, body) = json_of(self.get("/health").await).await;
+            (body["status"] == status).then_some(())
+        })
+        .await;
+    }
+}
+
 /// The JSON body of a response, with its status.
 pub async fn json_of(response: Response) -> (StatusCode, Value) {
     let status = response.status();

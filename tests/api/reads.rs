@@ -115,11 +115,7 @@ async fn the_watcher_resumes_after_a_nats_restart_while_idle() {
     nats.kill();
     nats.restart().await;
     let kv = bucket(&nats.url()).await;
-    eventually(Duration::from_secs(15), "the node reconnects", || async {
-        let (_, body) = json_of(app.get("/health").await).await;
-        (body["status"] == "ok").then_some(())
-    })
-    .await;
+    app.wait_health("ok", Duration::from_secs(15)).await;
     kv.put("user.rita", stored_value("rita", "away", "after", 600)).await.unwrap();
     eventually(Duration::from_secs(10), "the resumed watcher delivers the update", || async {
         let (_, body) = json_of(app.get("/api/v2/presence/rita").await).await;
@@ -135,11 +131,7 @@ async fn without_nats_reads_degrade_writes_fail_fast_and_all_recovers() {
     let app = external_app(&nats, "test-node").await;
     app.put("sam", json!({"status": "busy", "message": "cached"})).await;
     nats.kill();
-    eventually(Duration::from_secs(5), "the node notices", || async {
-        let (_, body) = json_of(app.get("/health").await).await;
-        (body["status"] == "degraded").then_some(())
-    })
-    .await;
+    app.wait_health("degraded", Duration::from_secs(5)).await;
 
     let cached = app.get("/api/v2/presence/sam").await;
     assert_eq!(cached.headers().get("x-presence-stale").map(|v| v.to_str().unwrap()), Some("true"));

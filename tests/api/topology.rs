@@ -85,11 +85,7 @@ async fn a_partitioned_leaf_serves_stale_refuses_writes_and_catches_up() {
     wait_status(&a, "jo", "online", Duration::from_secs(5)).await;
 
     proxy.cut();
-    eventually(Duration::from_secs(10), "the leaf notices the partition", || async {
-        let (_, health) = json_of(a.get("/health").await).await;
-        (health["status"] == "degraded").then_some(())
-    })
-    .await;
+    a.wait_health("degraded", Duration::from_secs(10)).await;
     let cached = a.get("/api/v2/presence/jo").await;
     assert_eq!(cached.headers()["x-presence-stale"], "true");
     let degraded = cached.headers().get("x-presence-degraded").is_some();
@@ -135,11 +131,7 @@ async fn leaves_survive_a_killed_center_and_converge_when_it_returns() {
     center.kill9();
     kill9(nats);
     for leaf in [&a, &b] {
-        eventually(Duration::from_secs(10), "the leaf notices the center is gone", || async {
-            let (_, health) = json_of(leaf.get("/health").await).await;
-            (health["status"] == "degraded").then_some(())
-        })
-        .await;
+        leaf.wait_health("degraded", Duration::from_secs(10)).await;
         let cached = leaf.get("/api/v2/presence/max").await;
         assert_eq!(cached.headers()["x-presence-stale"], "true");
         let started = Instant::now();
