@@ -130,6 +130,8 @@ pub fn spawn(client: async_nats::Client, local: Local, registry: Arc<Registry>, 
             tokio::select! {
                 () = stop_publishing.cancelled() => return,
                 _ = every.tick() => {
+                    // moka counts entries during housekeeping; run it so the count is current.
+                    local.cache.cleanup().await;
                     let payload = serde_json::to_vec(&local.heartbeat()).expect("heartbeats serialize");
                     if let Err(e) = publisher.publish(subject.clone(), payload.into()).await {
                         tracing::debug!(error = %e, "heartbeat not sent");

@@ -69,6 +69,12 @@ async fn writes_reach_every_node_and_the_registry_lists_them() {
     for node in &nodes {
         assert!(node["lag"].as_u64().is_some() && node["applied_revision"].as_u64().is_some(), "{node}");
     }
+    eventually(Duration::from_secs(10), "heartbeats report cached entries", || async {
+        let (_, body) = json_of(center.get("/api/v2/nodes").await).await;
+        let nodes = body["data"].as_array().unwrap().clone();
+        nodes.iter().all(|n| n["cache_entries"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
     let (_, health) = json_of(center.get("/health").await).await;
     assert_eq!(health["nodes"], json!({"known": 3, "up": 3}));
     for app in [a, b, center] {
