@@ -119,6 +119,7 @@ impl Application {
                 kv: kv.clone(),
                 events: events.clone(),
                 metrics: metrics.clone(),
+                coherence: coherence.clone(),
                 node_id: node_id.clone(),
             };
             tokio::spawn(expirer.run(background.clone()));

@@ -13,7 +13,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{EventKind, Events, PresenceEvent, SYSTEM_ACTOR};
 use crate::{
+    cache::watcher::Coherence,
     model::{CompactPresence, Status, StoredPresence},
     telemetry::Metrics,
 };
@@ -113,6 +117,7 @@ pub struct Expirer {
     pub kv: kv::Store,
     pub events: Events,
     pub metrics: Arc<Metrics>,
+    pub coherence: Arc<Coherence>,
     pub node_id: String,
 }
 
@@ -120,10 +125,26 @@ impl Expirer {
     /// Runs until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
         loop {
+            // While NATS is away nothing can be expired; what comes due waits in the schedule.
+            if !self.coherence.nats_connected() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(TICK) => continue,
+                }
+            }
             let batch = self.queue.take_due(Utc::now(), BATCH);
             if !batch.is_empty() {
+                let failed = &AtomicUsize::new(0);
+                let this = &self;
                 futures::stream::iter(batch)
-                    .for_each_concurrent(CONCURRENCY, |revision| self.expire(revision))
+                    .for_each_concurrent(CONCURRENCY, |revision| async move {
+                        if let Err(e) = this.expire(revision).await {
+                            if failed.fetch_add(1, Relaxed) == 0 {
+                                tracing::warn!(error = %e, "expiry transitions failed; retrying them in a second");
+                            }
+                            this.retry_later(revision);
+                        }
+                    })
                     .await;
                 tokio::task::yield_now().await;
                 continue;
@@ -137,26 +158,28 @@ impl Expirer {
         }
     }
 
-    /// Expires `revision` if it is still the latest revision of its key and still live.
-    async fn expire(&self, revision: u64) {
+    /// Expires `revision` if it is still the latest revision of its key and still live. An error
+    /// means NATS did not answer; the caller retries.
+    async fn expire(&self, revision: u64) -> Result<(), String> {
         let message = match self.kv.stream.direct_get(revision).await {
             Ok(m) => m,
             // Superseded or erased: the refresh (or whatever came later) wins.
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return,
-            Err(e) => return self.retry_later(revision, &e.to_string()),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.to_string()),
         };
         let Some(key) = message.subject.as_str().strip_prefix(&format!("$KV.{}.", self.kv.name)) else {
-            return;
+            return Ok(());
         };
-        let Some(user) = key.strip_prefix("user.") else { return };
-        let Ok(stored) = serde_json::from_slice::<StoredPresence>(&message.payload) else { return };
+        let Some(user) = key.strip_prefix("user.") else { return Ok(()) };
+        let Ok(stored) = serde_json::from_slice::<StoredPresence>(&message.payload) else { return Ok(()) };
         if stored.status == Status::Offline {
-            return;
+            return Ok(());
         }
         let now = Utc::now();
         if stored.expires_at > now {
             // Scheduled early (clock change): look again at its time.
-            return self.queue.schedule(revision, &CompactPresence::from(&stored));
+            self.queue.schedule(revision, &CompactPresence::from(&stored));
+            return Ok(());
         }
         let record = stored.expired();
         let value = serde_json::to_vec(&record).expect("presence serializes");
@@ -176,15 +199,15 @@ impl Expirer {
                 };
                 let dedup = format!("expire-{user}-{revision}");
                 self.events.publish(&event, Some(dedup), true, &self.metrics).await;
+                Ok(())
             }
             // Another node expired it, or a refresh landed first: either way, not ours.
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
-            Err(e) => self.retry_later(revision, &e.to_string()),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
-    fn retry_later(&self, revision: u64, error: &str) {
-        tracing::warn!(revision, error, "expiry transition failed; retrying in a second");
+    fn retry_later(&self, revision: u64) {
         let mut buckets = self.queue.buckets.lock().expect("expiry queue lock");
         buckets.entry(bucket_of(Utc::now() + chrono::Duration::seconds(1))).or_default().push(revision);
     }

@@ -245,3 +245,32 @@ async fn health_reports_the_clock_offset_to_the_nats_server() {
     assert_eq!(health["status"], "ok");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn expiries_that_come_due_while_nats_is_away_happen_when_it_returns() {
+    let mut nats = NatsServer::start().await;
+    let app = external_app(&nats, "patient").await;
+    app.put("ola", json!({"status": "online", "ttl": 1})).await;
+    let expires = time(&stored(&nats.url(), "ola").await.unwrap()["expires_at"]);
+    nats.kill();
+    app.wait_health("degraded", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(3), "the expiry time passes during the outage", || async {
+        (Utc::now() > expires + chrono::Duration::milliseconds(500)).then_some(())
+    })
+    .await;
+    let (_, body) = json_of(app.get("/api/v2/presence/ola").await).await;
+    assert_eq!(body["data"]["ola"]["status"], "offline", "reads are exact at read time, outage or not");
+
+    nats.restart().await;
+    let (_client, mut events) = subscribe(&nats.url(), "presence.expire.ola").await;
+    let record =
+        eventually(Duration::from_secs(15), "the transition is written once NATS is back", || async {
+            stored(&nats.url(), "ola").await.filter(|v| v["status"] == "offline")
+        })
+        .await;
+    assert!(record.get("message").is_none());
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an expire event").unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&event.payload).unwrap()["node_id"], "patient");
+    app.stop().await;
+}
