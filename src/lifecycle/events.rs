@@ -49,6 +49,7 @@ pub struct PresenceEvent {
     /// The token's `sub` for a write, `system` for an expiry.
     pub actor: String,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "crate::model::rfc3339_millis")]
     pub timestamp: DateTime<Utc>,
 }
 

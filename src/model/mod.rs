@@ -4,5 +4,7 @@
 mod presence;
 mod user_id;
 
-pub use presence::{CompactPresence, Presence, PresenceUpdate, Status, StoredPresence, UpdateError};
+pub use presence::{
+    CompactPresence, Presence, PresenceUpdate, Status, StoredPresence, UpdateError, rfc3339_millis,
+};
 pub use user_id::{UserId, UserIdError, is_valid_token};

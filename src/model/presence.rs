@@ -153,11 +153,17 @@ impl CompactPresence {
     }
 }
 
+/// Times in the API: RFC 3339, UTC, milliseconds (`2024-01-15T10:30:00.000Z`).
 fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match value {
-        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        Some(t) => rfc3339_millis(t, s),
         None => s.serialize_none(),
     }
+}
+
+/// The same for a time that is always there.
+pub fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 impl<'a> Presence<'a> {

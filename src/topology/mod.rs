@@ -39,6 +39,7 @@ pub struct Heartbeat {
     /// Whether the node reaches NATS and its cache is fresh.
     pub fresh: bool,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "crate::model::rfc3339_millis")]
     pub sent_at: DateTime<Utc>,
 }
 
@@ -49,6 +50,7 @@ pub struct NodeStatus {
     pub heartbeat: Heartbeat,
     /// When this node last heard from it.
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "crate::model::rfc3339_millis")]
     pub last_heartbeat: DateTime<Utc>,
     /// Revisions behind the newest this node knows of.
     pub lag: u64,

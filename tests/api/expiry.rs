@@ -139,6 +139,11 @@ async fn update_events_carry_the_schema_and_increasing_revisions() {
         assert!(keys.contains(&key), "{key} in {keys:?}");
     }
     assert!(seen.iter().all(|e| e["kind"] == "update" && e["actor"] == "ada" && e["node_id"] == "test-node"));
+    let stamp = seen[0]["timestamp"].as_str().unwrap();
+    assert!(
+        stamp.len() == 24 && stamp.ends_with('Z'),
+        "RFC 3339 UTC with milliseconds, as everywhere: {stamp}"
+    );
     let revisions: Vec<u64> = seen.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
     assert_eq!(seen[0]["previous_status"], Value::Null);
