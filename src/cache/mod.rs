@@ -192,11 +192,6 @@ impl PresenceCache {
         self.inner.get(user_id).await
     }
 
-    /// The revision the cache holds for `user_id`, without counting a lookup.
-    pub async fn revision(&self, user_id: &str) -> Option<u64> {
-        self.inner.get(user_id).await.map(|e| e.revision)
-    }
-
     /// Stores `value` unless the cache already holds the same or a newer revision.
     pub async fn upsert(&self, user_id: &str, value: Cached) {
         let stripe = &self.stripes

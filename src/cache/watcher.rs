@@ -193,7 +193,7 @@ impl Applier {
             return;
         };
         // This node's own writes are in the cache and the schedule already: skip decoding them.
-        let known = cache.revision(user_id).await.is_some_and(|r| r >= entry.revision);
+        let known = cache.peek(user_id).await.is_some_and(|e| e.revision >= entry.revision);
         if !known {
             let presence = match entry.operation {
                 Operation::Put => match serde_json::from_slice::<StoredPresence>(&entry.value) {

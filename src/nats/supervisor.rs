@@ -59,7 +59,7 @@ impl EmbeddedServer {
         std::fs::write(&conf, server::render_config(config, node_id, &data_dir))
             .map_err(|e| NatsError::Start(format!("cannot write {}: {e}", conf.display())))?;
         let launch = Launch { bin, conf, tail: Arc::default() };
-        let mut child = launch.spawn()?;
+        let (mut child, log) = launch.spawn()?;
         let connect_host = match config.nats.host {
             IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
             IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_string(),
@@ -68,7 +68,7 @@ impl EmbeddedServer {
         };
         let client_url = format!("nats://{connect_host}:{}", config.nats.port);
         tracing::info!(%version, url = %client_url, data_dir = %data_dir.display(), "starting embedded nats-server");
-        if let Err(e) = wait_ready(&client_url, &mut child, &launch, config.nats.startup_timeout).await {
+        if let Err(e) = wait_ready(&client_url, &mut child, log, &launch, config.nats.startup_timeout).await {
             terminate(&mut child).await;
             return Err(e);
         }
@@ -94,7 +94,8 @@ impl EmbeddedServer {
 }
 
 impl Launch {
-    fn spawn(&self) -> Result<Child, NatsError> {
+    /// Starts the server; the handle is the task that forwards its log, done at its exit.
+    fn spawn(&self) -> Result<(Child, JoinHandle<()>), NatsError> {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-c")
             .arg(&self.conf)
@@ -118,10 +119,11 @@ impl Launch {
         }
         let mut child =
             cmd.spawn().map_err(|e| NatsError::Start(format!("cannot start {}: {e}", self.bin.display())))?;
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_log(stderr, self.tail.clone()));
-        }
-        Ok(child)
+        let log = match child.stderr.take() {
+            Some(stderr) => tokio::spawn(forward_log(stderr, self.tail.clone())),
+            None => tokio::spawn(async {}),
+        };
+        Ok((child, log))
     }
 
     fn tail(&self) -> String {
@@ -150,12 +152,18 @@ async fn forward_log(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeq
 }
 
 /// Polls until a client can reach JetStream on the new server, or the child exits, or time runs out.
-async fn wait_ready(url: &str, child: &mut Child, launch: &Launch, limit: Duration) -> Result<(), NatsError> {
+async fn wait_ready(
+    url: &str,
+    child: &mut Child,
+    log: JoinHandle<()>,
+    launch: &Launch,
+    limit: Duration,
+) -> Result<(), NatsError> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| NatsError::Start(e.to_string()))? {
-            // Give the log forwarder a moment to take the last lines.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The forwarder ends at the pipe's end of file, with the last lines in the tail.
+            let _ = tokio::time::timeout(Duration::from_secs(2), log).await;
             return Err(NatsError::Start(format!(
                 "nats-server exited during start-up ({status}):\n{}",
                 launch.tail()
@@ -211,7 +219,7 @@ async fn supervise(mut child: Child, launch: Launch, shutdown: CancellationToken
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
             match launch.spawn() {
-                Ok(next) => {
+                Ok((next, _log)) => {
                     tracing::info!(pid = next.id(), "embedded nats-server restarted");
                     child = next;
                     started = Instant::now();

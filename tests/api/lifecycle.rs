@@ -121,3 +121,17 @@ async fn presence_token_uses_the_generated_secret_that_serve_uses() {
     let secret = std::fs::read_to_string(dir.path().join("nats-data/jwt-secret")).unwrap();
     assert!(!log.contains(secret.trim()));
 }
+
+#[tokio::test]
+async fn a_nats_server_that_cannot_start_is_explained_with_its_own_words() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.nats.port = taken.local_addr().unwrap().port();
+    let error = match presence::app::Application::build(config).await {
+        Ok(_) => panic!("started on a port that is taken"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("exited during start-up"), "{error}");
+    assert!(error.contains("address already in use"), "the server's own log line is quoted: {error}");
+}
