@@ -1,5 +1,5 @@
-//! The read and write paths: cache first, the KV bucket behind it, and what happens when NATS is
-//! away (design document section 12.2, DECISIONS section 4).
+//! The read and write paths: cache first, the store behind it, and what happens when NATS is
+//! away. See docs/architecture.md, "A read" and "A write".
 //!
 //! - A read is answered from the cache when it can. A miss costs one KV read, shared by all
 //!   concurrent readers of that user (single flight). Multi-user reads answer the hits in one
@@ -7,7 +7,7 @@
 //! - When NATS is unreachable (or the circuit breaker is open), cached entries are still served,
 //!   marked stale while the watcher may have missed updates; misses are answered as degraded
 //!   (`offline` at the edge) without waiting for a timeout.
-//! - A write goes to the KV and, once acknowledged, into this node's cache and expiry schedule
+//! - A write goes to the store and, once acknowledged, into this node's cache and expiry schedule
 //!   before the answer goes out (read-your-writes), and its update event is published. While NATS
 //!   is unreachable it fails at once.
 //! - Erasure removes the user's events from the audit log, then the KV record with its history.
@@ -18,14 +18,12 @@ use chrono::Utc;
 use futures::{StreamExt, stream};
 
 use crate::{
-    cache::{Cached, Entry, PresenceCache, watcher::Coherence},
-    lifecycle::{
-        events::{EventError, EventKind, Events, PresenceEvent},
-        expiry::ExpiryQueue,
-    },
-    model::{CompactPresence, PresenceUpdate, Status, UserId},
-    store::{PresenceStore, StoreError, breaker::Breaker},
-    telemetry::Metrics,
+    cache::PresenceCache,
+    lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
+    link::LinkState,
+    model::{CompactPresence, PresenceUpdate, Record, Status, UserId},
+    store::{PresenceStore, StoreError},
+    telemetry::{Metrics, chain},
 };
 
 /// Concurrent KV reads one multi-user request may have in flight.
@@ -34,8 +32,8 @@ pub const MISS_CONCURRENCY: usize = 64;
 /// What a read found out about one user.
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    /// The cache or the KV answered (the entry may say "never seen").
-    Known(Entry),
+    /// The cache or the KV answered (the record may say "never seen").
+    Known(Arc<Record>),
     /// Neither could: NATS is unreachable and the cache has no entry.
     Degraded,
 }
@@ -56,23 +54,11 @@ pub enum WriteError {
     Events(#[from] EventError),
 }
 
+/// The read and write paths of one node.
 pub struct Directory {
-    store: PresenceStore,
-    cache: PresenceCache,
-    coherence: Arc<Coherence>,
-    breaker: Breaker,
-    events: Events,
-    expiry: Arc<ExpiryQueue>,
-    metrics: Arc<Metrics>,
-    node_id: String,
-}
-
-/// The parts a [`Directory`] is made of.
-pub struct Parts {
     pub store: PresenceStore,
     pub cache: PresenceCache,
-    pub coherence: Arc<Coherence>,
-    pub breaker: Breaker,
+    pub link: Arc<LinkState>,
     pub events: Events,
     pub expiry: Arc<ExpiryQueue>,
     pub metrics: Arc<Metrics>,
@@ -80,42 +66,9 @@ pub struct Parts {
 }
 
 impl Directory {
-    pub fn new(p: Parts) -> Self {
-        Self {
-            store: p.store,
-            cache: p.cache,
-            coherence: p.coherence,
-            breaker: p.breaker,
-            events: p.events,
-            expiry: p.expiry,
-            metrics: p.metrics,
-            node_id: p.node_id,
-        }
-    }
-
-    pub fn expiry(&self) -> &ExpiryQueue {
-        &self.expiry
-    }
-
-    pub fn cache(&self) -> &PresenceCache {
-        &self.cache
-    }
-
-    pub fn coherence(&self) -> &Coherence {
-        &self.coherence
-    }
-
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// True when answers from the cache may miss recent updates.
     pub fn stale(&self) -> bool {
-        self.coherence.stale()
+        self.link.stale()
     }
 
     pub async fn read(&self, user: &UserId) -> Lookup {
@@ -153,17 +106,15 @@ impl Directory {
 
     /// A cache miss: one KV read shared by concurrent callers, unless NATS is known to be away.
     async fn load(&self, user: &UserId) -> Lookup {
-        if !self.coherence.nats_connected() || !self.breaker.allow() {
+        if !self.link.reachable() {
             return Lookup::Degraded;
         }
-        match self.cache.get_or_load(user, self.store.load(user)).await {
-            Ok(entry) => {
-                self.breaker.record_success();
-                Lookup::Known(entry)
-            }
+        match self.cache.get_or_load(user, self.store.get(user)).await {
+            Ok(entry) => Lookup::Known(entry),
             Err(e) => {
-                tracing::warn!(user = %user, error = %e, "KV read failed; answering degraded");
-                self.breaker.record_failure();
+                if !e.refused() {
+                    tracing::warn!(user = %user, error = %chain(e.as_ref()), "KV read failed; answering degraded");
+                }
                 Lookup::Degraded
             }
         }
@@ -178,57 +129,62 @@ impl Directory {
     ) -> Result<CompactPresence, WriteError> {
         self.guard()?;
         let previous = self.cache.peek(user).await;
-        match self.store.write(user, update, &self.node_id).await {
-            Ok((stored, revision)) => {
-                self.breaker.record_success();
-                self.metrics.updates.inc();
-                let presence = CompactPresence::from(&stored);
-                self.expiry.schedule(revision, &presence);
-                self.cache.upsert(user, Cached { revision, presence: Some(presence.clone()) }).await;
-                let now = Utc::now();
-                let previous_status = previous.and_then(|e| {
-                    e.presence.as_ref().map(|p| if p.is_expired(now) { Status::Offline } else { p.status })
-                });
-                let event = PresenceEvent {
-                    kind: EventKind::Update,
-                    user_id: user.to_string(),
-                    presence: presence.view(user, now).into_owned(),
-                    previous_status,
-                    revision,
-                    node_id: self.node_id.clone(),
-                    actor: actor.to_string(),
-                    timestamp: now,
-                };
-                self.events.publish(&event, None, false, &self.metrics).await;
-                Ok(presence)
+        let (stored, revision) = self.store.write(user, update, &self.node_id).await.inspect_err(|e| {
+            if !e.refused() {
+                tracing::warn!(user = %user, error = %chain(e), "write failed");
             }
-            Err(StoreError::Contention) => Err(StoreError::Contention.into()),
-            Err(e) => {
-                self.breaker.record_failure();
-                Err(e.into())
-            }
-        }
+        })?;
+        self.metrics.updates.inc();
+        let presence = CompactPresence::from(&stored);
+        self.expiry.schedule(revision, &presence);
+        self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
+        let now = Utc::now();
+        let previous_status = previous.and_then(|e| {
+            e.presence.as_ref().map(|p| if p.is_expired(now) { Status::Offline } else { p.status })
+        });
+        let event = PresenceEvent {
+            kind: EventKind::Update,
+            user_id: user.to_string(),
+            presence: presence.view(user, now).into_owned(),
+            previous_status,
+            revision,
+            node_id: self.node_id.clone(),
+            actor: actor.to_string(),
+            timestamp: now,
+        };
+        self.events.publish(&event, None, false).await;
+        Ok(presence)
     }
 
     /// The newest `limit` events of `user`, newest first.
     pub async fn history(&self, user: &UserId, limit: usize) -> Result<Vec<PresenceEvent>, WriteError> {
         self.guard()?;
-        Ok(self.events.history(user, limit).await?)
+        let events = self.events.history(user, limit).await.inspect_err(|e| {
+            tracing::warn!(user = %user, error = %chain(e), "history read failed");
+        })?;
+        Ok(events)
     }
 
     /// Erases `user`: their events in the audit log, then the KV record and its history.
     pub async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
         self.guard()?;
-        let events = self.events.erase(user).await?;
-        self.store.purge(user).await?;
+        let erased = async {
+            let events = self.events.erase(user).await?;
+            self.store.purge(user).await?;
+            Ok::<_, WriteError>(events)
+        };
+        let events = erased.await.inspect_err(|e| {
+            tracing::warn!(user = %user, error = %chain(e), "erasure failed");
+        })?;
         self.cache.delete(user).await;
         tracing::info!(user = %user, events, "erased");
         Ok(())
     }
 
-    /// Refuses at once while NATS is known to be away.
+    /// Refuses at once while NATS is known to be away. (The store's breaker refuses too, once
+    /// calls keep failing.)
     fn guard(&self) -> Result<(), WriteError> {
-        if !self.coherence.nats_connected() || !self.breaker.allow() {
+        if !self.link.reachable() {
             return Err(WriteError::Unavailable);
         }
         Ok(())

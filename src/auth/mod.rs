@@ -1,25 +1,15 @@
-//! Authentication of writes: HS256 JWTs signed with the configured secret and issuer.
-//!
-//! [`AuthUser`] is an extractor: a handler that takes one can only run for a request that carries
-//! a valid token; [`Owner`] also requires the token's subject to be the path's user. Every token failure answers the same 401 body, so that the answer tells an
-//! attacker nothing about which check failed; the log says which.
+//! Authentication of writes: HS256 JWTs signed with the configured secret and issuer, verified
+//! by [`Authenticator::verify`] and minted by [`Authenticator::mint`] (for `presence token`).
+//! The HTTP extractors that use it live in `http::auth`.
 
 pub mod secret;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    config::{AuthConfig, Secret},
-    http::{ApiError, AppState, UserPath},
-    model::UserId,
-};
-
-/// `Authorization` headers longer than this are refused before any decoding.
-pub const MAX_AUTH_HEADER: usize = 8 * 1024;
+use crate::config::{AuthConfig, Secret};
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 5;
 
@@ -32,6 +22,15 @@ pub struct Claims {
     pub iss: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+}
+
+/// Why a token was refused (logged; the client only ever hears 401).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("token issued in the future")]
+    IssuedInFuture,
 }
 
 /// Verifies tokens and mints them (for `presence token`).
@@ -58,11 +57,11 @@ impl Authenticator {
     }
 
     /// The token's subject, if the token is valid now.
-    pub fn verify(&self, token: &str) -> Result<String, String> {
+    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| e.to_string())?;
+            .map_err(TokenError::Invalid)?;
         if data.claims.iat > now_secs() + LEEWAY_SECS {
-            return Err("token issued in the future".into());
+            return Err(TokenError::IssuedInFuture);
         }
         Ok(data.claims.sub)
     }
@@ -84,53 +83,4 @@ impl Authenticator {
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// The authenticated caller: the `sub` of a valid bearer token.
-#[derive(Debug, Clone)]
-pub struct AuthUser(pub String);
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| reject("no Authorization header"))?;
-        if header.len() > MAX_AUTH_HEADER {
-            return Err(reject("Authorization header over 8 KiB"));
-        }
-        let text = header.to_str().map_err(|_| reject("Authorization header is not ASCII"))?;
-        let token = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| reject("Authorization is not a bearer token"))?;
-        state.auth.verify(token).map(AuthUser).map_err(|why| reject(&why))
-    }
-}
-
-/// The path's `{user_id}`, when the bearer token's `sub` is that user: the owner of the resource.
-/// Invalid ids answer 400, token failures 401, someone else's token 403, in that order.
-#[derive(Debug, Clone)]
-pub struct Owner(pub UserId);
-
-impl FromRequestParts<AppState> for Owner {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let UserPath(user) = UserPath::from_request_parts(parts, state).await?;
-        let AuthUser(subject) = AuthUser::from_request_parts(parts, state).await?;
-        if subject != user.as_str() {
-            return Err(ApiError::Forbidden);
-        }
-        Ok(Owner(user))
-    }
-}
-
-fn reject(why: &str) -> ApiError {
-    tracing::info!(reason = why, "token refused");
-    ApiError::Unauthorized
 }

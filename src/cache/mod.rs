@@ -1,16 +1,15 @@
-//! The in-memory cache of presences: moka (W-TinyLFU admission, like the design document's
-//! Ristretto), bounded by `cache.max_cost` bytes of approximate per-entry cost.
+//! The in-memory cache of presences: moka (W-TinyLFU admission, like Ristretto's), bounded by
+//! `cache.max_cost` bytes of approximate per-entry cost ([`cost`]).
 //!
-//! An entry holds the KV revision it reflects and the stored presence, or `None` when the KV has
-//! no presence for the user (a cached "never seen", so that unknown users cost no KV read either).
+//! An entry is a [`Record`]: the KV revision it reflects and the presence, or `None` when the KV
+//! has none for the user (a cached "never seen", so that unknown users cost no KV read either).
 //! Writers (this node's PUTs and the KV watcher) only ever replace an entry with a newer
 //! revision, so a late watcher event cannot undo a fresher write.
 //!
 //! An entry never outlives the presence's own expiry: a live presence leaves the cache at its
 //! `expires_at`, and the next read fetches the expired record (which then stays, being final).
-//! Expiry is still evaluated at read time by [`CompactPresence::view`].
-
-pub mod watcher;
+//! Expiry is still evaluated at read time by [`crate::model::CompactPresence::view`]. See
+//! docs/architecture.md, "The cache".
 
 use std::{
     sync::{
@@ -22,25 +21,21 @@ use std::{
 
 use chrono::Utc;
 use moka::{Expiry, future::Cache, notification::RemovalCause};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use prometheus_client::metrics::counter::Counter;
-
 use crate::{
-    model::{CompactPresence, Status, UserId},
+    model::{Record, Status, UserId},
     telemetry::Metrics,
 };
 
-/// What one cache entry says about one user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cached {
-    /// The KV revision this entry reflects (0 when the KV had nothing at all for the key).
-    pub revision: u64,
-    pub presence: Option<CompactPresence>,
-}
+/// A cached record, shared with the readers that found it.
+pub type Entry = Arc<Record>;
 
-pub type Entry = Arc<Cached>;
+/// moka's housekeeping (evictions, expirations, counts), as a periodic cleanup.
+pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
 /// The design document's `CacheMetrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -51,6 +46,14 @@ pub struct CacheMetrics {
     pub keys_evicted: u64,
     pub cost_added: u64,
     pub cost_evicted: u64,
+}
+
+impl CacheMetrics {
+    /// hits / (hits + misses); 0 before the first lookup.
+    pub fn hit_ratio(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 { 0.0 } else { self.hits as f64 / lookups as f64 }
+    }
 }
 
 /// Hits, misses and evictions are the Prometheus counters themselves (shared with [`Metrics`]).
@@ -79,10 +82,10 @@ const WRITE_STRIPES: usize = 256;
 
 /// Bytes a cache entry costs beyond its key and message: moka's bookkeeping and the value
 /// (measured: see BENCHMARKS.md).
-const ENTRY_OVERHEAD: u64 = 320;
+pub const ENTRY_OVERHEAD: u64 = 320;
 
 /// The approximate cost in bytes of caching `value` under `key`.
-pub fn cost(key: &str, value: &Cached) -> u32 {
+pub fn cost(key: &str, value: &Record) -> u32 {
     let message = value.presence.as_ref().and_then(|p| p.message.as_ref()).map_or(0, |m| m.len());
     (ENTRY_OVERHEAD + key.len() as u64 + message as u64) as u32
 }
@@ -91,7 +94,7 @@ pub fn cost(key: &str, value: &Cached) -> u32 {
 struct UntilPresenceExpires;
 
 impl UntilPresenceExpires {
-    fn remaining(value: &Cached) -> Option<Duration> {
+    fn remaining(value: &Record) -> Option<Duration> {
         let p = value.presence.as_ref()?;
         if p.status == Status::Offline {
             return None;
@@ -173,7 +176,7 @@ impl PresenceCache {
     /// share one load (single flight); a failed load is not cached.
     pub async fn get_or_load<E, F>(&self, user_id: &str, load: F) -> Result<Entry, Arc<E>>
     where
-        F: Future<Output = Result<Cached, E>>,
+        F: Future<Output = Result<Record, E>>,
         E: Send + Sync + 'static,
     {
         let counters = &self.counters;
@@ -193,7 +196,7 @@ impl PresenceCache {
     }
 
     /// Stores `value` unless the cache already holds the same or a newer revision.
-    pub async fn upsert(&self, user_id: &str, value: Cached) {
+    pub async fn upsert(&self, user_id: &str, value: Record) {
         let stripe = &self.stripes
             [std::hash::BuildHasher::hash_one(&self.hasher, user_id) as usize % self.stripes.len()];
         let _serialised = stripe.lock().await;
@@ -223,6 +226,17 @@ impl PresenceCache {
         self.inner.run_pending_tasks().await;
     }
 
+    /// Runs the housekeeping every [`HOUSEKEEPING_EVERY`] until `stop`.
+    pub async fn housekeeping(self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => self.cleanup().await,
+            }
+        }
+    }
+
     pub fn metrics(&self) -> CacheMetrics {
         let c = &self.counters;
         CacheMetrics {
@@ -247,7 +261,7 @@ impl PresenceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PresenceUpdate, StoredPresence};
+    use crate::model::{CompactPresence, PresenceUpdate, StoredPresence};
 
     fn presence(status: &str, ttl: i64) -> CompactPresence {
         let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();
@@ -258,10 +272,10 @@ mod tests {
     #[tokio::test]
     async fn an_older_revision_never_replaces_a_newer_one() {
         let cache = PresenceCache::new(1 << 20);
-        cache.upsert("u", Cached { revision: 5, presence: Some(presence("busy", 60)) }).await;
-        cache.upsert("u", Cached { revision: 4, presence: Some(presence("away", 60)) }).await;
+        cache.upsert("u", Record { revision: 5, presence: Some(presence("busy", 60)) }).await;
+        cache.upsert("u", Record { revision: 4, presence: Some(presence("away", 60)) }).await;
         assert_eq!(cache.get("u").await.unwrap().presence.as_ref().unwrap().status, Status::Busy);
-        cache.upsert("u", Cached { revision: 6, presence: None }).await;
+        cache.upsert("u", Record { revision: 6, presence: None }).await;
         assert_eq!(cache.get("u").await.unwrap().presence, None);
         let m = cache.metrics();
         assert_eq!((m.hits, m.misses, m.keys_added), (2, 0, 1));
@@ -271,7 +285,7 @@ mod tests {
     async fn a_live_entry_leaves_when_its_presence_expires() {
         let cache = PresenceCache::new(1 << 20);
         let written = Utc::now() - chrono::Duration::milliseconds(2);
-        cache.upsert("u", Cached { revision: 1, presence: Some(presence("online", 1)) }).await;
+        cache.upsert("u", Record { revision: 1, presence: Some(presence("online", 1)) }).await;
         assert!(cache.get("u").await.is_some());
         let deadline = Instant::now() + Duration::from_secs(3);
         while cache.get("u").await.is_some() {

@@ -12,13 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::{MAX_TTL, is_valid_token};
+
 pub use load::{ConfigError, Overrides, from_sources, load};
 pub use sections::*;
-
-/// The longest `ttl` a client may ask for (DECISIONS section 3).
-pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// A rough per-presence cost in the cache, used to say how many presences `cache.max_cost` holds.
-pub const APPROX_PRESENCE_COST: u64 = 320;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -84,7 +81,7 @@ impl Config {
             if self.center_url().is_none() {
                 return fail("nats.center_url", "a leaf needs nats.center_url (or center_node.host)");
             }
-            if self.leaf_domain() == CENTER_DOMAIN || !crate::model::is_valid_token(&self.leaf_domain()) {
+            if self.leaf_domain() == CENTER_DOMAIN || !is_valid_token(&self.leaf_domain()) {
                 return fail(
                     "nats.jetstream.domain",
                     "a leaf's domain must be 1 to 128 characters of A-Z a-z 0-9 _ - and not `center`",
@@ -92,11 +89,11 @@ impl Config {
             }
         }
         let id = &self.service.node_id;
-        if !id.is_empty() && !crate::model::is_valid_token(id) {
+        if !id.is_empty() && !is_valid_token(id) {
             return fail("service.node_id", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
         }
         let kv = &self.nats.kv;
-        if !crate::model::is_valid_token(&kv.bucket) {
+        if !is_valid_token(&kv.bucket) {
             return fail("nats.kv.bucket", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
         }
         if kv.ttl < Duration::from_secs(1) || kv.ttl > MAX_TTL {
@@ -111,7 +108,7 @@ impl Config {
         if self.events.retention < Duration::from_secs(1) {
             return fail("events.retention", "must be at least 1s");
         }
-        if !crate::model::is_valid_token(&self.events.stream) {
+        if !is_valid_token(&self.events.stream) {
             return fail("events.stream", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
         }
         if kv.replicas == 0 || kv.replicas > 5 {

@@ -82,9 +82,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every failed write, history read or erasure is a 503: NATS did not take it (the directory
+/// logged the cause).
 impl From<WriteError> for ApiError {
-    fn from(e: WriteError) -> Self {
-        tracing::warn!(error = %e, "NATS call failed");
+    fn from(_: WriteError) -> Self {
         ApiError::Unavailable
     }
 }

@@ -1,12 +1,12 @@
 //! The HTTP layer: the router, its shared state, and the middleware every request passes
 //! (a tracing span and metrics per request, a body limit, panic catching, JSON 404 and 405).
 
+mod auth;
 mod error;
 mod extract;
 mod health;
 mod limits;
 pub mod listener;
-mod nodes;
 pub mod openapi;
 pub mod presence;
 
@@ -21,14 +21,14 @@ use axum::{
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Instrument, field::Empty};
 
+pub use auth::{AuthUser, Owner};
 pub use error::{ApiError, ErrorResponse};
-pub use extract::UserPath;
 pub use limits::RateLimits;
 
 use crate::{
     auth::Authenticator,
-    config::NodeType,
     directory::Directory,
+    health::Health,
     telemetry::{
         Metrics,
         metrics::{self, HttpLabels},
@@ -43,18 +43,15 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
+    /// The read and write paths.
     pub directory: Directory,
+    /// What the node knows about itself.
+    pub health: Health,
     pub auth: Authenticator,
     pub limits: RateLimits,
     pub metrics: Arc<Metrics>,
-    pub nats: async_nats::Client,
-    pub jetstream: async_nats::jetstream::Context,
-    pub kv: async_nats::jetstream::kv::Store,
-    pub node_type: NodeType,
+    /// `nats.kv.ttl`: the ttl of a write that names none.
     pub default_ttl: Duration,
-    pub max_cost: u64,
-    pub registry: Arc<crate::topology::Registry>,
-    pub started: std::time::Instant,
 }
 
 impl AppState {
@@ -75,7 +72,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(presence::routes())
         .merge(health::routes())
-        .merge(nodes::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

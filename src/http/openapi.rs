@@ -22,7 +22,7 @@ use super::{AppState, health, presence};
         health::health,
         health::nats,
         health::cache,
-        super::nodes::nodes
+        health::nodes
     ),
     components(schemas(super::ErrorResponse)),
     modifiers(&BearerAuth),

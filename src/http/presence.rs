@@ -14,12 +14,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    ApiError, AppState,
+    ApiError, AppState, Owner,
     extract::{ApiJson, ApiQuery, UserPath},
     limits::ReadLimited,
 };
 use crate::{
-    auth::Owner,
     directory::Lookup,
     lifecycle::events::PresenceEvent,
     model::{Presence, PresenceUpdate, UserId},

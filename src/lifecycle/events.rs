@@ -5,7 +5,7 @@
 //! before it, the KV revision of the change (consumers order and de-duplicate by it), the node
 //! that made it, the actor (the token's `sub`, or `system` for expiry) and a timestamp.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -20,7 +20,8 @@ use utoipa::ToSchema;
 
 use crate::{
     model::{Presence, Status, UserId},
-    telemetry::Metrics,
+    nats::{CallError, Caller},
+    telemetry::{Metrics, chain},
 };
 
 /// The actor of system-made changes (expiry).
@@ -65,10 +66,10 @@ impl PresenceEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("NATS: {0}")]
-    Nats(String),
-    #[error("NATS did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the history read was cut short after {read} of {pending} events")]
+    CutShort { read: usize, pending: usize },
 }
 
 /// Publishes events and reads or erases a user's history.
@@ -76,18 +77,26 @@ pub enum EventError {
 pub struct Events {
     js: jetstream::Context,
     stream: stream::Stream,
-    timeout: Duration,
+    caller: Caller,
+    metrics: Arc<Metrics>,
+}
+
+/// The audit-log stream's settings.
+pub struct StreamSettings<'a> {
+    pub name: &'a str,
+    pub retention: Duration,
+    pub replicas: usize,
 }
 
 impl Events {
     /// Creates (or updates) the audit-log stream.
     pub async fn open(
         js: jetstream::Context,
-        name: &str,
-        retention: Duration,
-        replicas: usize,
-        timeout: Duration,
+        settings: &StreamSettings<'_>,
+        caller: Caller,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, EventError> {
+        let StreamSettings { name, retention, replicas } = *settings;
         let config = stream::Config {
             name: name.to_string(),
             description: Some("Presence audit log: every update and expire event".into()),
@@ -98,49 +107,36 @@ impl Events {
             num_replicas: replicas,
             ..Default::default()
         };
-        let stream = bounded(timeout, js.get_or_create_stream(config.clone())).await?;
+        let stream = caller.bounded("stream_open", js.get_or_create_stream(config.clone())).await?;
         // Bring an existing stream's retention up to date.
         if stream.cached_info().config.max_age != retention {
-            bounded(timeout, js.update_stream(config)).await?;
+            caller.bounded("stream_update", js.update_stream(config)).await?;
         }
-        Ok(Self { js, stream, timeout })
+        Ok(Self { js, stream, caller, metrics })
     }
 
     /// Publishes `event` and, unless `wait` is false, waits for the stream's acknowledgement.
     /// `dedup` becomes the message id, so that a retried publish is stored once.
-    pub async fn publish(&self, event: &PresenceEvent, dedup: Option<String>, wait: bool, metrics: &Metrics) {
+    pub async fn publish(&self, event: &PresenceEvent, dedup: Option<String>, wait: bool) {
         let payload = serde_json::to_vec(event).expect("events serialize");
         let mut publish = PublishMessage::build().payload(payload.into());
         if let Some(id) = dedup {
             publish = publish.message_id(id);
         }
-        let sent = tokio::time::timeout(self.timeout, self.js.send_publish(event.subject(), publish)).await;
-        let ack = match sent {
-            Ok(Ok(ack)) => ack,
-            Ok(Err(e)) => return failed(metrics, &event.user_id, &e.to_string()),
-            Err(_) => return failed(metrics, &event.user_id, "publish timed out"),
+        let ack = match self.caller.bounded("publish", self.js.send_publish(event.subject(), publish)).await {
+            Ok(ack) => ack,
+            Err(e) => return failed(&self.metrics, &event.user_id, &e),
         };
-        let timeout = self.timeout;
-        let user = event.user_id.clone();
+        let (caller, metrics, user) = (self.caller.clone(), self.metrics.clone(), event.user_id.clone());
         let confirm = async move {
-            match tokio::time::timeout(timeout, ack).await {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some("no acknowledgement".to_string()),
+            if let Err(e) = caller.bounded("publish_ack", ack).await {
+                failed(&metrics, &user, &e);
             }
         };
         if wait {
-            if let Some(e) = confirm.await {
-                failed(metrics, &user, &e);
-            }
+            confirm.await;
         } else {
-            let failures = metrics.events_failed.clone();
-            tokio::spawn(async move {
-                if let Some(e) = confirm.await {
-                    failures.inc();
-                    tracing::warn!(user = %user, error = %e, "audit log did not confirm an event");
-                }
-            });
+            tokio::spawn(confirm);
         }
     }
 
@@ -152,16 +148,17 @@ impl Events {
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         };
-        let mut consumer = bounded(self.timeout, self.stream.create_consumer(config)).await?;
-        let pending = bounded(self.timeout, consumer.info()).await?.num_pending as usize;
+        let caller = &self.caller;
+        let mut consumer = caller.call("history_consumer", self.stream.create_consumer(config)).await?;
+        let pending = caller.call("history_info", consumer.info()).await?.num_pending as usize;
         let mut newest = std::collections::VecDeque::with_capacity(limit.min(pending));
         if pending > 0 {
-            let mut messages = bounded(self.timeout, consumer.messages()).await?;
+            let mut messages = caller.call("history_messages", consumer.messages()).await?;
             let mut seen = 0;
             while seen < pending {
-                let next = tokio::time::timeout(self.timeout, messages.next()).await;
+                let next = tokio::time::timeout(caller.timeout(), messages.next()).await;
                 let Ok(Some(Ok(message))) = next else {
-                    return Err(EventError::Nats("history read was cut short".into()));
+                    return Err(EventError::CutShort { read: seen, pending });
                 };
                 seen += 1;
                 match serde_json::from_slice::<PresenceEvent>(&message.payload) {
@@ -180,24 +177,12 @@ impl Events {
 
     /// Removes every event of `user` from the audit log.
     pub async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
-        let purged =
-            bounded(self.timeout, async { self.stream.purge().filter(format!("presence.*.{user}")).await })
-                .await?;
-        Ok(purged.purged)
+        let purge = async { self.stream.purge().filter(format!("presence.*.{user}")).await };
+        Ok(self.caller.call("events_purge", purge).await?.purged)
     }
 }
 
-fn failed(metrics: &Metrics, user: &str, error: &str) {
+fn failed(metrics: &Metrics, user: &str, error: &CallError) {
     metrics.events_failed.inc();
-    tracing::warn!(user, error, "could not publish a presence event");
-}
-
-async fn bounded<T, E: std::fmt::Display>(
-    limit: Duration,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Result<T, EventError> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(result) => result.map_err(|e| EventError::Nats(e.to_string())),
-        Err(_) => Err(EventError::Timeout(limit)),
-    }
+    tracing::warn!(user, error = %chain(error), "could not publish or confirm a presence event");
 }

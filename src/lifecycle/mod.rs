@@ -1,12 +1,18 @@
-//! What happens to a presence over time: expiry transitions ([`expiry`]), the update and expire
-//! events and the audit log that keeps them ([`events`]), and erasure.
+//! What happens to a presence over time: the expiry schedule and job ([`schedule`],
+//! [`expiry`]), and the update and expire events with the audit log that keeps them
+//! ([`events`]).
 //!
 //! Expiry keeps `last_seen`: a presence is stored without a per-key TTL (an expired key would
 //! vanish with its `last_seen`), and each node schedules the transition of every live presence it
 //! learns of from the KV watcher or its own writes. At the expiry time a node compare-and-sets the
 //! record to `offline` on the revision it scheduled; only the node whose write lands publishes the
 //! expire event, so there is exactly one, however many nodes run the job, and a refresh that came
-//! first makes the compare-and-set fail.
+//! first makes the compare-and-set fail. See docs/architecture.md, "Expiry".
 
 pub mod events;
 pub mod expiry;
+pub mod schedule;
+
+pub use events::{EventError, EventKind, Events, PresenceEvent};
+pub use expiry::Expirer;
+pub use schedule::ExpiryQueue;

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use super::UserId;
-use crate::config::MAX_TTL;
 
 pub const MAX_MESSAGE_CHARS: usize = 256;
+/// The longest `ttl` a client may ask for: 7 days.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -34,11 +34,6 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The KV key of this user's presence (`user.{id}`; NATS KV keys may not contain `:`).
-    pub fn kv_key(&self) -> String {
-        format!("user.{}", self.0)
-    }
 }
 
 impl Deref for UserId {

@@ -1,6 +1,9 @@
-//! NATS: the embedded server's supervisor, and the service's client connection to whichever
-//! server it uses (embedded, or external with `nats.embedded: false`).
+//! NATS: the embedded server's supervisor, the service's client connection to whichever server
+//! it uses (embedded, or external with `nats.embedded: false`), and the [`Caller`] that every
+//! request to it goes through.
 
+pub mod breaker;
+mod call;
 pub mod server;
 mod supervisor;
 
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event};
 
+pub use call::{BoxError, CallError, Caller};
 pub use supervisor::EmbeddedServer;
 
 use crate::config::Config;
@@ -18,8 +22,18 @@ pub enum NatsError {
     Binary(String),
     #[error("embedded NATS: {0}")]
     Start(String),
-    #[error("cannot connect to NATS at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    #[error("embedded NATS: {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Connects the service's client, retrying until `nats.startup_timeout`. After that the client
@@ -41,21 +55,43 @@ pub async fn connect(url: &str, config: &Config, node_id: &str) -> Result<Client
                 }
             });
         let attempt = tokio::time::timeout(Duration::from_secs(3), async {
-            let client = options
-                .connect(servers.as_slice())
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            client.flush().await.map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok::<_, std::io::Error>(client)
+            let client = options.connect(servers.as_slice()).await.map_err(BoxError::from)?;
+            client.flush().await.map_err(BoxError::from)?;
+            Ok::<_, BoxError>(client)
         });
-        let reason = match attempt.await {
+        let source = match attempt.await {
             Ok(Ok(client)) => return Ok(client),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 3s".to_string(),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer within 3s".into(),
         };
         if Instant::now() >= deadline {
-            return Err(NatsError::Connect { url: url.to_string(), reason });
+            return Err(NatsError::Connect { url: url.to_string(), source });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What one look at the connection found, for `/health/nats`.
+#[derive(Debug, Clone)]
+pub struct ConnectionProbe {
+    pub connected: bool,
+    /// The connected server's version, as it announced itself.
+    pub server_version: Option<String>,
+    /// One ping to the server and back.
+    pub rtt: Option<Duration>,
+    /// JetStream answered an account-info request.
+    pub jetstream: bool,
+}
+
+/// Pings the server and asks JetStream for account info, each within `limit`.
+pub async fn probe(client: &Client, js: &async_nats::jetstream::Context, limit: Duration) -> ConnectionProbe {
+    let connected = client.connection_state() == async_nats::connection::State::Connected;
+    if !connected {
+        return ConnectionProbe { connected, server_version: None, rtt: None, jetstream: false };
+    }
+    let started = Instant::now();
+    let pinged = tokio::time::timeout(limit, client.flush()).await.is_ok_and(|r| r.is_ok());
+    let rtt = pinged.then(|| started.elapsed());
+    let jetstream = tokio::time::timeout(limit, js.query_account()).await.is_ok_and(|r| r.is_ok());
+    ConnectionProbe { connected, server_version: Some(client.server_info().version), rtt, jetstream }
 }

@@ -56,8 +56,9 @@ impl EmbeddedServer {
         let version = server::check_version(&bin).await?;
         let data_dir = absolute_dir(&config.nats.data_dir)?;
         let conf = data_dir.join("nats-server.conf");
-        std::fs::write(&conf, server::render_config(config, node_id, &data_dir))
-            .map_err(|e| NatsError::Start(format!("cannot write {}: {e}", conf.display())))?;
+        std::fs::write(&conf, server::render_config(config, node_id, &data_dir)).map_err(|source| {
+            NatsError::Io { context: format!("cannot write {}", conf.display()), source }
+        })?;
         let launch = Launch { bin, conf, tail: Arc::default() };
         let (mut child, log) = launch.spawn()?;
         let connect_host = match config.nats.host {
@@ -117,8 +118,10 @@ impl Launch {
                 Ok(())
             });
         }
-        let mut child =
-            cmd.spawn().map_err(|e| NatsError::Start(format!("cannot start {}: {e}", self.bin.display())))?;
+        let mut child = cmd.spawn().map_err(|source| NatsError::Io {
+            context: format!("cannot start {}", self.bin.display()),
+            source,
+        })?;
         let log = match child.stderr.take() {
             Some(stderr) => tokio::spawn(forward_log(stderr, self.tail.clone())),
             None => tokio::spawn(async {}),
@@ -161,7 +164,10 @@ async fn wait_ready(
 ) -> Result<(), NatsError> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| NatsError::Start(e.to_string()))? {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|source| NatsError::Io { context: "cannot wait for nats-server".into(), source })?
+        {
             // The forwarder ends at the pipe's end of file, with the last lines in the tail.
             let _ = tokio::time::timeout(Duration::from_secs(2), log).await;
             return Err(NatsError::Start(format!(
@@ -248,5 +254,5 @@ async fn terminate(child: &mut Child) {
 fn absolute_dir(dir: &Path) -> Result<PathBuf, NatsError> {
     std::fs::create_dir_all(dir)
         .and_then(|()| dir.canonicalize())
-        .map_err(|e| NatsError::Start(format!("nats.data_dir {}: {e}", dir.display())))
+        .map_err(|source| NatsError::Io { context: format!("nats.data_dir {}", dir.display()), source })
 }

@@ -1,63 +1,88 @@
-//! The authoritative store: the JetStream KV bucket `presence`, one key `user.{user_id}` per user,
-//! values the JSON of [`StoredPresence`].
+//! The one door to the KV bucket `presence`, the authoritative copy of every presence: one key
+//! `user.{user_id}` per user, values the JSON of [`StoredPresence`]. Every read, write,
+//! compare-and-set, purge and watch of the bucket goes through here, and every call through the
+//! [`Caller`] (timeout, latency metric, circuit breaker). A write returns only once JetStream
+//! acknowledged it, so a 200 means the write is on the server's disk.
 //!
-//! Every call is bounded by `nats.request_timeout`, so that an unreachable NATS turns into an
-//! error (a 503 or a degraded read at the edge) instead of a hung request. A put returns only
-//! once JetStream acknowledged it, so a 200 means the write is on the server's disk.
-//! [`breaker::Breaker`] sits in front of it in the read and write paths.
+//! The bucket keeps one revision per key (history 1), no per-key TTL (expiry is the lifecycle's
+//! job, so that `last_seen` survives it), and expiry markers for the watchers. See
+//! docs/architecture.md, "The store".
 
-pub mod breaker;
+mod watch;
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use crate::{
-    cache::Cached,
-    config::KvConfig,
-    model::{CompactPresence, PresenceUpdate, StoredPresence, UserId},
-    telemetry::Metrics,
-};
 use async_nats::jetstream::{
     self,
     kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
-    stream::StorageType,
+    stream::{DirectGetErrorKind, StorageType},
 };
 use bytes::Bytes;
 use chrono::Utc;
+
+pub use watch::{Change, Changes};
+
+use crate::{
+    config::KvConfig,
+    model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
+    nats::{CallError, Caller},
+};
 
 /// How long the server keeps an expiry marker (a watcher's signal that a key expired).
 const MARKER_TTL: Duration = Duration::from_secs(3600);
 /// Attempts of a read-modify-write before giving up on a key under heavy contention.
 const CAS_ATTEMPTS: usize = 8;
+const KEY_PREFIX: &str = "user.";
+
+/// The KV key of a user's presence (NATS KV keys may not contain `:`, hence `.`).
+fn key(user: &str) -> String {
+    format!("{KEY_PREFIX}{user}")
+}
+
+/// The user a KV key belongs to, if it is a presence key.
+fn user_of(key: &str) -> Option<&str> {
+    key.strip_prefix(KEY_PREFIX)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("NATS did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("NATS request failed: {0}")]
-    Nats(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
     #[error("too much contention on one key")]
     Contention,
+}
+
+impl StoreError {
+    /// The call was refused by the open breaker, not tried.
+    pub fn refused(&self) -> bool {
+        matches!(self, StoreError::Call(e) if e.refused())
+    }
+}
+
+/// The bucket's position, as a fresh stream-info request sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    pub last_revision: u64,
+    /// Records in the bucket (0 for an empty one).
+    pub records: u64,
+}
+
+/// A live presence as the bucket holds it at one revision, for the expiry job.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub user: String,
+    pub presence: StoredPresence,
 }
 
 #[derive(Clone)]
 pub struct PresenceStore {
     kv: kv::Store,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
+    caller: Caller,
 }
 
 impl PresenceStore {
     /// Opens the bucket, creating it (or bringing its settings up to date) as the config says.
-    pub async fn open(
-        js: &jetstream::Context,
-        cfg: &KvConfig,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, StoreError> {
+    pub async fn open(js: &jetstream::Context, cfg: &KvConfig, caller: Caller) -> Result<Self, StoreError> {
         let config = kv::Config {
             bucket: cfg.bucket.clone(),
             description: "Presence: one key per user, user.{user_id}".into(),
@@ -68,31 +93,30 @@ impl PresenceStore {
             limit_markers: Some(MARKER_TTL),
             ..Default::default()
         };
-        let kv = bounded(timeout, js.create_or_update_key_value(config)).await?;
-        Ok(Self { kv, timeout, metrics })
+        let kv = caller.bounded("open", js.create_or_update_key_value(config)).await?;
+        Ok(Self { kv, caller })
     }
 
-    /// The bucket, for the watcher.
-    pub fn kv(&self) -> &kv::Store {
-        &self.kv
+    /// The breaker in front of NATS (shared with the audit log).
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 
-    /// What the KV holds for `user`: the presence (None when absent, deleted or undecodable) and
-    /// its revision (0 when the key never existed).
-    pub async fn load(&self, user: &UserId) -> Result<Cached, StoreError> {
+    /// What the bucket holds for `user` now.
+    pub async fn get(&self, user: &UserId) -> Result<Record, StoreError> {
         Ok(match self.entry(user).await? {
             Some((presence, revision)) => {
-                Cached { revision, presence: presence.as_ref().map(CompactPresence::from) }
+                Record { revision, presence: presence.as_ref().map(CompactPresence::from) }
             }
-            None => Cached { revision: 0, presence: None },
+            None => Record::NEVER_SEEN,
         })
     }
 
     /// Applies `update` for `user` and returns the record as stored and acknowledged, with its
     /// KV revision.
     ///
-    /// A write with an online-like status needs nothing from the previous record and is a plain
-    /// put. An `offline` write keeps the previous `last_seen`, so it reads first and writes with
+    /// A write with a live status needs nothing from the previous record and is a plain put. An
+    /// `offline` write keeps the previous `last_seen`, so it reads first and writes with
     /// compare-and-set on the revision, retrying when another write came in between.
     pub async fn write(
         &self,
@@ -100,81 +124,117 @@ impl PresenceStore {
         update: PresenceUpdate,
         node_id: &str,
     ) -> Result<(StoredPresence, u64), StoreError> {
-        if update.status != crate::model::Status::Offline {
+        if update.status != Status::Offline {
             let record = StoredPresence::from_update(user, update, None, node_id, Utc::now());
-            let started = Instant::now();
-            let revision = bounded(self.timeout, self.kv.put(user.kv_key(), encode(&record))).await?;
-            self.metrics.observe_nats("put", started.elapsed());
+            let revision = self.caller.call("put", self.kv.put(key(user), encode(&record))).await?;
             return Ok((record, revision));
         }
         for _ in 0..CAS_ATTEMPTS {
             let current = self.entry(user).await?;
-            let (previous, revision) = match &current {
-                Some((p, rev)) => (p.as_ref(), Some(*rev)),
-                None => (None, None),
-            };
+            let previous = current.as_ref().and_then(|(p, _)| p.as_ref());
             let record = StoredPresence::from_update(user, update.clone(), previous, node_id, Utc::now());
-            let value = encode(&record);
-            let started = Instant::now();
-            let outcome = match revision {
-                Some(rev) => {
-                    match bounded_raw(self.timeout, self.kv.update(user.kv_key(), value, rev)).await? {
-                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => None,
-                        other => Some(other.map_err(|e| StoreError::Nats(e.to_string()))),
-                    }
-                }
-                None => match bounded_raw(self.timeout, self.kv.create(user.kv_key(), value)).await? {
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => None,
-                    other => Some(other.map_err(|e| StoreError::Nats(e.to_string()))),
-                },
-            };
-            self.metrics.observe_nats("update", started.elapsed());
-            if let Some(result) = outcome {
-                return result.map(|revision| (record, revision));
+            let expected = current.as_ref().map_or(0, |(_, revision)| *revision);
+            if let Some(revision) = self.compare_and_set(user, &record, expected).await? {
+                return Ok((record, revision));
             }
         }
         Err(StoreError::Contention)
     }
 
+    /// Writes `record` for `user` if the key is still at `expected` (0: the key must not exist).
+    /// `None` when it is not: another write came first.
+    pub async fn compare_and_set(
+        &self,
+        user: &str,
+        record: &StoredPresence,
+        expected: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let (key, value) = (key(user), encode(record));
+        let outcome = if expected == 0 {
+            let create = async {
+                match self.kv.create(key, value).await {
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                    other => other.map(Some),
+                }
+            };
+            self.caller.call("create", create).await?
+        } else {
+            let update = async {
+                match self.kv.update(key, value, expected).await {
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                    other => other.map(Some),
+                }
+            };
+            self.caller.call("update", update).await?
+        };
+        Ok(outcome)
+    }
+
+    /// The live presence held at exactly `revision`, if that revision is still its key's latest
+    /// (with history 1, a superseded revision is gone from the stream) and still live.
+    pub async fn live_at(&self, revision: u64) -> Result<Option<Held>, StoreError> {
+        let get = async {
+            match self.kv.stream.direct_get(revision).await {
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                other => other.map(Some),
+            }
+        };
+        let Some(message) = self.caller.call("get_revision", get).await? else { return Ok(None) };
+        let prefix = format!("$KV.{}.", self.kv.name);
+        let Some(user) = message.subject.as_str().strip_prefix(&prefix).and_then(user_of) else {
+            return Ok(None);
+        };
+        let Ok(presence) = serde_json::from_slice::<StoredPresence>(&message.payload) else {
+            return Ok(None);
+        };
+        if presence.status == Status::Offline {
+            return Ok(None);
+        }
+        Ok(Some(Held { user: user.to_string(), presence }))
+    }
+
     /// Removes `user`'s record and its history from the bucket (a purge marker remains).
     pub async fn purge(&self, user: &UserId) -> Result<(), StoreError> {
-        bounded(self.timeout, self.kv.purge(user.kv_key())).await
+        Ok(self.caller.call("purge", self.kv.purge(key(user))).await?)
+    }
+
+    /// Every change after `revision` (with `0`: every current record first), as it happens.
+    pub async fn watch(&self, after: u64) -> Result<Changes, StoreError> {
+        watch::start(&self.kv, &self.caller, after).await
+    }
+
+    /// Where the bucket stands, from a fresh stream-info request (not the info cached at open).
+    /// Not guarded by the breaker: it is how the node finds out whether NATS answers at all.
+    pub async fn head(&self) -> Result<Head, StoreError> {
+        let mut stream = self.kv.stream.clone();
+        let info = self.caller.bounded("stream_info", stream.info()).await?;
+        Ok(Head { last_revision: info.state.last_sequence, records: info.state.messages })
     }
 
     /// The latest entry for `user`: the decoded presence (None for a delete marker or a value
     /// that does not decode) and its revision.
     async fn entry(&self, user: &UserId) -> Result<Option<(Option<StoredPresence>, u64)>, StoreError> {
-        let started = Instant::now();
-        let entry = bounded(self.timeout, self.kv.entry(user.kv_key())).await?;
-        self.metrics.observe_nats("get", started.elapsed());
-        let Some(entry) = entry else {
+        let Some(entry) = self.caller.call("get", self.kv.entry(key(user))).await? else {
             return Ok(None);
         };
-        if entry.operation != Operation::Put {
-            return Ok(Some((None, entry.revision)));
-        }
-        match serde_json::from_slice::<StoredPresence>(&entry.value) {
-            Ok(p) => Ok(Some((Some(p), entry.revision))),
-            Err(e) => {
-                tracing::warn!(user = %user, revision = entry.revision, error = %e, "stored presence does not decode; treating it as absent");
-                Ok(Some((None, entry.revision)))
-            }
-        }
+        Ok(Some((decode(&entry.key, entry.operation, &entry.value), entry.revision)))
     }
+}
+
+/// The presence a KV entry holds: `None` for a delete or purge marker, or a value that does not
+/// decode (logged; treated as absent rather than failing every read of that user).
+fn decode(key: &str, operation: Operation, value: &[u8]) -> Option<StoredPresence> {
+    if operation != Operation::Put {
+        return None;
+    }
+    serde_json::from_slice(value)
+        .inspect_err(
+            |e| tracing::warn!(key, error = %e, "stored presence does not decode; treating it as absent"),
+        )
+        .ok()
 }
 
 fn encode(record: &StoredPresence) -> Bytes {
     // Serializing a struct of strings, numbers and timestamps cannot fail.
     Bytes::from(serde_json::to_vec(record).expect("presence serializes"))
-}
-
-async fn bounded_raw<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, fut).await.map_err(|_| StoreError::Timeout(limit))
-}
-
-async fn bounded<T, E: std::fmt::Display>(
-    limit: Duration,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Result<T, StoreError> {
-    bounded_raw(limit, fut).await?.map_err(|e| StoreError::Nats(e.to_string()))
 }

@@ -97,7 +97,7 @@ impl Metrics {
         r.register("updates", "Presence writes acknowledged by JetStream", m.updates.clone());
         r.register_with_unit(
             "nats_request_duration",
-            "Latency of KV requests to NATS by operation",
+            "Latency of requests to NATS by operation",
             Unit::Seconds,
             m.nats_duration.clone(),
         );

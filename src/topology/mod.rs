@@ -15,10 +15,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::{cache::PresenceCache, cache::watcher::Coherence, config::NodeType};
+use crate::{cache::PresenceCache, config::NodeType, link::LinkState};
 
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A node whose last heartbeat is older than this is considered down.
@@ -101,7 +102,7 @@ pub struct Local {
     pub node_type: NodeType,
     pub region: Option<String>,
     pub cache: PresenceCache,
-    pub coherence: Arc<Coherence>,
+    pub link: Arc<LinkState>,
     pub started: Instant,
 }
 
@@ -112,20 +113,26 @@ impl Local {
             node_type: self.node_type.as_str().into(),
             region: self.region.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            applied_revision: self.coherence.applied_revision(),
+            applied_revision: self.link.applied_revision(),
             cache_entries: self.cache.entry_count(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            fresh: !self.coherence.stale(),
+            fresh: !self.link.stale(),
             sent_at: Utc::now(),
         }
     }
 }
 
-/// Publishes this node's heartbeats and records everyone's, until `stop`.
-pub fn spawn(client: async_nats::Client, local: Local, registry: Arc<Registry>, stop: CancellationToken) {
+/// Publishes this node's heartbeats and records everyone's, in `tasks`, until `stop`.
+pub fn spawn(
+    tasks: &mut JoinSet<()>,
+    client: async_nats::Client,
+    local: Local,
+    registry: Arc<Registry>,
+    stop: &CancellationToken,
+) {
     let publisher = client.clone();
     let stop_publishing = stop.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let subject = format!("presence.sync.{}", local.node_id);
         let mut every = tokio::time::interval(HEARTBEAT_EVERY);
         loop {
@@ -142,7 +149,8 @@ pub fn spawn(client: async_nats::Client, local: Local, registry: Arc<Registry>, 
             }
         }
     });
-    tokio::spawn(async move {
+    let stop = stop.clone();
+    tasks.spawn(async move {
         loop {
             let mut heard = match client.subscribe("presence.sync.>").await {
                 Ok(sub) => sub,

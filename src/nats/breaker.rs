@@ -1,4 +1,4 @@
-//! A circuit breaker in front of NATS: after `failures` consecutive failed calls it opens, and
+//! The circuit breaker in front of NATS: after `failures` consecutive failed calls it opens, and
 //! calls fail at once (503) instead of each waiting for a timeout. After `cooldown` one call is
 //! let through as a probe; its success closes the breaker, its failure opens it again.
 //! Lock-free: two atomics, read on every guarded call.

@@ -1,0 +1,168 @@
+//! Start-up and shutdown: [`Application::build`] brings the node up step by step ([`startup`]);
+//! [`Application::run_until`] serves until told to stop, then drains requests, the background
+//! tasks, the NATS client and the embedded server, in that order.
+
+mod startup;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    directory::Directory,
+    health::Health,
+    http::{
+        self, AppState, RateLimits, Shared,
+        listener::{ClientAddr, CountingListener},
+    },
+    nats::{self, EmbeddedServer},
+    telemetry::Metrics,
+};
+use startup::Background;
+
+/// How often idle rate-limit keys are forgotten.
+const LIMITS_RETAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A node, built and ready to serve.
+pub struct Application {
+    listener: CountingListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    client: async_nats::Client,
+    embedded: Option<EmbeddedServer>,
+    background: Background,
+    config: Config,
+}
+
+impl Application {
+    /// Everything up to, but not including, serving requests. The HTTP port may be 0 (tests);
+    /// [`Application::local_addr`] says which one the OS chose. A failure stops what was
+    /// started already.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (secret, source) = startup::jwt_secret(&config)?;
+        startup::announce(&config, &source);
+        let auth = Authenticator::new(&secret, &config.auth);
+        let (mut embedded, url) = startup::start_nats(&config, &config.node_id()).await?;
+        let built = Self::assemble(config, auth, &url, &mut embedded).await;
+        if built.is_err()
+            && let Some(server) = embedded.take()
+        {
+            server.stop().await;
+        }
+        built
+    }
+
+    /// Steps 2 to 6 on a running NATS; the node takes the embedded server once all succeeded.
+    async fn assemble(
+        config: Config,
+        auth: Authenticator,
+        url: &str,
+        embedded: &mut Option<EmbeddedServer>,
+    ) -> anyhow::Result<Self> {
+        let node_id = config.node_id();
+        let mut background = Background::new();
+        let client = nats::connect(url, &config, &node_id).await?;
+        let jetstream = startup::jetstream_of(&config, &client);
+        let metrics = Arc::new(Metrics::new());
+        let (store, events) = startup::open_storage(&config, &jetstream, &metrics).await?;
+        let coherent = startup::start_coherence(&config, &store, &events, &client, &metrics, &mut background);
+        let registry = startup::start_topology(&config, &client, &coherent, &mut background);
+        let tcp = startup::bind(&config).await?;
+        let local_addr = tcp.local_addr()?;
+        let health = Health {
+            node_id: node_id.clone(),
+            node_type: config.service.node_type,
+            started: Instant::now(),
+            link: coherent.link.clone(),
+            cache: coherent.cache.clone(),
+            max_cost: config.cache.max_cost,
+            store: store.clone(),
+            client: client.clone(),
+            jetstream,
+            expiry: coherent.expiry.clone(),
+            registry,
+            metrics: metrics.clone(),
+        };
+        let directory = Directory {
+            store,
+            cache: coherent.cache,
+            link: coherent.link,
+            events,
+            expiry: coherent.expiry,
+            metrics: metrics.clone(),
+            node_id,
+        };
+        let state = AppState::new(Shared {
+            directory,
+            health,
+            auth,
+            limits: RateLimits::new(&config.rate_limit),
+            metrics: metrics.clone(),
+            default_ttl: config.nats.kv.ttl,
+        });
+        background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
+        let listener = CountingListener::new(tcp, metrics.open_connections.clone());
+        let router = http::router(state);
+        Ok(Self { listener, local_addr, router, client, embedded: embedded.take(), background, config })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests (at most
+    /// `service.shutdown_timeout`), stops the background tasks, flushes the NATS client and stops
+    /// the embedded server.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        tracing::info!(addr = %self.local_addr(), node_id = %self.config.node_id(), "serving");
+        let serve =
+            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<ClientAddr>())
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future();
+        let grace = self.config.service.shutdown_timeout;
+        let served = tokio::select! {
+            result = serve => result.context("HTTP server failed"),
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "requests still in flight after the shutdown timeout; closing");
+                Ok(())
+            }
+        };
+        tracing::info!("HTTP server stopped; draining NATS");
+        self.background.shutdown(grace).await;
+        let _ = tokio::time::timeout(grace, self.client.drain()).await;
+        if let Some(server) = self.embedded {
+            server.stop().await;
+        }
+        served
+    }
+}
+
+async fn retain_limits(state: AppState, stop: CancellationToken) {
+    let mut every = tokio::time::interval(LIMITS_RETAIN_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => state.limits.retain_recent(),
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

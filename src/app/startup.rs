@@ -1,0 +1,208 @@
+//! The steps of [`super::Application::build`], in order: NATS, the store and the audit log, the
+//! cache with its coherence tasks, the lifecycle (expiry), the topology (heartbeats), and HTTP.
+//! Each step takes what the earlier ones made. See docs/architecture.md, "Start-up and shutdown".
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use async_nats::jetstream;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::secret::{self, SecretSource},
+    cache::{ENTRY_OVERHEAD, PresenceCache},
+    coherence,
+    config::{CENTER_DOMAIN, Config, NodeType},
+    lifecycle::{Events, Expirer, ExpiryQueue, events::StreamSettings},
+    link::LinkState,
+    nats::{Caller, EmbeddedServer, breaker::Breaker},
+    store::PresenceStore,
+    telemetry::Metrics,
+    topology::{self, Registry},
+};
+
+/// Background tasks: stopped together by [`Background::shutdown`], or cancelled and aborted when
+/// dropped (a failed start-up, a panic), so that none outlives its node.
+pub(crate) struct Background {
+    pub stop: CancellationToken,
+    pub tasks: JoinSet<()>,
+}
+
+impl Background {
+    pub fn new() -> Self {
+        Self { stop: CancellationToken::new(), tasks: JoinSet::new() }
+    }
+
+    /// Tells every task to stop and waits for them, at most `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("background tasks still running after the shutdown timeout; aborting them");
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Step 0: say what the node is about to run with.
+pub(super) fn announce(config: &Config, secret_source: &SecretSource) {
+    match secret_source {
+        SecretSource::Configured => tracing::info!("JWT secret from auth.jwt_secret"),
+        SecretSource::Generated(path) | SecretSource::Existing(path) => tracing::warn!(
+            path = %path.display(),
+            "running with a generated development JWT secret; set auth.jwt_secret (e.g. JWT_SECRET) in production"
+        ),
+    }
+    if config.nats.cluster_port.is_some() {
+        tracing::warn!("nats.cluster_port is set but a single center node opens no cluster listener");
+    }
+    tracing::info!(
+        max_cost = config.cache.max_cost,
+        approx_presences = config.cache.max_cost / ENTRY_OVERHEAD,
+        "cache size"
+    );
+}
+
+/// Step 1: the embedded server (unless `nats.embedded: false`) and the URL to connect to.
+pub(super) async fn start_nats(
+    config: &Config,
+    node_id: &str,
+) -> anyhow::Result<(Option<EmbeddedServer>, String)> {
+    if !config.nats.embedded {
+        return Ok((None, config.nats.url.clone()));
+    }
+    let server = EmbeddedServer::start(config, node_id).await?;
+    let url = server.client_url().to_string();
+    Ok((Some(server), url))
+}
+
+/// The JetStream context the node uses: a leaf reaches the bucket and the audit log in the
+/// center's JetStream domain, over its leafnode link.
+pub(super) fn jetstream_of(config: &Config, client: &async_nats::Client) -> jetstream::Context {
+    match config.service.node_type {
+        NodeType::Center => jetstream::new(client.clone()),
+        NodeType::Leaf => jetstream::with_domain(client.clone(), CENTER_DOMAIN),
+    }
+}
+
+/// Step 2: the bucket and the audit-log stream, behind one breaker.
+pub(super) async fn open_storage(
+    config: &Config,
+    js: &jetstream::Context,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(PresenceStore, Events)> {
+    let breaker = Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
+    let caller = Caller::new(config.nats.request_timeout, breaker, metrics.clone());
+    let deadline = Instant::now() + config.nats.startup_timeout;
+    let store = retry_until(deadline, || PresenceStore::open(js, &config.nats.kv, caller.clone()))
+        .await
+        .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
+    let settings = StreamSettings {
+        name: &config.events.stream,
+        retention: config.events.retention,
+        replicas: config.nats.kv.replicas,
+    };
+    let events =
+        retry_until(deadline, || Events::open(js.clone(), &settings, caller.clone(), metrics.clone()))
+            .await
+            .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
+    Ok((store, events))
+}
+
+/// What steps 3 and 4 make: the cache, the link state and the expiry schedule, with the tasks
+/// that keep them (watcher, monitor, housekeeping, expiry job) running in `background`.
+pub(super) struct Coherent {
+    pub cache: PresenceCache,
+    pub link: Arc<LinkState>,
+    pub expiry: Arc<ExpiryQueue>,
+}
+
+/// Steps 3 and 4: the cache kept coherent with the bucket, and the expiry job.
+pub(super) fn start_coherence(
+    config: &Config,
+    store: &PresenceStore,
+    events: &Events,
+    client: &async_nats::Client,
+    metrics: &Arc<Metrics>,
+    background: &mut Background,
+) -> Coherent {
+    let cache = PresenceCache::with_metrics(config.cache.max_cost, metrics);
+    let link = LinkState::new();
+    let expiry = ExpiryQueue::new();
+    let Background { stop, tasks } = background;
+    coherence::spawn(tasks, store, client.clone(), cache.clone(), link.clone(), expiry.clone(), stop);
+    tasks.spawn(cache.clone().housekeeping(stop.clone()));
+    let expirer = Expirer {
+        queue: expiry.clone(),
+        store: store.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        link: link.clone(),
+        node_id: config.node_id(),
+    };
+    tasks.spawn(expirer.run(stop.clone()));
+    Coherent { cache, link, expiry }
+}
+
+/// Step 5: heartbeats out, everyone's heartbeats into the registry.
+pub(super) fn start_topology(
+    config: &Config,
+    client: &async_nats::Client,
+    coherent: &Coherent,
+    background: &mut Background,
+) -> Arc<Registry> {
+    let registry = Registry::new();
+    let local = topology::Local {
+        node_id: config.node_id(),
+        node_type: config.service.node_type,
+        region: config.service.region.clone(),
+        cache: coherent.cache.clone(),
+        link: coherent.link.clone(),
+        started: Instant::now(),
+    };
+    topology::spawn(&mut background.tasks, client.clone(), local, registry.clone(), &background.stop);
+    registry
+}
+
+/// Step 6: the HTTP listener (port 0 lets the OS choose).
+pub(super) async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(config.service.host, config.service.port);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (service.host, service.port)"))
+}
+
+/// The JWT secret: configured, or generated on first start into the data directory.
+pub(super) fn jwt_secret(config: &Config) -> anyhow::Result<(crate::config::Secret, SecretSource)> {
+    secret::resolve(config).context("auth: cannot load or create the JWT secret")
+}
+
+/// Retries `attempt` until it succeeds or `deadline` passes (a leaf's link to the center may
+/// take a moment to come up after its embedded server started).
+async fn retry_until<T, E, F>(deadline: Instant, mut attempt: impl FnMut() -> F) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    F: Future<Output = Result<T, E>>,
+{
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::info!(error = %crate::telemetry::chain(&e), "JetStream not reachable yet; retrying")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

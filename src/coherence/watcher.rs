@@ -1,0 +1,130 @@
+//! The watcher: applies the bucket's changes to the cache, the expiry schedule and the link
+//! state, in revision order. A watch that fails or ends is started again after the last applied
+//! revision; a rebuild (the bucket was replaced) starts over from the bucket's history.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::{self, ClockEstimate};
+use crate::{
+    cache::PresenceCache,
+    lifecycle::ExpiryQueue,
+    link::LinkState,
+    model::{CompactPresence, Record},
+    store::{Change, PresenceStore},
+};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Applies watched changes to what the node keeps.
+pub(super) struct Applier {
+    cache: PresenceCache,
+    link: Arc<LinkState>,
+    expiry: Arc<ExpiryQueue>,
+    clock: ClockEstimate,
+}
+
+/// How one watch ended.
+enum Ended {
+    Stopped,
+    Rebuild,
+    Broken,
+}
+
+pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: CancellationToken) {
+    let link = applier.link.clone();
+    let mut backoff = BACKOFF_START;
+    loop {
+        match store.watch(link.applied_revision()).await {
+            Ok(changes) => match follow(changes, &mut applier, &stop).await {
+                Ended::Stopped => return,
+                Ended::Rebuild => {
+                    // Start over: nothing this watcher applied can be trusted.
+                    applier.cache.clear();
+                    link.reset_applied();
+                    backoff = BACKOFF_START;
+                    continue;
+                }
+                Ended::Broken => {
+                    tracing::warn!("KV watch ended; resuming from the last applied revision");
+                    backoff = BACKOFF_START;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "cannot start the KV watcher; retrying")
+            }
+        }
+        link.mark_behind();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Applies changes until the watch ends, a rebuild is requested, or `stop`.
+async fn follow(
+    mut changes: crate::store::Changes,
+    applier: &mut Applier,
+    stop: &CancellationToken,
+) -> Ended {
+    let link = applier.link.clone();
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return Ended::Stopped,
+            () = link.rebuild_requested() => return Ended::Rebuild,
+            next = changes.next() => next,
+        };
+        match next {
+            Some(Ok(change)) => applier.apply(change).await,
+            Some(Err(e)) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "KV watcher error; cache may be stale until it catches up");
+                link.mark_behind();
+            }
+            None => return Ended::Broken,
+        }
+    }
+}
+
+impl Applier {
+    pub(super) fn new(cache: PresenceCache, link: Arc<LinkState>, expiry: Arc<ExpiryQueue>) -> Self {
+        Self { cache, link, expiry, clock: ClockEstimate::default() }
+    }
+
+    async fn apply(&mut self, change: Change) {
+        if change.pending == 0 {
+            self.sample_clock(&change);
+        }
+        if let Some(user) = change.user() {
+            // This node's own writes are in the cache and the schedule already: skip decoding them.
+            let known = self.cache.peek(user).await.is_some_and(|e| e.revision >= change.revision);
+            if !known {
+                let presence = change.presence().as_ref().map(CompactPresence::from);
+                if let Some(p) = &presence {
+                    self.expiry.schedule(change.revision, p);
+                }
+                self.cache.upsert(user, Record { revision: change.revision, presence }).await;
+            }
+        }
+        self.link.record_applied(change.revision);
+        // Nothing pending behind this change: the watcher is caught up.
+        if change.pending == 0 && self.link.reachable() {
+            self.link.mark_caught_up();
+        }
+    }
+
+    fn sample_clock(&mut self, change: &Change) {
+        let estimate = self.clock.sample(change.stored_at, chrono::Utc::now());
+        let before = self.link.set_clock_offset(estimate);
+        if clock::off(estimate) && before.is_none_or(|b| !clock::off(b)) {
+            tracing::warn!(
+                offset_ms = estimate,
+                "this node's clock is off from the NATS server's; expiry times will be off by as much"
+            );
+        }
+    }
+}

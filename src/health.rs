@@ -1,0 +1,196 @@
+//! What a node knows about itself, in one place: the answers of `/health`, `/health/nats`,
+//! `/health/cache` and `/api/v2/nodes`, and the gauges of `/metrics`. The HTTP layer only
+//! serializes them. None of the probes can hang: every NATS call has a deadline.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    cache::{CacheMetrics, PresenceCache},
+    coherence::CLOCK_TOLERANCE,
+    config::NodeType,
+    lifecycle::ExpiryQueue,
+    link::LinkState,
+    store::PresenceStore,
+    telemetry::Metrics,
+    topology::{NodeStatus, Registry},
+};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The parts of a node that health looks at.
+pub struct Health {
+    pub node_id: String,
+    pub node_type: NodeType,
+    pub started: Instant,
+    pub link: Arc<LinkState>,
+    pub cache: PresenceCache,
+    pub max_cost: u64,
+    pub store: PresenceStore,
+    pub client: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub expiry: Arc<ExpiryQueue>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok`, or `degraded` while NATS is unreachable or the cache may be stale: the node still
+    /// serves reads (cached, or `offline` marked degraded) but refuses writes.
+    pub status: String,
+    pub node_id: String,
+    /// `center` or `leaf`.
+    pub node_type: String,
+    /// The service's version.
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// Whether the service's NATS connection is up.
+    pub nats_connected: bool,
+    /// This node's clock minus the NATS server's, estimated from watched writes (absent until
+    /// one was seen). Beyond one second the status is `degraded`: expiry times would be off.
+    pub clock_offset_ms: Option<i64>,
+    /// Nodes heard from (this one included) and how many of them are up.
+    pub nodes: NodesSummary,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodesSummary {
+    pub known: usize,
+    pub up: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NatsHealth {
+    pub connected: bool,
+    /// The connected server's version, as it announced itself.
+    pub server_version: Option<String>,
+    /// One ping to the server and back, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// JetStream answered an account-info request.
+    pub jetstream: bool,
+    /// The presence bucket answered a status request.
+    pub bucket: bool,
+    pub watcher: WatcherHealth,
+    /// Whether the circuit breaker in front of NATS is open (writes refused at once).
+    pub breaker_open: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WatcherHealth {
+    /// False while the cache may miss updates.
+    pub connected: bool,
+    /// The highest KV revision applied to the cache.
+    pub applied_revision: u64,
+    /// Revisions in the bucket not yet applied (as of the last check, every 250 ms).
+    pub lag: u64,
+    /// Times the cache was rebuilt because the bucket was replaced under it.
+    pub rebuilds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CacheHealth {
+    #[serde(flatten)]
+    pub metrics: CacheMetrics,
+    /// hits / (hits + misses) since start; 0 before the first lookup.
+    pub hit_ratio: f64,
+    pub entries: u64,
+    /// Approximate bytes of the cached entries.
+    pub weighted_size: u64,
+    /// `cache.max_cost`.
+    pub max_cost: u64,
+    /// True while the cache may miss updates.
+    pub stale: bool,
+}
+
+impl NatsHealth {
+    /// NATS, JetStream and the bucket all answer.
+    pub fn ok(&self) -> bool {
+        self.connected && self.jetstream && self.bucket
+    }
+}
+
+impl Health {
+    /// Can this node serve, and how well?
+    pub fn report(&self) -> HealthResponse {
+        let link = self.link.snapshot();
+        let clock_ok = link.clock_offset.is_none_or(|o| o.abs().to_std().is_ok_and(|o| o <= CLOCK_TOLERANCE));
+        let nodes = self.registry.nodes(0);
+        HealthResponse {
+            status: if link.reachable && !link.stale && clock_ok { "ok" } else { "degraded" }.into(),
+            node_id: self.node_id.clone(),
+            node_type: self.node_type.as_str().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            nats_connected: link.reachable,
+            clock_offset_ms: link.clock_offset.map(|o| o.num_milliseconds()),
+            nodes: NodesSummary { known: nodes.len(), up: nodes.iter().filter(|n| n.up).count() },
+        }
+    }
+
+    /// The NATS link, JetStream, the bucket and the watcher, probed now.
+    pub async fn nats(&self) -> NatsHealth {
+        let connection = crate::nats::probe(&self.client, &self.jetstream, PROBE_TIMEOUT).await;
+        let bucket = connection.connected
+            && tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.is_ok_and(|r| r.is_ok());
+        let link = self.link.snapshot();
+        NatsHealth {
+            connected: connection.connected,
+            server_version: connection.server_version,
+            rtt_ms: connection.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+            jetstream: connection.jetstream,
+            bucket,
+            watcher: WatcherHealth {
+                connected: !link.stale,
+                applied_revision: link.applied_revision,
+                lag: link.lag,
+                rebuilds: link.rebuilds,
+            },
+            breaker_open: self.store.caller().breaker().is_open(),
+        }
+    }
+
+    /// Cache statistics (the `CacheMetrics` of the design), current as of now.
+    pub async fn cache(&self) -> CacheHealth {
+        // moka counts entries during its housekeeping; run it so the numbers are current.
+        self.cache.cleanup().await;
+        let metrics = self.cache.metrics();
+        CacheHealth {
+            hit_ratio: metrics.hit_ratio(),
+            metrics,
+            entries: self.cache.entry_count(),
+            weighted_size: self.cache.weighted_size(),
+            max_cost: self.max_cost,
+            stale: self.link.stale(),
+        }
+    }
+
+    /// Every node heard from, with its lag behind the newest revision this node knows of.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        let link = self.link.snapshot();
+        self.registry.nodes(link.applied_revision + link.lag)
+    }
+
+    /// The Prometheus text exposition, with the gauges brought up to date.
+    pub async fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        self.cache.cleanup().await;
+        m.cache_hit_ratio.set(self.cache.metrics().hit_ratio());
+        m.cache_entries.set(self.cache.entry_count() as i64);
+        m.cache_size.set(self.cache.weighted_size() as i64);
+        let link = self.link.snapshot();
+        m.nats_connected.set(link.reachable as i64);
+        m.cache_stale.set(link.stale as i64);
+        m.watcher_lag.set(link.lag as i64);
+        m.expiry_scheduled.set(self.expiry.len() as i64);
+        if let Some(offset) = link.clock_offset {
+            m.clock_offset.set(offset.num_milliseconds() as f64 / 1000.0);
+        }
+        m.render()
+    }
+}

@@ -1,0 +1,61 @@
+//! The extractors that authenticate a request: [`AuthUser`] (a valid bearer token) and [`Owner`]
+//! (a valid token whose subject is the path's user). A handler that takes one can only run for a
+//! request that passed it. Every token failure answers the same 401 body, so that the answer tells
+//! an attacker nothing about which check failed; the log says which.
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+
+use super::{ApiError, AppState, extract::UserPath};
+use crate::{model::UserId, telemetry::chain};
+
+/// `Authorization` headers longer than this are refused before any decoding.
+pub const MAX_AUTH_HEADER: usize = 8 * 1024;
+
+/// The authenticated caller: the `sub` of a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub String);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| reject("no Authorization header"))?;
+        if header.len() > MAX_AUTH_HEADER {
+            return Err(reject("Authorization header over 8 KiB"));
+        }
+        let text = header.to_str().map_err(|_| reject("Authorization header is not ASCII"))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| reject("Authorization is not a bearer token"))?;
+        state.auth.verify(token).map(AuthUser).map_err(|e| reject(&chain(&e).to_string()))
+    }
+}
+
+/// The path's `{user_id}`, when the bearer token's `sub` is that user: the owner of the resource.
+/// Invalid ids answer 400, token failures 401, someone else's token 403, in that order.
+#[derive(Debug, Clone)]
+pub struct Owner(pub UserId);
+
+impl FromRequestParts<AppState> for Owner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let UserPath(user) = UserPath::from_request_parts(parts, state).await?;
+        let AuthUser(subject) = AuthUser::from_request_parts(parts, state).await?;
+        if subject != user.as_str() {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Owner(user))
+    }
+}
+
+fn reject(why: &str) -> ApiError {
+    tracing::info!(reason = why, "token refused");
+    ApiError::Unauthorized
+}

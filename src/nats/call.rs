@@ -1,0 +1,123 @@
+//! Every request the service makes to NATS goes through a [`Caller`]: bounded by
+//! `nats.request_timeout` (an unreachable server becomes an error, never a hung request), timed
+//! into `presence_nats_request_duration_seconds` by operation, and, for the calls that serve
+//! clients, counted by the circuit breaker ([`super::breaker::Breaker`]), which refuses them at
+//! once while NATS keeps failing. Errors keep their source, so that a log line shows the cause.
+
+use std::{
+    future::IntoFuture,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::breaker::Breaker;
+use crate::telemetry::Metrics;
+
+/// Any error of the NATS client, kept as the source of a [`CallError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("NATS {op}: refused while the circuit breaker is open")]
+    Refused { op: &'static str },
+    #[error("NATS {op}: no answer within {limit:?}")]
+    Timeout { op: &'static str, limit: Duration },
+    #[error("NATS {op} failed")]
+    Failed {
+        op: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl CallError {
+    /// The call was not made: the breaker refused it (nothing new to log).
+    pub fn refused(&self) -> bool {
+        matches!(self, CallError::Refused { .. })
+    }
+}
+
+/// The timeout, the latency metric and the breaker that NATS calls share: a cheap `Clone`.
+#[derive(Clone)]
+pub struct Caller {
+    timeout: Duration,
+    breaker: Arc<Breaker>,
+    metrics: Arc<Metrics>,
+}
+
+impl Caller {
+    pub fn new(timeout: Duration, breaker: Arc<Breaker>, metrics: Arc<Metrics>) -> Self {
+        Self { timeout, breaker, metrics }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// A call on behalf of a client (a read, a write, an expiry): refused at once while the
+    /// breaker is open; its outcome opens or closes the breaker. An answer that the caller
+    /// expects (a revision mismatch, say) must come back as `Ok`, not as an error.
+    pub async fn call<T, E>(
+        &self,
+        op: &'static str,
+        fut: impl IntoFuture<Output = Result<T, E>>,
+    ) -> Result<T, CallError>
+    where
+        E: Into<BoxError>,
+    {
+        if !self.breaker.allow() {
+            return Err(CallError::Refused { op });
+        }
+        let outcome = self.bounded(op, fut).await;
+        match &outcome {
+            Ok(_) => self.breaker.record_success(),
+            Err(_) => self.breaker.record_failure(),
+        }
+        outcome
+    }
+
+    /// A call that the breaker neither guards nor counts: set-up, health probes, publishing.
+    pub async fn bounded<T, E>(
+        &self,
+        op: &'static str,
+        fut: impl IntoFuture<Output = Result<T, E>>,
+    ) -> Result<T, CallError>
+    where
+        E: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, fut).await;
+        self.metrics.observe_nats(op, started.elapsed());
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(CallError::Failed { op, source: e.into() }),
+            Err(_) => Err(CallError::Timeout { op, limit: self.timeout }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(threshold: u32) -> Caller {
+        let breaker = Arc::new(Breaker::new(threshold, Duration::from_secs(60)));
+        Caller::new(Duration::from_millis(50), breaker, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn failures_open_the_breaker_and_keep_their_source() {
+        let c = caller(2);
+        let io = || async { Err::<(), _>(std::io::Error::other("connection reset")) };
+        let e = c.call("get", io()).await.unwrap_err();
+        assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "connection reset");
+        let hang = std::future::pending::<Result<(), std::io::Error>>();
+        assert!(matches!(c.call("get", hang).await, Err(CallError::Timeout { op: "get", .. })));
+        assert!(matches!(c.call("get", io()).await, Err(CallError::Refused { op: "get" })));
+        assert!(c.bounded("info", async { Ok::<_, std::io::Error>(1) }).await.is_ok(), "unguarded");
+    }
+}

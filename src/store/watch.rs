@@ -1,0 +1,74 @@
+//! The bucket's changes as a stream, for the watcher that keeps a node's cache coherent.
+//!
+//! async-nats resumes a watch across reconnects by itself; when the stream ends or fails, the
+//! watcher starts a new one after the last revision it applied, so nothing is missed.
+
+use async_nats::jetstream::kv::{self, Operation};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream::BoxStream};
+
+use super::{StoreError, decode, user_of};
+use crate::{
+    model::StoredPresence,
+    nats::{BoxError, CallError, Caller},
+};
+
+/// Changes of the bucket in revision order.
+pub type Changes = BoxStream<'static, Result<Change, StoreError>>;
+
+/// One change of one key. The value is decoded only when asked for: a node skips decoding its
+/// own writes, which its cache holds already.
+#[derive(Debug, Clone)]
+pub struct Change {
+    key: String,
+    pub revision: u64,
+    /// Changes the server holds after this one (0: the watcher is caught up).
+    pub pending: u64,
+    /// When the server stored it, by the server's clock.
+    pub stored_at: DateTime<Utc>,
+    operation: Operation,
+    value: bytes::Bytes,
+}
+
+impl Change {
+    /// The user whose presence changed; `None` for a key that is not a presence.
+    pub fn user(&self) -> Option<&str> {
+        user_of(&self.key)
+    }
+
+    /// The presence after the change: `None` after an erasure (purge), a deletion, or for a value
+    /// that does not decode.
+    pub fn presence(&self) -> Option<StoredPresence> {
+        decode(&self.key, self.operation, &self.value)
+    }
+}
+
+impl From<kv::Entry> for Change {
+    fn from(entry: kv::Entry) -> Self {
+        let nanos = entry.created.unix_timestamp_nanos();
+        let stored_at =
+            DateTime::from_timestamp_nanos(nanos.clamp(i64::MIN as i128, i64::MAX as i128) as i64);
+        Self {
+            key: entry.key,
+            revision: entry.revision,
+            pending: entry.delta,
+            stored_at,
+            operation: entry.operation,
+            value: entry.value,
+        }
+    }
+}
+
+pub(super) async fn start(kv: &kv::Store, caller: &Caller, after: u64) -> Result<Changes, StoreError> {
+    let watch = if after == 0 {
+        caller.bounded("watch", kv.watch_with_history(">")).await?
+    } else {
+        caller.bounded("watch", kv.watch_all_from_revision(after + 1)).await?
+    };
+    Ok(watch
+        .map(|next| {
+            next.map(Change::from)
+                .map_err(|e| StoreError::from(CallError::Failed { op: "watch", source: BoxError::from(e) }))
+        })
+        .boxed())
+}
