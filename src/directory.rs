@@ -27,11 +27,11 @@ use crate::{
 };
 
 /// Concurrent KV reads one multi-user request may have in flight.
-pub const MISS_CONCURRENCY: usize = 64;
+pub(crate) const MISS_CONCURRENCY: usize = 64;
 
 /// What a read found out about one user.
 #[derive(Debug, Clone)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// The cache or the KV answered (the record may say "never seen").
     Known(Arc<Record>),
     /// Neither could: NATS is unreachable and the cache has no entry.
@@ -39,13 +39,13 @@ pub enum Lookup {
 }
 
 /// The answer to a multi-user read, in request order.
-pub struct ManyLookups {
+pub(crate) struct ManyLookups {
     pub entries: Vec<(UserId, Lookup)>,
     pub degraded: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error("NATS is unreachable")]
     Unavailable,
     #[error(transparent)]
@@ -55,7 +55,7 @@ pub enum WriteError {
 }
 
 /// The read and write paths of one node.
-pub struct Directory {
+pub(crate) struct Directory {
     pub store: PresenceStore,
     pub cache: PresenceCache,
     pub link: Arc<LinkState>,
@@ -67,18 +67,18 @@ pub struct Directory {
 
 impl Directory {
     /// True when answers from the cache may miss recent updates.
-    pub fn stale(&self) -> bool {
+    pub(crate) fn stale(&self) -> bool {
         self.link.stale()
     }
 
-    pub async fn read(&self, user: &UserId) -> Lookup {
+    pub(crate) async fn read(&self, user: &UserId) -> Lookup {
         match self.cache.get(user).await {
             Some(entry) => Lookup::Known(entry),
             None => self.load(user).await,
         }
     }
 
-    pub async fn read_many(&self, users: Vec<UserId>) -> ManyLookups {
+    pub(crate) async fn read_many(&self, users: Vec<UserId>) -> ManyLookups {
         let cached = self.cache.get_multiple(&users).await;
         let mut entries = Vec::with_capacity(users.len());
         let mut misses = Vec::new();
@@ -121,7 +121,7 @@ impl Directory {
     }
 
     /// Stores `update` by `actor` and returns what was stored, once JetStream acknowledged it.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         user: &UserId,
         update: PresenceUpdate,
@@ -157,7 +157,11 @@ impl Directory {
     }
 
     /// The newest `limit` events of `user`, newest first.
-    pub async fn history(&self, user: &UserId, limit: usize) -> Result<Vec<PresenceEvent>, WriteError> {
+    pub(crate) async fn history(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Vec<PresenceEvent>, WriteError> {
         self.guard()?;
         let events = self.events.history(user, limit).await.inspect_err(|e| {
             tracing::warn!(user = %user, error = %chain(e), "history read failed");
@@ -166,7 +170,7 @@ impl Directory {
     }
 
     /// Erases `user`: their events in the audit log, then the KV record and its history.
-    pub async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
+    pub(crate) async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
         self.guard()?;
         let erased = async {
             let events = self.events.erase(user).await?;

@@ -24,7 +24,7 @@ use crate::{
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The parts of a node that health looks at.
-pub struct Health {
+pub(crate) struct Health {
     pub node_id: String,
     pub node_type: NodeType,
     pub started: Instant,
@@ -40,7 +40,7 @@ pub struct Health {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct HealthResponse {
+pub(crate) struct HealthResponse {
     /// `ok`, or `degraded` while NATS is unreachable or the cache may be stale: the node still
     /// serves reads (cached, or `offline` marked degraded) but refuses writes.
     pub status: String,
@@ -60,13 +60,13 @@ pub struct HealthResponse {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NodesSummary {
+pub(crate) struct NodesSummary {
     pub known: usize,
     pub up: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NatsHealth {
+pub(crate) struct NatsHealth {
     pub connected: bool,
     /// The connected server's version, as it announced itself.
     pub server_version: Option<String>,
@@ -82,7 +82,7 @@ pub struct NatsHealth {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WatcherHealth {
+pub(crate) struct WatcherHealth {
     /// False while the cache may miss updates.
     pub connected: bool,
     /// The highest KV revision applied to the cache.
@@ -94,7 +94,7 @@ pub struct WatcherHealth {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CacheHealth {
+pub(crate) struct CacheHealth {
     #[serde(flatten)]
     pub metrics: CacheMetrics,
     /// hits / (hits + misses) since start; 0 before the first lookup.
@@ -110,14 +110,14 @@ pub struct CacheHealth {
 
 impl NatsHealth {
     /// NATS, JetStream and the bucket all answer.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.connected && self.jetstream && self.bucket
     }
 }
 
 impl Health {
     /// Can this node serve, and how well?
-    pub fn report(&self) -> HealthResponse {
+    pub(crate) fn report(&self) -> HealthResponse {
         let link = self.link.snapshot();
         let clock_ok = link.clock_offset.is_none_or(|o| o.abs().to_std().is_ok_and(|o| o <= CLOCK_TOLERANCE));
         let nodes = self.registry.nodes(0);
@@ -134,7 +134,7 @@ impl Health {
     }
 
     /// The NATS link, JetStream, the bucket and the watcher, probed now.
-    pub async fn nats(&self) -> NatsHealth {
+    pub(crate) async fn nats(&self) -> NatsHealth {
         let connection = crate::nats::probe(&self.client, &self.jetstream, PROBE_TIMEOUT).await;
         let bucket = connection.connected
             && tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.is_ok_and(|r| r.is_ok());
@@ -156,7 +156,7 @@ impl Health {
     }
 
     /// Cache statistics (the `CacheMetrics` of the design), current as of now.
-    pub async fn cache(&self) -> CacheHealth {
+    pub(crate) async fn cache(&self) -> CacheHealth {
         // moka counts entries during its housekeeping; run it so the numbers are current.
         self.cache.cleanup().await;
         let metrics = self.cache.metrics();
@@ -171,13 +171,13 @@ impl Health {
     }
 
     /// Every node heard from, with its lag behind the newest revision this node knows of.
-    pub fn nodes(&self) -> Vec<NodeStatus> {
+    pub(crate) fn nodes(&self) -> Vec<NodeStatus> {
         let link = self.link.snapshot();
         self.registry.nodes(link.applied_revision + link.lag)
     }
 
     /// The Prometheus text exposition, with the gauges brought up to date.
-    pub async fn render_metrics(&self) -> String {
+    pub(crate) async fn render_metrics(&self) -> String {
         let m = &self.metrics;
         self.cache.cleanup().await;
         m.cache_hit_ratio.set(self.cache.metrics().hit_ratio());

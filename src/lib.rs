@@ -32,19 +32,22 @@
 //! a `model::PresenceUpdate`, and answers 200 only after JetStream acknowledged the KV put, this
 //! node's cache and expiry schedule hold the new value, and its update event is on its way.
 
+// The public face: what the binary, the integration tests and the benchmark tool use.
 pub mod app;
 pub mod auth;
-pub mod cache;
 pub mod cli;
-pub mod coherence;
 pub mod config;
-pub mod directory;
-pub mod health;
-pub mod http;
-pub mod lifecycle;
-pub mod link;
-pub mod model;
 pub mod nats;
-pub mod store;
 pub mod telemetry;
-pub mod topology;
+
+// Everything else is the crate's own.
+pub(crate) mod cache;
+pub(crate) mod coherence;
+pub(crate) mod directory;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod lifecycle;
+pub(crate) mod link;
+pub(crate) mod model;
+pub(crate) mod store;
+pub(crate) mod topology;

@@ -17,7 +17,7 @@ const NO_TARGET: u64 = u64::MAX;
 const NO_OFFSET: i64 = i64::MIN;
 
 #[derive(Debug)]
-pub struct LinkState {
+pub(crate) struct LinkState {
     reachable: AtomicBool,
     /// Set when updates may have been missed; cleared once the watcher caught up.
     behind: AtomicBool,
@@ -34,7 +34,7 @@ pub struct LinkState {
 
 /// The link at one moment, for health and heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LinkSnapshot {
+pub(crate) struct LinkSnapshot {
     pub reachable: bool,
     pub stale: bool,
     pub applied_revision: u64,
@@ -47,7 +47,7 @@ impl LinkState {
     /// The state of a node whose watcher is about to start. A watcher that is warming up is
     /// behind in position, not stale: it misses nothing, and reads it has not reached yet go to
     /// the KV.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             reachable: AtomicBool::new(true),
             behind: AtomicBool::new(false),
@@ -61,34 +61,34 @@ impl LinkState {
     }
 
     /// NATS is connected and JetStream answers.
-    pub fn reachable(&self) -> bool {
+    pub(crate) fn reachable(&self) -> bool {
         self.reachable.load(Relaxed)
     }
 
     /// Cached entries may miss updates.
-    pub fn stale(&self) -> bool {
+    pub(crate) fn stale(&self) -> bool {
         !self.reachable() || self.behind.load(Relaxed)
     }
 
     /// The highest KV revision the watcher applied.
-    pub fn applied_revision(&self) -> u64 {
+    pub(crate) fn applied_revision(&self) -> u64 {
         self.applied.load(Relaxed)
     }
 
     /// Revisions the bucket has that the watcher has not applied yet (as of the last check).
-    pub fn lag(&self) -> u64 {
+    pub(crate) fn lag(&self) -> u64 {
         self.lag.load(Relaxed)
     }
 
     /// This node's clock minus the NATS server's, once known.
-    pub fn clock_offset(&self) -> Option<chrono::Duration> {
+    pub(crate) fn clock_offset(&self) -> Option<chrono::Duration> {
         match self.clock_offset_ms.load(Relaxed) {
             NO_OFFSET => None,
             ms => Some(chrono::Duration::milliseconds(ms)),
         }
     }
 
-    pub fn snapshot(&self) -> LinkSnapshot {
+    pub(crate) fn snapshot(&self) -> LinkSnapshot {
         LinkSnapshot {
             reachable: self.reachable(),
             stale: self.stale(),

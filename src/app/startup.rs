@@ -35,12 +35,12 @@ pub(crate) struct Background {
 }
 
 impl Background {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { stop: CancellationToken::new(), tasks: JoinSet::new() }
     }
 
     /// Tells every task to stop and waits for them, at most `grace`.
-    pub async fn shutdown(mut self, grace: Duration) {
+    pub(super) async fn shutdown(mut self, grace: Duration) {
         self.stop.cancel();
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {

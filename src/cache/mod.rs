@@ -32,14 +32,14 @@ use crate::{
 };
 
 /// A cached record, shared with the readers that found it.
-pub type Entry = Arc<Record>;
+pub(crate) type Entry = Arc<Record>;
 
 /// moka's housekeeping (evictions, expirations, counts), as a periodic cleanup.
-pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
 /// The design document's `CacheMetrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CacheMetrics {
+pub(crate) struct CacheMetrics {
     pub hits: u64,
     pub misses: u64,
     pub keys_added: u64,
@@ -50,7 +50,7 @@ pub struct CacheMetrics {
 
 impl CacheMetrics {
     /// hits / (hits + misses); 0 before the first lookup.
-    pub fn hit_ratio(&self) -> f64 {
+    pub(crate) fn hit_ratio(&self) -> f64 {
         let lookups = self.hits + self.misses;
         if lookups == 0 { 0.0 } else { self.hits as f64 / lookups as f64 }
     }
@@ -69,7 +69,7 @@ struct Counters {
 
 /// The cache: a cheap `Clone` handle.
 #[derive(Clone)]
-pub struct PresenceCache {
+pub(crate) struct PresenceCache {
     inner: Cache<String, Entry>,
     counters: Arc<Counters>,
     /// Serialise writers of one key (this node's PUTs and the watcher) so that the revision check
@@ -82,10 +82,10 @@ const WRITE_STRIPES: usize = 256;
 
 /// Bytes a cache entry costs beyond its key and message: moka's bookkeeping and the value
 /// (measured: see BENCHMARKS.md).
-pub const ENTRY_OVERHEAD: u64 = 320;
+pub(crate) const ENTRY_OVERHEAD: u64 = 320;
 
 /// The approximate cost in bytes of caching `value` under `key`.
-pub fn cost(key: &str, value: &Record) -> u32 {
+pub(crate) fn cost(key: &str, value: &Record) -> u32 {
     let message = value.presence.as_ref().and_then(|p| p.message.as_ref()).map_or(0, |m| m.len());
     (ENTRY_OVERHEAD + key.len() as u64 + message as u64) as u32
 }
@@ -122,12 +122,13 @@ impl Expiry<String, Entry> for UntilPresenceExpires {
 
 impl PresenceCache {
     /// A cache holding at most `max_cost` bytes of approximate entry cost.
-    pub fn new(max_cost: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(max_cost: u64) -> Self {
         Self::with_counters(max_cost, Counters::default())
     }
 
     /// The same, counting hits, misses and evictions in `metrics`.
-    pub fn with_metrics(max_cost: u64, metrics: &Metrics) -> Self {
+    pub(crate) fn with_metrics(max_cost: u64, metrics: &Metrics) -> Self {
         let counters = Counters {
             hits: metrics.cache_hits.clone(),
             misses: metrics.cache_misses.clone(),
@@ -156,7 +157,7 @@ impl PresenceCache {
     }
 
     /// The entry for `user_id`, counting a hit or a miss.
-    pub async fn get(&self, user_id: &str) -> Option<Entry> {
+    pub(crate) async fn get(&self, user_id: &str) -> Option<Entry> {
         let found = self.inner.get(user_id).await;
         let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
         counter.inc();
@@ -164,7 +165,7 @@ impl PresenceCache {
     }
 
     /// The entries for `user_ids`, in order, in one pass (the design document's `GetMultiple`).
-    pub async fn get_multiple(&self, user_ids: &[UserId]) -> Vec<Option<Entry>> {
+    pub(crate) async fn get_multiple(&self, user_ids: &[UserId]) -> Vec<Option<Entry>> {
         let mut found = Vec::with_capacity(user_ids.len());
         for user_id in user_ids {
             found.push(self.get(user_id).await);
@@ -174,7 +175,7 @@ impl PresenceCache {
 
     /// The entry for `user_id`, loading it with `load` on a miss. Concurrent misses for one key
     /// share one load (single flight); a failed load is not cached.
-    pub async fn get_or_load<E, F>(&self, user_id: &str, load: F) -> Result<Entry, Arc<E>>
+    pub(crate) async fn get_or_load<E, F>(&self, user_id: &str, load: F) -> Result<Entry, Arc<E>>
     where
         F: Future<Output = Result<Record, E>>,
         E: Send + Sync + 'static,
@@ -191,12 +192,12 @@ impl PresenceCache {
     }
 
     /// The entry for `user_id`, without counting a lookup.
-    pub async fn peek(&self, user_id: &str) -> Option<Entry> {
+    pub(crate) async fn peek(&self, user_id: &str) -> Option<Entry> {
         self.inner.get(user_id).await
     }
 
     /// Stores `value` unless the cache already holds the same or a newer revision.
-    pub async fn upsert(&self, user_id: &str, value: Record) {
+    pub(crate) async fn upsert(&self, user_id: &str, value: Record) {
         let stripe = &self.stripes
             [std::hash::BuildHasher::hash_one(&self.hasher, user_id) as usize % self.stripes.len()];
         let _serialised = stripe.lock().await;
@@ -212,22 +213,22 @@ impl PresenceCache {
     }
 
     /// Drops every entry.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.inner.invalidate_all();
     }
 
     /// Drops one entry.
-    pub async fn delete(&self, user_id: &str) {
+    pub(crate) async fn delete(&self, user_id: &str) {
         self.inner.invalidate(user_id).await;
     }
 
     /// Runs moka's housekeeping now: evictions, expirations, listener calls.
-    pub async fn cleanup(&self) {
+    pub(crate) async fn cleanup(&self) {
         self.inner.run_pending_tasks().await;
     }
 
     /// Runs the housekeeping every [`HOUSEKEEPING_EVERY`] until `stop`.
-    pub async fn housekeeping(self, stop: CancellationToken) {
+    pub(crate) async fn housekeeping(self, stop: CancellationToken) {
         let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
         loop {
             tokio::select! {
@@ -237,7 +238,7 @@ impl PresenceCache {
         }
     }
 
-    pub fn metrics(&self) -> CacheMetrics {
+    pub(crate) fn metrics(&self) -> CacheMetrics {
         let c = &self.counters;
         CacheMetrics {
             hits: c.hits.get(),
@@ -249,11 +250,11 @@ impl PresenceCache {
         }
     }
 
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.inner.entry_count()
     }
 
-    pub fn weighted_size(&self) -> u64 {
+    pub(crate) fn weighted_size(&self) -> u64 {
         self.inner.weighted_size()
     }
 }

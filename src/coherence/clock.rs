@@ -7,7 +7,7 @@ use std::{collections::VecDeque, time::Duration};
 use chrono::{DateTime, Utc};
 
 /// Clock offsets beyond this are reported as a problem (expiry times would be off by as much).
-pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
+pub(crate) const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
 /// Samples the estimate is the minimum of.
 const SAMPLES: usize = 32;
 

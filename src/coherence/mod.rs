@@ -19,12 +19,12 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::CLOCK_TOLERANCE;
+pub(crate) use clock::CLOCK_TOLERANCE;
 
 use crate::{cache::PresenceCache, lifecycle::ExpiryQueue, link::LinkState, store::PresenceStore};
 
 /// Starts the watcher and the monitor in `tasks`; they run until `stop`.
-pub fn spawn(
+pub(crate) fn spawn(
     tasks: &mut JoinSet<()>,
     store: &PresenceStore,
     client: async_nats::Client,

@@ -76,7 +76,13 @@ impl Config {
 
     /// Checks what serde cannot: ranges, lengths and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, reason: &str| Err(ConfigError::new(key, reason));
+        self.validate_node()?;
+        self.validate_nats()?;
+        self.validate_rate_limits()?;
+        self.validate_cache_auth_logging()
+    }
+
+    fn validate_node(&self) -> Result<(), ConfigError> {
         if self.service.node_type == NodeType::Leaf && self.nats.embedded {
             if self.center_url().is_none() {
                 return fail("nats.center_url", "a leaf needs nats.center_url (or center_node.host)");
@@ -90,11 +96,15 @@ impl Config {
         }
         let id = &self.service.node_id;
         if !id.is_empty() && !is_valid_token(id) {
-            return fail("service.node_id", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
+            return fail("service.node_id", TOKEN_RULE);
         }
+        Ok(())
+    }
+
+    fn validate_nats(&self) -> Result<(), ConfigError> {
         let kv = &self.nats.kv;
         if !is_valid_token(&kv.bucket) {
-            return fail("nats.kv.bucket", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
+            return fail("nats.kv.bucket", TOKEN_RULE);
         }
         if kv.ttl < Duration::from_secs(1) || kv.ttl > MAX_TTL {
             return fail("nats.kv.ttl", "must be between 1s and 7d");
@@ -109,7 +119,7 @@ impl Config {
             return fail("events.retention", "must be at least 1s");
         }
         if !is_valid_token(&self.events.stream) {
-            return fail("events.stream", "must be 1 to 128 characters of A-Z a-z 0-9 _ -");
+            return fail("events.stream", TOKEN_RULE);
         }
         if kv.replicas == 0 || kv.replicas > 5 {
             return fail("nats.kv.replicas", "must be between 1 and 5");
@@ -126,22 +136,28 @@ impl Config {
         if self.nats.breaker.failures == 0 {
             return fail("nats.breaker.failures", "must be at least 1");
         }
+        Ok(())
+    }
+
+    fn validate_rate_limits(&self) -> Result<(), ConfigError> {
         let rl = &self.rate_limit;
-        if rl.enabled {
-            for (key, value) in [
-                ("rate_limit.reads_per_second", rl.reads_per_second),
-                ("rate_limit.read_burst", rl.read_burst),
-                ("rate_limit.writes_per_second", rl.writes_per_second),
-                ("rate_limit.write_burst", rl.write_burst),
-            ] {
-                if value == 0 {
-                    return fail(
-                        key,
-                        "must be at least 1 (set rate_limit.enabled: false to turn limits off)",
-                    );
-                }
+        if !rl.enabled {
+            return Ok(());
+        }
+        for (key, value) in [
+            ("rate_limit.reads_per_second", rl.reads_per_second),
+            ("rate_limit.read_burst", rl.read_burst),
+            ("rate_limit.writes_per_second", rl.writes_per_second),
+            ("rate_limit.write_burst", rl.write_burst),
+        ] {
+            if value == 0 {
+                return fail(key, "must be at least 1 (set rate_limit.enabled: false to turn limits off)");
             }
         }
+        Ok(())
+    }
+
+    fn validate_cache_auth_logging(&self) -> Result<(), ConfigError> {
         if !matches!(self.cache.kind.as_str(), "ristretto" | "moka") {
             return fail("cache.type", "must be `ristretto` or `moka` (both mean the moka cache)");
         }
@@ -170,6 +186,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+const TOKEN_RULE: &str = "must be 1 to 128 characters of A-Z a-z 0-9 _ -";
+
+fn fail(key: &str, reason: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::new(key, reason))
 }
 
 fn hostname() -> Option<String> {

@@ -9,11 +9,11 @@ use super::{ApiError, AppState, extract::UserPath};
 use crate::{model::UserId, telemetry::chain};
 
 /// `Authorization` headers longer than this are refused before any decoding.
-pub const MAX_AUTH_HEADER: usize = 8 * 1024;
+pub(super) const MAX_AUTH_HEADER: usize = 8 * 1024;
 
 /// The authenticated caller: the `sub` of a valid bearer token.
 #[derive(Debug, Clone)]
-pub struct AuthUser(pub String);
+pub(crate) struct AuthUser(pub String);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The path's `{user_id}`, when the bearer token's `sub` is that user: the owner of the resource.
 /// Invalid ids answer 400, token failures 401, someone else's token 403, in that order.
 #[derive(Debug, Clone)]
-pub struct Owner(pub UserId);
+pub(crate) struct Owner(pub UserId);
 
 impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;

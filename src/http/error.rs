@@ -13,14 +13,14 @@ use crate::directory::WriteError;
 
 /// The error envelope of every failed request.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorResponse {
+pub(crate) struct ErrorResponse {
     /// Always `false`.
     pub success: bool,
     pub error: String,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("missing or invalid bearer token")]
@@ -44,7 +44,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,

@@ -15,7 +15,7 @@ use crate::model::UserId;
 
 /// `axum::Json` with the envelope: 415 without a JSON content type, 413 over the body limit,
 /// 400 for malformed JSON or a body of the wrong shape.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -47,7 +47,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 }
 
 /// The `{user_id}` of the path, validated.
-pub struct UserPath(pub UserId);
+pub(crate) struct UserPath(pub UserId);
 
 impl FromRequestParts<AppState> for UserPath {
     type Rejection = ApiError;
@@ -68,7 +68,7 @@ impl FromRequestParts<AppState> for UserPath {
 }
 
 /// `axum::extract::Query` with the envelope.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;

@@ -18,7 +18,7 @@ use crate::{
     topology::NodeStatus,
 };
 
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/health/nats", get(nats))
@@ -34,7 +34,7 @@ pub fn routes() -> Router<AppState> {
     responses((status = 200, description = "The node serves (status `ok` or `degraded`)", body = HealthResponse)),
     tag = "operations"
 )]
-pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
+pub(super) async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(state.health.report())
 }
 
@@ -48,19 +48,19 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     ),
     tag = "operations"
 )]
-pub async fn nats(State(state): State<AppState>) -> (StatusCode, Json<NatsHealth>) {
+pub(super) async fn nats(State(state): State<AppState>) -> (StatusCode, Json<NatsHealth>) {
     let report = state.health.nats().await;
     (if report.ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(report))
 }
 
 /// Cache statistics (the design document's `CacheMetrics`).
 #[utoipa::path(get, path = "/health/cache", responses((status = 200, body = CacheHealth)), tag = "operations")]
-pub async fn cache(State(state): State<AppState>) -> Json<CacheHealth> {
+pub(super) async fn cache(State(state): State<AppState>) -> Json<CacheHealth> {
     Json(state.health.cache().await)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct NodesResponse {
+pub(super) struct NodesResponse {
     /// Always `true`.
     pub success: bool,
     /// Every node heard from (this one included), by node id.
@@ -69,12 +69,12 @@ pub struct NodesResponse {
 
 /// The nodes of the deployment: last heartbeat, lag in revisions, up or not.
 #[utoipa::path(get, path = "/api/v2/nodes", responses((status = 200, body = NodesResponse)), tag = "operations")]
-pub async fn nodes(State(state): State<AppState>) -> Json<NodesResponse> {
+pub(super) async fn nodes(State(state): State<AppState>) -> Json<NodesResponse> {
     Json(NodesResponse { success: true, data: state.health.nodes() })
 }
 
 /// Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.health.render_metrics().await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

@@ -15,7 +15,7 @@ use governor::{
 use super::{ApiError, AppState, listener::ClientAddr};
 use crate::{config::RateLimitConfig, telemetry::metrics::RateLabels};
 
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
     writes: Option<DefaultKeyedRateLimiter<String>>,
     trust_forwarded_for: bool,
@@ -27,7 +27,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 }
 
 impl RateLimits {
-    pub fn new(config: &RateLimitConfig) -> Self {
+    pub(crate) fn new(config: &RateLimitConfig) -> Self {
         let enabled = config.enabled;
         Self {
             reads: enabled.then(|| RateLimiter::keyed(quota(config.reads_per_second, config.read_burst))),
@@ -37,7 +37,7 @@ impl RateLimits {
     }
 
     /// A write by `user`: Ok, or the 429 to answer.
-    pub fn check_write(&self, user: &str) -> Result<(), ApiError> {
+    pub(crate) fn check_write(&self, user: &str) -> Result<(), ApiError> {
         let Some(limiter) = &self.writes else { return Ok(()) };
         limiter
             .check_key(&user.to_string())
@@ -45,7 +45,7 @@ impl RateLimits {
     }
 
     /// Forgets keys that are back at full burst, so the maps do not grow without bound.
-    pub fn retain_recent(&self) {
+    pub(crate) fn retain_recent(&self) {
         if let Some(l) = &self.reads {
             l.retain_recent();
         }
@@ -73,7 +73,7 @@ fn too_many(wait: Duration) -> ApiError {
 
 /// Proof that a read passed the per-IP limit: an extractor, so that a handler's signature says it
 /// is limited, with no middleware on the hot path.
-pub struct ReadLimited;
+pub(crate) struct ReadLimited;
 
 impl FromRequestParts<AppState> for ReadLimited {
     type Rejection = ApiError;

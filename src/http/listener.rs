@@ -17,15 +17,15 @@ use tokio::{
 
 /// The peer address of a connection, as `ConnectInfo<ClientAddr>`.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+pub(crate) struct ClientAddr(pub SocketAddr);
 
-pub struct CountingListener {
+pub(crate) struct CountingListener {
     inner: TcpListener,
     open: Gauge,
 }
 
 impl CountingListener {
-    pub fn new(inner: TcpListener, open: Gauge) -> Self {
+    pub(crate) fn new(inner: TcpListener, open: Gauge) -> Self {
         Self { inner, open }
     }
 }
@@ -63,7 +63,7 @@ impl Connected<IncomingStream<'_, CountingListener>> for ClientAddr {
 }
 
 /// A TCP stream that counts itself out of the open-connections gauge when dropped.
-pub struct CountedStream {
+pub(crate) struct CountedStream {
     inner: TcpStream,
     open: Gauge,
 }

@@ -6,9 +6,9 @@ mod error;
 mod extract;
 mod health;
 mod limits;
-pub mod listener;
-pub mod openapi;
-pub mod presence;
+pub(crate) mod listener;
+pub(crate) mod openapi;
+pub(crate) mod presence;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
@@ -21,9 +21,9 @@ use axum::{
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Instrument, field::Empty};
 
-pub use auth::{AuthUser, Owner};
-pub use error::{ApiError, ErrorResponse};
-pub use limits::RateLimits;
+pub(crate) use auth::Owner;
+pub(crate) use error::{ApiError, ErrorResponse};
+pub(crate) use limits::RateLimits;
 
 use crate::{
     auth::Authenticator,
@@ -36,13 +36,13 @@ use crate::{
 };
 
 /// Request bodies larger than this get 413 (DECISIONS section 3).
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What every handler can reach: a cheap `Clone` handle over the shared parts.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
-pub struct Shared {
+pub(crate) struct Shared {
     /// The read and write paths.
     pub directory: Directory,
     /// What the node knows about itself.
@@ -55,7 +55,7 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(shared: Shared) -> Self {
+    pub(crate) fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
     }
 }
@@ -68,7 +68,7 @@ impl Deref for AppState {
 }
 
 /// The whole API with its middleware.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .merge(presence::routes())
         .merge(health::routes())

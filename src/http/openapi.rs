@@ -31,7 +31,7 @@ use super::{AppState, health, presence};
         (name = "operations", description = "Health and statistics"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct BearerAuth;
 
@@ -45,6 +45,6 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/api/v2/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
 }

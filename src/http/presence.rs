@@ -26,14 +26,14 @@ use crate::{
 };
 
 /// Set on reads answered from a cache that may miss updates (the node lost its NATS link).
-pub const STALE_HEADER: HeaderName = HeaderName::from_static("x-presence-stale");
+pub(crate) const STALE_HEADER: HeaderName = HeaderName::from_static("x-presence-stale");
 /// Set on reads where some user could not be looked up and reads `offline` as a fallback.
-pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-presence-degraded");
+pub(crate) const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-presence-degraded");
 
 /// Most distinct users one multi-user read may ask for.
-pub const MAX_USERS_PER_READ: usize = 1000;
+pub(crate) const MAX_USERS_PER_READ: usize = 1000;
 
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/presence", get(get_many))
         .route("/api/v2/presence/{user_id}", get(get_one).put(set_one).delete(erase))
@@ -44,14 +44,14 @@ pub fn routes() -> Router<AppState> {
 
 /// The success envelope: `data` maps each user id to its presence.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PresenceResponse {
+pub(crate) struct PresenceResponse {
     /// Always `true`.
     pub success: bool,
     pub data: BTreeMap<String, Presence<'static>>,
 }
 
 /// A success envelope with the freshness headers a read may need.
-pub struct Reply<'a> {
+pub(crate) struct Reply<'a> {
     presences: Vec<Presence<'a>>,
     stale: bool,
     degraded: bool,
@@ -90,7 +90,7 @@ impl Serialize for DataMap<'_> {
 /// The body of a write.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SetPresenceRequest {
+pub(crate) struct SetPresenceRequest {
     /// One of `online`, `away`, `busy`, `offline`.
     #[schema(example = "busy")]
     pub status: String,
@@ -106,13 +106,13 @@ pub struct SetPresenceRequest {
 /// The body of a batch read.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchRequest {
+pub(crate) struct BatchRequest {
     /// 1 to 1000 distinct user ids.
     pub user_ids: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct UsersQuery {
+pub(crate) struct UsersQuery {
     /// Comma-separated user ids, 1 to 1000 distinct.
     pub users: Option<String>,
 }
@@ -130,7 +130,7 @@ pub struct UsersQuery {
     ),
     tag = "presence"
 )]
-pub async fn get_one(
+pub(crate) async fn get_one(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     UserPath(user): UserPath,
@@ -163,7 +163,7 @@ pub async fn get_one(
     ),
     tag = "presence"
 )]
-pub async fn get_many(
+pub(crate) async fn get_many(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     ApiQuery(query): ApiQuery<UsersQuery>,
@@ -188,7 +188,7 @@ pub async fn get_many(
     ),
     tag = "presence"
 )]
-pub async fn batch(
+pub(crate) async fn batch(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     ApiJson(body): ApiJson<BatchRequest>,
@@ -216,7 +216,7 @@ pub async fn batch(
     ),
     tag = "presence"
 )]
-pub async fn set_one(
+pub(crate) async fn set_one(
     state: axum::extract::State<AppState>,
     Owner(user): Owner,
     ApiJson(body): ApiJson<SetPresenceRequest>,
@@ -233,17 +233,17 @@ pub async fn set_one(
 }
 
 /// Most events one history request may ask for.
-pub const MAX_HISTORY: usize = 1000;
+pub(crate) const MAX_HISTORY: usize = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct HistoryQuery {
+pub(crate) struct HistoryQuery {
     /// How many of the newest events: 1 to 1000, default 50.
     pub limit: Option<usize>,
 }
 
 /// A user's events, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct HistoryResponse {
+pub(crate) struct HistoryResponse {
     /// Always `true`.
     pub success: bool,
     /// The user id, mapped to their events, newest first.
@@ -265,7 +265,7 @@ pub struct HistoryResponse {
     ),
     tag = "presence"
 )]
-pub async fn history(
+pub(crate) async fn history(
     state: axum::extract::State<AppState>,
     Owner(user): Owner,
     ApiQuery(query): ApiQuery<HistoryQuery>,
@@ -280,7 +280,7 @@ pub async fn history(
 
 /// The answer to an erasure.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErasedResponse {
+pub(crate) struct ErasedResponse {
     /// Always `true`.
     pub success: bool,
 }
@@ -300,7 +300,7 @@ pub struct ErasedResponse {
     ),
     tag = "presence"
 )]
-pub async fn erase(
+pub(crate) async fn erase(
     state: axum::extract::State<AppState>,
     Owner(user): Owner,
 ) -> Result<Json<ErasedResponse>, ApiError> {

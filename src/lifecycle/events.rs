@@ -25,18 +25,18 @@ use crate::{
 };
 
 /// The actor of system-made changes (expiry).
-pub const SYSTEM_ACTOR: &str = "system";
+pub(crate) const SYSTEM_ACTOR: &str = "system";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Update,
     Expire,
 }
 
 /// One presence event, as published and as kept in the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct PresenceEvent {
+pub(crate) struct PresenceEvent {
     pub kind: EventKind,
     pub user_id: String,
     /// The presence after the change.
@@ -55,7 +55,7 @@ pub struct PresenceEvent {
 }
 
 impl PresenceEvent {
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         let kind = match self.kind {
             EventKind::Update => "update",
             EventKind::Expire => "expire",
@@ -65,7 +65,7 @@ impl PresenceEvent {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EventError {
+pub(crate) enum EventError {
     #[error(transparent)]
     Call(#[from] CallError),
     #[error("the history read was cut short after {read} of {pending} events")]
@@ -74,7 +74,7 @@ pub enum EventError {
 
 /// Publishes events and reads or erases a user's history.
 #[derive(Clone)]
-pub struct Events {
+pub(crate) struct Events {
     js: jetstream::Context,
     stream: stream::Stream,
     caller: Caller,
@@ -82,7 +82,7 @@ pub struct Events {
 }
 
 /// The audit-log stream's settings.
-pub struct StreamSettings<'a> {
+pub(crate) struct StreamSettings<'a> {
     pub name: &'a str,
     pub retention: Duration,
     pub replicas: usize,
@@ -90,7 +90,7 @@ pub struct StreamSettings<'a> {
 
 impl Events {
     /// Creates (or updates) the audit-log stream.
-    pub async fn open(
+    pub(crate) async fn open(
         js: jetstream::Context,
         settings: &StreamSettings<'_>,
         caller: Caller,
@@ -117,7 +117,7 @@ impl Events {
 
     /// Publishes `event` and, unless `wait` is false, waits for the stream's acknowledgement.
     /// `dedup` becomes the message id, so that a retried publish is stored once.
-    pub async fn publish(&self, event: &PresenceEvent, dedup: Option<String>, wait: bool) {
+    pub(crate) async fn publish(&self, event: &PresenceEvent, dedup: Option<String>, wait: bool) {
         let payload = serde_json::to_vec(event).expect("events serialize");
         let mut publish = PublishMessage::build().payload(payload.into());
         if let Some(id) = dedup {
@@ -141,7 +141,11 @@ impl Events {
     }
 
     /// The newest `limit` events of `user`, newest first.
-    pub async fn history(&self, user: &UserId, limit: usize) -> Result<Vec<PresenceEvent>, EventError> {
+    pub(crate) async fn history(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Vec<PresenceEvent>, EventError> {
         let config = jetstream::consumer::push::OrderedConfig {
             deliver_subject: self.js.client().new_inbox(),
             filter_subjects: vec![format!("presence.update.{user}"), format!("presence.expire.{user}")],
@@ -176,7 +180,7 @@ impl Events {
     }
 
     /// Removes every event of `user` from the audit log.
-    pub async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
+    pub(crate) async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
         let purge = async { self.stream.purge().filter(format!("presence.*.{user}")).await };
         Ok(self.caller.call("events_purge", purge).await?.purged)
     }

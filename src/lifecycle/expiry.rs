@@ -35,14 +35,14 @@ use crate::{
 };
 
 /// Due expiries handled per batch.
-pub const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 /// KV calls in flight while working off a batch.
-pub const CONCURRENCY: usize = 64;
+pub(crate) const CONCURRENCY: usize = 64;
 /// How long a transition that failed waits before it is tried again.
 const RETRY_AFTER: chrono::Duration = chrono::Duration::seconds(1);
 
 /// What the expiry job needs.
-pub struct Expirer {
+pub(crate) struct Expirer {
     pub queue: Arc<ExpiryQueue>,
     pub store: PresenceStore,
     pub events: Events,
@@ -53,7 +53,7 @@ pub struct Expirer {
 
 impl Expirer {
     /// Runs until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         loop {
             // While NATS is away nothing can be expired; what comes due waits in the schedule.
             if !self.link.reachable() {

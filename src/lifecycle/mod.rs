@@ -9,10 +9,10 @@
 //! expire event, so there is exactly one, however many nodes run the job, and a refresh that came
 //! first makes the compare-and-set fail. See docs/architecture.md, "Expiry".
 
-pub mod events;
-pub mod expiry;
-pub mod schedule;
+pub(crate) mod events;
+pub(crate) mod expiry;
+pub(crate) mod schedule;
 
-pub use events::{EventError, EventKind, Events, PresenceEvent};
-pub use expiry::Expirer;
-pub use schedule::ExpiryQueue;
+pub(crate) use events::{EventError, EventKind, Events, PresenceEvent};
+pub(crate) use expiry::Expirer;
+pub(crate) use schedule::ExpiryQueue;

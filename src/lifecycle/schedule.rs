@@ -10,11 +10,11 @@ use tokio::sync::Notify;
 use crate::model::{CompactPresence, Status};
 
 /// Granularity of the schedule.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Revisions to check, bucketed by expiry time.
 #[derive(Debug, Default)]
-pub struct ExpiryQueue {
+pub(crate) struct ExpiryQueue {
     buckets: Mutex<BTreeMap<i64, Vec<u64>>>,
     wake: Notify,
 }
@@ -26,20 +26,20 @@ fn bucket_of(at: DateTime<Utc>) -> i64 {
 }
 
 impl ExpiryQueue {
-    pub fn new() -> std::sync::Arc<Self> {
+    pub(crate) fn new() -> std::sync::Arc<Self> {
         std::sync::Arc::default()
     }
 
     /// Remembers that `revision` of a presence expires when the presence does (only live
     /// statuses expire).
-    pub fn schedule(&self, revision: u64, presence: &CompactPresence) {
+    pub(crate) fn schedule(&self, revision: u64, presence: &CompactPresence) {
         if presence.status != Status::Offline {
             self.schedule_at(revision, presence.expires_at);
         }
     }
 
     /// Remembers to look at `revision` again at `at`.
-    pub fn schedule_at(&self, revision: u64, at: DateTime<Utc>) {
+    pub(crate) fn schedule_at(&self, revision: u64, at: DateTime<Utc>) {
         let bucket = bucket_of(at);
         let mut buckets = self.buckets.lock().expect("expiry queue lock");
         let earliest = buckets.first_key_value().is_none_or(|(first, _)| bucket < *first);
@@ -51,7 +51,7 @@ impl ExpiryQueue {
     }
 
     /// Up to `max` revisions due at `now`.
-    pub fn take_due(&self, now: DateTime<Utc>, max: usize) -> Vec<u64> {
+    pub(crate) fn take_due(&self, now: DateTime<Utc>, max: usize) -> Vec<u64> {
         let now_bucket = now.timestamp_millis().div_euclid(TICK.as_millis() as i64);
         let mut buckets = self.buckets.lock().expect("expiry queue lock");
         let mut due = Vec::new();
@@ -71,7 +71,7 @@ impl ExpiryQueue {
     }
 
     /// How long until the next bucket is due, if any is scheduled.
-    pub fn next_due_in(&self, now: DateTime<Utc>) -> Option<Duration> {
+    pub(crate) fn next_due_in(&self, now: DateTime<Utc>) -> Option<Duration> {
         let buckets = self.buckets.lock().expect("expiry queue lock");
         let (first, _) = buckets.first_key_value()?;
         let at = first * TICK.as_millis() as i64;
@@ -79,16 +79,17 @@ impl ExpiryQueue {
     }
 
     /// Completes when an expiry earlier than all others was scheduled.
-    pub async fn earlier_scheduled(&self) {
+    pub(crate) async fn earlier_scheduled(&self) {
         self.wake.notified().await;
     }
 
     /// Revisions waiting (superseded ones included until they come due).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buckets.lock().expect("expiry queue lock").values().map(Vec::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -6,9 +6,8 @@ mod presence;
 mod record;
 mod user_id;
 
-pub use presence::{
-    CompactPresence, MAX_MESSAGE_CHARS, MAX_TTL, Presence, PresenceUpdate, Status, StoredPresence,
-    UpdateError, rfc3339_millis,
+pub(crate) use presence::{
+    CompactPresence, MAX_TTL, Presence, PresenceUpdate, Status, StoredPresence, rfc3339_millis,
 };
-pub use record::Record;
-pub use user_id::{MAX_USER_ID_LEN, UserId, UserIdError, is_valid_token};
+pub(crate) use record::Record;
+pub(crate) use user_id::{UserId, is_valid_token};

@@ -20,13 +20,13 @@ use utoipa::ToSchema;
 
 use super::UserId;
 
-pub const MAX_MESSAGE_CHARS: usize = 256;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 256;
 /// The longest `ttl` a client may ask for: 7 days.
-pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Online,
     Away,
     Busy,
@@ -48,7 +48,7 @@ impl FromStr for Status {
 
 /// What a presence looks like in the KV bucket: the public fields plus the absolute expiry time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredPresence {
+pub(crate) struct StoredPresence {
     pub user_id: String,
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,7 +66,7 @@ pub struct StoredPresence {
 /// A presence as the API shows it (design document section 3.2, DECISIONS section 4). It
 /// borrows from the cache on the read path; events own theirs (`Presence<'static>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Presence<'a> {
+pub(crate) struct Presence<'a> {
     #[schema(value_type = String)]
     pub user_id: Cow<'a, str>,
     pub status: Status,
@@ -93,7 +93,7 @@ pub struct Presence<'a> {
 
 /// A presence as a node holds it in memory: about half the size of [`StoredPresence`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct CompactPresence {
+pub(crate) struct CompactPresence {
     pub status: Status,
     pub message: Option<Box<str>>,
     pub last_seen: Option<DateTime<Utc>>,
@@ -134,12 +134,12 @@ impl From<&StoredPresence> for CompactPresence {
 }
 
 impl CompactPresence {
-    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.status != Status::Offline && now >= self.expires_at
     }
 
     /// What a reader sees at `now`: expiry applied.
-    pub fn view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
+    pub(crate) fn view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
         let status = if self.is_expired(now) { Status::Offline } else { self.status };
         let live = status != Status::Offline;
         Presence {
@@ -163,13 +163,13 @@ fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, 
 }
 
 /// The same for a time that is always there.
-pub fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 impl<'a> Presence<'a> {
     /// The same presence, owning its strings.
-    pub fn into_owned(self) -> Presence<'static> {
+    pub(crate) fn into_owned(self) -> Presence<'static> {
         Presence {
             user_id: Cow::Owned(self.user_id.into_owned()),
             status: self.status,
@@ -182,7 +182,7 @@ impl<'a> Presence<'a> {
     }
 
     /// A user this service has never seen: offline, and nothing else known.
-    pub fn unknown(user: &'a UserId) -> Self {
+    pub(crate) fn unknown(user: &'a UserId) -> Self {
         Self {
             user_id: Cow::Borrowed(user.as_str()),
             status: Status::Offline,
@@ -197,14 +197,14 @@ impl<'a> Presence<'a> {
 
 /// A validated write: what `PUT /api/v2/presence/{user_id}` asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PresenceUpdate {
+pub(crate) struct PresenceUpdate {
     pub status: Status,
     pub message: Option<String>,
     pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UpdateError {
+pub(crate) enum UpdateError {
     #[error("invalid status: must be one of online, away, busy, offline")]
     Status,
     #[error("message too long: at most 256 characters")]
@@ -216,7 +216,7 @@ pub enum UpdateError {
 }
 
 impl PresenceUpdate {
-    pub fn new(
+    pub(crate) fn new(
         status: &str,
         message: Option<String>,
         ttl_secs: Option<i64>,
@@ -244,7 +244,7 @@ impl PresenceUpdate {
 impl StoredPresence {
     /// The record a write produces. `last_seen` moves with every write whose status is not
     /// `offline`; an `offline` write keeps what the previous record knew.
-    pub fn from_update(
+    pub(crate) fn from_update(
         user: &UserId,
         update: PresenceUpdate,
         previous: Option<&StoredPresence>,
@@ -271,7 +271,7 @@ impl StoredPresence {
 impl StoredPresence {
     /// The record an expiry transition writes: `offline`, message cleared, everything else
     /// (`last_seen`, `updated_at` of the user's last write, `expires_at`) kept.
-    pub fn expired(&self) -> StoredPresence {
+    pub(crate) fn expired(&self) -> StoredPresence {
         StoredPresence { status: Status::Offline, message: None, ..self.clone() }
     }
 }

@@ -5,7 +5,7 @@
 use super::CompactPresence;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     /// The KV revision this record reflects; 0 when the key never existed.
     pub revision: u64,
     /// The presence, or `None` when the KV has none for the user (never written, erased, or a
@@ -15,5 +15,5 @@ pub struct Record {
 
 impl Record {
     /// A user the bucket has never held.
-    pub const NEVER_SEEN: Record = Record { revision: 0, presence: None };
+    pub(crate) const NEVER_SEEN: Record = Record { revision: 0, presence: None };
 }

@@ -3,25 +3,25 @@
 
 use std::{fmt, ops::Deref};
 
-pub const MAX_USER_ID_LEN: usize = 128;
+pub(crate) const MAX_USER_ID_LEN: usize = 128;
 
 /// True for 1 to 128 characters of `[A-Za-z0-9_-]`.
-pub fn is_valid_token(text: &str) -> bool {
+pub(crate) fn is_valid_token(text: &str) -> bool {
     (1..=MAX_USER_ID_LEN).contains(&text.len())
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UserId(String);
+pub(crate) struct UserId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid user id {shown:?}: a user id is 1 to 128 characters of A-Z a-z 0-9 _ -")]
-pub struct UserIdError {
+pub(crate) struct UserIdError {
     shown: String,
 }
 
 impl UserId {
-    pub fn parse(text: &str) -> Result<Self, UserIdError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, UserIdError> {
         if is_valid_token(text) {
             Ok(Self(text.to_owned()))
         } else {
@@ -31,7 +31,7 @@ impl UserId {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

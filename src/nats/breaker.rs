@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub struct Breaker {
+pub(crate) struct Breaker {
     threshold: u32,
     cooldown: Duration,
     epoch: Instant,
@@ -18,7 +18,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
         Self {
             threshold: threshold.max(1),
             cooldown,
@@ -39,7 +39,7 @@ impl Breaker {
 
     /// May a call go to NATS now? While open, no; once the cooldown passed, exactly one caller
     /// gets `true` (the probe) and pushes the next probe a cooldown further.
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         let until = self.open_until.load(Relaxed);
         if until == 0 {
             return true;
@@ -48,14 +48,14 @@ impl Breaker {
         now >= until && self.open_until.compare_exchange(until, self.reopen_at(), Relaxed, Relaxed).is_ok()
     }
 
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         self.failures.store(0, Relaxed);
         if self.open_until.swap(0, Relaxed) != 0 {
             tracing::info!("NATS answers again: circuit breaker closed");
         }
     }
 
-    pub fn record_failure(&self) {
+    pub(crate) fn record_failure(&self) {
         let failures = self.failures.fetch_add(1, Relaxed) + 1;
         if failures >= self.threshold {
             let was = self.open_until.swap(self.reopen_at(), Relaxed);
@@ -65,7 +65,7 @@ impl Breaker {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open_until.load(Relaxed) != 0
     }
 }

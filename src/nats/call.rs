@@ -14,10 +14,10 @@ use super::breaker::Breaker;
 use crate::telemetry::Metrics;
 
 /// Any error of the NATS client, kept as the source of a [`CallError`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("NATS {op}: refused while the circuit breaker is open")]
     Refused { op: &'static str },
     #[error("NATS {op}: no answer within {limit:?}")]
@@ -32,36 +32,36 @@ pub enum CallError {
 
 impl CallError {
     /// The call was not made: the breaker refused it (nothing new to log).
-    pub fn refused(&self) -> bool {
+    pub(crate) fn refused(&self) -> bool {
         matches!(self, CallError::Refused { .. })
     }
 }
 
 /// The timeout, the latency metric and the breaker that NATS calls share: a cheap `Clone`.
 #[derive(Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     timeout: Duration,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
 }
 
 impl Caller {
-    pub fn new(timeout: Duration, breaker: Arc<Breaker>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(timeout: Duration, breaker: Arc<Breaker>, metrics: Arc<Metrics>) -> Self {
         Self { timeout, breaker, metrics }
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    pub fn breaker(&self) -> &Breaker {
+    pub(crate) fn breaker(&self) -> &Breaker {
         &self.breaker
     }
 
     /// A call on behalf of a client (a read, a write, an expiry): refused at once while the
     /// breaker is open; its outcome opens or closes the breaker. An answer that the caller
     /// expects (a revision mismatch, say) must come back as `Ok`, not as an error.
-    pub async fn call<T, E>(
+    pub(crate) async fn call<T, E>(
         &self,
         op: &'static str,
         fut: impl IntoFuture<Output = Result<T, E>>,
@@ -81,7 +81,7 @@ impl Caller {
     }
 
     /// A call that the breaker neither guards nor counts: set-up, health probes, publishing.
-    pub async fn bounded<T, E>(
+    pub(crate) async fn bounded<T, E>(
         &self,
         op: &'static str,
         fut: impl IntoFuture<Output = Result<T, E>>,

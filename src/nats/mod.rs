@@ -2,7 +2,7 @@
 //! it uses (embedded, or external with `nats.embedded: false`), and the [`Caller`] that every
 //! request to it goes through.
 
-pub mod breaker;
+pub(crate) mod breaker;
 mod call;
 pub mod server;
 mod supervisor;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event};
 
-pub use call::{BoxError, CallError, Caller};
-pub use supervisor::EmbeddedServer;
+pub(crate) use call::{BoxError, CallError, Caller};
+pub(crate) use supervisor::EmbeddedServer;
 
 use crate::config::Config;
 

@@ -35,9 +35,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL: usize = 20;
 
 /// A running embedded `nats-server`, restarted when it dies, stopped by [`EmbeddedServer::stop`].
-pub struct EmbeddedServer {
+pub(crate) struct EmbeddedServer {
     client_url: String,
-    version: String,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -51,7 +50,7 @@ struct Launch {
 impl EmbeddedServer {
     /// Writes the server's config into the data directory, starts it, and waits until it serves
     /// JetStream (at most `nats.startup_timeout`).
-    pub async fn start(config: &Config, node_id: &str) -> Result<Self, NatsError> {
+    pub(crate) async fn start(config: &Config, node_id: &str) -> Result<Self, NatsError> {
         let bin = server::find_binary(config.nats.server_bin.as_deref())?;
         let version = server::check_version(&bin).await?;
         let data_dir = absolute_dir(&config.nats.data_dir)?;
@@ -76,19 +75,15 @@ impl EmbeddedServer {
         tracing::info!(url = %client_url, "embedded nats-server serves JetStream");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(supervise(child, launch, shutdown.clone()));
-        Ok(Self { client_url, version, shutdown, task })
+        Ok(Self { client_url, shutdown, task })
     }
 
-    pub fn client_url(&self) -> &str {
+    pub(crate) fn client_url(&self) -> &str {
         &self.client_url
     }
 
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
     /// Stops the server cleanly (SIGTERM, then SIGKILL after a grace period).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
     }

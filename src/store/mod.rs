@@ -20,7 +20,7 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use chrono::Utc;
 
-pub use watch::{Change, Changes};
+pub(crate) use watch::{Change, Changes};
 
 use crate::{
     config::KvConfig,
@@ -45,7 +45,7 @@ fn user_of(key: &str) -> Option<&str> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error(transparent)]
     Call(#[from] CallError),
     #[error("too much contention on one key")]
@@ -54,14 +54,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// The call was refused by the open breaker, not tried.
-    pub fn refused(&self) -> bool {
+    pub(crate) fn refused(&self) -> bool {
         matches!(self, StoreError::Call(e) if e.refused())
     }
 }
 
 /// The bucket's position, as a fresh stream-info request sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Head {
+pub(crate) struct Head {
     pub last_revision: u64,
     /// Records in the bucket (0 for an empty one).
     pub records: u64,
@@ -69,20 +69,24 @@ pub struct Head {
 
 /// A live presence as the bucket holds it at one revision, for the expiry job.
 #[derive(Debug, Clone)]
-pub struct Held {
+pub(crate) struct Held {
     pub user: String,
     pub presence: StoredPresence,
 }
 
 #[derive(Clone)]
-pub struct PresenceStore {
+pub(crate) struct PresenceStore {
     kv: kv::Store,
     caller: Caller,
 }
 
 impl PresenceStore {
     /// Opens the bucket, creating it (or bringing its settings up to date) as the config says.
-    pub async fn open(js: &jetstream::Context, cfg: &KvConfig, caller: Caller) -> Result<Self, StoreError> {
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        cfg: &KvConfig,
+        caller: Caller,
+    ) -> Result<Self, StoreError> {
         let config = kv::Config {
             bucket: cfg.bucket.clone(),
             description: "Presence: one key per user, user.{user_id}".into(),
@@ -98,12 +102,12 @@ impl PresenceStore {
     }
 
     /// The breaker in front of NATS (shared with the audit log).
-    pub fn caller(&self) -> &Caller {
+    pub(crate) fn caller(&self) -> &Caller {
         &self.caller
     }
 
     /// What the bucket holds for `user` now.
-    pub async fn get(&self, user: &UserId) -> Result<Record, StoreError> {
+    pub(crate) async fn get(&self, user: &UserId) -> Result<Record, StoreError> {
         Ok(match self.entry(user).await? {
             Some((presence, revision)) => {
                 Record { revision, presence: presence.as_ref().map(CompactPresence::from) }
@@ -118,7 +122,7 @@ impl PresenceStore {
     /// A write with a live status needs nothing from the previous record and is a plain put. An
     /// `offline` write keeps the previous `last_seen`, so it reads first and writes with
     /// compare-and-set on the revision, retrying when another write came in between.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         user: &UserId,
         update: PresenceUpdate,
@@ -143,7 +147,7 @@ impl PresenceStore {
 
     /// Writes `record` for `user` if the key is still at `expected` (0: the key must not exist).
     /// `None` when it is not: another write came first.
-    pub async fn compare_and_set(
+    pub(crate) async fn compare_and_set(
         &self,
         user: &str,
         record: &StoredPresence,
@@ -172,7 +176,7 @@ impl PresenceStore {
 
     /// The live presence held at exactly `revision`, if that revision is still its key's latest
     /// (with history 1, a superseded revision is gone from the stream) and still live.
-    pub async fn live_at(&self, revision: u64) -> Result<Option<Held>, StoreError> {
+    pub(crate) async fn live_at(&self, revision: u64) -> Result<Option<Held>, StoreError> {
         let get = async {
             match self.kv.stream.direct_get(revision).await {
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
@@ -194,18 +198,18 @@ impl PresenceStore {
     }
 
     /// Removes `user`'s record and its history from the bucket (a purge marker remains).
-    pub async fn purge(&self, user: &UserId) -> Result<(), StoreError> {
+    pub(crate) async fn purge(&self, user: &UserId) -> Result<(), StoreError> {
         Ok(self.caller.call("purge", self.kv.purge(key(user))).await?)
     }
 
     /// Every change after `revision` (with `0`: every current record first), as it happens.
-    pub async fn watch(&self, after: u64) -> Result<Changes, StoreError> {
+    pub(crate) async fn watch(&self, after: u64) -> Result<Changes, StoreError> {
         watch::start(&self.kv, &self.caller, after).await
     }
 
     /// Where the bucket stands, from a fresh stream-info request (not the info cached at open).
     /// Not guarded by the breaker: it is how the node finds out whether NATS answers at all.
-    pub async fn head(&self) -> Result<Head, StoreError> {
+    pub(crate) async fn head(&self) -> Result<Head, StoreError> {
         let mut stream = self.kv.stream.clone();
         let info = self.caller.bounded("stream_info", stream.info()).await?;
         Ok(Head { last_revision: info.state.last_sequence, records: info.state.messages })

@@ -14,12 +14,12 @@ use crate::{
 };
 
 /// Changes of the bucket in revision order.
-pub type Changes = BoxStream<'static, Result<Change, StoreError>>;
+pub(crate) type Changes = BoxStream<'static, Result<Change, StoreError>>;
 
 /// One change of one key. The value is decoded only when asked for: a node skips decoding its
 /// own writes, which its cache holds already.
 #[derive(Debug, Clone)]
-pub struct Change {
+pub(crate) struct Change {
     key: String,
     pub revision: u64,
     /// Changes the server holds after this one (0: the watcher is caught up).
@@ -32,13 +32,13 @@ pub struct Change {
 
 impl Change {
     /// The user whose presence changed; `None` for a key that is not a presence.
-    pub fn user(&self) -> Option<&str> {
+    pub(crate) fn user(&self) -> Option<&str> {
         user_of(&self.key)
     }
 
     /// The presence after the change: `None` after an erasure (purge), a deletion, or for a value
     /// that does not decode.
-    pub fn presence(&self) -> Option<StoredPresence> {
+    pub(crate) fn presence(&self) -> Option<StoredPresence> {
         decode(&self.key, self.operation, &self.value)
     }
 }

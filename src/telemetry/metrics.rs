@@ -11,14 +11,14 @@ use prometheus_client::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
+pub(crate) struct HttpLabels {
     pub method: &'static str,
     pub route: String,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NatsLabels {
+pub(crate) struct NatsLabels {
     pub op: &'static str,
 }
 
@@ -28,7 +28,7 @@ fn latency_buckets() -> Histogram {
 }
 
 /// Every metric the node exports; cheap handles, updated in place.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
@@ -53,12 +53,12 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RateLabels {
+pub(crate) struct RateLabels {
     pub kind: &'static str,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut m = Self {
             registry: Registry::with_prefix("presence"),
             http_requests: Family::default(),
@@ -147,12 +147,12 @@ impl Metrics {
         m
     }
 
-    pub fn observe_nats(&self, op: &'static str, elapsed: Duration) {
+    pub(crate) fn observe_nats(&self, op: &'static str, elapsed: Duration) {
         self.nats_duration.get_or_create(&NatsLabels { op }).observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.resident_memory.set(resident_memory_bytes() as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -168,7 +168,7 @@ impl Default for Metrics {
 }
 
 /// The process's resident set size, from `/proc/self/statm`.
-pub fn resident_memory_bytes() -> u64 {
+pub(crate) fn resident_memory_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
@@ -179,7 +179,7 @@ pub fn resident_memory_bytes() -> u64 {
 }
 
 /// A method's name without allocating; other methods share one label value.
-pub fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",

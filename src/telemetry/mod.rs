@@ -1,12 +1,12 @@
 //! Telemetry: logging setup, the Prometheus metrics of one node, and how errors are shown in logs.
 
 mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 
 use std::{error::Error, fmt};
 
 pub use logging::init;
-pub use metrics::Metrics;
+pub(crate) use metrics::Metrics;
 
 /// An error with its whole cause chain, `outer: inner: root`, for a log field.
 pub fn chain<'a>(error: &'a (dyn Error + 'static)) -> Chain<'a> {

@@ -21,13 +21,13 @@ use utoipa::ToSchema;
 
 use crate::{cache::PresenceCache, config::NodeType, link::LinkState};
 
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A node whose last heartbeat is older than this is considered down.
-pub const DOWN_AFTER: Duration = Duration::from_secs(7);
+pub(crate) const DOWN_AFTER: Duration = Duration::from_secs(7);
 
 /// What a node says about itself on `presence.sync.{node_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub node_id: String,
     /// `center` or `leaf`.
     pub node_type: String,
@@ -46,7 +46,7 @@ pub struct Heartbeat {
 
 /// One node as the registry knows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct NodeStatus {
+pub(crate) struct NodeStatus {
     #[serde(flatten)]
     pub heartbeat: Heartbeat,
     /// When this node last heard from it.
@@ -67,12 +67,12 @@ struct Seen {
 
 /// The nodes this node has heard from.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     nodes: Mutex<BTreeMap<String, Seen>>,
 }
 
 impl Registry {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::default()
     }
 
@@ -82,7 +82,7 @@ impl Registry {
     }
 
     /// Every node heard from, with its lag behind `newest_revision`.
-    pub fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
+    pub(crate) fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
         let nodes = self.nodes.lock().expect("registry lock");
         nodes
             .values()
@@ -97,7 +97,7 @@ impl Registry {
 }
 
 /// What the heartbeat task reads about its own node.
-pub struct Local {
+pub(crate) struct Local {
     pub node_id: String,
     pub node_type: NodeType,
     pub region: Option<String>,
@@ -123,54 +123,56 @@ impl Local {
 }
 
 /// Publishes this node's heartbeats and records everyone's, in `tasks`, until `stop`.
-pub fn spawn(
+pub(crate) fn spawn(
     tasks: &mut JoinSet<()>,
     client: async_nats::Client,
     local: Local,
     registry: Arc<Registry>,
     stop: &CancellationToken,
 ) {
-    let publisher = client.clone();
-    let stop_publishing = stop.clone();
-    tasks.spawn(async move {
-        let subject = format!("presence.sync.{}", local.node_id);
-        let mut every = tokio::time::interval(HEARTBEAT_EVERY);
-        loop {
-            tokio::select! {
-                () = stop_publishing.cancelled() => return,
-                _ = every.tick() => {
-                    // moka counts entries during housekeeping; run it so the count is current.
-                    local.cache.cleanup().await;
-                    let payload = serde_json::to_vec(&local.heartbeat()).expect("heartbeats serialize");
-                    if let Err(e) = publisher.publish(subject.clone(), payload.into()).await {
-                        tracing::debug!(error = %e, "heartbeat not sent");
-                    }
-                }
-            }
+    tasks.spawn(publish(client.clone(), local, stop.clone()));
+    tasks.spawn(listen(client, registry, stop.clone()));
+}
+
+/// Sends this node's heartbeat every [`HEARTBEAT_EVERY`].
+async fn publish(client: async_nats::Client, local: Local, stop: CancellationToken) {
+    let subject = format!("presence.sync.{}", local.node_id);
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
         }
-    });
-    let stop = stop.clone();
-    tasks.spawn(async move {
+        // moka counts entries during housekeeping; run it so the count is current.
+        local.cache.cleanup().await;
+        let payload = serde_json::to_vec(&local.heartbeat()).expect("heartbeats serialize");
+        if let Err(e) = client.publish(subject.clone(), payload.into()).await {
+            tracing::debug!(error = %e, "heartbeat not sent");
+        }
+    }
+}
+
+/// Records every node's heartbeats (this one's included) in the registry.
+async fn listen(client: async_nats::Client, registry: Arc<Registry>, stop: CancellationToken) {
+    loop {
+        let mut heard = match client.subscribe("presence.sync.>").await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to node heartbeats; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         loop {
-            let mut heard = match client.subscribe("presence.sync.>").await {
-                Ok(sub) => sub,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot subscribe to node heartbeats; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = heard.next() => message,
             };
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => return,
-                    message = heard.next() => message,
-                };
-                let Some(message) = message else { break };
-                match serde_json::from_slice::<Heartbeat>(&message.payload) {
-                    Ok(heartbeat) => registry.record(heartbeat),
-                    Err(e) => tracing::debug!(subject = %message.subject, error = %e, "not a heartbeat"),
-                }
+            let Some(message) = message else { break };
+            match serde_json::from_slice::<Heartbeat>(&message.payload) {
+                Ok(heartbeat) => registry.record(heartbeat),
+                Err(e) => tracing::debug!(subject = %message.subject, error = %e, "not a heartbeat"),
             }
         }
-    });
+    }
 }

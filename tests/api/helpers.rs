@@ -18,16 +18,16 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
-pub const ISSUER: &str = "presence-service";
+pub(crate) const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+pub(crate) const ISSUER: &str = "presence-service";
 
 /// A free TCP port on loopback, chosen by the OS.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -43,7 +43,7 @@ where
 }
 
 /// A configuration for a node whose every port and path is its own.
-pub fn test_config(dir: &Path) -> Config {
+pub(crate) fn test_config(dir: &Path) -> Config {
     let mut config = from_sources(None, &[]).unwrap();
     config.service.port = 0;
     config.service.node_id = "test-node".into();
@@ -55,13 +55,13 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
-pub fn mint(user: &str) -> String {
+pub(crate) fn mint(user: &str) -> String {
     let config = from_sources(None, &[]).unwrap();
     Authenticator::new(&Secret::new(SECRET.into()), &config.auth).mint(user, Duration::from_secs(600))
 }
 
 /// A node running inside the test process.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
     pub http: reqwest::Client,
@@ -71,11 +71,11 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn() -> Self {
+    pub(crate) async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }
 
-    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         adjust(&mut config);
@@ -92,24 +92,24 @@ impl TestApp {
         Self { addr, config, http: reqwest::Client::new(), stop: Some(stop), task, _dir: dir }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.config.nats.data_dir
     }
 
-    pub async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
     /// PUT a presence as `user` with a valid token of their own.
-    pub async fn put(&self, user: &str, body: Value) -> Response {
+    pub(crate) async fn put(&self, user: &str, body: Value) -> Response {
         self.put_as(user, &mint(user), body).await
     }
 
-    pub async fn put_as(&self, user: &str, token: &str, body: Value) -> Response {
+    pub(crate) async fn put_as(&self, user: &str, token: &str, body: Value) -> Response {
         self.http
             .put(self.url(&format!("/api/v2/presence/{user}")))
             .bearer_auth(token)
@@ -119,7 +119,7 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn batch(&self, ids: Value) -> Response {
+    pub(crate) async fn batch(&self, ids: Value) -> Response {
         self.http
             .post(self.url("/api/v2/presence/batch"))
             .json(&json!({ "user_ids": ids }))
@@ -129,7 +129,7 @@ impl TestApp {
     }
 
     /// Stops the node the way SIGTERM does and waits until it has.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -139,7 +139,7 @@ impl TestApp {
 
 impl TestApp {
     /// Waits until `/health` says `status` (`ok` or `degraded`).
-    pub async fn wait_health(&self, status: &str, within: Duration) {
+    pub(crate) async fn wait_health(&self, status: &str, within: Duration) {
         let what = format!("{} reports {status}", self.config.service.node_id);
         eventually(within, &what, || async {
             let (_, body) = json_of(self.get("/health").await).await;
@@ -150,7 +150,7 @@ impl TestApp {
 }
 
 /// The JSON body of a response, with its status.
-pub async fn json_of(response: Response) -> (StatusCode, Value) {
+pub(crate) async fn json_of(response: Response) -> (StatusCode, Value) {
     let status = response.status();
     let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
     let text = response.text().await.unwrap();
@@ -161,7 +161,7 @@ pub async fn json_of(response: Response) -> (StatusCode, Value) {
 }
 
 /// Asserts the error envelope with `status`.
-pub async fn assert_error(response: Response, status: StatusCode) -> String {
+pub(crate) async fn assert_error(response: Response, status: StatusCode) -> String {
     let (got, body) = json_of(response).await;
     assert_eq!(got, status, "{body}");
     assert_eq!(body["success"], json!(false), "{body}");
@@ -172,7 +172,7 @@ pub async fn assert_error(response: Response, status: StatusCode) -> String {
 }
 
 /// The real `presence` binary, run against its own data directory and ports.
-pub struct ServiceProcess {
+pub(crate) struct ServiceProcess {
     pub child: Child,
     pub http_port: u16,
     pub nats_port: u16,
@@ -182,7 +182,7 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     /// Writes a config into `dir` (with `extra` YAML appended) and starts the binary on it.
-    pub fn start(dir: &Path, ports: Option<(u16, u16, u16)>, secret: Option<&str>) -> Self {
+    pub(crate) fn start(dir: &Path, ports: Option<(u16, u16, u16)>, secret: Option<&str>) -> Self {
         let (http_port, nats_port, leaf_port) =
             ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
@@ -206,20 +206,20 @@ impl ServiceProcess {
         Self { child, http_port, nats_port, leaf_port, dir: dir.to_path_buf() }
     }
 
-    pub fn ports(&self) -> (u16, u16, u16) {
+    pub(crate) fn ports(&self) -> (u16, u16, u16) {
         (self.http_port, self.nats_port, self.leaf_port)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
 
-    pub fn config_path(&self) -> PathBuf {
+    pub(crate) fn config_path(&self) -> PathBuf {
         self.dir.join("presence.yaml")
     }
 
     /// Waits until `/health` answers 200.
-    pub async fn wait_healthy(&mut self) {
+    pub(crate) async fn wait_healthy(&mut self) {
         let url = self.url("/health");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -241,11 +241,11 @@ impl ServiceProcess {
     }
 
     /// The pid of the embedded nats-server, from its pid file.
-    pub fn nats_pid(&self) -> Option<i32> {
+    pub(crate) fn nats_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("nats-data").join("nats-server.pid")).ok()?.trim().parse().ok()
     }
 
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -264,13 +264,13 @@ impl Drop for ServiceProcess {
 }
 
 /// Sends SIGKILL to `pid`.
-pub fn kill9(pid: i32) {
+pub(crate) fn kill9(pid: i32) {
     // SAFETY: plain kill(2).
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
 /// True while `pid` is a live (not zombie) process.
-pub fn is_alive(pid: i32) -> bool {
+pub(crate) fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
@@ -278,32 +278,32 @@ pub fn is_alive(pid: i32) -> bool {
 }
 
 /// True when nothing listens on the port any more.
-pub fn port_is_free(port: u16) -> bool {
+pub(crate) fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 /// A standalone nats-server (the project's pinned binary) for tests that must stop and start
 /// NATS under a running node.
-pub struct NatsServer {
+pub(crate) struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
 }
 
 impl NatsServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Self { child: None, port: free_port(), dir };
         server.restart().await;
         server
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again) on the same port and store, and waits until it serves JetStream.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let conf = self.dir.path().join("nats.conf");
         let store = self.dir.path().join("js");
         std::fs::write(
@@ -335,7 +335,7 @@ impl NatsServer {
         .await;
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
@@ -350,7 +350,7 @@ impl Drop for NatsServer {
 }
 
 /// A node on `nats` instead of an embedded server.
-pub async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
+pub(crate) async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
     let (url, node_id) = (nats.url(), node_id.to_string());
     TestApp::spawn_with(move |c| {
         c.nats.embedded = false;
@@ -361,13 +361,13 @@ pub async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
 }
 
 /// A JetStream KV handle on the node's bucket, as another client would have it.
-pub async fn bucket(nats_url: &str) -> async_nats::jetstream::kv::Store {
+pub(crate) async fn bucket(nats_url: &str) -> async_nats::jetstream::kv::Store {
     let client = async_nats::connect(nats_url).await.unwrap();
     async_nats::jetstream::new(client).get_key_value("presence").await.unwrap()
 }
 
 /// A stored presence value as the service writes it, for writes that bypass the service.
-pub fn stored_value(user: &str, status: &str, message: &str, ttl_secs: i64) -> bytes::Bytes {
+pub(crate) fn stored_value(user: &str, status: &str, message: &str, ttl_secs: i64) -> bytes::Bytes {
     let now = chrono::Utc::now();
     let value = json!({
         "user_id": user, "status": status, "message": message,
@@ -379,7 +379,7 @@ pub fn stored_value(user: &str, status: &str, message: &str, ttl_secs: i64) -> b
 
 /// A TCP proxy on loopback whose link can be cut and healed: a network partition between a leaf
 /// and its center, for tests.
-pub struct ChaosProxy {
+pub(crate) struct ChaosProxy {
     pub port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
@@ -387,7 +387,7 @@ pub struct ChaosProxy {
 }
 
 impl ChaosProxy {
-    pub async fn start(target: u16) -> Self {
+    pub(crate) async fn start(target: u16) -> Self {
         use std::sync::atomic::Ordering::SeqCst;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -416,12 +416,12 @@ impl ChaosProxy {
     }
 
     /// Drops every open connection and refuses new ones.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
 
-    pub fn heal(&self) {
+    pub(crate) fn heal(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
@@ -433,7 +433,7 @@ impl Drop for ChaosProxy {
 }
 
 /// A leaf node whose leafnode connection goes to `center_leaf_port` on loopback.
-pub async fn leaf_app(center_leaf_port: u16, node_id: &str, region: &str) -> TestApp {
+pub(crate) async fn leaf_app(center_leaf_port: u16, node_id: &str, region: &str) -> TestApp {
     let (node_id, region) = (node_id.to_string(), region.to_string());
     TestApp::spawn_with(move |c| {
         c.service.node_type = presence::config::NodeType::Leaf;
@@ -446,7 +446,7 @@ pub async fn leaf_app(center_leaf_port: u16, node_id: &str, region: &str) -> Tes
 
 /// Three nats-servers clustered as the center (JetStream domain `center`), each with a leafnode
 /// listener, for tests of a replicated bucket.
-pub struct NatsCluster {
+pub(crate) struct NatsCluster {
     children: Vec<Option<Child>>,
     pub client_ports: Vec<u16>,
     pub leaf_ports: Vec<u16>,
@@ -454,7 +454,7 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -499,11 +499,11 @@ impl NatsCluster {
     }
 
     /// All three client URLs, comma-separated (as `nats.url` takes them).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.client_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
-    pub fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             child.kill().unwrap();
             child.wait().unwrap();
