@@ -108,7 +108,7 @@ async fn a_token_within_the_leeway_and_with_a_past_nbf_is_accepted() {
 #[tokio::test]
 async fn reads_need_no_token() {
     let app = TestApp::spawn().await;
-    app.put("frank", json!({"status": "online"})).await;
+    app.set("frank", json!({"status": "online"})).await;
     let response =
         app.http.get(app.url("/api/v2/presence/frank")).bearer_auth("garbage").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "a bad token does not spoil a public read");

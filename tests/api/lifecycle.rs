@@ -1,137 +1,268 @@
-//! The process as an operator sees it: the real binary, `kill -9`, restarts, SIGTERM, the CLI.
+//! The presence lifecycle: expiry transitions in the KV with exactly one expire event, update
+//! events and the audit log, history, erasure and retention.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    SECRET, ServiceProcess, TestApp, eventually, is_alive, json_of, kill9, mint, port_is_free,
-};
+use crate::helpers::{NatsServer, TestApp, assert_error, bucket, eventually, external_app, json_of, mint};
 
-async fn put(client: &reqwest::Client, url: String, token: &str, body: Value) -> reqwest::Response {
-    client.put(url).bearer_auth(token).json(&body).send().await.unwrap()
+fn nats_url(app: &TestApp) -> String {
+    format!("nats://127.0.0.1:{}", app.config.nats.port)
+}
+
+async fn subscribe(url: &str, subject: &str) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = async_nats::connect(url).await.unwrap();
+    let sub = client.subscribe(subject.to_string()).await.unwrap();
+    client.flush().await.unwrap();
+    (client, sub)
+}
+
+/// Every message that arrives within `quiet` of the previous one (or of the start).
+async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        out.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+    out
+}
+
+async fn stored(url: &str, user: &str) -> Option<Value> {
+    let kv = bucket(url).await;
+    kv.get(format!("user.{user}")).await.unwrap().map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&Utc)
 }
 
 #[tokio::test]
-async fn an_acknowledged_write_survives_kill_9_of_service_and_nats_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
-    let mut service = ServiceProcess::start(dir.path(), None, Some(SECRET));
-    service.wait_healthy().await;
-    let (status, written) = json_of(
-        put(
-            &client,
-            service.url("/api/v2/presence/gina"),
-            &mint("gina"),
-            json!({"status": "busy", "message": "durable"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+async fn an_expired_presence_turns_offline_in_the_kv_with_one_event_across_two_nodes() {
+    let nats = NatsServer::start().await;
+    let a = external_app(&nats, "node-a").await;
+    let b = external_app(&nats, "node-b").await;
+    let (_client, mut events) = subscribe(&nats.url(), "presence.expire.>").await;
+    let (_, put) = json_of(a.put("xena", json!({"status": "busy", "message": "brb", "ttl": 1})).await).await;
+    let written = put["data"]["xena"].clone();
+    let expires = time(&written["updated_at"]) + chrono::Duration::seconds(1);
 
-    let nats = service.nats_pid().expect("the embedded server wrote its pid");
-    service.kill9();
-    kill9(nats);
-    eventually(Duration::from_secs(10), "nats-server is gone", || async { (!is_alive(nats)).then_some(()) })
-        .await;
-
-    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
-    assert!(!log.contains(SECRET), "the JWT secret is never logged");
-
-    let mut again = ServiceProcess::start(dir.path(), Some(service.ports()), Some(SECRET));
-    again.wait_healthy().await;
-    let (status, read) = json_of(client.get(again.url("/api/v2/presence/gina")).send().await.unwrap()).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(read, written);
-}
-
-#[tokio::test]
-async fn kill_9_of_the_service_leaves_no_nats_server_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut service = ServiceProcess::start(dir.path(), None, Some(SECRET));
-    service.wait_healthy().await;
-    let nats = service.nats_pid().unwrap();
-    let (nats_port, leaf_port) = (service.nats_port, service.leaf_port);
-    service.kill9();
-    eventually(Duration::from_secs(15), "the orphaned nats-server exits and frees its ports", || async {
-        (!is_alive(nats) && port_is_free(nats_port) && port_is_free(leaf_port)).then_some(())
+    let record = eventually(Duration::from_secs(4), "the KV record turns offline", || async {
+        stored(&nats.url(), "xena").await.filter(|v| v["status"] == "offline")
     })
     .await;
+    assert!(Utc::now() - expires < chrono::Duration::milliseconds(2000), "within about a second of expiry");
+    assert_eq!(record["last_seen"], json!(time(&written["last_seen"])), "last_seen kept");
+    assert!(record.get("message").is_none(), "message cleared");
+
+    let seen = drain(&mut events, Duration::from_millis(1500)).await;
+    assert_eq!(seen.len(), 1, "exactly one expire event across both nodes: {seen:?}");
+    let event = &seen[0];
+    assert_eq!(event["kind"], "expire");
+    assert_eq!(event["user_id"], "xena");
+    assert_eq!(event["actor"], "system");
+    assert_eq!(event["previous_status"], "busy");
+    assert_eq!(event["presence"]["status"], "offline");
+    assert!(["node-a", "node-b"].contains(&event["node_id"].as_str().unwrap()));
+
+    // Both nodes read the same thing, before and after the transition.
+    for app in [&a, &b] {
+        let (_, body) = json_of(app.get("/api/v2/presence/xena").await).await;
+        assert_eq!(body["data"]["xena"]["status"], "offline");
+        assert_eq!(body["data"]["xena"]["last_seen"], written["last_seen"]);
+    }
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_stops_the_embedded_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut service = ServiceProcess::start(dir.path(), None, Some(SECRET));
-    service.wait_healthy().await;
-    let nats = service.nats_pid().unwrap();
-    // SAFETY: plain kill(2) on our child.
-    unsafe { libc::kill(service.child.id() as i32, libc::SIGTERM) };
-    let status = eventually(Duration::from_secs(15), "the service exits", || {
-        let status = service.child.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
-    assert!(status.success(), "{status}");
-    assert!(!is_alive(nats), "nats-server stopped with the service");
-}
-
-#[tokio::test]
-async fn the_supervisor_restarts_a_killed_nats_server() {
+async fn a_refresh_before_expiry_keeps_it_online_with_no_expire_event() {
     let app = TestApp::spawn().await;
-    let pid_file = app.data_dir().join("nats-server.pid");
-    let read_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    let first = read_pid().unwrap();
-    assert_eq!(app.put("hank", json!({"status": "online"})).await.status(), StatusCode::OK);
-    kill9(first);
-    eventually(Duration::from_secs(30), "a new nats-server serves writes again", || async {
-        let restarted = read_pid().is_some_and(|pid| pid != first && is_alive(pid));
-        (restarted && app.put("hank", json!({"status": "away"})).await.status() == StatusCode::OK)
-            .then_some(())
+    let (_client, mut events) = subscribe(&nats_url(&app), "presence.expire.yuri").await;
+    let (_, first) = json_of(app.put("yuri", json!({"status": "online", "ttl": 2})).await).await;
+    let first_expiry = time(&first["data"]["yuri"]["updated_at"]) + chrono::Duration::seconds(2);
+    eventually(Duration::from_secs(3), "most of the ttl has passed", || async {
+        (Utc::now() > first_expiry - chrono::Duration::milliseconds(500)).then_some(())
     })
     .await;
-    let (_, body) = json_of(app.get("/api/v2/presence/hank").await).await;
-    assert_eq!(body["data"]["hank"]["status"], "away");
+    assert_eq!(app.put("yuri", json!({"status": "online", "ttl": 30})).await.status(), StatusCode::OK);
+    eventually(Duration::from_secs(5), "the first expiry time is well past", || async {
+        (Utc::now() > first_expiry + chrono::Duration::milliseconds(1500)).then_some(())
+    })
+    .await;
+    assert!(drain(&mut events, Duration::from_millis(200)).await.is_empty(), "no expire event");
+    assert_eq!(stored(&nats_url(&app), "yuri").await.unwrap()["status"], "online");
     app.stop().await;
 }
 
 #[tokio::test]
-async fn presence_token_uses_the_generated_secret_that_serve_uses() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut service = ServiceProcess::start(dir.path(), None, None);
-    service.wait_healthy().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["token", "--user", "ivy", "--ttl", "1h", "--config"])
-        .arg(service.config_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let client = reqwest::Client::new();
-    let response =
-        put(&client, service.url("/api/v2/presence/ivy"), &token, json!({"status": "online"})).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let response =
-        put(&client, service.url("/api/v2/presence/ivy"), &mint("ivy"), json!({"status": "online"})).await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "there is no built-in secret");
-    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
-    assert!(log.contains("generated development JWT secret"), "the service warns about its generated secret");
-    let secret = std::fs::read_to_string(dir.path().join("nats-data/jwt-secret")).unwrap();
-    assert!(!log.contains(secret.trim()));
+async fn a_node_started_after_expiry_times_passed_still_expires_them() {
+    let nats = NatsServer::start().await;
+    let first = external_app(&nats, "first").await;
+    first.set("zoe", json!({"status": "away", "ttl": 1})).await;
+    first.stop().await;
+    let (_client, mut events) = subscribe(&nats.url(), "presence.expire.zoe").await;
+    let record = stored(&nats.url(), "zoe").await.unwrap();
+    let expires = time(&record["expires_at"]);
+    eventually(Duration::from_secs(3), "the expiry time passes with no node running", || async {
+        (Utc::now() > expires + chrono::Duration::milliseconds(300)).then_some(())
+    })
+    .await;
+    assert_eq!(stored(&nats.url(), "zoe").await.unwrap()["status"], "away", "nobody expired it yet");
+
+    let second = external_app(&nats, "second").await;
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an expire event").unwrap();
+    let event: Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(event["node_id"], "second");
+    assert_eq!(stored(&nats.url(), "zoe").await.unwrap()["status"], "offline");
+    second.stop().await;
 }
 
 #[tokio::test]
-async fn a_nats_server_that_cannot_start_is_explained_with_its_own_words() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::helpers::test_config(dir.path());
-    config.nats.port = taken.local_addr().unwrap().port();
-    let error = match presence::app::Application::build(config).await {
-        Ok(_) => panic!("started on a port that is taken"),
-        Err(e) => format!("{e:#}"),
-    };
-    assert!(error.contains("exited during start-up"), "{error}");
-    assert!(error.contains("address already in use"), "the server's own log line is quoted: {error}");
+async fn update_events_carry_the_schema_and_increasing_revisions() {
+    let app = TestApp::spawn().await;
+    let (_client, mut events) = subscribe(&nats_url(&app), "presence.update.ada").await;
+    for status in ["online", "busy", "offline"] {
+        assert_eq!(app.put("ada", json!({"status": status, "message": "m"})).await.status(), StatusCode::OK);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+        seen.push(serde_json::from_slice::<Value>(&m.payload).unwrap());
+    }
+    let keys: Vec<&str> = seen[0].as_object().unwrap().keys().map(String::as_str).collect();
+    for key in ["kind", "user_id", "presence", "previous_status", "revision", "node_id", "actor", "timestamp"]
+    {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    assert!(seen.iter().all(|e| e["kind"] == "update" && e["actor"] == "ada" && e["node_id"] == "test-node"));
+    let stamp = seen[0]["timestamp"].as_str().unwrap();
+    assert!(
+        stamp.len() == 24 && stamp.ends_with('Z'),
+        "RFC 3339 UTC with milliseconds, as everywhere: {stamp}"
+    );
+    let revisions: Vec<u64> = seen.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    assert_eq!(seen[0]["previous_status"], Value::Null);
+    assert_eq!(seen[1]["previous_status"], "online");
+    assert_eq!(seen[2]["previous_status"], "busy");
+    assert_eq!(seen[2]["presence"]["status"], "offline");
+
+    // The audit log holds them too, and the owner reads them newest first.
+    let (status, body) = json_of(app.history("ada", Some(2)).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<u64> =
+        body["data"]["ada"].as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!(listed, vec![revisions[2], revisions[1]]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn history_is_for_its_owner_only() {
+    let app = TestApp::spawn().await;
+    app.set("bea", json!({"status": "online"})).await;
+    let url = app.url("/api/v2/presence/bea/history");
+    assert_error(app.http.get(&url).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    assert_error(app.http.get(&url).bearer_auth(mint("cid")).send().await.unwrap(), StatusCode::FORBIDDEN)
+        .await;
+    for bad in ["0", "1001", "x"] {
+        let r = app.http.get(format!("{url}?limit={bad}")).bearer_auth(mint("bea")).send().await.unwrap();
+        assert_error(r, StatusCode::BAD_REQUEST).await;
+    }
+    let (status, body) = json_of(app.history("bea", None).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["bea"].as_array().unwrap().len(), 1);
+    let (_, empty) = json_of(app.history("cid", None).await).await;
+    assert_eq!(empty["data"]["cid"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn erasure_leaves_nothing_readable() {
+    let app = TestApp::spawn().await;
+    for status in ["online", "away"] {
+        app.set("dan", json!({"status": status, "message": "personal"})).await;
+    }
+    app.set("eve", json!({"status": "online"})).await;
+    let as_eve = app.http.delete(app.url("/api/v2/presence/dan")).bearer_auth(mint("eve"));
+    assert_error(as_eve.send().await.unwrap(), StatusCode::FORBIDDEN).await;
+    let (status, body) = json_of(app.erase("dan").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"success": true}));
+
+    assert_error(app.read("dan").await, StatusCode::NOT_FOUND).await;
+    let (_, list) = json_of(app.read_many(&["dan"]).await).await;
+    assert_eq!(list["data"]["dan"], json!({"user_id": "dan", "status": "offline"}));
+    let (_, history) = json_of(app.history("dan", None).await).await;
+    assert_eq!(history["data"]["dan"], json!([]));
+    let kv = bucket(&nats_url(&app)).await;
+    let mut revisions = kv.history("user.dan").await.unwrap();
+    while let Some(entry) = revisions.next().await {
+        let entry = entry.unwrap();
+        assert!(entry.value.is_empty(), "no value survives erasure: {:?}", entry.operation);
+    }
+    // Another user's data is untouched, and erasing again is fine.
+    assert_eq!(app.get("/api/v2/presence/eve").await.status(), StatusCode::OK);
+    assert_eq!(app.erase("dan").await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn records_older_than_the_retention_leave_the_bucket_and_the_cache() {
+    let app = TestApp::spawn_with(|c| c.nats.kv.retention = Duration::from_secs(2)).await;
+    app.set("fay", json!({"status": "online", "ttl": 3600})).await;
+    assert_eq!(app.get("/api/v2/presence/fay").await.status(), StatusCode::OK);
+    eventually(Duration::from_secs(10), "retention removes the record and the cache follows", || async {
+        (app.get("/api/v2/presence/fay").await.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert!(stored(&nats_url(&app), "fay").await.is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_clock_offset_to_the_nats_server() {
+    let app = TestApp::spawn().await;
+    app.set("gus", json!({"status": "online"})).await;
+    let offset = eventually(Duration::from_secs(5), "the watcher estimated the offset", || async {
+        let health = app.health().await;
+        health["clock_offset_ms"].as_i64()
+    })
+    .await;
+    assert!(offset.abs() < 1000, "same machine, same clock: {offset} ms");
+    let health = app.health().await;
+    assert_eq!(health["status"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn expiries_that_come_due_while_nats_is_away_happen_when_it_returns() {
+    let mut nats = NatsServer::start().await;
+    let app = external_app(&nats, "patient").await;
+    app.set("ola", json!({"status": "online", "ttl": 1})).await;
+    let expires = time(&stored(&nats.url(), "ola").await.unwrap()["expires_at"]);
+    nats.kill();
+    app.wait_health("degraded", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(3), "the expiry time passes during the outage", || async {
+        (Utc::now() > expires + chrono::Duration::milliseconds(500)).then_some(())
+    })
+    .await;
+    let (_, body) = json_of(app.get("/api/v2/presence/ola").await).await;
+    assert_eq!(body["data"]["ola"]["status"], "offline", "reads are exact at read time, outage or not");
+
+    nats.restart().await;
+    let (_client, mut events) = subscribe(&nats.url(), "presence.expire.ola").await;
+    let record =
+        eventually(Duration::from_secs(15), "the transition is written once NATS is back", || async {
+            stored(&nats.url(), "ola").await.filter(|v| v["status"] == "offline")
+        })
+        .await;
+    assert!(record.get("message").is_none());
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("an expire event").unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&event.payload).unwrap()["node_id"], "patient");
+    app.stop().await;
 }

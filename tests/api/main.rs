@@ -3,11 +3,11 @@
 mod auth;
 mod config;
 mod errors;
-mod expiry;
 mod helpers;
 mod lifecycle;
 mod openapi;
 mod presence;
+mod process;
 mod reads;
 mod store;
 mod topology;

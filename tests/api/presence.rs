@@ -129,8 +129,7 @@ async fn an_expired_presence_reads_offline_with_last_seen_kept() {
 #[tokio::test]
 async fn health_names_the_node() {
     let app = TestApp::spawn().await;
-    let (status, body) = json_of(app.get("/health").await).await;
-    assert_eq!(status, StatusCode::OK);
+    let body = app.health().await;
     assert_eq!(body["status"], "ok");
     assert_eq!(body["node_id"], "test-node");
     assert_eq!(body["node_type"], "center");

@@ -1,0 +1,198 @@
+//! A Presence node inside the test process, on its own embedded nats-server, with a typed client
+//! for every endpoint.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use presence::{
+    app::Application,
+    config::{Config, NodeType, Secret, from_sources},
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::{NatsServer, SECRET, eventually, free_port, json_of, mint};
+
+/// A configuration for a node whose every port and path is its own.
+pub(crate) fn test_config(dir: &Path) -> Config {
+    let mut config = from_sources(None, &[]).unwrap();
+    config.service.port = 0;
+    config.service.node_id = "test-node".into();
+    config.nats.port = free_port();
+    config.nats.leaf_port = free_port();
+    config.nats.data_dir = dir.join("nats-data");
+    config.nats.startup_timeout = Duration::from_secs(20);
+    config.auth.jwt_secret = Some(Secret::new(SECRET.into()));
+    config
+}
+
+/// A node running inside the test process.
+pub(crate) struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: TempDir,
+}
+
+impl TestApp {
+    pub(crate) async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        // Logs only when asked for: RUST_LOG=warn cargo test ...
+        if std::env::var_os("RUST_LOG").is_some() {
+            presence::telemetry::init(&config.logging);
+        }
+        let app = Application::build(config.clone()).await.expect("the app builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self { addr, config, http: reqwest::Client::new(), stop: Some(stop), task, _dir: dir }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.config.nats.data_dir
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// PUT a presence as `user` with a valid token of their own.
+    pub(crate) async fn put(&self, user: &str, body: Value) -> Response {
+        self.put_as(user, &mint(user), body).await
+    }
+
+    pub(crate) async fn put_as(&self, user: &str, token: &str, body: Value) -> Response {
+        self.http
+            .put(self.url(&format!("/api/v2/presence/{user}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// PUT a presence as `user` and insist on 200: the presence as answered.
+    pub(crate) async fn set(&self, user: &str, body: Value) -> Value {
+        let (status, answer) = json_of(self.put(user, body).await).await;
+        assert_eq!(status, StatusCode::OK, "PUT {user}: {answer}");
+        answer["data"][user].clone()
+    }
+
+    /// GET one user's presence.
+    pub(crate) async fn read(&self, user: &str) -> Response {
+        self.get(&format!("/api/v2/presence/{user}")).await
+    }
+
+    /// GET several users' presences with `?users=`.
+    pub(crate) async fn read_many(&self, users: &[&str]) -> Response {
+        self.get(&format!("/api/v2/presence?users={}", users.join(","))).await
+    }
+
+    /// GET `user`'s history with their own token.
+    pub(crate) async fn history(&self, user: &str, limit: Option<usize>) -> Response {
+        let query = limit.map(|l| format!("?limit={l}")).unwrap_or_default();
+        let url = self.url(&format!("/api/v2/presence/{user}/history{query}"));
+        self.http.get(url).bearer_auth(mint(user)).send().await.unwrap()
+    }
+
+    /// DELETE (erase) `user` with their own token.
+    pub(crate) async fn erase(&self, user: &str) -> Response {
+        let url = self.url(&format!("/api/v2/presence/{user}"));
+        self.http.delete(url).bearer_auth(mint(user)).send().await.unwrap()
+    }
+
+    /// `/health`, which always answers 200.
+    pub(crate) async fn health(&self) -> Value {
+        let (status, body) = json_of(self.get("/health").await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// `/health/nats`, with its status (503 when NATS, JetStream or the bucket does not answer).
+    pub(crate) async fn nats_health(&self) -> (StatusCode, Value) {
+        json_of(self.get("/health/nats").await).await
+    }
+
+    /// `/health/cache`.
+    pub(crate) async fn cache_health(&self) -> Value {
+        let (status, body) = json_of(self.get("/health/cache").await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// `/api/v2/nodes`: the registry's list.
+    pub(crate) async fn nodes(&self) -> Vec<Value> {
+        let (status, body) = json_of(self.get("/api/v2/nodes").await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].as_array().unwrap().clone()
+    }
+
+    /// `/metrics`, the Prometheus text.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
+    pub(crate) async fn batch(&self, ids: Value) -> Response {
+        self.http
+            .post(self.url("/api/v2/presence/batch"))
+            .json(&json!({ "user_ids": ids }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the node the way SIGTERM does and waits until it has.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+impl TestApp {
+    /// Waits until `/health` says `status` (`ok` or `degraded`).
+    pub(crate) async fn wait_health(&self, status: &str, within: Duration) {
+        let what = format!("{} reports {status}", self.config.service.node_id);
+        eventually(within, &what, || async { (self.health().await["status"] == status).then_some(()) }).await;
+    }
+}
+
+/// A node on `nats` instead of an embedded server.
+pub(crate) async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
+    let (url, node_id) = (nats.url(), node_id.to_string());
+    TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+        c.service.node_id = node_id;
+    })
+    .await
+}
+
+/// A leaf node whose leafnode connection goes to `center_leaf_port` on loopback.
+pub(crate) async fn leaf_app(center_leaf_port: u16, node_id: &str, region: &str) -> TestApp {
+    let (node_id, region) = (node_id.to_string(), region.to_string());
+    TestApp::spawn_with(move |c| {
+        c.service.node_type = NodeType::Leaf;
+        c.service.node_id = node_id;
+        c.service.region = Some(region);
+        c.nats.center_url = Some(format!("nats-leaf://127.0.0.1:{center_leaf_port}"));
+    })
+    .await
+}

@@ -1,0 +1,85 @@
+//! A three-server NATS cluster as the center.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tempfile::TempDir;
+
+use super::{eventually, free_port};
+
+/// Three nats-servers clustered as the center (JetStream domain `center`), each with a leafnode
+/// listener, for tests of a replicated bucket.
+pub(crate) struct NatsCluster {
+    children: Vec<Option<Child>>,
+    pub client_ports: Vec<u16>,
+    pub leaf_ports: Vec<u16>,
+    _dir: TempDir,
+}
+
+impl NatsCluster {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let leaf_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let bin = presence::nats::server::find_binary(None).unwrap();
+        let children = (0..3)
+            .map(|i| {
+                let conf = dir.path().join(format!("c{i}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "server_name: c{i}\nlisten: \"127.0.0.1:{}\"\njetstream {{ domain: center, store_dir: {:?} }}\n\
+                         cluster {{ name: presence-center, listen: \"127.0.0.1:{}\", routes: [{routes}] }}\n\
+                         leafnodes {{ listen: \"127.0.0.1:{}\", no_advertise: true }}\n",
+                        client_ports[i],
+                        dir.path().join(format!("js{i}")).display().to_string(),
+                        route_ports[i],
+                        leaf_ports[i],
+                    ),
+                )
+                .unwrap();
+                Some(Command::new(&bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+            })
+            .collect();
+        let cluster = Self { children, client_ports, leaf_ports, _dir: dir };
+        let url = format!("nats://127.0.0.1:{}", cluster.client_ports[0]);
+        eventually(Duration::from_secs(30), "the cluster elects a JetStream meta leader", || {
+            let url = url.clone();
+            async move {
+                let client = async_nats::connect(url.as_str()).await.ok()?;
+                let js = async_nats::jetstream::new(client);
+                js.query_account().await.ok().map(drop)
+            }
+        })
+        .await;
+        cluster
+    }
+
+    /// All three client URLs, comma-separated (as `nats.url` takes them).
+    pub(crate) fn url(&self) -> String {
+        self.client_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    pub(crate) fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}

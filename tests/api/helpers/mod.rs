@@ -1,0 +1,71 @@
+//! Test fixtures, one file per thing they start: a node in this process ([`TestApp`], with a
+//! typed client for every endpoint), the real binary ([`ServiceProcess`]), a standalone
+//! nats-server ([`NatsServer`]), a three-server cluster ([`NatsCluster`]), a TCP proxy that cuts
+//! links ([`ChaosProxy`]), and tokens. Everything runs on free loopback ports in temporary
+//! directories and is killed on `Drop`.
+
+mod app;
+mod chaos;
+mod cluster;
+mod nats;
+mod process;
+mod tokens;
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    time::{Duration, Instant},
+};
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub(crate) use app::{TestApp, external_app, leaf_app, test_config};
+pub(crate) use chaos::ChaosProxy;
+pub(crate) use cluster::NatsCluster;
+pub(crate) use nats::{NatsServer, bucket, stored_value};
+pub(crate) use process::{ServiceProcess, is_alive, kill9, port_is_free};
+pub(crate) use tokens::{ISSUER, SECRET, mint};
+
+/// A free TCP port on loopback, chosen by the OS.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The JSON body of a response, with its status.
+pub(crate) async fn json_of(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    assert_eq!(content_type.as_deref(), Some("application/json"), "{status}: {text}");
+    (status, body)
+}
+
+/// Asserts the error envelope with `status`.
+pub(crate) async fn assert_error(response: Response, status: StatusCode) -> String {
+    let (got, body) = json_of(response).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["success"], json!(false), "{body}");
+    let error = body["error"].as_str().unwrap_or_else(|| panic!("no error message: {body}"));
+    assert!(!error.is_empty());
+    assert_eq!(body.as_object().unwrap().len(), 2, "only success and error: {body}");
+    error.to_string()
+}

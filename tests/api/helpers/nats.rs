@@ -1,0 +1,96 @@
+//! A standalone nats-server (the project's pinned binary) and direct access to the bucket, for
+//! tests that stop NATS under a running node or write around the service.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::{eventually, free_port};
+
+/// A standalone nats-server (the project's pinned binary) for tests that must stop and start
+/// NATS under a running node.
+pub(crate) struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl NatsServer {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, port: free_port(), dir };
+        server.restart().await;
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store, and waits until it serves JetStream.
+    pub(crate) async fn restart(&mut self) {
+        let conf = self.dir.path().join("nats.conf");
+        let store = self.dir.path().join("js");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?} }}\n",
+                self.port,
+                store.display().to_string()
+            ),
+        )
+        .unwrap();
+        let bin = presence::nats::server::find_binary(None).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let url = self.url();
+        eventually(Duration::from_secs(20), "nats-server serves JetStream", || {
+            let url = url.clone();
+            async move {
+                let client = async_nats::connect(&url).await.ok()?;
+                async_nats::jetstream::new(client).query_account().await.ok().map(drop)
+            }
+        })
+        .await;
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JetStream KV handle on the node's bucket, as another client would have it.
+pub(crate) async fn bucket(nats_url: &str) -> async_nats::jetstream::kv::Store {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    async_nats::jetstream::new(client).get_key_value("presence").await.unwrap()
+}
+
+/// A stored presence value as the service writes it, for writes that bypass the service.
+pub(crate) fn stored_value(user: &str, status: &str, message: &str, ttl_secs: i64) -> bytes::Bytes {
+    let now = chrono::Utc::now();
+    let value = json!({
+        "user_id": user, "status": status, "message": message,
+        "last_seen": now, "updated_at": now, "node_id": "elsewhere", "ttl": ttl_secs,
+        "expires_at": now + chrono::Duration::seconds(ttl_secs),
+    });
+    serde_json::to_vec(&value).unwrap().into()
+}

@@ -1,0 +1,124 @@
+//! The real `presence` binary as a child process, and process utilities (kill -9, liveness, free
+//! ports).
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use reqwest::StatusCode;
+
+use super::{ISSUER, free_port};
+
+/// The real `presence` binary, run against its own data directory and ports.
+pub(crate) struct ServiceProcess {
+    pub child: Child,
+    pub http_port: u16,
+    pub nats_port: u16,
+    pub leaf_port: u16,
+    pub dir: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Writes a config into `dir` (with `extra` YAML appended) and starts the binary on it.
+    pub(crate) fn start(dir: &Path, ports: Option<(u16, u16, u16)>, secret: Option<&str>) -> Self {
+        let (http_port, nats_port, leaf_port) =
+            ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
+        let yaml = format!(
+            "service:\n  host: 127.0.0.1\n  port: {http_port}\n  node_id: proc-node\n\
+             nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n\
+             auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  level: debug\n  format: json\n",
+            data = dir.join("nats-data").display(),
+        );
+        let config = dir.join("presence.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.join("service.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_presence"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child, http_port, nats_port, leaf_port, dir: dir.to_path_buf() }
+    }
+
+    pub(crate) fn ports(&self) -> (u16, u16, u16) {
+        (self.http_port, self.nats_port, self.leaf_port)
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.dir.join("presence.yaml")
+    }
+
+    /// Waits until `/health` answers 200.
+    pub(crate) async fn wait_healthy(&mut self) {
+        let url = self.url("/health");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "service exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "service not healthy in 30s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The pid of the embedded nats-server, from its pid file.
+    pub(crate) fn nats_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("nats-data").join("nats-server.pid")).ok()?.trim().parse().ok()
+    }
+
+    pub(crate) fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = self.nats_pid()
+            && is_alive(pid)
+        {
+            kill9(pid);
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub(crate) fn kill9(pid: i32) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// True while `pid` is a live (not zombie) process.
+pub(crate) fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// True when nothing listens on the port any more.
+pub(crate) fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}

@@ -1,0 +1,137 @@
+//! The process as an operator sees it: the real binary, `kill -9`, restarts, SIGTERM, the CLI.
+
+use std::{process::Command, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    SECRET, ServiceProcess, TestApp, eventually, is_alive, json_of, kill9, mint, port_is_free,
+};
+
+async fn put(client: &reqwest::Client, url: String, token: &str, body: Value) -> reqwest::Response {
+    client.put(url).bearer_auth(token).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_survives_kill_9_of_service_and_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut service = ServiceProcess::start(dir.path(), None, Some(SECRET));
+    service.wait_healthy().await;
+    let (status, written) = json_of(
+        put(
+            &client,
+            service.url("/api/v2/presence/gina"),
+            &mint("gina"),
+            json!({"status": "busy", "message": "durable"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let nats = service.nats_pid().expect("the embedded server wrote its pid");
+    service.kill9();
+    kill9(nats);
+    eventually(Duration::from_secs(10), "nats-server is gone", || async { (!is_alive(nats)).then_some(()) })
+        .await;
+
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(!log.contains(SECRET), "the JWT secret is never logged");
+
+    let mut again = ServiceProcess::start(dir.path(), Some(service.ports()), Some(SECRET));
+    again.wait_healthy().await;
+    let (status, read) = json_of(client.get(again.url("/api/v2/presence/gina")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read, written);
+}
+
+#[tokio::test]
+async fn kill_9_of_the_service_leaves_no_nats_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = ServiceProcess::start(dir.path(), None, Some(SECRET));
+    service.wait_healthy().await;
+    let nats = service.nats_pid().unwrap();
+    let (nats_port, leaf_port) = (service.nats_port, service.leaf_port);
+    service.kill9();
+    eventually(Duration::from_secs(15), "the orphaned nats-server exits and frees its ports", || async {
+        (!is_alive(nats) && port_is_free(nats_port) && port_is_free(leaf_port)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_stops_the_embedded_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = ServiceProcess::start(dir.path(), None, Some(SECRET));
+    service.wait_healthy().await;
+    let nats = service.nats_pid().unwrap();
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(service.child.id() as i32, libc::SIGTERM) };
+    let status = eventually(Duration::from_secs(15), "the service exits", || {
+        let status = service.child.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status}");
+    assert!(!is_alive(nats), "nats-server stopped with the service");
+}
+
+#[tokio::test]
+async fn the_supervisor_restarts_a_killed_nats_server() {
+    let app = TestApp::spawn().await;
+    let pid_file = app.data_dir().join("nats-server.pid");
+    let read_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let first = read_pid().unwrap();
+    assert_eq!(app.put("hank", json!({"status": "online"})).await.status(), StatusCode::OK);
+    kill9(first);
+    eventually(Duration::from_secs(30), "a new nats-server serves writes again", || async {
+        let restarted = read_pid().is_some_and(|pid| pid != first && is_alive(pid));
+        (restarted && app.put("hank", json!({"status": "away"})).await.status() == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+    let (_, body) = json_of(app.get("/api/v2/presence/hank").await).await;
+    assert_eq!(body["data"]["hank"]["status"], "away");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn presence_token_uses_the_generated_secret_that_serve_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = ServiceProcess::start(dir.path(), None, None);
+    service.wait_healthy().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["token", "--user", "ivy", "--ttl", "1h", "--config"])
+        .arg(service.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let client = reqwest::Client::new();
+    let response =
+        put(&client, service.url("/api/v2/presence/ivy"), &token, json!({"status": "online"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response =
+        put(&client, service.url("/api/v2/presence/ivy"), &mint("ivy"), json!({"status": "online"})).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "there is no built-in secret");
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(log.contains("generated development JWT secret"), "the service warns about its generated secret");
+    let secret = std::fs::read_to_string(dir.path().join("nats-data/jwt-secret")).unwrap();
+    assert!(!log.contains(secret.trim()));
+}
+
+#[tokio::test]
+async fn a_nats_server_that_cannot_start_is_explained_with_its_own_words() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.nats.port = taken.local_addr().unwrap().port();
+    let error = match presence::app::Application::build(config).await {
+        Ok(_) => panic!("started on a port that is taken"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("exited during start-up"), "{error}");
+    assert!(error.contains("address already in use"), "the server's own log line is quoted: {error}");
+}
