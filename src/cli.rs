@@ -19,7 +19,7 @@ use crate::{
     about = "Who is online, away, busy or offline: a presence service on NATS JetStream."
 )]
 pub struct Cli {
-    /// The YAML configuration file (design document section 9.1); built-in defaults without one.
+    /// The YAML configuration file (README, "Configuration"); built-in defaults without one.
     #[arg(long, short, global = true, env = "PRESENCE_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]

@@ -2,35 +2,41 @@
 //!
 //! # A tour
 //!
-//! - [`cli`]: the `presence` command line (`serve`, `token`); `main.rs` only calls it.
-//! - [`config`]: the YAML configuration of the design document, with defaults, `${VAR}`
-//!   interpolation, `PRESENCE_...` overrides and validation that names the key.
-//! - [`app`]: start-up and shutdown. `Application::build` starts NATS, opens the bucket and binds
-//!   the listener; tests go through the same path on port 0.
-//! - [`nats`]: the embedded `nats-server` (found, version-checked, configured, supervised and
-//!   restarted as a child process) and the service's client connection.
-//! - [`store`]: the JetStream KV bucket `presence`, the authoritative copy of every presence, and
-//!   the circuit breaker in front of it.
-//! - [`cache`]: the in-memory moka cache of presences and the KV watcher that keeps it coherent.
-//! - [`directory`]: the read and write paths: cache first, KV behind, degradation without NATS.
-//! - [`lifecycle`]: expiry transitions (exactly one `offline` write and expire event per
-//!   expiry), the update and expire events, and the audit-log stream with history and erasure.
-//! - [`model`]: user ids, statuses, and a presence as stored and as shown (expiry is applied at
-//!   read time here).
-//! - [`auth`]: HS256 JWT verification as an axum extractor, token minting, the secret's source.
-//! - [`http`]: the axum router, its handlers, the JSON error envelope, `/health` and the OpenAPI
-//!   document.
-//! - [`telemetry`]: logging setup and Prometheus metrics.
-//! - [`topology`]: hub and spoke: node heartbeats on `presence.sync.{node_id}` and the registry
-//!   of nodes. (A leaf's embedded server and its path to the center's JetStream domain are set up
-//!   in [`nats`] and [`app`].)
+//! From the bottom layer up; a module imports only modules listed before it.
+//! `docs/architecture.md` tells the same story with the reasons.
+//!
+//! - `model`: user ids, statuses, a presence as stored, held and shown (expiry is applied at
+//!   read time here), and a `Record` (a presence at a KV revision).
+//! - `link`: the node's view of its NATS link: reachable, cache possibly stale, watcher position.
+//! - `config`: the YAML configuration, with defaults, `${VAR}` interpolation, `PRESENCE_...`
+//!   overrides and validation that names the key.
+//! - `telemetry`: logging, Prometheus metrics, error chains for logs.
+//! - `auth`: HS256 tokens: verification, minting, where the secret comes from.
+//! - `nats`: the embedded `nats-server` (found, version-checked, configured, supervised), the
+//!   client connection, and the `Caller` (deadline, latency metric, circuit breaker) that every
+//!   NATS request goes through.
+//! - `cache`: the in-memory moka cache of records.
+//! - `store`: the one door to the JetStream KV bucket: get, put, compare-and-set, purge, watch.
+//! - `topology`: hub and spoke: heartbeats on `presence.sync.{node_id}`, the node registry.
+//! - `lifecycle`: the expiry schedule and job (one `offline` write and one expire event per
+//!   expiry across all nodes), the update and expire events, the audit log, history, erasure.
+//! - `coherence`: the watcher (bucket changes into the cache and the expiry schedule) and the
+//!   monitor (link checks, watcher lag, rebuild of a replaced bucket).
+//! - `directory`: the read and write paths: cache first, store behind, degradation without NATS.
+//! - `health`: what a node knows about itself, for the health endpoints and metrics.
+//! - `http`: the axum router, handlers, extractors (JSON, path, auth, rate limit), the JSON
+//!   error envelope, the OpenAPI document.
+//! - `app`: start-up in named steps and shutdown; tests go through the same path on port 0.
+//! - `cli`: the `presence` command line (`serve`, `token`); `main.rs` only calls it.
 //!
 //! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `directory` →
-//! `cache` (or, on a miss, one KV get shared by concurrent readers) → `CompactPresence::view`,
-//! which turns an expired presence into `offline`. A write (`PUT`) passes the `auth::Owner`
-//! extractor (a valid token whose `sub` is the path's user) and the rate limit, is validated into
-//! a `model::PresenceUpdate`, and answers 200 only after JetStream acknowledged the KV put, this
-//! node's cache and expiry schedule hold the new value, and its update event is on its way.
+//! `cache` (or, on a miss, one `store` get shared by concurrent readers) →
+//! `CompactPresence::view`, which turns an expired presence into `offline`. A write (`PUT`) passes
+//! the `http::Owner` extractor (a valid token whose `sub` is the path's user) and the rate limit,
+//! is validated into a `model::PresenceUpdate`, and answers 200 only after JetStream acknowledged
+//! the `store` put, this node's cache and expiry schedule hold the new record, and its update event
+//! is on its way. An expiry goes `lifecycle::expiry` → `store::live_at` (is that revision still the
+//! latest?) → `store::compare_and_set` (`offline`) → one expire event.
 
 // The public face: what the binary, the integration tests and the benchmark tool use.
 pub mod app;

@@ -1,4 +1,4 @@
-//! Start-up and shutdown: [`Application::build`] brings the node up step by step ([`startup`]);
+//! Start-up and shutdown: [`Application::build`] brings the node up step by step (`startup`);
 //! [`Application::run_until`] serves until told to stop, then drains requests, the background
 //! tasks, the NATS client and the embedded server, in that order.
 

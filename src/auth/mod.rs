@@ -13,7 +13,7 @@ use crate::config::{AuthConfig, Secret};
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 5;
 
-/// The claims Presence requires (design document section 7.1), plus `nbf` when present.
+/// The claims Presence requires (`sub`, `iat`, `exp`, `iss`), plus `nbf` when present.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,

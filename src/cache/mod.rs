@@ -37,7 +37,7 @@ pub(crate) type Entry = Arc<Record>;
 /// moka's housekeeping (evictions, expirations, counts), as a periodic cleanup.
 pub(crate) const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
-/// The design document's `CacheMetrics`.
+/// The cache's counters, as `/health/cache` reports them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct CacheMetrics {
     pub hits: u64,
@@ -164,7 +164,7 @@ impl PresenceCache {
         found
     }
 
-    /// The entries for `user_ids`, in order, in one pass (the design document's `GetMultiple`).
+    /// The entries for `user_ids`, in order, in one pass.
     pub(crate) async fn get_multiple(&self, user_ids: &[UserId]) -> Vec<Option<Entry>> {
         let mut found = Vec::with_capacity(user_ids.len());
         for user_id in user_ids {

@@ -1,5 +1,6 @@
-//! The service's configuration: the YAML shape of the design document's section 9.1, the keys that
-//! `DECISIONS.md` adds, built-in defaults, and validation that names the offending key.
+//! The service's configuration (README, "Configuration"): sections `service`, `nats`, `cache`,
+//! `auth`, `logging`, `rate_limit`, `events` and the discovery layout, built-in defaults, and
+//! validation that names the offending key.
 //!
 //! Layers, later wins: defaults, the YAML file (with `${VAR}` interpolation), `PRESENCE_...`
 //! environment variables, command-line flags. See [`load`].
@@ -27,9 +28,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub rate_limit: RateLimitConfig,
     pub events: EventsConfig,
-    /// The design document's section 8.3 layout: where the center is.
+    /// The discovery layout (README, "Regions"): where the center is.
     pub center_node: Option<CenterNodeConfig>,
-    /// The design document's section 8.3 layout: the leaves by region (informational, and the
+    /// The discovery layout: the leaves by region (informational, and the
     /// registry's list of nodes to expect).
     pub leaf_nodes: Vec<LeafNodeConfig>,
 }

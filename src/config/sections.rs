@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::units;
 
-/// `center_node:` of the design document's section 8.3.
+/// `center_node:` of the discovery layout (README, "Regions").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CenterNodeConfig {
@@ -25,7 +25,7 @@ fn default_leaf_port() -> u16 {
     7422
 }
 
-/// One entry of `leaf_nodes:` of the design document's section 8.3.
+/// One entry of `leaf_nodes:` of the discovery layout.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeafNodeConfig {
@@ -241,7 +241,7 @@ impl Default for KvConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// `ristretto` (the design document's) and `moka` (what we run) both mean the same cache.
+    /// `ristretto` (the original design's name) and `moka` (what we run) both mean the same cache.
     #[serde(rename = "type")]
     pub kind: String,
     /// Bytes of approximate presence cost the cache may hold.

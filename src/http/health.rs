@@ -53,7 +53,7 @@ pub(super) async fn nats(State(state): State<AppState>) -> (StatusCode, Json<Nat
     (if report.ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(report))
 }
 
-/// Cache statistics (the design document's `CacheMetrics`).
+/// Cache statistics: hits, misses, entries added and evicted, size.
 #[utoipa::path(get, path = "/health/cache", responses((status = 200, body = CacheHealth)), tag = "operations")]
 pub(super) async fn cache(State(state): State<AppState>) -> Json<CacheHealth> {
     Json(state.health.cache().await)

@@ -35,7 +35,7 @@ use crate::{
     },
 };
 
-/// Request bodies larger than this get 413 (DECISIONS section 3).
+/// Request bodies larger than this get 413 (docs/architecture.md, "Errors and input").
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What every handler can reach: a cheap `Clone` handle over the shared parts.

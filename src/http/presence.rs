@@ -1,5 +1,5 @@
-//! The presence API (design document section 4, DECISIONS sections 3 and 4): handlers and their
-//! routes side by side.
+//! The presence API (README, "The API"; docs/architecture.md, "A read" and "A write"): handlers
+//! and their routes side by side.
 
 use std::collections::{BTreeMap, HashSet};
 

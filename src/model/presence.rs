@@ -63,7 +63,7 @@ pub(crate) struct StoredPresence {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A presence as the API shows it (design document section 3.2, DECISIONS section 4). It
+/// A presence as the API shows it (README, "What a user of the API must know"). It
 /// borrows from the cache on the read path; events own theirs (`Presence<'static>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Presence<'a> {

@@ -1,5 +1,5 @@
 //! User ids: 1 to 128 characters of `[A-Za-z0-9_-]`, which makes them safe as a KV key token and a
-//! NATS subject token (DECISIONS section 3).
+//! NATS subject token (docs/architecture.md, "Errors and input").
 
 use std::{fmt, ops::Deref};
 

@@ -1,5 +1,5 @@
 //! NATS: the embedded server's supervisor, the service's client connection to whichever server
-//! it uses (embedded, or external with `nats.embedded: false`), and the [`Caller`] that every
+//! it uses (embedded, or external with `nats.embedded: false`), and the `Caller` that every
 //! request to it goes through.
 
 pub(crate) mod breaker;

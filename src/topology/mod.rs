@@ -3,8 +3,8 @@
 //!
 //! Every node publishes a [`Heartbeat`] every [`HEARTBEAT_EVERY`]: what it is, where, which KV
 //! revision its cache has applied, how many entries it caches. Core NATS subjects cross
-//! leafnodes both ways, so every node hears every other; the center's registry is the one the
-//! design document asks for, but a leaf can answer the same question for its region.
+//! leafnodes both ways, so every node hears every other, and any node can list the deployment.
+//! See docs/architecture.md, "Hub and spoke".
 
 use std::{
     collections::BTreeMap,
