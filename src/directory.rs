@@ -109,10 +109,11 @@ impl Directory {
         if !self.link.reachable() {
             return Lookup::Degraded;
         }
-        match self.cache.get_or_load(user, self.store.get(user)).await {
+        let (store, owned) = (self.store.clone(), user.clone());
+        match self.cache.get_or_load(user, async move { store.get(&owned).await }).await {
             Ok(entry) => Lookup::Known(entry),
             Err(e) => {
-                if !e.refused() {
+                if !e.downcast_ref::<StoreError>().is_some_and(StoreError::refused) {
                     tracing::warn!(user = %user, error = %chain(e.as_ref()), "KV read failed; answering degraded");
                 }
                 Lookup::Degraded
@@ -175,12 +176,15 @@ impl Directory {
         let erased = async {
             let events = self.events.erase(user).await?;
             self.store.purge(user).await?;
+            // A tombstone at the purge's revision: no older load or watched change can bring the
+            // user back into this node's cache.
+            let tombstone = self.store.get(user).await?;
+            self.cache.upsert(user, tombstone).await;
             Ok::<_, WriteError>(events)
         };
         let events = erased.await.inspect_err(|e| {
             tracing::warn!(user = %user, error = %chain(e), "erasure failed");
         })?;
-        self.cache.delete(user).await;
         tracing::info!(user = %user, events, "erased");
         Ok(())
     }

@@ -11,6 +11,8 @@
 //! Expiry is still evaluated at read time by [`crate::model::CompactPresence::view`]. See
 //! docs/architecture.md, "The cache".
 
+mod load;
+
 use std::{
     sync::{
         Arc,
@@ -76,6 +78,7 @@ pub(crate) struct PresenceCache {
     /// and the insert are one step. Striped by key hash; readers never take them.
     stripes: Arc<[tokio::sync::Mutex<()>]>,
     hasher: std::hash::RandomState,
+    loads: Arc<load::Loads>,
 }
 
 const WRITE_STRIPES: usize = 256;
@@ -153,7 +156,7 @@ impl PresenceCache {
             })
             .build();
         let stripes = (0..WRITE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { inner, counters, stripes, hasher: Default::default() }
+        Self { inner, counters, stripes, hasher: Default::default(), loads: Arc::default() }
     }
 
     /// The entry for `user_id`, counting a hit or a miss.
@@ -173,53 +176,34 @@ impl PresenceCache {
         found
     }
 
-    /// The entry for `user_id`, loading it with `load` on a miss. Concurrent misses for one key
-    /// share one load (single flight); a failed load is not cached.
-    pub(crate) async fn get_or_load<E, F>(&self, user_id: &str, load: F) -> Result<Entry, Arc<E>>
-    where
-        F: Future<Output = Result<Record, E>>,
-        E: Send + Sync + 'static,
-    {
-        let counters = &self.counters;
-        self.inner
-            .try_get_with_by_ref(user_id, async {
-                let value = Arc::new(load.await?);
-                counters.keys_added.fetch_add(1, Relaxed);
-                counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
-                Ok(value)
-            })
-            .await
-    }
-
     /// The entry for `user_id`, without counting a lookup.
     pub(crate) async fn peek(&self, user_id: &str) -> Option<Entry> {
         self.inner.get(user_id).await
     }
 
-    /// Stores `value` unless the cache already holds the same or a newer revision.
-    pub(crate) async fn upsert(&self, user_id: &str, value: Record) {
+    /// Stores `value` unless the cache already holds the same or a newer revision; returns the
+    /// entry the cache holds for the user afterwards (or `value`, if the cache declined to admit
+    /// it).
+    pub(crate) async fn upsert(&self, user_id: &str, value: Record) -> Entry {
         let stripe = &self.stripes
             [std::hash::BuildHasher::hash_one(&self.hasher, user_id) as usize % self.stripes.len()];
         let _serialised = stripe.lock().await;
         match self.inner.get(user_id).await {
-            Some(existing) if existing.revision >= value.revision => return,
+            Some(existing) if existing.revision >= value.revision => return existing,
             Some(_) => {}
             None => {
                 self.counters.keys_added.fetch_add(1, Relaxed);
             }
         }
         self.counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
-        self.inner.insert(user_id.to_string(), Arc::new(value)).await;
+        let entry = Arc::new(value);
+        self.inner.insert(user_id.to_string(), entry.clone()).await;
+        entry
     }
 
     /// Drops every entry.
     pub(crate) fn clear(&self) {
         self.inner.invalidate_all();
-    }
-
-    /// Drops one entry.
-    pub(crate) async fn delete(&self, user_id: &str) {
-        self.inner.invalidate(user_id).await;
     }
 
     /// Runs moka's housekeeping now: evictions, expirations, listener calls.

@@ -10,7 +10,7 @@
 
 mod watch;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -74,9 +74,10 @@ pub(crate) struct Held {
     pub presence: StoredPresence,
 }
 
+/// A cheap `Clone` handle.
 #[derive(Clone)]
 pub(crate) struct PresenceStore {
-    kv: kv::Store,
+    kv: Arc<kv::Store>,
     caller: Caller,
 }
 
@@ -98,7 +99,7 @@ impl PresenceStore {
             ..Default::default()
         };
         let kv = caller.bounded("open", js.create_or_update_key_value(config)).await?;
-        Ok(Self { kv, caller })
+        Ok(Self { kv: Arc::new(kv), caller })
     }
 
     /// The breaker in front of NATS (shared with the audit log).

@@ -8,6 +8,7 @@ mod lifecycle;
 mod openapi;
 mod presence;
 mod process;
+mod races;
 mod reads;
 mod store;
 mod topology;
