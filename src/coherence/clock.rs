@@ -1,5 +1,6 @@
 //! This node's clock offset from the NATS server's, estimated from the server's timestamps on
-//! watched changes. Each sample is (local time at receipt - server time at storage), which
+//! watched changes written while the node watched (never replayed history, whose timestamps are
+//! as old as the writes). Each sample is (local time at receipt - server time at storage), which
 //! latency only inflates, so the estimate is the smallest recent sample.
 
 use std::{collections::VecDeque, time::Duration};

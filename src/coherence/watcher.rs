@@ -25,6 +25,10 @@ pub(super) struct Applier {
     link: Arc<LinkState>,
     expiry: Arc<ExpiryQueue>,
     clock: ClockEstimate,
+    /// The bucket's last revision when the current watch started: changes up to it are history
+    /// (replayed, however old), changes after it were written while this node watched. Only
+    /// those tell the clock offset.
+    live_after: u64,
 }
 
 /// How one watch ended.
@@ -38,6 +42,8 @@ pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: Cancel
     let link = applier.link.clone();
     let mut backoff = BACKOFF_START;
     loop {
+        // Sampled before the watch starts, so that every change after it is a fresh one.
+        applier.live_after = store.head().await.map_or(u64::MAX, |head| head.last_revision);
         match store.watch(link.applied_revision()).await {
             Ok(changes) => match follow(changes, &mut applier, &stop).await {
                 Ended::Stopped => return,
@@ -92,11 +98,11 @@ async fn follow(
 
 impl Applier {
     pub(super) fn new(cache: PresenceCache, link: Arc<LinkState>, expiry: Arc<ExpiryQueue>) -> Self {
-        Self { cache, link, expiry, clock: ClockEstimate::default() }
+        Self { cache, link, expiry, clock: ClockEstimate::default(), live_after: u64::MAX }
     }
 
     async fn apply(&mut self, change: Change) {
-        if change.pending == 0 {
+        if change.revision > self.live_after {
             self.sample_clock(&change);
         }
         if let Some(user) = change.user() {

@@ -266,3 +266,36 @@ async fn expiries_that_come_due_while_nats_is_away_happen_when_it_returns() {
     assert_eq!(serde_json::from_slice::<Value>(&event.payload).unwrap()["node_id"], "patient");
     app.stop().await;
 }
+
+/// A node that starts on a bucket whose last write is seconds old replays that history; its
+/// timestamps say nothing about the clocks, so `/health` stays `ok` (the offset is estimated from
+/// the first fresh write on).
+#[tokio::test]
+async fn a_restarted_node_is_not_degraded_by_old_history() {
+    let nats = NatsServer::start().await;
+    let first = external_app(&nats, "before").await;
+    first.set("uma", json!({"status": "online"})).await;
+    first.stop().await;
+    let written = time(&stored(&nats.url(), "uma").await.unwrap()["updated_at"]);
+    eventually(Duration::from_secs(5), "the last write is over a second old", || async {
+        (Utc::now() > written + chrono::Duration::milliseconds(1500)).then_some(())
+    })
+    .await;
+    let second = external_app(&nats, "after").await;
+    second.wait_health("ok", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(5), "the watcher replayed the history", || async {
+        (second.nats_health().await.1["watcher"]["applied_revision"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    let health = second.health().await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health["clock_offset_ms"].as_i64().is_none_or(|ms| ms.abs() < 1000), "{health}");
+    second.set("uma", json!({"status": "away"})).await;
+    let offset = eventually(Duration::from_secs(5), "a fresh write tells the offset", || async {
+        second.health().await["clock_offset_ms"].as_i64()
+    })
+    .await;
+    assert!(offset.abs() < 1000, "same machine, same clock: {offset} ms");
+    assert_eq!(second.health().await["status"], "ok");
+    second.stop().await;
+}
