@@ -137,7 +137,7 @@ impl Directory {
         })?;
         self.metrics.updates.inc();
         let presence = CompactPresence::from(&stored);
-        self.expiry.schedule(revision, &presence);
+        self.expiry.replace(previous.as_deref(), revision, Some(&presence));
         self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
         let now = Utc::now();
         let previous_status = previous.and_then(|e| {
@@ -178,7 +178,9 @@ impl Directory {
             self.store.purge(user).await?;
             // A tombstone at the purge's revision: no older load or watched change can bring the
             // user back into this node's cache.
+            let previous = self.cache.peek(user).await;
             let tombstone = self.store.get(user).await?;
+            self.expiry.replace(previous.as_deref(), tombstone.revision, tombstone.presence.as_ref());
             self.cache.upsert(user, tombstone).await;
             Ok::<_, WriteError>(events)
         };

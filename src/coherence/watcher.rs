@@ -107,12 +107,10 @@ impl Applier {
         }
         if let Some(user) = change.user() {
             // This node's own writes are in the cache and the schedule already: skip decoding them.
-            let known = self.cache.peek(user).await.is_some_and(|e| e.revision >= change.revision);
-            if !known {
+            let previous = self.cache.peek(user).await;
+            if previous.as_ref().is_none_or(|e| e.revision < change.revision) {
                 let presence = change.presence().as_ref().map(CompactPresence::from);
-                if let Some(p) = &presence {
-                    self.expiry.schedule(change.revision, p);
-                }
+                self.expiry.replace(previous.as_deref(), change.revision, presence.as_ref());
                 self.cache.upsert(user, Record { revision: change.revision, presence }).await;
             }
         }

@@ -1,13 +1,19 @@
-//! The expiry schedule: KV revisions of live presences, bucketed by expiry time (8 bytes a
-//! presence). Writers (this node's PUTs, the watcher) add to it; the expiry job takes what is
-//! due.
+//! The expiry schedule: KV revisions of live presences, bucketed by expiry time (about 16 bytes a
+//! presence). Writers (this node's PUTs, the watcher) add each user's new revision and take out
+//! the one it supersedes, so the schedule holds one entry per live user, not one per write; the
+//! expiry job takes what is due. (A superseded revision the writer could not name, because the
+//! cache had let the user go, leaves when it comes due: the job finds it gone and does nothing.)
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::model::{CompactPresence, Status};
+use crate::model::{CompactPresence, Record, Status};
 
 /// Granularity of the schedule.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -15,7 +21,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// Revisions to check, bucketed by expiry time.
 #[derive(Debug, Default)]
 pub(crate) struct ExpiryQueue {
-    buckets: Mutex<BTreeMap<i64, Vec<u64>>>,
+    buckets: Mutex<BTreeMap<i64, HashSet<u64>>>,
     wake: Notify,
 }
 
@@ -30,11 +36,33 @@ impl ExpiryQueue {
         std::sync::Arc::default()
     }
 
-    /// Remembers that `revision` of a presence expires when the presence does (only live
-    /// statuses expire).
-    pub(crate) fn schedule(&self, revision: u64, presence: &CompactPresence) {
-        if presence.status != Status::Offline {
-            self.schedule_at(revision, presence.expires_at);
+    /// A user's record moved from `previous` (what this node knew, if anything) to `revision`
+    /// holding `presence`: the new revision is scheduled if it is live, the previous one is taken
+    /// out.
+    pub(crate) fn replace(
+        &self,
+        previous: Option<&Record>,
+        revision: u64,
+        presence: Option<&CompactPresence>,
+    ) {
+        if let Some(old) = previous.filter(|old| old.revision < revision)
+            && let Some(p) = old.presence.as_ref().filter(|p| p.status != Status::Offline)
+        {
+            self.unschedule(old.revision, p.expires_at);
+        }
+        if let Some(p) = presence.filter(|p| p.status != Status::Offline) {
+            self.schedule_at(revision, p.expires_at);
+        }
+    }
+
+    fn unschedule(&self, revision: u64, at: DateTime<Utc>) {
+        let mut buckets = self.buckets.lock().expect("expiry queue lock");
+        let bucket = bucket_of(at);
+        if let Some(revisions) = buckets.get_mut(&bucket) {
+            revisions.remove(&revision);
+            if revisions.is_empty() {
+                buckets.remove(&bucket);
+            }
         }
     }
 
@@ -43,7 +71,7 @@ impl ExpiryQueue {
         let bucket = bucket_of(at);
         let mut buckets = self.buckets.lock().expect("expiry queue lock");
         let earliest = buckets.first_key_value().is_none_or(|(first, _)| bucket < *first);
-        buckets.entry(bucket).or_default().push(revision);
+        buckets.entry(bucket).or_default().insert(revision);
         drop(buckets);
         if earliest {
             self.wake.notify_one();
@@ -61,8 +89,11 @@ impl ExpiryQueue {
                 break;
             }
             let revisions = entry.get_mut();
-            let take = (max - due.len()).min(revisions.len());
-            due.extend(revisions.drain(revisions.len() - take..));
+            let taken: Vec<u64> = revisions.iter().take(max - due.len()).copied().collect();
+            for revision in &taken {
+                revisions.remove(revision);
+            }
+            due.extend(taken);
             if revisions.is_empty() {
                 entry.remove();
             }
@@ -85,7 +116,7 @@ impl ExpiryQueue {
 
     /// Revisions waiting (superseded ones included until they come due).
     pub(crate) fn len(&self) -> usize {
-        self.buckets.lock().expect("expiry queue lock").values().map(Vec::len).sum()
+        self.buckets.lock().expect("expiry queue lock").values().map(HashSet::len).sum()
     }
 
     #[cfg(test)]
@@ -110,16 +141,20 @@ mod tests {
         }
     }
 
+    fn record(revision: u64, presence: CompactPresence) -> Record {
+        Record { revision, presence: Some(presence) }
+    }
+
     #[test]
     fn due_revisions_come_out_in_time_order_and_bounded() {
         let q = ExpiryQueue::default();
         let t0 = Utc::now();
-        q.schedule(1, &live(t0 + chrono::Duration::seconds(2)));
-        q.schedule(2, &live(t0));
-        q.schedule(3, &live(t0));
+        q.replace(None, 1, Some(&live(t0 + chrono::Duration::seconds(2))));
+        q.replace(None, 2, Some(&live(t0)));
+        q.replace(None, 3, Some(&live(t0)));
         let mut offline = live(t0);
         offline.status = Status::Offline;
-        q.schedule(4, &offline);
+        q.replace(None, 4, Some(&offline));
         assert_eq!(q.len(), 3, "offline presences do not expire");
         assert!(q.take_due(t0 - chrono::Duration::seconds(1), 10).is_empty(), "never early");
         let mut due = q.take_due(t0 + chrono::Duration::milliseconds(200), 1);
@@ -128,5 +163,24 @@ mod tests {
         assert_eq!(due, vec![2, 3]);
         assert_eq!(q.take_due(t0 + chrono::Duration::seconds(3), 10), vec![1]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn one_entry_per_user_however_often_they_write() {
+        let q = ExpiryQueue::default();
+        let t0 = Utc::now();
+        let mut previous: Option<Record> = None;
+        for revision in 1..=3000 {
+            let presence = live(t0 + chrono::Duration::milliseconds(revision as i64 * 7));
+            q.replace(previous.as_ref(), revision, Some(&presence));
+            previous = Some(record(revision, presence));
+        }
+        assert_eq!(q.len(), 1);
+        let mut offline = live(t0);
+        offline.status = Status::Offline;
+        q.replace(previous.as_ref(), 3001, Some(&offline));
+        assert!(q.is_empty(), "an offline write leaves nothing to expire");
+        q.replace(Some(&record(9, live(t0))), 5, Some(&live(t0)));
+        assert_eq!(q.len(), 1, "an older revision never takes out a newer one");
     }
 }

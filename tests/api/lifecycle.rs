@@ -299,3 +299,39 @@ async fn a_restarted_node_is_not_degraded_by_old_history() {
     assert_eq!(second.health().await["status"], "ok");
     second.stop().await;
 }
+
+/// The expiry schedule holds one entry per live user, however often the user writes, on the node
+/// that takes the writes and on a node that learns of them through its watcher.
+#[tokio::test]
+async fn the_expiry_schedule_holds_one_entry_per_user_not_per_write() {
+    let nats = NatsServer::start().await;
+    let node = |id: &'static str| {
+        let url = nats.url();
+        TestApp::spawn_with(move |c| {
+            c.nats.embedded = false;
+            c.nats.url = url;
+            c.service.node_id = id.into();
+            c.rate_limit.enabled = false;
+        })
+    };
+    let (writer, watcher) = (node("writer").await, node("watcher").await);
+    for i in 0..500 {
+        writer.set("ivy", json!({"status": "online", "ttl": 600 + i})).await;
+    }
+    for app in [&writer, &watcher] {
+        eventually(Duration::from_secs(10), "one scheduled expiry", || async {
+            let text = app.metrics().await;
+            let scheduled = text.lines().find_map(|l| l.strip_prefix("presence_expiry_scheduled "))?;
+            (scheduled.trim() == "1").then_some(())
+        })
+        .await;
+    }
+    writer.set("ivy", json!({"status": "offline"})).await;
+    eventually(Duration::from_secs(10), "nothing left to expire", || async {
+        let text = watcher.metrics().await;
+        (text.lines().any(|l| l == "presence_expiry_scheduled 0")).then_some(())
+    })
+    .await;
+    writer.stop().await;
+    watcher.stop().await;
+}
