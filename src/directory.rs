@@ -12,7 +12,7 @@
 //!   is unreachable it fails at once.
 //! - Erasure removes the user's events from the audit log, then the KV record with its history.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures::{StreamExt, stream};
@@ -21,7 +21,7 @@ use crate::{
     cache::PresenceCache,
     lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
     link::LinkState,
-    model::{CompactPresence, PresenceUpdate, Record, Status, UserId},
+    model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
     store::{PresenceStore, StoreError},
     telemetry::{Metrics, chain},
 };
@@ -48,13 +48,21 @@ pub(crate) struct ManyLookups {
 pub(crate) enum WriteError {
     #[error("NATS is unreachable")]
     Unavailable,
+    /// The write went out, its acknowledgement never came back, and a look at the bucket could
+    /// not tell either: it may or may not be stored. (If it was, its event follows.)
+    #[error("the write's outcome is unknown")]
+    Unconfirmed(#[source] crate::nats::CallError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Events(#[from] EventError),
 }
 
-/// The read and write paths of one node.
+/// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
+const SETTLE_FOR: Duration = Duration::from_secs(30);
+
+/// The read and write paths of one node: a cheap `Clone` handle.
+#[derive(Clone)]
 pub(crate) struct Directory {
     pub store: PresenceStore,
     pub cache: PresenceCache,
@@ -122,6 +130,10 @@ impl Directory {
     }
 
     /// Stores `update` by `actor` and returns what was stored, once JetStream acknowledged it.
+    ///
+    /// A write whose acknowledgement was lost is looked up once: if the bucket holds it, it
+    /// succeeded. Otherwise its outcome is unknown (the answer says so; repeating it is safe),
+    /// and it is followed up in the background so that, if it did land, its event is published.
     pub(crate) async fn write(
         &self,
         user: &UserId,
@@ -130,13 +142,38 @@ impl Directory {
     ) -> Result<CompactPresence, WriteError> {
         self.guard()?;
         let previous = self.cache.peek(user).await;
-        let (stored, revision) = self.store.write(user, update, &self.node_id).await.inspect_err(|e| {
-            if !e.refused() {
-                tracing::warn!(user = %user, error = %chain(e), "write failed");
+        let (stored, revision) = match self.store.write(user, update, &self.node_id).await {
+            Ok(done) => done,
+            Err(StoreError::Unconfirmed { record, source }) => match self.store.holds(user, &record).await {
+                Ok(Some(revision)) => (*record, revision),
+                _ => {
+                    tracing::warn!(user = %user, error = %chain(&source), "write not acknowledged; its outcome is unknown");
+                    tokio::spawn(self.clone().settle(user.clone(), *record, previous, actor.to_string()));
+                    return Err(WriteError::Unconfirmed(source));
+                }
+            },
+            Err(e) => {
+                if !e.refused() {
+                    tracing::warn!(user = %user, error = %chain(&e), "write failed");
+                }
+                return Err(e.into());
             }
-        })?;
+        };
+        Ok(self.stored(user, &stored, revision, previous, actor).await)
+    }
+
+    /// What follows a write JetStream holds: this node's cache and expiry schedule, and the
+    /// update event.
+    async fn stored(
+        &self,
+        user: &UserId,
+        stored: &StoredPresence,
+        revision: u64,
+        previous: Option<Arc<Record>>,
+        actor: &str,
+    ) -> CompactPresence {
         self.metrics.updates.inc();
-        let presence = CompactPresence::from(&stored);
+        let presence = CompactPresence::from(stored);
         self.expiry.replace(previous.as_deref(), revision, Some(&presence));
         self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
         let now = Utc::now();
@@ -154,7 +191,36 @@ impl Directory {
             timestamp: now,
         };
         self.events.publish(&event, None, false).await;
-        Ok(presence)
+        presence
+    }
+
+    /// Follows up a write whose outcome was unknown until the bucket says whether it holds it
+    /// (at most [`SETTLE_FOR`]). If it does, the write is completed as if acknowledged: the event
+    /// and the pair (KV record, event) stay consistent. If the key holds something else, the
+    /// write never landed or was overwritten since, and there is nothing to announce.
+    async fn settle(
+        self,
+        user: UserId,
+        record: StoredPresence,
+        previous: Option<Arc<Record>>,
+        actor: String,
+    ) {
+        let deadline = tokio::time::Instant::now() + SETTLE_FOR;
+        let mut wait = Duration::from_millis(100);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+            match self.store.holds(&user, &record).await {
+                Ok(Some(revision)) => {
+                    tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
+                    self.stored(&user, &record, revision, previous, &actor).await;
+                    return;
+                }
+                Ok(None) => return,
+                Err(_) => continue,
+            }
+        }
+        tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known");
     }
 
     /// The newest `limit` events of `user`, newest first.

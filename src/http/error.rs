@@ -37,8 +37,12 @@ pub(crate) enum ApiError {
     UnsupportedMediaType(String),
     #[error("too many requests, retry after {0} s")]
     TooManyRequests(u64),
-    #[error("presence storage is unavailable, try again shortly")]
+    #[error("presence storage is unavailable, nothing was stored; try again shortly")]
     Unavailable,
+    #[error(
+        "presence storage did not confirm the write in time: it may or may not have been stored; repeating it is safe"
+    )]
+    OutcomeUnknown,
     #[error("internal error")]
     Internal,
 }
@@ -54,7 +58,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,7 +74,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::OutcomeUnknown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::TooManyRequests(secs) => {
@@ -82,10 +86,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Every failed write, history read or erasure is a 503: NATS did not take it (the directory
-/// logged the cause).
+/// Every failed write, history read or erasure is a 503 (the directory logged the cause): NATS
+/// did not take it, or did not say whether it did.
 impl From<WriteError> for ApiError {
-    fn from(_: WriteError) -> Self {
-        ApiError::Unavailable
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Unconfirmed(_) => ApiError::OutcomeUnknown,
+            _ => ApiError::Unavailable,
+        }
     }
 }

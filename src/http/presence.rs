@@ -212,7 +212,7 @@ pub(crate) async fn batch(
         (status = 413, description = "Body over 16 KiB", body = super::ErrorResponse),
         (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
         (status = 429, description = "Over the per-user write limit", body = super::ErrorResponse),
-        (status = 503, description = "NATS unreachable; nothing was stored", body = super::ErrorResponse),
+        (status = 503, description = "NATS unreachable (nothing was stored), or the write was not confirmed in time (it may have been stored; repeating it is safe). The error says which.", body = super::ErrorResponse),
     ),
     tag = "presence"
 )]

@@ -76,7 +76,7 @@ pub(crate) enum EventError {
 #[derive(Clone)]
 pub(crate) struct Events {
     js: jetstream::Context,
-    stream: stream::Stream,
+    stream: Arc<stream::Stream>,
     caller: Caller,
     metrics: Arc<Metrics>,
 }
@@ -112,7 +112,7 @@ impl Events {
         if stream.cached_info().config.max_age != retention {
             caller.bounded("stream_update", js.update_stream(config)).await?;
         }
-        Ok(Self { js, stream, caller, metrics })
+        Ok(Self { js, stream: Arc::new(stream), caller, metrics })
     }
 
     /// Publishes `event` and, unless `wait` is false, waits for the stream's acknowledgement.

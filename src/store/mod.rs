@@ -50,12 +50,28 @@ pub(crate) enum StoreError {
     Call(#[from] CallError),
     #[error("too much contention on one key")]
     Contention,
+    /// A write went out but its acknowledgement did not come back: it may or may not be stored.
+    #[error("the write was sent but not acknowledged")]
+    Unconfirmed {
+        record: Box<StoredPresence>,
+        #[source]
+        source: CallError,
+    },
 }
 
 impl StoreError {
     /// The call was refused by the open breaker, not tried.
     pub(crate) fn refused(&self) -> bool {
         matches!(self, StoreError::Call(e) if e.refused())
+    }
+
+    /// A write that failed after it was sent: nothing can be said about its outcome.
+    fn unconfirmed(record: StoredPresence, source: CallError) -> Self {
+        if source.refused() {
+            StoreError::Call(source)
+        } else {
+            StoreError::Unconfirmed { record: Box::new(record), source }
+        }
     }
 }
 
@@ -131,19 +147,37 @@ impl PresenceStore {
     ) -> Result<(StoredPresence, u64), StoreError> {
         if update.status != Status::Offline {
             let record = StoredPresence::from_update(user, update, None, node_id, Utc::now());
-            let revision = self.caller.call("put", self.kv.put(key(user), encode(&record))).await?;
-            return Ok((record, revision));
+            return match self.caller.call("put", self.kv.put(key(user), encode(&record))).await {
+                Ok(revision) => Ok((record, revision)),
+                Err(e) => Err(StoreError::unconfirmed(record, e)),
+            };
         }
         for _ in 0..CAS_ATTEMPTS {
             let current = self.entry(user).await?;
             let previous = current.as_ref().and_then(|(p, _)| p.as_ref());
             let record = StoredPresence::from_update(user, update.clone(), previous, node_id, Utc::now());
             let expected = current.as_ref().map_or(0, |(_, revision)| *revision);
-            if let Some(revision) = self.compare_and_set(user, &record, expected).await? {
-                return Ok((record, revision));
+            match self.compare_and_set(user, &record, expected).await {
+                Ok(Some(revision)) => return Ok((record, revision)),
+                Ok(None) => continue,
+                Err(StoreError::Call(e)) => return Err(StoreError::unconfirmed(record, e)),
+                Err(e) => return Err(e),
             }
         }
         Err(StoreError::Contention)
+    }
+
+    /// The revision at which `user`'s key holds exactly `record`, if it does now: how a write
+    /// whose acknowledgement was lost finds out whether it landed.
+    pub(crate) async fn holds(
+        &self,
+        user: &UserId,
+        record: &StoredPresence,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(match self.entry(user).await? {
+            Some((Some(stored), revision)) if stored == *record => Some(revision),
+            _ => None,
+        })
     }
 
     /// Writes `record` for `user` if the key is still at `expected` (0: the key must not exist).

@@ -1,10 +1,12 @@
 //! Races a real client can cause: reads against writes, erasures against in-flight work.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{ChaosProxy, NatsServer, TestApp, assert_error, bucket, eventually, json_of};
 
 /// A read of a user nobody has written yet, racing that user's first write. The read's KV answer
 /// ("never seen") may come back after the write is in the cache; it must not replace it. Once the
@@ -27,5 +29,63 @@ async fn a_read_racing_the_first_write_never_leaves_a_stale_answer() {
             }
         })
         .await;
+    app.stop().await;
+}
+
+/// A write whose acknowledgement is lost: NATS stores it, but its answer takes longer than
+/// `nats.request_timeout`. The client hears that the outcome is unknown and that repeating the
+/// write is safe (not "nothing was stored"), and once NATS answers again the write is completed:
+/// its update event is published, once, so the record and the audit log agree.
+#[tokio::test]
+async fn a_write_whose_acknowledgement_is_lost_says_so_and_its_event_follows() {
+    let nats = NatsServer::start().await;
+    let proxy = ChaosProxy::start(nats.port).await;
+    let url = format!("nats://127.0.0.1:{}", proxy.port);
+    let app = TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+        c.nats.request_timeout = Duration::from_millis(300);
+        c.service.node_id = "slow-link".into();
+    })
+    .await;
+    app.set("kai", json!({"status": "online"})).await;
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = watcher.subscribe("presence.update.kai").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    proxy.delay(Duration::ZERO, Duration::from_millis(1500));
+    let error = assert_error(
+        app.put("kai", json!({"status": "busy", "message": "in flight"})).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(error.contains("may or may not have been stored") && error.contains("safe"), "{error}");
+    let kv = bucket(&nats.url()).await;
+    let stored = eventually(Duration::from_secs(5), "NATS stored the write", || async {
+        let entry = kv.get("user.kai").await.ok().flatten()?;
+        let value: Value = serde_json::from_slice(&entry).unwrap();
+        (value["status"] == "busy").then_some(value)
+    })
+    .await;
+    proxy.delay(Duration::ZERO, Duration::ZERO);
+
+    let event = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let message = events.next().await.expect("the subscription lives");
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            if event["presence"]["message"] == "in flight" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the write's update event within 15 s");
+    assert_eq!(event["presence"]["status"], "busy");
+    assert_eq!(event["presence"]["updated_at"], stored["updated_at"]);
+    assert_eq!(event["previous_status"], "online");
+    let again = tokio::time::timeout(Duration::from_secs(2), events.next()).await;
+    assert!(again.is_err(), "one event for the write, not two: {again:?}");
+    let (_, body) = json_of(app.read("kai").await).await;
+    assert_eq!(body["data"]["kai"]["message"], "in flight", "{body}");
     app.stop().await;
 }
