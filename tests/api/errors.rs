@@ -21,6 +21,9 @@ async fn invalid_writes_are_400_and_change_nothing() {
         json!({"status": "busy", "ttl": "60"}),
         json!({"status": "busy", "message": "x".repeat(257)}),
         json!({"status": "busy", "message": "line\nbreak"}),
+        json!({"status": "busy", "message": "admin\u{202E}txt.exe"}),
+        json!({"status": "busy", "message": "in\u{200B}visible"}),
+        json!({"status": "busy", "message": "two\u{2028}lines"}),
         json!({"status": "busy", "colour": "red"}),
         json!(["busy"]),
     ];
