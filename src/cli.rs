@@ -141,6 +141,12 @@ fn token(file: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
         eprintln!("presence: generated a development JWT secret at {}", path.display());
     }
     let ttl = args.ttl.unwrap_or(config.auth.jwt_ttl);
+    anyhow::ensure!(
+        ttl <= config.auth.max_token_ttl,
+        "--ttl {} is over auth.max_token_ttl ({}): the service would refuse the token",
+        humantime::format_duration(ttl),
+        humantime::format_duration(config.auth.max_token_ttl)
+    );
     println!("{}", Authenticator::new(&secret, &config.auth).mint(&user, ttl));
     Ok(())
 }

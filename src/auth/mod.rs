@@ -22,6 +22,9 @@ pub struct Claims {
     pub iss: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// Checked by the validation when `auth.jwt_audience` is set; minted with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// Why a token was refused (logged; the client only ever hears 401).
@@ -31,6 +34,10 @@ pub enum TokenError {
     Invalid(#[source] jsonwebtoken::errors::Error),
     #[error("token issued in the future")]
     IssuedInFuture,
+    #[error("token lifetime (exp - iat) of {0} s is over auth.max_token_ttl")]
+    TooLong(u64),
+    #[error("token header lists critical extensions, which are not supported")]
+    Critical,
 }
 
 /// Verifies tokens and mints them (for `presence token`).
@@ -39,6 +46,8 @@ pub struct Authenticator {
     encoding: EncodingKey,
     validation: Validation,
     issuer: String,
+    audience: Option<String>,
+    max_ttl: u64,
 }
 
 impl Authenticator {
@@ -48,11 +57,18 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
+        // Without a configured audience, a token that names one is refused (RFC 7519 4.1.3).
+        if let Some(audience) = &config.jwt_audience {
+            validation.set_audience(&[audience]);
+            validation.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
+        }
         Self {
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             validation,
             issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            max_ttl: config.max_token_ttl.as_secs(),
         }
     }
 
@@ -60,8 +76,17 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(TokenError::Invalid)?;
-        if data.claims.iat > now_secs() + LEEWAY_SECS {
+        // RFC 7515 4.1.11: extensions marked critical must be understood; we understand none.
+        if data.header.crit.is_some() {
+            return Err(TokenError::Critical);
+        }
+        let claims = &data.claims;
+        if claims.iat > now_secs() + LEEWAY_SECS {
             return Err(TokenError::IssuedInFuture);
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > self.max_ttl {
+            return Err(TokenError::TooLong(lifetime));
         }
         Ok(data.claims.sub)
     }
@@ -75,6 +100,7 @@ impl Authenticator {
             exp: iat + ttl.as_secs(),
             iss: self.issuer.clone(),
             nbf: None,
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")

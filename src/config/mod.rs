@@ -179,6 +179,12 @@ impl Config {
         if self.auth.jwt_ttl < Duration::from_secs(1) {
             return fail("auth.jwt_ttl", "must be at least 1s");
         }
+        if self.auth.jwt_ttl > self.auth.max_token_ttl {
+            return fail("auth.jwt_ttl", "must not exceed auth.max_token_ttl (tokens that long are refused)");
+        }
+        if self.auth.jwt_audience.as_deref().is_some_and(|a| a.trim().is_empty()) {
+            return fail("auth.jwt_audience", "must not be empty when set");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return fail(
                 "logging.level",

@@ -275,6 +275,11 @@ pub struct AuthConfig {
     /// Lifetime of tokens minted by `presence token`.
     #[serde(with = "units::duration")]
     pub jwt_ttl: Duration,
+    /// Tokens whose lifetime (`exp - iat`) is longer than this are refused.
+    #[serde(with = "units::duration")]
+    pub max_token_ttl: Duration,
+    /// When set, a token's `aud` must name it.
+    pub jwt_audience: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -283,6 +288,8 @@ impl Default for AuthConfig {
             jwt_secret: None,
             jwt_issuer: "presence-service".into(),
             jwt_ttl: Duration::from_secs(24 * 3600),
+            max_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            jwt_audience: None,
         }
     }
 }

@@ -27,10 +27,11 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(reject("Authorization header over 8 KiB"));
         }
         let text = header.to_str().map_err(|_| reject("Authorization header is not ASCII"))?;
+        // The scheme is case-insensitive (RFC 7235 2.1).
         let token = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("Authorization is not a bearer token"))?;
         state.auth.verify(token).map(AuthUser).map_err(|e| reject(&chain(&e).to_string()))

@@ -209,7 +209,9 @@ pub(crate) enum UpdateError {
     Status,
     #[error("message too long: at most 256 characters")]
     MessageTooLong,
-    #[error("message must not contain control, bidi-control, zero-width or line/paragraph separator characters")]
+    #[error(
+        "message must not contain control, bidi-control, zero-width or line/paragraph separator characters"
+    )]
     MessageControl,
     #[error("ttl must be a whole number of seconds from 1 to 604800 (7 days)")]
     Ttl,
@@ -330,14 +332,24 @@ mod tests {
             PresenceUpdate::new("busy", Some("a\nb".into()), None, HOUR),
             Err(UpdateError::MessageControl)
         );
-        for sneaky in ["evil\u{202E}gnp.exe", "a\u{200B}b", "\u{2066}x\u{2069}", "a\u{2028}b", "a\u{2029}b", "\u{FEFF}hi", "a\u{200D}b", "\u{200D}"] {
+        for sneaky in [
+            "evil\u{202E}gnp.exe",
+            "a\u{200B}b",
+            "\u{2066}x\u{2069}",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "\u{FEFF}hi",
+            "a\u{200D}b",
+            "\u{200D}",
+        ] {
             assert_eq!(
                 PresenceUpdate::new("busy", Some(sneaky.into()), None, HOUR),
                 Err(UpdateError::MessageControl),
                 "{sneaky:?}"
             );
         }
-        for fine in ["coding 👩\u{200D}💻", "🏳\u{FE0F}\u{200D}🌈 pride", "שלום עולם", "日本語", "café ☕"] {
+        for fine in ["coding 👩\u{200D}💻", "🏳\u{FE0F}\u{200D}🌈 pride", "שלום עולם", "日本語", "café ☕"]
+        {
             assert!(PresenceUpdate::new("busy", Some(fine.into()), None, HOUR).is_ok(), "{fine:?}");
         }
         for bad in [0, -1, 604_801] {

@@ -33,6 +33,24 @@ fn with(key: &str, value: Value) -> Value {
     c
 }
 
+trait Merged {
+    fn merged(self, key: &str, value: Value) -> Value;
+}
+
+impl Merged for Value {
+    fn merged(mut self, key: &str, value: Value) -> Value {
+        self[key] = value;
+        self
+    }
+}
+
+/// A correctly signed token whose header marks an extension as critical (RFC 7515 4.1.11).
+fn critical(claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp".into()]);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
 fn unsigned(claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -58,6 +76,13 @@ async fn every_bad_token_is_the_same_401_and_stores_nothing() {
         ("no exp", sign(Algorithm::HS256, &without("exp"), SECRET)),
         ("no iat", sign(Algorithm::HS256, &without("iat"), SECRET)),
         ("no iss", sign(Algorithm::HS256, &without("iss"), SECRET)),
+        (
+            "absurd lifetime",
+            sign(Algorithm::HS256, &with("iat", json!(0)).merged("exp", json!(u64::MAX)), SECRET),
+        ),
+        ("31 days", sign(Algorithm::HS256, &with("exp", json!(now() + 31 * 86_400)), SECRET)),
+        ("critical extension", critical(&claims())),
+        ("an audience nobody configured", sign(Algorithm::HS256, &with("aud", json!("elsewhere")), SECRET)),
     ];
     let mut bodies = Vec::new();
     for (what, token) in &tokens {
@@ -112,5 +137,37 @@ async fn reads_need_no_token() {
     let response =
         app.http.get(app.url("/api/v2/presence/frank")).bearer_auth("garbage").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "a bad token does not spoil a public read");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/api/v2/presence/dave");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let header = format!("{scheme} {}", mint("dave"));
+        let response = app
+            .http
+            .put(&url)
+            .header("authorization", header)
+            .json(&json!({"status": "online"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_audience_is_required() {
+    let app = TestApp::spawn_with(|c| c.auth.jwt_audience = Some("presence-api".into())).await;
+    let body = json!({"status": "online"});
+    let none = sign(Algorithm::HS256, &claims(), SECRET);
+    assert_error(app.put_as("dave", &none, body.clone()).await, StatusCode::UNAUTHORIZED).await;
+    let wrong = sign(Algorithm::HS256, &with("aud", json!("another-api")), SECRET);
+    assert_error(app.put_as("dave", &wrong, body.clone()).await, StatusCode::UNAUTHORIZED).await;
+    let right = sign(Algorithm::HS256, &with("aud", json!("presence-api")), SECRET);
+    assert_eq!(app.put_as("dave", &right, body).await.status(), StatusCode::OK);
     app.stop().await;
 }
