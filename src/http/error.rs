@@ -31,7 +31,7 @@ pub(crate) enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("request body too large: at most 16 KiB")]
+    #[error("request body too large: at most 16 KiB for a write, 144 KiB for a batch read")]
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),

@@ -37,6 +37,9 @@ use crate::{
 
 /// Request bodies larger than this get 413 (docs/architecture.md, "Errors and input").
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The batch read's body limit: its largest valid request (1000 distinct ids of 128 characters,
+/// about 131 KB of compact JSON) with room for some whitespace, and no more.
+pub(crate) const MAX_BATCH_BODY_BYTES: usize = 144 * 1024;
 
 /// What every handler can reach: a cheap `Clone` handle over the shared parts.
 #[derive(Clone)]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::{
     Json, Router,
+    extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -38,8 +39,16 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v2/presence", get(get_many))
         .route("/api/v2/presence/{user_id}", get(get_one).put(set_one).delete(erase))
         .route("/api/v2/presence/{user_id}/history", get(history))
-        // `batch` is also a valid user id: GET, PUT and DELETE on it reach that user.
-        .route("/api/v2/presence/batch", post(batch).get(get_one).put(set_one).delete(erase))
+        // `batch` is also a valid user id: GET, PUT and DELETE on it reach that user. Only the batch
+        // read gets the larger body limit.
+        .route(
+            "/api/v2/presence/batch",
+            post(batch)
+                .layer(DefaultBodyLimit::max(super::MAX_BATCH_BODY_BYTES))
+                .get(get_one)
+                .put(set_one)
+                .delete(erase),
+        )
 }
 
 /// The success envelope: `data` maps each user id to its presence.
@@ -182,7 +191,7 @@ pub(crate) async fn get_many(
     responses(
         (status = 200, description = "An entry for every requested id; users never seen read `offline`", body = PresenceResponse),
         (status = 400, description = "Malformed body, empty or oversize list, or an invalid id", body = super::ErrorResponse),
-        (status = 413, description = "Body over 16 KiB", body = super::ErrorResponse),
+        (status = 413, description = "Body over 144 KiB", body = super::ErrorResponse),
         (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
         (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
     ),

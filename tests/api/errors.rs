@@ -159,3 +159,39 @@ async fn unknown_routes_and_wrong_methods() {
         .await;
     app.stop().await;
 }
+
+/// The largest valid multi-user reads are served: 1000 distinct ids of 128 characters in a batch
+/// body, and 1000 ids in a query string as long as a URI may be; one id more is a 400, a bigger
+/// body a 413.
+#[tokio::test]
+async fn the_largest_valid_multi_reads_fit() {
+    let app = TestApp::spawn_with(|c| c.rate_limit.enabled = false).await;
+    let longest = |i: usize| format!("{i:0>128}");
+    let ids: Vec<String> = (0..1000).map(longest).collect();
+    let (status, body) = json_of(app.batch(json!(ids)).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"].as_object().unwrap().len(), 1000);
+    let mut over = ids.clone();
+    over.push(longest(1000));
+    assert_error(app.batch(json!(over)).await, StatusCode::BAD_REQUEST).await;
+    let padded = format!("{{\"user_ids\": {}, \"pad\": \"{}\"}}", json!(ids), " ".repeat(64 * 1024));
+    let response = app
+        .http
+        .post(app.url("/api/v2/presence/batch"))
+        .header("content-type", "application/json")
+        .body(padded)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let write = json!({"status": "busy", "message": "x".repeat(17 * 1024)});
+    assert_error(app.put("batch", write).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    // A URI holds at most 65,534 bytes: 1000 ids of 60 characters fit.
+    let ids: Vec<String> = (0..1000).map(|i| format!("{i:0>60}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (status, body) = json_of(app.read_many(&refs).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"].as_object().unwrap().len(), 1000);
+    app.stop().await;
+}
