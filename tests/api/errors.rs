@@ -122,11 +122,12 @@ async fn bodies_must_be_json_and_small() {
     let big = format!("{{\"status\":\"online\",\"message\":\"{}\"}}", "x".repeat(17 * 1024));
     assert_error(send(big.clone(), Some("application/json")).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE)
         .await;
+    let bigger = format!("{{\"user_ids\":[\"{}\"]}}", "x".repeat(145 * 1024));
     let batch = app
         .http
         .post(app.url("/api/v2/presence/batch"))
         .header("content-type", "application/json")
-        .body(big)
+        .body(bigger)
         .send()
         .await
         .unwrap();
