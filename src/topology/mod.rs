@@ -21,9 +21,13 @@ use utoipa::ToSchema;
 
 use crate::{cache::PresenceCache, config::NodeType, link::LinkState};
 
+mod registry;
+
+pub(crate) use registry::{NodeStatus, Registry};
+
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-/// A node whose last heartbeat is older than this is considered down.
-pub(crate) const DOWN_AFTER: Duration = Duration::from_secs(7);
+/// Heartbeats larger than this are not read.
+const MAX_HEARTBEAT_BYTES: usize = 4096;
 
 /// What a node says about itself on `presence.sync.{node_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -42,58 +46,6 @@ pub(crate) struct Heartbeat {
     #[schema(value_type = String, format = DateTime)]
     #[serde(serialize_with = "crate::model::rfc3339_millis")]
     pub sent_at: DateTime<Utc>,
-}
-
-/// One node as the registry knows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct NodeStatus {
-    #[serde(flatten)]
-    pub heartbeat: Heartbeat,
-    /// When this node last heard from it.
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(serialize_with = "crate::model::rfc3339_millis")]
-    pub last_heartbeat: DateTime<Utc>,
-    /// Revisions behind the newest this node knows of.
-    pub lag: u64,
-    /// A heartbeat arrived within the last 7 seconds.
-    pub up: bool,
-}
-
-struct Seen {
-    heartbeat: Heartbeat,
-    at: Instant,
-    at_utc: DateTime<Utc>,
-}
-
-/// The nodes this node has heard from.
-#[derive(Default)]
-pub(crate) struct Registry {
-    nodes: Mutex<BTreeMap<String, Seen>>,
-}
-
-impl Registry {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::default()
-    }
-
-    fn record(&self, heartbeat: Heartbeat) {
-        let seen = Seen { heartbeat, at: Instant::now(), at_utc: Utc::now() };
-        self.nodes.lock().expect("registry lock").insert(seen.heartbeat.node_id.clone(), seen);
-    }
-
-    /// Every node heard from, with its lag behind `newest_revision`.
-    pub(crate) fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
-        let nodes = self.nodes.lock().expect("registry lock");
-        nodes
-            .values()
-            .map(|seen| NodeStatus {
-                lag: newest_revision.saturating_sub(seen.heartbeat.applied_revision),
-                up: seen.at.elapsed() < DOWN_AFTER,
-                last_heartbeat: seen.at_utc,
-                heartbeat: seen.heartbeat.clone(),
-            })
-            .collect()
-    }
 }
 
 /// What the heartbeat task reads about its own node.
@@ -169,9 +121,14 @@ async fn listen(client: async_nats::Client, registry: Arc<Registry>, stop: Cance
                 message = heard.next() => message,
             };
             let Some(message) = message else { break };
-            match serde_json::from_slice::<Heartbeat>(&message.payload) {
-                Ok(heartbeat) => registry.record(heartbeat),
-                Err(e) => tracing::debug!(subject = %message.subject, error = %e, "not a heartbeat"),
+            let sender = message.subject.as_str().strip_prefix("presence.sync.").unwrap_or_default();
+            let heartbeat = (message.payload.len() <= MAX_HEARTBEAT_BYTES)
+                .then(|| serde_json::from_slice::<Heartbeat>(&message.payload).ok())
+                .flatten();
+            match heartbeat.map(|h| registry.record(sender, h)) {
+                Some(Ok(())) => {}
+                Some(Err(why)) => tracing::debug!(subject = %message.subject, why, "heartbeat refused"),
+                None => tracing::debug!(subject = %message.subject, "not a heartbeat"),
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{
     ChaosProxy, NatsCluster, SECRET, ServiceProcess, TestApp, assert_error, eventually, json_of, kill9,
@@ -230,5 +230,43 @@ async fn a_node_rebuilds_its_cache_when_the_bucket_is_not_the_one_it_knew() {
     .await;
     let (_, nats) = app.nats_health().await;
     assert!(nats["watcher"]["rebuilds"].as_u64().unwrap() >= 1);
+    app.stop().await;
+}
+
+/// Anyone who can publish on NATS can send heartbeats: the registry believes only well-formed
+/// ones on the sender's own subject, and holds at most 1000 nodes however many are made up.
+#[tokio::test]
+async fn fake_heartbeats_cannot_bloat_or_spoof_the_registry() {
+    let app = TestApp::spawn().await;
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", app.config.nats.port)).await.unwrap();
+    let beat = |id: &str, node_type: &str| {
+        json!({"node_id": id, "node_type": node_type, "region": "nowhere", "version": "6.6.6",
+               "applied_revision": 0, "cache_entries": 0, "uptime_seconds": 0, "fresh": true,
+               "sent_at": "2026-01-01T00:00:00.000Z"})
+    };
+    let publish = |subject: String, body: Value| {
+        let client = client.clone();
+        async move { client.publish(subject, serde_json::to_vec(&body).unwrap().into()).await.unwrap() }
+    };
+    publish("presence.sync.spoof".into(), beat("test-node", "center")).await;
+    publish("presence.sync.odd".into(), beat("odd", "mainframe")).await;
+    publish("presence.sync.huge".into(), json!({"node_id": "huge", "pad": "x".repeat(8192)})).await;
+    for i in 0..3000 {
+        publish(format!("presence.sync.fake{i}"), beat(&format!("fake{i}"), "leaf")).await;
+    }
+    client.flush().await.unwrap();
+    let nodes = eventually(Duration::from_secs(10), "the flood is read", || async {
+        let nodes = app.nodes().await;
+        (nodes.len() >= 1000).then_some(nodes)
+    })
+    .await;
+    assert_eq!(nodes.len(), 1000, "bounded");
+    for node in &nodes {
+        let id = node["node_id"].as_str().unwrap();
+        assert!(id == "test-node" || id.starts_with("fake"), "{id}");
+        if id == "test-node" {
+            assert_eq!(node["version"], env!("CARGO_PKG_VERSION"), "its own heartbeat, not the spoof");
+        }
+    }
     app.stop().await;
 }

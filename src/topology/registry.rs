@@ -1,0 +1,162 @@
+//! The registry of nodes, built from their heartbeats. It believes only well-formed heartbeats
+//! sent on the sender's own subject, forgets a node silent for [`FORGET_AFTER`], and holds at most
+//! [`MAX_NODES`] (a flood of made-up nodes cannot grow it, or `/api/v2/nodes`, without bound).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Heartbeat;
+use crate::model::is_valid_token;
+
+/// A node whose last heartbeat is older than this is considered down.
+pub(crate) const DOWN_AFTER: Duration = Duration::from_secs(7);
+/// A node silent this long is forgotten.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// The most nodes the registry holds.
+pub(crate) const MAX_NODES: usize = 1000;
+const MAX_LABEL: usize = 64;
+
+/// One node as the registry knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct NodeStatus {
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+    /// When this node last heard from it.
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "crate::model::rfc3339_millis")]
+    pub last_heartbeat: DateTime<Utc>,
+    /// Revisions behind the newest this node knows of.
+    pub lag: u64,
+    /// A heartbeat arrived within the last 7 seconds.
+    pub up: bool,
+}
+
+struct Seen {
+    heartbeat: Heartbeat,
+    at: Instant,
+    at_utc: DateTime<Utc>,
+}
+
+/// The nodes this node has heard from.
+#[derive(Default)]
+pub(crate) struct Registry {
+    nodes: Mutex<BTreeMap<String, Seen>>,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Records a heartbeat that arrived on `presence.sync.{sender}`, if it is believable.
+    pub(crate) fn record(&self, sender: &str, heartbeat: Heartbeat) -> Result<(), &'static str> {
+        self.record_at(sender, heartbeat, Instant::now())
+    }
+
+    fn record_at(&self, sender: &str, heartbeat: Heartbeat, now: Instant) -> Result<(), &'static str> {
+        validate(sender, &heartbeat)?;
+        let mut nodes = self.nodes.lock().expect("registry lock");
+        nodes.retain(|_, seen| now.saturating_duration_since(seen.at) < FORGET_AFTER);
+        if nodes.len() >= MAX_NODES && !nodes.contains_key(sender) {
+            // Make room only by letting go of the longest-silent node that is down anyway.
+            let down = nodes
+                .iter()
+                .filter(|(_, seen)| now.saturating_duration_since(seen.at) >= DOWN_AFTER)
+                .min_by_key(|(_, seen)| seen.at)
+                .map(|(id, _)| id.clone());
+            nodes.remove(&down.ok_or("the registry is full")?);
+        }
+        nodes.insert(sender.to_string(), Seen { heartbeat, at: now, at_utc: Utc::now() });
+        Ok(())
+    }
+
+    /// Every node heard from and not yet forgotten, with its lag behind `newest_revision`.
+    pub(crate) fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
+        let nodes = self.nodes.lock().expect("registry lock");
+        nodes
+            .values()
+            .filter(|seen| seen.at.elapsed() < FORGET_AFTER)
+            .map(|seen| NodeStatus {
+                lag: newest_revision.saturating_sub(seen.heartbeat.applied_revision),
+                up: seen.at.elapsed() < DOWN_AFTER,
+                last_heartbeat: seen.at_utc,
+                heartbeat: seen.heartbeat.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A heartbeat is believed when it names the node whose subject it came on, says what a node
+/// can be, and keeps its labels short.
+fn validate(sender: &str, h: &Heartbeat) -> Result<(), &'static str> {
+    if !is_valid_token(sender) || h.node_id != sender {
+        return Err("node_id is not the sender's subject");
+    }
+    if !matches!(h.node_type.as_str(), "center" | "leaf") {
+        return Err("node_type is neither center nor leaf");
+    }
+    let long = |text: &str| text.len() > MAX_LABEL || text.chars().any(char::is_control);
+    if h.region.as_deref().is_some_and(long) || long(&h.version) {
+        return Err("region or version too long or not printable");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(id: &str) -> Heartbeat {
+        Heartbeat {
+            node_id: id.into(),
+            node_type: "leaf".into(),
+            region: Some("eu".into()),
+            version: "0.1.0".into(),
+            applied_revision: 1,
+            cache_entries: 0,
+            uptime_seconds: 0,
+            fresh: true,
+            sent_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn only_believable_heartbeats_are_recorded() {
+        let r = Registry::default();
+        assert!(r.record("a", beat("a")).is_ok());
+        assert!(r.record("a", beat("b")).is_err(), "another node's name");
+        assert!(r.record("a.b", beat("a.b")).is_err(), "not a token");
+        let mut odd = beat("c");
+        odd.node_type = "mainframe".into();
+        assert!(r.record("c", odd).is_err());
+        let mut long = beat("d");
+        long.region = Some("x".repeat(65));
+        assert!(r.record("d", long).is_err());
+        assert_eq!(r.nodes(0).len(), 1);
+    }
+
+    #[test]
+    fn silent_nodes_are_forgotten_and_the_registry_is_bounded() {
+        let r = Registry::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_NODES {
+            r.record_at(&format!("n{i}"), beat(&format!("n{i}")), t0).unwrap();
+        }
+        assert!(r.record_at("late", beat("late"), t0).is_err(), "full of nodes that are up");
+        let later = t0 + DOWN_AFTER;
+        r.record_at("n0", beat("n0"), later).unwrap();
+        r.record_at("late", beat("late"), later).unwrap();
+        let ids: Vec<String> = r.nodes.lock().unwrap().keys().cloned().collect();
+        assert_eq!(ids.len(), MAX_NODES);
+        assert!(ids.contains(&"late".to_string()) && ids.contains(&"n0".to_string()));
+        r.record_at("n0", beat("n0"), later + FORGET_AFTER).unwrap();
+        assert_eq!(r.nodes.lock().unwrap().len(), 1, "the silent ones are forgotten");
+    }
+}
