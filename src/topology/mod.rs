@@ -7,8 +7,7 @@
 //! See docs/architecture.md, "Hub and spoke".
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
