@@ -142,6 +142,12 @@ impl Config {
 
     fn validate_rate_limits(&self) -> Result<(), ConfigError> {
         let rl = &self.rate_limit;
+        if rl.trust_forwarded_for == Some(true) {
+            return fail(
+                "rate_limit.trust_forwarded_for",
+                "was replaced by rate_limit.trusted_proxies: list the addresses or networks of your proxies",
+            );
+        }
         if !rl.enabled {
             return Ok(());
         }

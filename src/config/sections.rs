@@ -174,8 +174,13 @@ pub struct RateLimitConfig {
     pub read_burst: u32,
     pub writes_per_second: u32,
     pub write_burst: u32,
-    /// Take the client IP from the first `X-Forwarded-For` entry (behind a trusted proxy only).
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies in front of the service (addresses or networks). `X-Forwarded-For`
+    /// is read only on connections from them, from the right, and the client is the first
+    /// address that is not one of them. Default: none, and the header is ignored.
+    #[serde(deserialize_with = "units::networks::deserialize")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Replaced by `trusted_proxies`; `true` is refused with a hint.
+    pub trust_forwarded_for: Option<bool>,
 }
 
 impl Default for RateLimitConfig {
@@ -186,7 +191,8 @@ impl Default for RateLimitConfig {
             read_burst: 2000,
             writes_per_second: 10,
             write_burst: 20,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            trust_forwarded_for: None,
         }
     }
 }

@@ -75,3 +75,23 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
     }
 }
+
+/// A list of addresses (`10.0.0.7`) or networks (`10.0.0.0/8`, `fd00::/8`).
+pub mod networks {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| parse_network(text).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+/// Parses an address (a network of one) or a network in CIDR notation.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is neither an IP address nor a network such as 10.0.0.0/8"))
+}

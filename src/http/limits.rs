@@ -11,6 +11,7 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
+use ipnet::IpNet;
 
 use super::{ApiError, AppState, listener::ClientAddr};
 use crate::{config::RateLimitConfig, telemetry::metrics::RateLabels};
@@ -18,7 +19,7 @@ use crate::{config::RateLimitConfig, telemetry::metrics::RateLabels};
 pub(crate) struct RateLimits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
     writes: Option<DefaultKeyedRateLimiter<String>>,
-    trust_forwarded_for: bool,
+    trusted_proxies: Vec<IpNet>,
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -32,7 +33,7 @@ impl RateLimits {
         Self {
             reads: enabled.then(|| RateLimiter::keyed(quota(config.reads_per_second, config.read_burst))),
             writes: enabled.then(|| RateLimiter::keyed(quota(config.writes_per_second, config.write_burst))),
-            trust_forwarded_for: config.trust_forwarded_for,
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 
@@ -54,16 +55,30 @@ impl RateLimits {
         }
     }
 
+    /// The client's address: the peer's, unless the peer is a trusted proxy; then the rightmost
+    /// `X-Forwarded-For` entry that is not a trusted proxy (entries to its left are whatever the
+    /// client chose to write).
     fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
-        if !self.trust_forwarded_for {
+        let peer = peer.to_canonical();
+        if !self.trusted(peer) {
             return peer;
         }
-        headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|ip| ip.trim().parse().ok())
-            .unwrap_or(peer)
+        let mut client = peer;
+        let entries = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        let hops: Vec<&str> = entries.flat_map(|v| v.split(',')).collect();
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+                Ok(ip) if self.trusted(ip) => client = ip,
+                Ok(ip) => return ip,
+                // Unreadable: believe nothing further left than the last proxy that was read.
+                Err(_) => return client,
+            }
+        }
+        client
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -88,5 +103,49 @@ impl FromRequestParts<AppState> for ReadLimited {
             state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
             too_many(not_until.wait_time_from(DefaultClock::default().now()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RateLimitConfig, units::parse_network};
+
+    fn limits(trusted: &[&str]) -> RateLimits {
+        let config = RateLimitConfig {
+            trusted_proxies: trusted.iter().map(|t| parse_network(t).unwrap()).collect(),
+            ..Default::default()
+        };
+        RateLimits::new(&config)
+    }
+
+    fn client(limits: &RateLimits, peer: &str, forwarded: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        limits.client_ip(&headers, peer.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_proxies_only_and_read_from_the_right() {
+        let none = limits(&[]);
+        assert_eq!(client(&none, "127.0.0.1", &["6.6.6.6"]), "127.0.0.1", "no proxies: ignored");
+        let lb = limits(&["10.0.0.0/8", "127.0.0.1"]);
+        assert_eq!(client(&lb, "192.0.2.9", &["6.6.6.6"]), "192.0.2.9", "not from a proxy: ignored");
+        assert_eq!(client(&lb, "127.0.0.1", &["6.6.6.6, 203.0.113.5"]), "203.0.113.5", "rightmost untrusted");
+        assert_eq!(
+            client(&lb, "127.0.0.1", &["203.0.113.5, 10.1.2.3"]),
+            "203.0.113.5",
+            "through two proxies"
+        );
+        assert_eq!(client(&lb, "127.0.0.1", &["6.6.6.6", "203.0.113.5"]), "203.0.113.5", "several headers");
+        assert_eq!(client(&lb, "127.0.0.1", &["10.9.9.9"]), "10.9.9.9", "all proxies: the leftmost");
+        assert_eq!(
+            client(&lb, "127.0.0.1", &["6.6.6.6, junk"]),
+            "127.0.0.1",
+            "unreadable: stop at the proxy"
+        );
+        assert_eq!(client(&lb, "::ffff:127.0.0.1", &["203.0.113.5"]), "203.0.113.5", "mapped IPv4 peer");
     }
 }

@@ -331,3 +331,33 @@ async fn a_burst_of_writes_is_applied_without_rebuilding_the_cache() {
     assert_eq!(cache["keys_added"], 10_000);
     app.stop().await;
 }
+
+/// Behind a trusted proxy, reads are limited per client as the proxy reports it (the rightmost
+/// `X-Forwarded-For` entry the proxy appended), whatever the client wrote to its left; from any
+/// other peer the header is ignored.
+#[tokio::test]
+async fn the_read_limit_keys_on_the_client_a_trusted_proxy_reports() {
+    let limited = |trusted: Vec<&'static str>| {
+        TestApp::spawn_with(move |c| {
+            c.rate_limit.reads_per_second = 1;
+            c.rate_limit.read_burst = 1;
+            c.rate_limit.trusted_proxies =
+                trusted.iter().map(|t| presence::config::units::parse_network(t).unwrap()).collect();
+        })
+    };
+    let read = |app: &TestApp, forwarded: &'static str| {
+        app.http.get(app.url("/api/v2/presence?users=a")).header("x-forwarded-for", forwarded).send()
+    };
+    let behind = limited(vec!["127.0.0.1"]).await;
+    assert_eq!(read(&behind, "203.0.113.1").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(read(&behind, "203.0.113.2").await.unwrap().status(), StatusCode::OK, "another client");
+    let spoofed = read(&behind, "198.51.100.7, 203.0.113.1").await.unwrap();
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS, "the client's own entry is not believed");
+    behind.stop().await;
+
+    let exposed = limited(vec![]).await;
+    assert_eq!(read(&exposed, "203.0.113.1").await.unwrap().status(), StatusCode::OK);
+    let spoofed = read(&exposed, "203.0.113.2").await.unwrap();
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS, "no trusted proxy: the header is ignored");
+    exposed.stop().await;
+}
