@@ -207,11 +207,41 @@ pub struct JetStreamConfig {
     /// The embedded server's JetStream domain on a leaf (default: the node id). A center's is
     /// always `center`, where the bucket lives.
     pub domain: Option<String>,
+    /// How often the embedded server flushes JetStream writes to disk: `always` (before each
+    /// acknowledgement: no acknowledged write is lost to a power cut, at a cost in write
+    /// throughput) or a duration. Default: nats-server's own (2 minutes); the operating system
+    /// still has every acknowledged write, so only a machine crash or power loss can lose them.
+    pub sync_interval: Option<SyncInterval>,
 }
 
 impl Default for JetStreamConfig {
     fn default() -> Self {
-        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000, domain: None }
+        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000, domain: None, sync_interval: None }
+    }
+}
+
+/// `nats.jetstream.sync_interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncInterval {
+    Always,
+    Every(Duration),
+}
+
+impl<'de> Deserialize<'de> for SyncInterval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(text) if text.trim() == "always" => Ok(SyncInterval::Always),
+            Raw::Text(text) => units::parse_duration(&text)
+                .map(SyncInterval::Every)
+                .map_err(|e| serde::de::Error::custom(format!("{e}, or `always`"))),
+            Raw::Seconds(secs) => Ok(SyncInterval::Every(Duration::from_secs(secs))),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::{
     process::Stdio,
 };
 
-use crate::config::{CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, NodeType};
+use crate::config::{CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, NodeType, SyncInterval};
 
 use super::NatsError;
 
@@ -100,6 +100,11 @@ pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String 
             format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
         ),
     };
+    let sync = match nats.jetstream.sync_interval {
+        None => String::new(),
+        Some(SyncInterval::Always) => "  sync_interval: always\n".into(),
+        Some(SyncInterval::Every(every)) => format!("  sync_interval: \"{}s\"\n", every.as_secs().max(1)),
+    };
     format!(
         "# Written by Presence at start-up; edits are overwritten.\n\
          server_name: {name}\n\
@@ -108,7 +113,7 @@ pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String 
          logtime: false\n\
          max_payload: 1MB\n\
          {pings}\
-         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n}}\n\
+         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
          {leafnodes}",
         name = quote(node_id),
         listen = quote(&format!("{host}:{}", nats.port)),
@@ -157,5 +162,10 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
         assert!(!text.contains("no_advertise"), "a leaf opens no leafnode listener");
+        assert!(!text.contains("sync_interval"), "nats-server's default unless configured");
+        leaf.nats.jetstream.sync_interval = Some(SyncInterval::Always);
+        assert!(render_config(&leaf, "leaf-eu", Path::new("/tmp/x")).contains("  sync_interval: always\n"));
+        leaf.nats.jetstream.sync_interval = Some(SyncInterval::Every(std::time::Duration::from_secs(10)));
+        assert!(render_config(&leaf, "leaf-eu", Path::new("/tmp/x")).contains("  sync_interval: \"10s\"\n"));
     }
 }

@@ -58,3 +58,19 @@ async fn a_node_on_external_nats_shares_the_bucket() {
     other.stop().await;
     center.stop().await;
 }
+
+/// `nats.jetstream.sync_interval: always` reaches the embedded server, which takes writes with it.
+#[tokio::test]
+async fn the_embedded_server_can_sync_every_write() {
+    let parsed =
+        presence::config::from_sources(Some("nats:\n  jetstream:\n    sync_interval: always\n"), &[]);
+    let sync = parsed.unwrap().nats.jetstream.sync_interval;
+    let app = TestApp::spawn_with(move |c| c.nats.jetstream.sync_interval = sync).await;
+    let conf = std::fs::read_to_string(app.data_dir().join("nats-server.conf")).unwrap();
+    assert!(conf.contains("sync_interval: always"), "{conf}");
+    app.set("sy", serde_json::json!({"status": "online"})).await;
+    let bad =
+        presence::config::from_sources(Some("nats:\n  jetstream:\n    sync_interval: sometimes\n"), &[]);
+    assert_eq!(bad.unwrap_err().key, "nats.jetstream.sync_interval");
+    app.stop().await;
+}
