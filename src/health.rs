@@ -16,6 +16,7 @@ use crate::{
     config::NodeType,
     lifecycle::ExpiryQueue,
     link::LinkState,
+    nats::ServerStatus,
     store::PresenceStore,
     telemetry::Metrics,
     topology::{NodeStatus, Registry},
@@ -37,6 +38,8 @@ pub(crate) struct Health {
     pub expiry: Arc<ExpiryQueue>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// The embedded server's state; `None` on an external NATS.
+    pub embedded: Option<Arc<ServerStatus>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -57,6 +60,19 @@ pub(crate) struct HealthResponse {
     pub clock_offset_ms: Option<i64>,
     /// Nodes heard from (this one included) and how many of them are up.
     pub nodes: NodesSummary,
+    /// The embedded nats-server (absent with an external NATS). While it is down, or once it was
+    /// restarted 3 times within 10 minutes, the status is `degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded_nats: Option<EmbeddedNatsHealth>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct EmbeddedNatsHealth {
+    pub running: bool,
+    /// Restarts since the service started.
+    pub restarts: u64,
+    /// Restarted 3 times or more within the last 10 minutes.
+    pub keeps_dying: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -121,8 +137,15 @@ impl Health {
         let link = self.link.snapshot();
         let clock_ok = link.clock_offset.is_none_or(|o| o.abs().to_std().is_ok_and(|o| o <= CLOCK_TOLERANCE));
         let nodes = self.registry.nodes(0);
+        let embedded_nats = self.embedded.as_ref().map(|server| EmbeddedNatsHealth {
+            running: server.running(),
+            restarts: server.restarts(),
+            keeps_dying: server.flapping(),
+        });
+        let server_ok = embedded_nats.as_ref().is_none_or(|s| s.running && !s.keeps_dying);
         HealthResponse {
-            status: if link.reachable && !link.stale && clock_ok { "ok" } else { "degraded" }.into(),
+            status: if link.reachable && !link.stale && clock_ok && server_ok { "ok" } else { "degraded" }
+                .into(),
             node_id: self.node_id.clone(),
             node_type: self.node_type.as_str().into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -130,6 +153,7 @@ impl Health {
             nats_connected: link.reachable,
             clock_offset_ms: link.clock_offset.map(|o| o.num_milliseconds()),
             nodes: NodesSummary { known: nodes.len(), up: nodes.iter().filter(|n| n.up).count() },
+            embedded_nats,
         }
     }
 

@@ -68,7 +68,10 @@ impl Application {
         let jetstream = startup::jetstream_of(&config, &client);
         let metrics = Arc::new(Metrics::new());
         let (store, events) = startup::open_storage(&config, &jetstream, &metrics).await?;
-        let coherent = startup::start_coherence(&config, &store, &events, &client, &metrics, &mut background);
+        let server_name = embedded.as_ref().map(|e| e.server_name().to_string());
+        let storage = (&store, &events);
+        let coherent =
+            startup::start_coherence(&config, storage, (&client, server_name), &metrics, &mut background);
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         let tcp = startup::bind(&config).await?;
         let local_addr = tcp.local_addr()?;
@@ -85,6 +88,7 @@ impl Application {
             expiry: coherent.expiry.clone(),
             registry,
             metrics: metrics.clone(),
+            embedded: embedded.as_ref().map(EmbeddedServer::status),
         };
         let directory = Directory {
             store,

@@ -128,12 +128,12 @@ pub(super) struct Coherent {
     pub expiry: Arc<ExpiryQueue>,
 }
 
-/// Steps 3 and 4: the cache kept coherent with the bucket, and the expiry job.
+/// Steps 3 and 4: the cache kept coherent with the bucket, and the expiry job. `server_name` is
+/// the embedded server's name for this run (none for an external NATS).
 pub(super) fn start_coherence(
     config: &Config,
-    store: &PresenceStore,
-    events: &Events,
-    client: &async_nats::Client,
+    (store, events): (&PresenceStore, &Events),
+    (client, server_name): (&async_nats::Client, Option<String>),
     metrics: &Arc<Metrics>,
     background: &mut Background,
 ) -> Coherent {
@@ -141,7 +141,15 @@ pub(super) fn start_coherence(
     let link = LinkState::new();
     let expiry = ExpiryQueue::new();
     let Background { stop, tasks } = background;
-    coherence::spawn(tasks, store, client.clone(), cache.clone(), link.clone(), expiry.clone(), stop);
+    let parts = coherence::Parts {
+        store: store.clone(),
+        client: client.clone(),
+        server_name,
+        cache: cache.clone(),
+        link: link.clone(),
+        expiry: expiry.clone(),
+    };
+    coherence::spawn(tasks, parts, stop);
     tasks.spawn(cache.clone().housekeeping(stop.clone()));
     let expirer = Expirer {
         queue: expiry.clone(),

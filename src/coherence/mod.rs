@@ -23,17 +23,23 @@ pub(crate) use clock::CLOCK_TOLERANCE;
 
 use crate::{cache::PresenceCache, lifecycle::ExpiryQueue, link::LinkState, store::PresenceStore};
 
+/// What the coherence tasks watch and feed.
+pub(crate) struct Parts {
+    pub store: PresenceStore,
+    pub client: async_nats::Client,
+    /// The embedded server's name for this run: a connection to any other server is no link at
+    /// all. `None` for an external NATS.
+    pub server_name: Option<String>,
+    pub cache: PresenceCache,
+    pub link: Arc<LinkState>,
+    pub expiry: Arc<ExpiryQueue>,
+}
+
 /// Starts the watcher and the monitor in `tasks`; they run until `stop`.
-pub(crate) fn spawn(
-    tasks: &mut JoinSet<()>,
-    store: &PresenceStore,
-    client: async_nats::Client,
-    cache: PresenceCache,
-    link: Arc<LinkState>,
-    expiry: Arc<ExpiryQueue>,
-    stop: &CancellationToken,
-) {
+pub(crate) fn spawn(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
+    let Parts { store, client, server_name, cache, link, expiry } = parts;
     let applier = watcher::Applier::new(cache, link.clone(), expiry);
     tasks.spawn(watcher::run(store.clone(), applier, stop.clone()));
-    tasks.spawn(monitor::run(store.clone(), client, link, stop.clone()));
+    let target = monitor::Target { store, client, server_name };
+    tasks.spawn(monitor::run(target, link, stop.clone()));
 }

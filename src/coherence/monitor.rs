@@ -16,25 +16,50 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Failed checks in a row that make NATS unreachable.
 const FAILURES_TO_DOWN: u32 = 2;
 
-pub(super) async fn run(
-    store: PresenceStore,
-    client: async_nats::Client,
-    link: Arc<LinkState>,
-    stop: CancellationToken,
-) {
+/// What the monitor checks.
+pub(super) struct Target {
+    pub store: PresenceStore,
+    pub client: async_nats::Client,
+    pub server_name: Option<String>,
+}
+
+impl Target {
+    /// Connected, and to the right server. `foreign` remembers whether the last look found
+    /// another server, so that the error is logged once per episode.
+    fn connected(&self, foreign: &mut bool) -> bool {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return false;
+        }
+        let Some(expected) = &self.server_name else { return true };
+        let name = self.client.server_info().server_name;
+        let now_foreign = name != *expected;
+        if now_foreign && !*foreign {
+            tracing::error!(
+                server_name = %name,
+                expected = %expected,
+                "connected to a nats-server that is not this node's own (another process holds nats.port?); \
+                 treating NATS as unreachable"
+            );
+        }
+        *foreign = now_foreign;
+        !now_foreign
+    }
+}
+
+pub(super) async fn run(target: Target, link: Arc<LinkState>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut failures = 0u32;
+    let (mut failures, mut foreign) = (0u32, false);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        let connected = target.connected(&mut foreign);
         // Read before asking, so that changes applied while the answer travels cannot make the
         // bucket look older than the cache.
         let applied = link.applied_revision();
-        let head = if connected { store.head().await.ok() } else { None };
+        let head = if connected { target.store.head().await.ok() } else { None };
         failures = if head.is_some() { 0 } else { failures + 1 };
         match head {
             _ if !connected || failures >= FAILURES_TO_DOWN => unreachable(&link),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, ConnectOptions, Event};
 
 pub(crate) use call::{BoxError, CallError, Caller};
-pub(crate) use supervisor::EmbeddedServer;
+pub(crate) use supervisor::{EmbeddedServer, ServerStatus};
 
 use crate::config::Config;
 

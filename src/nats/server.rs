@@ -78,7 +78,7 @@ pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
 /// leafnode listener; on a leaf, its own domain and a leafnode remote to the center, with a short
 /// ping interval so that a dead link is noticed in seconds. Leafnode traffic is compressed
 /// (`s2_auto`) on both sides.
-pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String {
+pub fn render_config(config: &Config, server_name: &str, data_dir: &Path) -> String {
     let nats = &config.nats;
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let host = nats.host.to_string();
@@ -115,7 +115,7 @@ pub fn render_config(config: &Config, node_id: &str, data_dir: &Path) -> String 
          {pings}\
          jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
          {leafnodes}",
-        name = quote(node_id),
+        name = quote(server_name),
         listen = quote(&format!("{host}:{}", nats.port)),
         pid = quote(&data_dir.join(PID_FILE).to_string_lossy()),
         domain = quote(&domain),

@@ -12,7 +12,10 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
     time::{Duration, Instant},
 };
 
@@ -34,11 +37,55 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the child's log kept to explain a failed start.
 const LOG_TAIL: usize = 20;
 
+/// Restarts within [`FLAPPING_WINDOW`] that make a child count as one that keeps dying.
+const FLAPPING_RESTARTS: usize = 3;
+const FLAPPING_WINDOW: Duration = Duration::from_secs(600);
+
 /// A running embedded `nats-server`, restarted when it dies, stopped by [`EmbeddedServer::stop`].
 pub(crate) struct EmbeddedServer {
     client_url: String,
+    server_name: String,
+    status: Arc<ServerStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// How the embedded server is doing, for `/health`.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStatus {
+    running: AtomicBool,
+    restarts: AtomicU64,
+    recent: Mutex<VecDeque<Instant>>,
+}
+
+impl ServerStatus {
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Relaxed)
+    }
+
+    /// Restarts since the service started.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(Relaxed)
+    }
+
+    /// The child keeps dying: it was restarted [`FLAPPING_RESTARTS`] times within
+    /// [`FLAPPING_WINDOW`].
+    pub(crate) fn flapping(&self) -> bool {
+        let recent = self.recent.lock().expect("status lock");
+        recent.iter().filter(|at| at.elapsed() < FLAPPING_WINDOW).count() >= FLAPPING_RESTARTS
+    }
+
+    fn exited(&self) {
+        self.running.store(false, Relaxed);
+    }
+
+    fn restarted(&self) {
+        self.running.store(true, Relaxed);
+        self.restarts.fetch_add(1, Relaxed);
+        let mut recent = self.recent.lock().expect("status lock");
+        recent.retain(|at| at.elapsed() < FLAPPING_WINDOW);
+        recent.push_back(Instant::now());
+    }
 }
 
 struct Launch {
@@ -50,12 +97,18 @@ struct Launch {
 impl EmbeddedServer {
     /// Writes the server's config into the data directory, starts it, and waits until it serves
     /// JetStream (at most `nats.startup_timeout`).
+    ///
+    /// Each run of the service names its server anew (`{node_id}-{8 hex digits}`), so that a
+    /// client can tell this node's own server from any other that answers on its port.
     pub(crate) async fn start(config: &Config, node_id: &str) -> Result<Self, NatsError> {
         let bin = server::find_binary(config.nats.server_bin.as_deref())?;
         let version = server::check_version(&bin).await?;
         let data_dir = absolute_dir(&config.nats.data_dir)?;
         let conf = data_dir.join("nats-server.conf");
-        std::fs::write(&conf, server::render_config(config, node_id, &data_dir)).map_err(|source| {
+        let mut nonce = [0u8; 4];
+        rand::fill(&mut nonce);
+        let server_name = format!("{node_id}-{}", hex::encode(nonce));
+        std::fs::write(&conf, server::render_config(config, &server_name, &data_dir)).map_err(|source| {
             NatsError::Io { context: format!("cannot write {}", conf.display()), source }
         })?;
         let launch = Launch { bin, conf, tail: Arc::default() };
@@ -68,18 +121,31 @@ impl EmbeddedServer {
         };
         let client_url = format!("nats://{connect_host}:{}", config.nats.port);
         tracing::info!(%version, url = %client_url, data_dir = %data_dir.display(), "starting embedded nats-server");
-        if let Err(e) = wait_ready(&client_url, &mut child, log, &launch, config.nats.startup_timeout).await {
+        let ready =
+            wait_ready(&client_url, &server_name, &mut child, log, &launch, config.nats.startup_timeout);
+        if let Err(e) = ready.await {
             terminate(&mut child).await;
             return Err(e);
         }
-        tracing::info!(url = %client_url, "embedded nats-server serves JetStream");
+        tracing::info!(url = %client_url, server_name, "embedded nats-server serves JetStream");
+        let status = Arc::new(ServerStatus::default());
+        status.running.store(true, Relaxed);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(supervise(child, launch, shutdown.clone()));
-        Ok(Self { client_url, shutdown, task })
+        let task = tokio::spawn(supervise(child, launch, status.clone(), shutdown.clone()));
+        Ok(Self { client_url, server_name, status, shutdown, task })
     }
 
     pub(crate) fn client_url(&self) -> &str {
         &self.client_url
+    }
+
+    /// The name this run gave its server: a client connected elsewhere sees another.
+    pub(crate) fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    pub(crate) fn status(&self) -> Arc<ServerStatus> {
+        self.status.clone()
     }
 
     /// Stops the server cleanly (SIGTERM, then SIGKILL after a grace period).
@@ -152,6 +218,7 @@ async fn forward_log(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeq
 /// Polls until a client can reach JetStream on the new server, or the child exits, or time runs out.
 async fn wait_ready(
     url: &str,
+    server_name: &str,
     child: &mut Child,
     log: JoinHandle<()>,
     launch: &Launch,
@@ -170,8 +237,15 @@ async fn wait_ready(
                 launch.tail()
             )));
         }
-        if serves_jetstream(url).await {
-            return Ok(());
+        match probe(url, server_name).await {
+            Answer::Ours => return Ok(()),
+            Answer::Foreign(other) => {
+                return Err(NatsError::Start(format!(
+                    "another nats-server (server_name {other:?}) already answers at {url}; stop it, or give \
+                     this node a free nats.port"
+                )));
+            }
+            Answer::Nothing => {}
         }
         if Instant::now() >= deadline {
             return Err(NatsError::Start(format!(
@@ -183,21 +257,38 @@ async fn wait_ready(
     }
 }
 
-async fn serves_jetstream(url: &str) -> bool {
+/// What answered at the embedded server's URL.
+enum Answer {
+    /// This run's own server, serving JetStream.
+    Ours,
+    /// A server with another name: not ours.
+    Foreign(String),
+    /// Nothing yet, or not JetStream yet.
+    Nothing,
+}
+
+async fn probe(url: &str, server_name: &str) -> Answer {
     let probe = async {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_millis(500))
             .connect(url)
             .await
             .ok()?;
-        let ok = async_nats::jetstream::new(client.clone()).query_account().await.is_ok();
+        let name = client.server_info().server_name;
+        let answer = if name != server_name {
+            Answer::Foreign(name)
+        } else if async_nats::jetstream::new(client.clone()).query_account().await.is_ok() {
+            Answer::Ours
+        } else {
+            Answer::Nothing
+        };
         let _ = client.drain().await;
-        Some(ok)
+        Some(answer)
     };
-    matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(true)))
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(Answer::Nothing)
 }
 
-async fn supervise(mut child: Child, launch: Launch, shutdown: CancellationToken) {
+async fn supervise(mut child: Child, launch: Launch, status: Arc<ServerStatus>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_START;
     let mut started = Instant::now();
     loop {
@@ -206,8 +297,9 @@ async fn supervise(mut child: Child, launch: Launch, shutdown: CancellationToken
                 terminate(&mut child).await;
                 return;
             }
-            status = child.wait() => {
-                tracing::error!(status = ?status.ok(), tail = %launch.tail(), "embedded nats-server exited; restarting");
+            exit = child.wait() => {
+                status.exited();
+                tracing::error!(status = ?exit.ok(), tail = %launch.tail(), "embedded nats-server exited; restarting");
             }
         }
         if started.elapsed() >= STABLE_AFTER {
@@ -221,7 +313,12 @@ async fn supervise(mut child: Child, launch: Launch, shutdown: CancellationToken
             backoff = (backoff * 2).min(BACKOFF_MAX);
             match launch.spawn() {
                 Ok((next, _log)) => {
-                    tracing::info!(pid = next.id(), "embedded nats-server restarted");
+                    tracing::info!(
+                        pid = next.id(),
+                        restarts = status.restarts() + 1,
+                        "embedded nats-server restarted"
+                    );
+                    status.restarted();
                     child = next;
                     started = Instant::now();
                     break;

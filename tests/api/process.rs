@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    SECRET, ServiceProcess, TestApp, eventually, is_alive, json_of, kill9, mint, port_is_free,
+    NatsServer, SECRET, ServiceProcess, TestApp, eventually, is_alive, json_of, kill9, mint, port_is_free,
 };
 
 async fn put(client: &reqwest::Client, url: String, token: &str, body: Value) -> reqwest::Response {
@@ -134,4 +134,74 @@ async fn a_nats_server_that_cannot_start_is_explained_with_its_own_words() {
     };
     assert!(error.contains("exited during start-up"), "{error}");
     assert!(error.contains("address already in use"), "the server's own log line is quoted: {error}");
+}
+
+/// A stock nats-server already listening on the embedded server's port is not adopted: the start
+/// fails, naming it, and nothing is created in that server's JetStream.
+#[tokio::test]
+async fn a_foreign_nats_server_on_the_port_is_refused_at_start() {
+    let foreign = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.nats.port = foreign.port;
+    let error = match presence::app::Application::build(config).await {
+        Ok(_) => panic!("adopted a foreign nats-server"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("another nats-server"), "{error}");
+    let js = async_nats::jetstream::new(async_nats::connect(foreign.url()).await.unwrap());
+    assert!(js.get_key_value("presence").await.is_err(), "no bucket made in the foreign server");
+}
+
+/// The node's own server dies and another process takes its port before the supervisor can
+/// restart it: the node does not serve from that server. It reports NATS unreachable and the
+/// embedded server down in `/health`, and refuses writes.
+#[tokio::test]
+async fn a_foreign_server_that_takes_the_port_later_is_not_used() {
+    let app = TestApp::spawn().await;
+    app.set("fay", json!({"status": "online"})).await;
+    let pid_file = app.data_dir().join("nats-server.pid");
+    let mut squatter = None;
+    for _ in 0..5 {
+        // The supervisor waits at least 200 ms before a restart; the squatter usually wins. If
+        // the restarted child won instead, kill it again (the supervisor's wait only grows).
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        kill9(pid);
+        squatter = NatsServer::try_start_on(app.config.nats.port).await;
+        if squatter.is_some() {
+            break;
+        }
+    }
+    assert!(squatter.is_some(), "another nats-server took the port");
+    let health = eventually(Duration::from_secs(10), "the node notices", || async {
+        let health = app.health().await;
+        (health["status"] == "degraded" && health["nats_connected"] == false).then_some(health)
+    })
+    .await;
+    assert_eq!(health["embedded_nats"]["running"], false, "{health}");
+    assert_eq!(app.put("fay", json!({"status": "busy"})).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    app.stop().await;
+}
+
+/// A child that keeps dying is reported, not hidden behind `ok`.
+#[tokio::test]
+async fn a_nats_server_that_keeps_dying_is_reported_in_health() {
+    let app = TestApp::spawn().await;
+    let pid_file = app.data_dir().join("nats-server.pid");
+    let pid = || std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+    for round in 1..=3 {
+        let before = pid().unwrap();
+        kill9(before);
+        eventually(Duration::from_secs(15), "the supervisor restarts it", || async {
+            let health = app.health().await;
+            let restarted =
+                health["embedded_nats"]["restarts"] == round && health["embedded_nats"]["running"] == true;
+            (restarted && pid().is_some_and(|p| p != before && is_alive(p))).then_some(())
+        })
+        .await;
+    }
+    let health = app.health().await;
+    assert_eq!(health["embedded_nats"]["keeps_dying"], true, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    app.stop().await;
 }

@@ -27,12 +27,50 @@ impl NatsServer {
         server
     }
 
+    /// A server on `port` if it can take it (another process may hold it): `None` when the
+    /// server exits instead of serving.
+    pub(crate) async fn try_start_on(port: u16) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, port, dir };
+        server.spawn();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if server.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                server.child = None;
+                return None;
+            }
+            if server.serves_jetstream().await {
+                return Some(server);
+            }
+            assert!(std::time::Instant::now() < deadline, "nats-server neither served nor exited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn serves_jetstream(&self) -> bool {
+        let Ok(client) = async_nats::connect(self.url()).await else { return false };
+        async_nats::jetstream::new(client).query_account().await.is_ok()
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again) on the same port and store, and waits until it serves JetStream.
     pub(crate) async fn restart(&mut self) {
+        self.spawn();
+        let url = self.url();
+        eventually(Duration::from_secs(20), "nats-server serves JetStream", || {
+            let url = url.clone();
+            async move {
+                let client = async_nats::connect(&url).await.ok()?;
+                async_nats::jetstream::new(client).query_account().await.ok().map(drop)
+            }
+        })
+        .await;
+    }
+
+    fn spawn(&mut self) {
         let conf = self.dir.path().join("nats.conf");
         let store = self.dir.path().join("js");
         std::fs::write(
@@ -53,15 +91,6 @@ impl NatsServer {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let url = self.url();
-        eventually(Duration::from_secs(20), "nats-server serves JetStream", || {
-            let url = url.clone();
-            async move {
-                let client = async_nats::connect(&url).await.ok()?;
-                async_nats::jetstream::new(client).query_account().await.ok().map(drop)
-            }
-        })
-        .await;
     }
 
     pub(crate) fn kill(&mut self) {
