@@ -43,8 +43,14 @@ pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: Cancel
     let mut backoff = BACKOFF_START;
     loop {
         // Sampled before the watch starts, so that every change after it is a fresh one.
-        applier.live_after = store.head().await.map_or(u64::MAX, |head| head.last_revision);
-        match store.watch(link.applied_revision()).await {
+        let started = match store.head().await {
+            Ok(head) => {
+                applier.live_after = head.last_revision;
+                store.watch(link.applied_revision()).await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(changes) => match follow(changes, &mut applier, &stop).await {
                 Ended::Stopped => return,
                 Ended::Rebuild => {

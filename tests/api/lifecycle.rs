@@ -226,7 +226,13 @@ async fn records_older_than_the_retention_leave_the_bucket_and_the_cache() {
 #[tokio::test]
 async fn health_reports_the_clock_offset_to_the_nats_server() {
     let app = TestApp::spawn().await;
+    // A write from before the watcher started counts as history; the next one is fresh.
     app.set("gus", json!({"status": "online"})).await;
+    eventually(Duration::from_secs(5), "the watcher runs", || async {
+        (app.nats_health().await.1["watcher"]["applied_revision"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    app.set("gus", json!({"status": "away"})).await;
     let offset = eventually(Duration::from_secs(5), "the watcher estimated the offset", || async {
         let health = app.health().await;
         health["clock_offset_ms"].as_i64()
