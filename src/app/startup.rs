@@ -19,10 +19,10 @@ use crate::{
     cache::{ENTRY_OVERHEAD, PresenceCache},
     coherence,
     config::{CENTER_DOMAIN, Config, NodeType},
-    lifecycle::{Events, Expirer, ExpiryQueue, events::StreamSettings},
+    lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
-    nats::{Caller, EmbeddedServer, breaker::Breaker},
-    store::PresenceStore,
+    nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
+    store::{PresenceStore, StoreError},
     telemetry::Metrics,
     topology::{self, Registry},
 };
@@ -105,16 +105,25 @@ pub(super) async fn open_storage(
     let breaker = Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
     let caller = Caller::new(config.nats.request_timeout, breaker, metrics.clone());
     let deadline = Instant::now() + config.nats.startup_timeout;
-    let store = retry_until(deadline, || PresenceStore::open(js, &config.nats.kv, caller.clone()))
-        .await
-        .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
+    // Only the center manages the shared bucket and stream; a leaf binds to what it made.
+    let authority = match config.service.node_type {
+        NodeType::Center => Authority::Manage { allow_reduction: config.nats.allow_settings_reduction },
+        NodeType::Leaf => Authority::Bind,
+    };
+    let open_store = || PresenceStore::open(js, &config.nats.kv, caller.clone(), authority);
+    let store =
+        retry_until(deadline, open_store, |e| !matches!(e, StoreError::Settings(s) if !s.transient()))
+            .await
+            .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
     let settings = StreamSettings {
         name: &config.events.stream,
         retention: config.events.retention,
         replicas: config.nats.kv.replicas,
+        authority,
     };
+    let open_events = || Events::open(js.clone(), &settings, caller.clone(), metrics.clone());
     let events =
-        retry_until(deadline, || Events::open(js.clone(), &settings, caller.clone(), metrics.clone()))
+        retry_until(deadline, open_events, |e| !matches!(e, EventError::Settings(s) if !s.transient()))
             .await
             .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
     Ok((store, events))
@@ -196,9 +205,14 @@ pub(super) fn jwt_secret(config: &Config) -> anyhow::Result<(crate::config::Secr
     secret::resolve(config).context("auth: cannot load or create the JWT secret")
 }
 
-/// Retries `attempt` until it succeeds or `deadline` passes (a leaf's link to the center may
-/// take a moment to come up after its embedded server started).
-async fn retry_until<T, E, F>(deadline: Instant, mut attempt: impl FnMut() -> F) -> Result<T, E>
+/// Retries `attempt` until it succeeds, fails for good (`transient` says no), or `deadline`
+/// passes (a leaf's link to the center may take a moment to come up after its embedded server
+/// started, and the center may not have created the bucket yet).
+async fn retry_until<T, E, F>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
     E: std::error::Error + 'static,
     F: Future<Output = Result<T, E>>,
@@ -206,7 +220,7 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) if !transient(&e) || Instant::now() >= deadline => return Err(e),
             Err(e) => {
                 tracing::info!(error = %crate::telemetry::chain(&e), "JetStream not reachable yet; retrying")
             }

@@ -125,6 +125,9 @@ pub struct NatsConfig {
     pub breaker: BreakerConfig,
     pub jetstream: JetStreamConfig,
     pub kv: KvConfig,
+    /// Lets a center lower the replicas or the retention of the bucket or the audit log (which
+    /// loses fault tolerance, or deletes older records). Refused unless this is `true`.
+    pub allow_settings_reduction: bool,
 }
 
 impl Default for NatsConfig {
@@ -144,6 +147,7 @@ impl Default for NatsConfig {
             breaker: BreakerConfig::default(),
             jetstream: JetStreamConfig::default(),
             kv: KvConfig::default(),
+            allow_settings_reduction: false,
         }
     }
 }

@@ -20,7 +20,10 @@ use utoipa::ToSchema;
 
 use crate::{
     model::{Presence, Status, UserId},
-    nats::{CallError, Caller},
+    nats::{
+        self, CallError, Caller,
+        settings::{Authority, SettingsError, Shared},
+    },
     telemetry::{Metrics, chain},
 };
 
@@ -68,6 +71,8 @@ impl PresenceEvent {
 pub(crate) enum EventError {
     #[error(transparent)]
     Call(#[from] CallError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("the history read was cut short after {read} of {pending} events")]
     CutShort { read: usize, pending: usize },
 }
@@ -81,11 +86,12 @@ pub(crate) struct Events {
     metrics: Arc<Metrics>,
 }
 
-/// The audit-log stream's settings.
+/// The audit-log stream's settings, and who may change them.
 pub(crate) struct StreamSettings<'a> {
     pub name: &'a str,
     pub retention: Duration,
     pub replicas: usize,
+    pub authority: Authority,
 }
 
 impl Events {
@@ -96,7 +102,7 @@ impl Events {
         caller: Caller,
         metrics: Arc<Metrics>,
     ) -> Result<Self, EventError> {
-        let StreamSettings { name, retention, replicas } = *settings;
+        let StreamSettings { name, retention, replicas, authority } = *settings;
         let config = stream::Config {
             name: name.to_string(),
             description: Some("Presence audit log: every update and expire event".into()),
@@ -107,11 +113,16 @@ impl Events {
             num_replicas: replicas,
             ..Default::default()
         };
-        let stream = caller.bounded("stream_open", js.get_or_create_stream(config.clone())).await?;
-        // Bring an existing stream's retention up to date.
-        if stream.cached_info().config.max_age != retention {
-            caller.bounded("stream_update", js.update_stream(config)).await?;
-        }
+        let wanted = Shared { replicas, retention };
+        let existing = nats::settings::check(&js, &caller, name, authority, wanted).await?;
+        let stream = match existing {
+            None => caller.bounded("stream_create", js.create_stream(config)).await?,
+            Some(current) if authority != Authority::Bind && current != wanted => {
+                caller.bounded("stream_update", js.update_stream(config)).await?;
+                caller.bounded("stream_open", js.get_stream(name)).await?
+            }
+            Some(_) => caller.bounded("stream_open", js.get_stream(name)).await?,
+        };
         Ok(Self { js, stream: Arc::new(stream), caller, metrics })
     }
 

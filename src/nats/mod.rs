@@ -5,6 +5,7 @@
 pub(crate) mod breaker;
 mod call;
 pub mod server;
+pub(crate) mod settings;
 mod supervisor;
 
 use std::time::{Duration, Instant};

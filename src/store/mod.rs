@@ -25,7 +25,10 @@ pub(crate) use watch::{Change, Changes};
 use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
-    nats::{CallError, Caller},
+    nats::{
+        CallError, Caller,
+        settings::{self, Authority, SettingsError, Shared},
+    },
 };
 
 /// How long the server keeps an expiry marker (a watcher's signal that a key expired).
@@ -50,6 +53,8 @@ pub(crate) enum StoreError {
     Call(#[from] CallError),
     #[error("too much contention on one key")]
     Contention,
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// A write went out but its acknowledgement did not come back: it may or may not be stored.
     #[error("the write was sent but not acknowledged")]
     Unconfirmed {
@@ -99,11 +104,23 @@ pub(crate) struct PresenceStore {
 
 impl PresenceStore {
     /// Opens the bucket, creating it (or bringing its settings up to date) as the config says.
+    ///
+    /// Only a node with [`Authority::Manage`] (the center) creates the bucket or changes its
+    /// settings; a leaf binds to the bucket the center made (docs/architecture.md, "Hub and
+    /// spoke").
     pub(crate) async fn open(
         js: &jetstream::Context,
         cfg: &KvConfig,
         caller: Caller,
+        authority: Authority,
     ) -> Result<Self, StoreError> {
+        let wanted = Shared { replicas: cfg.replicas, retention: cfg.retention };
+        let stream = format!("KV_{}", cfg.bucket);
+        settings::check(js, &caller, &stream, authority, wanted).await?;
+        if authority == Authority::Bind {
+            let kv = caller.bounded("open", js.get_key_value(&cfg.bucket)).await?;
+            return Ok(Self { kv: Arc::new(kv), caller });
+        }
         let config = kv::Config {
             bucket: cfg.bucket.clone(),
             description: "Presence: one key per user, user.{user_id}".into(),

@@ -74,3 +74,33 @@ async fn the_embedded_server_can_sync_every_write() {
     assert_eq!(bad.unwrap_err().key, "nats.jetstream.sync_interval");
     app.stop().await;
 }
+
+/// A center whose configuration would lower the shared streams' retention (deleting older
+/// records) or replicas refuses to start, and changes nothing, unless the operator says so.
+#[tokio::test]
+async fn a_center_refuses_to_reduce_the_shared_settings_unless_told_to() {
+    let nats = crate::helpers::NatsServer::start().await;
+    let first = crate::helpers::external_app(&nats, "first").await;
+    first.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.nats.embedded = false;
+    config.nats.url = nats.url();
+    config.nats.kv.retention = Duration::from_secs(86_400);
+    let error = match presence::app::Application::build(config.clone()).await {
+        Ok(_) => panic!("shortened the bucket's retention without being told to"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("retention") && error.contains("nats.allow_settings_reduction"), "{error}");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let max_age = |name: &'static str| {
+        let js = js.clone();
+        async move { js.get_stream(name).await.unwrap().info().await.unwrap().config.max_age }
+    };
+    assert_eq!(max_age("KV_presence").await, Duration::from_secs(30 * 86_400), "unchanged");
+
+    config.nats.allow_settings_reduction = true;
+    let app = presence::app::Application::build(config).await.expect("told to, it does");
+    assert_eq!(max_age("KV_presence").await, Duration::from_secs(86_400));
+    app.run_until(async {}).await.unwrap();
+}

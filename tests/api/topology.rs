@@ -176,17 +176,30 @@ async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
     .await;
     let leaf_urls =
         cluster.leaf_ports.iter().map(|p| format!("nats-leaf://127.0.0.1:{p}")).collect::<Vec<_>>();
+    // A leaf configured with one replica and short retention must not change the shared settings.
     let leaf = TestApp::spawn_with(move |c| {
         c.service.node_type = presence::config::NodeType::Leaf;
         c.service.node_id = "leaf-a".into();
         c.nats.center_url = Some(leaf_urls.join(","));
+        c.nats.kv.retention = Duration::from_secs(3600);
+        c.events.retention = Duration::from_secs(3600);
     })
     .await;
     assert_eq!(center.put("olive", json!({"status": "online"})).await.status(), StatusCode::OK);
     wait_status(&leaf, "olive", "online", Duration::from_secs(10)).await;
+    let urls = cluster.url();
+    let urls: Vec<&str> = urls.split(',').collect();
+    let js = async_nats::jetstream::new(async_nats::connect(urls.as_slice()).await.unwrap());
+    let mut bucket = js.get_stream("KV_presence").await.unwrap();
+    for name in ["KV_presence", "PRESENCE_EVENTS"] {
+        let config = js.get_stream(name).await.unwrap().info().await.unwrap().config.clone();
+        assert_eq!(config.num_replicas, 3, "{name} keeps the center's replicas");
+        assert_eq!(config.max_age, Duration::from_secs(30 * 86_400), "{name} keeps the center's retention");
+    }
 
-    // Kill the server the center's client most likely talks to first, then another write.
-    cluster.kill(0);
+    // Kill the server that leads the bucket: the worst one to lose.
+    let leader = bucket.info().await.unwrap().cluster.clone().and_then(|c| c.leader).expect("a leader");
+    cluster.kill(leader.trim_start_matches('c').parse().unwrap());
     eventually(Duration::from_secs(30), "writes go through with two of three servers", || async {
         (center.put("olive", json!({"status": "busy"})).await.status() == StatusCode::OK).then_some(())
     })
