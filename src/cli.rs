@@ -124,7 +124,8 @@ pub fn main() -> ExitCode {
 
 fn serve(file: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     let config = config::load(file.as_deref(), &args.into())?;
-    telemetry::init(&config.logging);
+    // Held until the process ends, so that the last log lines are written out.
+    let _logs = telemetry::init(&config.logging);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let app = Application::build(config).await?;

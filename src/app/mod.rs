@@ -15,7 +15,7 @@ use crate::{
     directory::Directory,
     health::Health,
     http::{
-        self, AppState, RateLimits, Shared,
+        self, AccessLog, AppState, RateLimits, Shared,
         listener::{ClientAddr, CountingListener},
     },
     nats::{self, EmbeddedServer},
@@ -104,6 +104,7 @@ impl Application {
             health,
             auth,
             limits: RateLimits::new(&config.rate_limit),
+            access: AccessLog::new(&config.logging),
             metrics: metrics.clone(),
             default_ttl: config.nats.kv.ttl,
         });

@@ -347,12 +347,35 @@ pub struct LoggingConfig {
     /// A level (`info`) or a tracing filter (`info,presence=debug`).
     pub level: String,
     pub format: LogFormat,
+    /// Which requests get an access-log line.
+    pub requests: RequestLogs,
+    /// A request slower than this counts as an error for `requests: errors`.
+    #[serde(with = "units::duration")]
+    pub slow_request: Duration,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            requests: RequestLogs::Errors,
+            slow_request: Duration::from_secs(1),
+        }
     }
+}
+
+/// `logging.requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLogs {
+    /// No access log.
+    Off,
+    /// Server errors (5xx), rate-limited requests (429), refused tokens (401) and requests slower
+    /// than `logging.slow_request`.
+    Errors,
+    /// Every request.
+    All,
 }
 
 /// A secret string that never shows in logs or `Debug` output.

@@ -1,7 +1,7 @@
 //! The extractors that authenticate a request: [`AuthUser`] (a valid bearer token) and [`Owner`]
 //! (a valid token whose subject is the path's user). A handler that takes one can only run for a
 //! request that passed it. Every token failure answers the same 401 body, so that the answer tells
-//! an attacker nothing about which check failed; the log says which.
+//! an attacker nothing about which check failed; the access log says which (one line).
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
@@ -19,6 +19,16 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::verify(parts, state).map_err(|reason| {
+            state.metrics.tokens_refused.inc();
+            ApiError::Unauthorized(reason)
+        })
+    }
+}
+
+impl AuthUser {
+    /// The token's subject, or why the token is refused.
+    fn verify(parts: &Parts, state: &AppState) -> Result<Self, String> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -34,7 +44,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("Authorization is not a bearer token"))?;
-        state.auth.verify(token).map(AuthUser).map_err(|e| reject(&chain(&e).to_string()))
+        state.auth.verify(token).map(AuthUser).map_err(|e| chain(&e).to_string())
     }
 }
 
@@ -56,7 +66,6 @@ impl FromRequestParts<AppState> for Owner {
     }
 }
 
-fn reject(why: &str) -> ApiError {
-    tracing::info!(reason = why, "token refused");
-    ApiError::Unauthorized
+fn reject(why: &str) -> String {
+    why.to_string()
 }

@@ -23,8 +23,9 @@ pub(crate) struct ErrorResponse {
 pub(crate) enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// The reason goes to the access log, never to the client.
     #[error("missing or invalid bearer token")]
-    Unauthorized,
+    Unauthorized(String),
     #[error("a token may only write its own subject's presence")]
     Forbidden,
     #[error("{0}")]
@@ -51,7 +52,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -69,16 +70,16 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = ErrorResponse { success: false, error: self.to_string() };
         let mut response = (status, Json(body)).into_response();
-        let headers = response.headers_mut();
         match self {
-            ApiError::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            ApiError::Unauthorized(reason) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response.extensions_mut().insert(super::access::RefusedToken(reason));
             }
             ApiError::Unavailable | ApiError::OutcomeUnknown => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::TooManyRequests(secs) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             _ => {}
         }

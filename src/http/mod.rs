@@ -1,6 +1,7 @@
 //! The HTTP layer: the router, its shared state, and the middleware every request passes
 //! (a tracing span and metrics per request, a body limit, panic catching, JSON 404 and 405).
 
+mod access;
 mod auth;
 mod error;
 mod extract;
@@ -21,6 +22,7 @@ use axum::{
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Instrument, field::Empty};
 
+pub(crate) use access::AccessLog;
 pub(crate) use auth::Owner;
 pub(crate) use error::{ApiError, ErrorResponse};
 pub(crate) use limits::RateLimits;
@@ -52,6 +54,7 @@ pub(crate) struct Shared {
     pub health: Health,
     pub auth: Authenticator,
     pub limits: RateLimits,
+    pub access: AccessLog,
     pub metrics: Arc<Metrics>,
     /// `nats.kv.ttl`: the ttl of a write that names none.
     pub default_ttl: Duration,
@@ -92,19 +95,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every request: a span with the route template (and, once extracted, the user id), a log line
-/// with status and latency, and the Prometheus request counter and latency histogram.
+/// Every request: the Prometheus request counter and latency histogram, the access-log line the
+/// configuration asks for, and (at debug level) a span with the route template and user id.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> axum::response::Response {
     let started = std::time::Instant::now();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let method = metrics::method_label(req.method());
-    let span = tracing::info_span!("request", method, route, user_id = Empty, status = Empty);
-    let response = next.run(req).instrument(span.clone()).await;
-    let status = response.status().as_u16();
+    let span = tracing::debug_span!("request", method, route, user_id = Empty);
+    let response = next.run(req).instrument(span).await;
+    let status = response.status();
     let elapsed = started.elapsed();
-    span.record("status", status);
-    span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "response"));
-    let labels = HttpLabels { method, route, status };
+    let refused = response.extensions().get::<access::RefusedToken>();
+    state.access.record(access::Finished { method, route: &route, status, elapsed, refused });
+    let labels = HttpLabels { method, route, status: status.as_u16() };
     state.metrics.http_requests.get_or_create(&labels).inc();
     state.metrics.http_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
     response

@@ -48,6 +48,7 @@ pub(crate) struct Metrics {
     pub rate_limited: Family<RateLabels, Counter>,
     pub expired: Counter,
     pub events_failed: Counter,
+    pub tokens_refused: Counter,
     pub expiry_scheduled: Gauge,
     pub clock_offset: Gauge<f64, AtomicU64>,
 }
@@ -79,6 +80,7 @@ impl Metrics {
             rate_limited: Family::default(),
             expired: Counter::default(),
             events_failed: Counter::default(),
+            tokens_refused: Counter::default(),
             expiry_scheduled: Gauge::default(),
             clock_offset: Gauge::default(),
         };
@@ -132,6 +134,11 @@ impl Metrics {
             "events_failed",
             "Presence events that could not be published or confirmed",
             m.events_failed.clone(),
+        );
+        r.register(
+            "tokens_refused",
+            "Requests whose bearer token was refused (401)",
+            m.tokens_refused.clone(),
         );
         r.register(
             "expiry_scheduled",

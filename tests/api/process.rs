@@ -205,3 +205,36 @@ async fn a_nats_server_that_keeps_dying_is_reported_in_health() {
     assert_eq!(health["status"], "degraded", "{health}");
     app.stop().await;
 }
+
+/// With the design document's logging (`info`, `json`) and the default `logging.requests:
+/// errors`, a successful request writes no line and a refused token exactly one, with its reason;
+/// `requests: all` adds one line per request.
+#[tokio::test]
+async fn access_logs_are_a_choice_and_a_refused_token_costs_one_line() {
+    let count = |log: &str, needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let read_log =
+        |dir: &std::path::Path| std::fs::read_to_string(dir.join("service.log")).unwrap_or_default();
+    for (requests, lines_per_ok) in [("errors", 0), ("all", 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let logging = format!("level: info\n  format: json\n  requests: {requests}");
+        let mut service = ServiceProcess::start_logging(dir.path(), None, Some(SECRET), &logging);
+        service.wait_healthy().await;
+        let client = reqwest::Client::new();
+        let before = count(&read_log(dir.path()), "\"route\"");
+        for _ in 0..5 {
+            client.get(service.url("/api/v2/presence/quiet")).send().await.unwrap();
+        }
+        let refused =
+            put(&client, service.url("/api/v2/presence/quiet"), "forged", json!({"status": "online"})).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let log = eventually(Duration::from_secs(5), "the refused token is logged", || async {
+            let log = read_log(dir.path());
+            (count(&log, "token refused") >= 1).then_some(log)
+        })
+        .await;
+        assert_eq!(count(&log, "token refused"), 1, "{requests}: one line for the refused token\n{log}");
+        assert_eq!(count(&log, "InvalidToken"), 1, "{requests}: the line says why\n{log}");
+        let per_request = count(&log, "\"route\"") - before - 1;
+        assert_eq!(per_request, 5 * lines_per_ok, "{requests}: lines for five 404 reads\n{log}");
+    }
+}

@@ -47,7 +47,7 @@ impl TestApp {
         adjust(&mut config);
         // Logs only when asked for: RUST_LOG=warn cargo test ...
         if std::env::var_os("RUST_LOG").is_some() {
-            presence::telemetry::init(&config.logging);
+            std::mem::forget(presence::telemetry::init(&config.logging));
         }
         let app = Application::build(config.clone()).await.expect("the app builds");
         let addr = app.local_addr();

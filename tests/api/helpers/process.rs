@@ -24,13 +24,23 @@ pub(crate) struct ServiceProcess {
 impl ServiceProcess {
     /// Writes a config into `dir` (with `extra` YAML appended) and starts the binary on it.
     pub(crate) fn start(dir: &Path, ports: Option<(u16, u16, u16)>, secret: Option<&str>) -> Self {
+        Self::start_logging(dir, ports, secret, "level: debug\n  format: json")
+    }
+
+    /// The same, with `logging` (indented YAML under `logging:`) as given.
+    pub(crate) fn start_logging(
+        dir: &Path,
+        ports: Option<(u16, u16, u16)>,
+        secret: Option<&str>,
+        logging: &str,
+    ) -> Self {
         let (http_port, nats_port, leaf_port) =
             ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
         let yaml = format!(
             "service:\n  host: 127.0.0.1\n  port: {http_port}\n  node_id: proc-node\n\
              nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n\
-             auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  level: debug\n  format: json\n",
+             auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  {logging}\n",
             data = dir.join("nats-data").display(),
         );
         let config = dir.join("presence.yaml");
