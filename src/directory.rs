@@ -38,6 +38,19 @@ pub(crate) enum Lookup {
     Degraded,
 }
 
+/// A multi-user read after the cache pass: the hits, and where the misses are.
+pub(crate) struct Partial {
+    entries: Vec<(UserId, Lookup)>,
+    misses: Vec<usize>,
+}
+
+impl Partial {
+    /// Users the cache did not have: what completing the read costs in KV reads.
+    pub(crate) fn misses(&self) -> usize {
+        self.misses.len()
+    }
+}
+
 /// The answer to a multi-user read, in request order.
 pub(crate) struct ManyLookups {
     pub entries: Vec<(UserId, Lookup)>,
@@ -86,7 +99,10 @@ impl Directory {
         }
     }
 
-    pub(crate) async fn read_many(&self, users: Vec<UserId>) -> ManyLookups {
+    /// The first half of a multi-user read: every hit in one pass over the cache. The misses,
+    /// which cost a KV read each, are loaded by [`Directory::complete`], once the caller has
+    /// charged them to the client.
+    pub(crate) async fn read_cached(&self, users: Vec<UserId>) -> Partial {
         let cached = self.cache.get_multiple(&users).await;
         let mut entries = Vec::with_capacity(users.len());
         let mut misses = Vec::new();
@@ -94,12 +110,19 @@ impl Directory {
             match hit {
                 Some(entry) => entries.push((user, Lookup::Known(entry))),
                 None => {
-                    misses.push((i, user.clone()));
+                    misses.push(i);
                     entries.push((user, Lookup::Degraded));
                 }
             }
         }
-        let loaded: Vec<(usize, Lookup)> = stream::iter(misses)
+        Partial { entries, misses }
+    }
+
+    /// The second half: the misses, loaded concurrently (at most [`MISS_CONCURRENCY`] at once).
+    pub(crate) async fn complete(&self, partial: Partial) -> ManyLookups {
+        let Partial { mut entries, misses } = partial;
+        let wanted: Vec<(usize, UserId)> = misses.into_iter().map(|i| (i, entries[i].0.clone())).collect();
+        let loaded: Vec<(usize, Lookup)> = stream::iter(wanted)
             .map(|(i, user)| async move { (i, self.load(&user).await) })
             .buffer_unordered(MISS_CONCURRENCY)
             .collect()

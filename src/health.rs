@@ -93,8 +93,10 @@ pub(crate) struct NatsHealth {
     /// The presence bucket answered a status request.
     pub bucket: bool,
     pub watcher: WatcherHealth,
-    /// Whether the circuit breaker in front of NATS is open (writes refused at once).
+    /// Whether the circuit breaker in front of NATS writes is open (writes refused at once).
     pub breaker_open: bool,
+    /// Whether the one in front of KV reads is open (misses answered degraded at once).
+    pub read_breaker_open: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -176,6 +178,7 @@ impl Health {
                 rebuilds: link.rebuilds,
             },
             breaker_open: self.store.caller().breaker().is_open(),
+            read_breaker_open: self.store.caller().read_breaker().is_open(),
         }
     }
 

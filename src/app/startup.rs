@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::secret::{self, SecretSource},
-    cache::{ENTRY_OVERHEAD, PresenceCache},
+    cache::{ENTRY_OVERHEAD, Negative, PresenceCache},
     coherence,
     config::{CENTER_DOMAIN, Config, NodeType},
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
@@ -102,8 +102,8 @@ pub(super) async fn open_storage(
     js: &jetstream::Context,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(PresenceStore, Events)> {
-    let breaker = Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
-    let caller = Caller::new(config.nats.request_timeout, breaker, metrics.clone());
+    let breaker = || Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
+    let caller = Caller::new(config.nats.request_timeout, breaker(), breaker(), metrics.clone());
     let deadline = Instant::now() + config.nats.startup_timeout;
     // Only the center manages the shared bucket and stream; a leaf binds to what it made.
     let authority = match config.service.node_type {
@@ -146,7 +146,8 @@ pub(super) fn start_coherence(
     metrics: &Arc<Metrics>,
     background: &mut Background,
 ) -> Coherent {
-    let cache = PresenceCache::with_metrics(config.cache.max_cost, metrics);
+    let negative = Negative { ttl: config.cache.negative_ttl, max: config.cache.max_negative_entries };
+    let cache = PresenceCache::with_metrics(config.cache.max_cost, negative, metrics);
     let link = LinkState::new();
     let expiry = ExpiryQueue::new();
     let Background { stop, tasks } = background;

@@ -67,6 +67,22 @@ struct Counters {
     keys_added: AtomicU64,
     cost_added: AtomicU64,
     cost_evicted: AtomicU64,
+    /// Entries that say "the bucket has nothing for this user".
+    negative: AtomicU64,
+}
+
+/// How the cache treats "the bucket has nothing for this user" (`cache.negative_ttl`,
+/// `cache.max_negative_entries`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Negative {
+    pub ttl: Duration,
+    pub max: u64,
+}
+
+impl Default for Negative {
+    fn default() -> Self {
+        Self { ttl: Duration::from_secs(30), max: 100_000 }
+    }
 }
 
 /// The cache: a cheap `Clone` handle.
@@ -79,6 +95,7 @@ pub(crate) struct PresenceCache {
     stripes: Arc<[tokio::sync::Mutex<()>]>,
     hasher: std::hash::RandomState,
     loads: Arc<load::Loads>,
+    negative: Negative,
 }
 
 const WRITE_STRIPES: usize = 256;
@@ -93,12 +110,15 @@ pub(crate) fn cost(key: &str, value: &Record) -> u32 {
     (ENTRY_OVERHEAD + key.len() as u64 + message as u64) as u32
 }
 
-/// Expires a live presence's entry when the presence expires.
-struct UntilPresenceExpires;
+/// Expires a live presence's entry when the presence expires, and a "nothing here" entry after
+/// the negative ttl.
+struct UntilPresenceExpires {
+    negative_ttl: Duration,
+}
 
 impl UntilPresenceExpires {
-    fn remaining(value: &Record) -> Option<Duration> {
-        let p = value.presence.as_ref()?;
+    fn remaining(&self, value: &Record) -> Option<Duration> {
+        let Some(p) = value.presence.as_ref() else { return Some(self.negative_ttl) };
         if p.status == Status::Offline {
             return None;
         }
@@ -109,7 +129,7 @@ impl UntilPresenceExpires {
 
 impl Expiry<String, Entry> for UntilPresenceExpires {
     fn expire_after_create(&self, _: &String, value: &Entry, _: Instant) -> Option<Duration> {
-        Self::remaining(value)
+        self.remaining(value)
     }
 
     fn expire_after_update(
@@ -119,7 +139,7 @@ impl Expiry<String, Entry> for UntilPresenceExpires {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Self::remaining(value)
+        self.remaining(value)
     }
 }
 
@@ -127,28 +147,31 @@ impl PresenceCache {
     /// A cache holding at most `max_cost` bytes of approximate entry cost.
     #[cfg(test)]
     pub(crate) fn new(max_cost: u64) -> Self {
-        Self::with_counters(max_cost, Counters::default())
+        Self::with_counters(max_cost, Negative::default(), Counters::default())
     }
 
-    /// The same, counting hits, misses and evictions in `metrics`.
-    pub(crate) fn with_metrics(max_cost: u64, metrics: &Metrics) -> Self {
+    /// The same, with `negative`'s rules, counting hits, misses and evictions in `metrics`.
+    pub(crate) fn with_metrics(max_cost: u64, negative: Negative, metrics: &Metrics) -> Self {
         let counters = Counters {
             hits: metrics.cache_hits.clone(),
             misses: metrics.cache_misses.clone(),
             keys_evicted: metrics.cache_evictions.clone(),
             ..Counters::default()
         };
-        Self::with_counters(max_cost, counters)
+        Self::with_counters(max_cost, negative, counters)
     }
 
-    fn with_counters(max_cost: u64, counters: Counters) -> Self {
+    fn with_counters(max_cost: u64, negative: Negative, counters: Counters) -> Self {
         let counters = Arc::new(counters);
         let evictions = counters.clone();
         let inner = Cache::builder()
             .max_capacity(max_cost)
             .weigher(|k: &String, v: &Entry| cost(k, v))
-            .expire_after(UntilPresenceExpires)
+            .expire_after(UntilPresenceExpires { negative_ttl: negative.ttl })
             .eviction_listener(move |k: Arc<String>, v: Entry, cause| {
+                if v.presence.is_none() {
+                    let _ = evictions.negative.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+                }
                 if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
                     evictions.keys_evicted.inc();
                     evictions.cost_evicted.fetch_add(cost(&k, &v) as u64, Relaxed);
@@ -156,7 +179,7 @@ impl PresenceCache {
             })
             .build();
         let stripes = (0..WRITE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { inner, counters, stripes, hasher: Default::default(), loads: Arc::default() }
+        Self { inner, counters, stripes, hasher: Default::default(), loads: Arc::default(), negative }
     }
 
     /// The entry for `user_id`, counting a hit or a miss.
@@ -191,9 +214,17 @@ impl PresenceCache {
         match self.inner.get(user_id).await {
             Some(existing) if existing.revision >= value.revision => return existing,
             Some(_) => {}
+            // A user the cache knew nothing of, whom the bucket does not know either: remembered
+            // only while there is room for such entries.
+            None if value.presence.is_none() && self.counters.negative.load(Relaxed) >= self.negative.max => {
+                return Arc::new(value);
+            }
             None => {
                 self.counters.keys_added.fetch_add(1, Relaxed);
             }
+        }
+        if value.presence.is_none() {
+            self.counters.negative.fetch_add(1, Relaxed);
         }
         self.counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
         let entry = Arc::new(value);
@@ -286,6 +317,39 @@ mod tests {
                 break;
             }
             assert!(Instant::now() < deadline, "the expiry was never counted as an eviction");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_here_entries_are_capped_and_short_lived_but_erasures_always_land() {
+        let cache = PresenceCache::with_counters(
+            1 << 20,
+            Negative { ttl: Duration::from_secs(1), max: 3 },
+            Counters::default(),
+        );
+        for i in 0..10 {
+            cache.upsert(&format!("nobody{i}"), Record::NEVER_SEEN).await;
+        }
+        cache.cleanup().await;
+        assert_eq!(cache.entry_count(), 3, "at most 3 entries for users nobody knows");
+        cache.upsert("real", Record { revision: 1, presence: Some(presence("online", 60)) }).await;
+        cache.upsert("real", Record { revision: 2, presence: None }).await;
+        assert_eq!(cache.peek("real").await.unwrap().revision, 2, "an erasure replaces, cap or not");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cache.peek("nobody0").await.is_some() {
+            assert!(Instant::now() < deadline, "a nothing-here entry outlived its ttl");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // moka hands expired entries to its housekeeping within about a second; then there is room.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            cache.cleanup().await;
+            cache.upsert("nobody-new", Record::NEVER_SEEN).await;
+            if cache.peek("nobody-new").await.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no room again after the old ones left");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

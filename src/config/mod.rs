@@ -171,6 +171,9 @@ impl Config {
         if self.cache.max_cost < 1024 {
             return fail("cache.max_cost", "must be at least 1KB");
         }
+        if self.cache.negative_ttl < Duration::from_secs(1) {
+            return fail("cache.negative_ttl", "must be at least 1s");
+        }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.expose().len() < 32
         {

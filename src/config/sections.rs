@@ -292,6 +292,13 @@ pub struct CacheConfig {
     /// Ristretto's write buffer; accepted for compatibility, moka needs none.
     pub buffer_items: u64,
     pub metrics: bool,
+    /// How long the cache remembers that the bucket has nothing for a user (never seen, or
+    /// erased), so that asking again costs no KV read.
+    #[serde(with = "units::duration")]
+    pub negative_ttl: Duration,
+    /// The most such "nothing here" entries the cache holds for users it knew nothing of before:
+    /// however many unknown ids clients ask for, they cannot fill the cache.
+    pub max_negative_entries: u64,
 }
 
 impl Default for CacheConfig {
@@ -302,6 +309,8 @@ impl Default for CacheConfig {
             num_counters: 10_000_000,
             buffer_items: 64,
             metrics: true,
+            negative_ttl: Duration::from_secs(30),
+            max_negative_entries: 100_000,
         }
     }
 }

@@ -87,19 +87,40 @@ fn too_many(wait: Duration) -> ApiError {
 }
 
 /// Proof that a read passed the per-IP limit: an extractor, so that a handler's signature says it
-/// is limited, with no middleware on the hot path.
-pub(crate) struct ReadLimited;
+/// is limited, with no middleware on the hot path. It holds the client's address, so that a
+/// multi-user read can be charged for what it costs ([`ReadLimited::charge`]).
+pub(crate) struct ReadLimited(Option<IpAddr>);
+
+impl ReadLimited {
+    /// Charges `n` more reads to the client: a multi-user read pays one per cache miss (a KV
+    /// read each), so that one request cannot buy a thousand KV reads for the price of one.
+    pub(crate) fn charge(&self, state: &AppState, n: usize) -> Result<(), ApiError> {
+        let (Some(limiter), Some(ip), Some(n)) =
+            (&state.limits.reads, self.0, NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)))
+        else {
+            return Ok(());
+        };
+        let refused = match limiter.check_key_n(&ip, n) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_until)) => too_many(not_until.wait_time_from(DefaultClock::default().now())),
+            // More than the burst allows at all: wait a full second and send fewer.
+            Err(_) => too_many(Duration::from_secs(1)),
+        };
+        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
+        Err(refused)
+    }
+}
 
 impl FromRequestParts<AppState> for ReadLimited {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(limiter) = &state.limits.reads else { return Ok(ReadLimited) };
+        let Some(limiter) = &state.limits.reads else { return Ok(ReadLimited(None)) };
         let Some(ConnectInfo(ClientAddr(peer))) = parts.extensions.get::<ConnectInfo<ClientAddr>>() else {
-            return Ok(ReadLimited);
+            return Ok(ReadLimited(None));
         };
         let ip = state.limits.client_ip(&parts.headers, peer.ip());
-        limiter.check_key(&ip).map(|_| ReadLimited).map_err(|not_until| {
+        limiter.check_key(&ip).map(|_| ReadLimited(Some(ip))).map_err(|not_until| {
             state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
             too_many(not_until.wait_time_from(DefaultClock::default().now()))
         })

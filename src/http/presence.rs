@@ -168,19 +168,19 @@ pub(crate) async fn get_one(
     responses(
         (status = 200, description = "An entry for every requested id; users never seen read `offline`", body = PresenceResponse),
         (status = 400, description = "Missing, empty or oversize list, or an invalid id", body = super::ErrorResponse),
-        (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-IP read limit: the request costs one read, plus one per user not in the node's cache", body = super::ErrorResponse),
     ),
     tag = "presence"
 )]
 pub(crate) async fn get_many(
     state: axum::extract::State<AppState>,
-    _: ReadLimited,
+    limited: ReadLimited,
     ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Result<Response, ApiError> {
     let raw =
         query.users.ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
     let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
-    read_many(&state, users).await
+    read_many(&state, &limited, users).await
 }
 
 /// Get the presence of several users, ids in the body.
@@ -193,17 +193,17 @@ pub(crate) async fn get_many(
         (status = 400, description = "Malformed body, empty or oversize list, or an invalid id", body = super::ErrorResponse),
         (status = 413, description = "Body over 144 KiB", body = super::ErrorResponse),
         (status = 415, description = "Body is not JSON", body = super::ErrorResponse),
-        (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-IP read limit: the request costs one read, plus one per user not in the node's cache", body = super::ErrorResponse),
     ),
     tag = "presence"
 )]
 pub(crate) async fn batch(
     state: axum::extract::State<AppState>,
-    _: ReadLimited,
+    limited: ReadLimited,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<Response, ApiError> {
     let users = parse_user_list(body.user_ids.iter().map(String::as_str))?;
-    read_many(&state, users).await
+    read_many(&state, &limited, users).await
 }
 
 /// Set your own presence.
@@ -338,8 +338,14 @@ fn parse_user_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<UserId>
     Ok(users)
 }
 
-async fn read_many(state: &AppState, users: Vec<UserId>) -> Result<Response, ApiError> {
-    let found = state.directory.read_many(users).await;
+async fn read_many(
+    state: &AppState,
+    limited: &ReadLimited,
+    users: Vec<UserId>,
+) -> Result<Response, ApiError> {
+    let partial = state.directory.read_cached(users).await;
+    limited.charge(state, partial.misses())?;
+    let found = state.directory.complete(partial).await;
     let now = Utc::now();
     let presences = found
         .entries

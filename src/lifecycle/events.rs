@@ -164,11 +164,11 @@ impl Events {
             ..Default::default()
         };
         let caller = &self.caller;
-        let mut consumer = caller.call("history_consumer", self.stream.create_consumer(config)).await?;
-        let pending = caller.call("history_info", consumer.info()).await?.num_pending as usize;
+        let mut consumer = caller.call_read("history_consumer", self.stream.create_consumer(config)).await?;
+        let pending = caller.call_read("history_info", consumer.info()).await?.num_pending as usize;
         let mut newest = std::collections::VecDeque::with_capacity(limit.min(pending));
         if pending > 0 {
-            let mut messages = caller.call("history_messages", consumer.messages()).await?;
+            let mut messages = caller.call_read("history_messages", consumer.messages()).await?;
             let mut seen = 0;
             while seen < pending {
                 let next = tokio::time::timeout(caller.timeout(), messages.next()).await;

@@ -1,11 +1,13 @@
 //! Every request the service makes to NATS goes through a [`Caller`]: bounded by
 //! `nats.request_timeout` (an unreachable server becomes an error, never a hung request), timed
 //! into `presence_nats_request_duration_seconds` by operation, and, for the calls that serve
-//! clients, counted by the circuit breaker ([`super::breaker::Breaker`]), which refuses them at
-//! once while NATS keeps failing. Errors keep their source, so that a log line shows the cause.
+//! clients, counted by a circuit breaker ([`super::breaker::Breaker`]), which refuses them at
+//! once while NATS keeps failing. Reads and writes have a breaker each: a flood of reads that
+//! time out (anyone can send reads) must not shut the door on writes. Errors keep their source,
+//! so that a log line shows the cause.
 
 use std::{
-    future::IntoFuture,
+    future::{Future, IntoFuture},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -37,17 +39,28 @@ impl CallError {
     }
 }
 
-/// The timeout, the latency metric and the breaker that NATS calls share: a cheap `Clone`.
+/// The timeout, the latency metric and the breakers that NATS calls share: a cheap `Clone`.
 #[derive(Clone)]
 pub(crate) struct Caller {
     timeout: Duration,
     breaker: Arc<Breaker>,
+    read_breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
 }
 
 impl Caller {
-    pub(crate) fn new(timeout: Duration, breaker: Arc<Breaker>, metrics: Arc<Metrics>) -> Self {
-        Self { timeout, breaker, metrics }
+    /// `breaker` guards writes (and everything that changes state), `read_breaker` reads.
+    pub(crate) fn new(
+        timeout: Duration,
+        breaker: Arc<Breaker>,
+        read_breaker: Arc<Breaker>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { timeout, breaker, read_breaker, metrics }
+    }
+
+    pub(crate) fn read_breaker(&self) -> &Breaker {
+        &self.read_breaker
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -58,9 +71,9 @@ impl Caller {
         &self.breaker
     }
 
-    /// A call on behalf of a client (a read, a write, an expiry): refused at once while the
-    /// breaker is open; its outcome opens or closes the breaker. An answer that the caller
-    /// expects (a revision mismatch, say) must come back as `Ok`, not as an error.
+    /// A call on behalf of a client that changes state (a write, an expiry, an erasure): refused
+    /// at once while the write breaker is open; its outcome opens or closes it. An answer that
+    /// the caller expects (a revision mismatch, say) must come back as `Ok`, not as an error.
     pub(crate) async fn call<T, E>(
         &self,
         op: &'static str,
@@ -69,13 +82,33 @@ impl Caller {
     where
         E: Into<BoxError>,
     {
-        if !self.breaker.allow() {
+        Self::guarded(&self.breaker, op, self.bounded(op, fut)).await
+    }
+
+    /// The same for a read on behalf of a client, under the read breaker.
+    pub(crate) async fn call_read<T, E>(
+        &self,
+        op: &'static str,
+        fut: impl IntoFuture<Output = Result<T, E>>,
+    ) -> Result<T, CallError>
+    where
+        E: Into<BoxError>,
+    {
+        Self::guarded(&self.read_breaker, op, self.bounded(op, fut)).await
+    }
+
+    async fn guarded<T>(
+        breaker: &Breaker,
+        op: &'static str,
+        call: impl Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        if !breaker.allow() {
             return Err(CallError::Refused { op });
         }
-        let outcome = self.bounded(op, fut).await;
+        let outcome = call.await;
         match &outcome {
-            Ok(_) => self.breaker.record_success(),
-            Err(_) => self.breaker.record_failure(),
+            Ok(_) => breaker.record_success(),
+            Err(_) => breaker.record_failure(),
         }
         outcome
     }
@@ -105,8 +138,8 @@ mod tests {
     use super::*;
 
     fn caller(threshold: u32) -> Caller {
-        let breaker = Arc::new(Breaker::new(threshold, Duration::from_secs(60)));
-        Caller::new(Duration::from_millis(50), breaker, Arc::new(Metrics::new()))
+        let breaker = || Arc::new(Breaker::new(threshold, Duration::from_secs(60)));
+        Caller::new(Duration::from_millis(50), breaker(), breaker(), Arc::new(Metrics::new()))
     }
 
     #[tokio::test]
@@ -119,5 +152,16 @@ mod tests {
         assert!(matches!(c.call("get", hang).await, Err(CallError::Timeout { op: "get", .. })));
         assert!(matches!(c.call("get", io()).await, Err(CallError::Refused { op: "get" })));
         assert!(c.bounded("info", async { Ok::<_, std::io::Error>(1) }).await.is_ok(), "unguarded");
+    }
+
+    #[tokio::test]
+    async fn failing_reads_do_not_shut_out_writes() {
+        let c = caller(2);
+        for _ in 0..5 {
+            let _ = c.call_read("get", async { Err::<(), _>(std::io::Error::other("slow")) }).await;
+        }
+        assert!(c.read_breaker().is_open());
+        assert!(!c.breaker().is_open());
+        assert!(c.call("put", async { Ok::<_, std::io::Error>(1) }).await.is_ok(), "writes still go");
     }
 }

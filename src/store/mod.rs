@@ -140,9 +140,11 @@ impl PresenceStore {
         &self.caller
     }
 
-    /// What the bucket holds for `user` now.
+    /// What the bucket holds for `user` now, read on behalf of a reader (the read breaker).
     pub(crate) async fn get(&self, user: &UserId) -> Result<Record, StoreError> {
-        Ok(match self.entry(user).await? {
+        let entry = self.caller.call_read("get", self.kv.entry(key(user))).await?;
+        let entry = entry.map(|e| (decode(&e.key, e.operation, &e.value), e.revision));
+        Ok(match entry {
             Some((presence, revision)) => {
                 Record { revision, presence: presence.as_ref().map(CompactPresence::from) }
             }

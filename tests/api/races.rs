@@ -89,3 +89,33 @@ async fn a_write_whose_acknowledgement_is_lost_says_so_and_its_event_follows() {
     assert_eq!(body["data"]["kai"]["message"], "in flight", "{body}");
     app.stop().await;
 }
+
+/// The amplification attack: batches of 1000 ids nobody has ever written. Each miss costs a KV
+/// read, so each is charged to the client's read limit, and the "never seen" answers the cache
+/// keeps are capped.
+#[tokio::test]
+async fn a_flood_of_unknown_ids_is_charged_per_miss_and_cannot_fill_the_cache() {
+    let app = TestApp::spawn_with(|c| c.cache.max_negative_entries = 1500).await;
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    for round in 0..10 {
+        let ids: Vec<String> = (0..1000).map(|i| format!("flood{round}x{i}")).collect();
+        match app.batch(json!(ids)).await.status() {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(refused >= 5, "most batches are refused once the misses used up the burst: {refused}");
+    let metrics = app.metrics().await;
+    let kv_gets: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("presence_nats_request_duration_seconds_count{op=\"get\"} "))
+        .map_or(0.0, |v| v.trim().parse().unwrap());
+    let allowed = 2000.0 + 1000.0 * seconds;
+    assert!(kv_gets <= allowed, "{kv_gets} KV reads in {seconds:.1} s; the limit allows {allowed:.0}");
+    let cache = app.cache_health().await;
+    assert!(cache["entries"].as_u64().unwrap() <= 1500, "{cache}");
+    app.stop().await;
+}

@@ -346,17 +346,17 @@ async fn the_read_limit_keys_on_the_client_a_trusted_proxy_reports() {
         })
     };
     let read = |app: &TestApp, forwarded: &'static str| {
-        app.http.get(app.url("/api/v2/presence?users=a")).header("x-forwarded-for", forwarded).send()
+        app.http.get(app.url("/api/v2/presence/a")).header("x-forwarded-for", forwarded).send()
     };
     let behind = limited(vec!["127.0.0.1"]).await;
-    assert_eq!(read(&behind, "203.0.113.1").await.unwrap().status(), StatusCode::OK);
-    assert_eq!(read(&behind, "203.0.113.2").await.unwrap().status(), StatusCode::OK, "another client");
+    assert_eq!(read(&behind, "203.0.113.1").await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(read(&behind, "203.0.113.2").await.unwrap().status(), StatusCode::NOT_FOUND, "another client");
     let spoofed = read(&behind, "198.51.100.7, 203.0.113.1").await.unwrap();
     assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS, "the client's own entry is not believed");
     behind.stop().await;
 
     let exposed = limited(vec![]).await;
-    assert_eq!(read(&exposed, "203.0.113.1").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(read(&exposed, "203.0.113.1").await.unwrap().status(), StatusCode::NOT_FOUND);
     let spoofed = read(&exposed, "203.0.113.2").await.unwrap();
     assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS, "no trusted proxy: the header is ignored");
     exposed.stop().await;
