@@ -119,6 +119,7 @@ pub(super) async fn open_storage(
         name: &config.events.stream,
         retention: config.events.retention,
         replicas: config.nats.kv.replicas,
+        max_per_user: config.events.max_per_user,
         authority,
     };
     let open_events = || Events::open(js.clone(), &settings, caller.clone(), metrics.clone());

@@ -119,6 +119,9 @@ impl Config {
         if self.events.retention < Duration::from_secs(1) {
             return fail("events.retention", "must be at least 1s");
         }
+        if !(1..=100_000).contains(&self.events.max_per_user) {
+            return fail("events.max_per_user", "must be between 1 and 100000");
+        }
         if !is_valid_token(&self.events.stream) {
             return fail("events.stream", TOKEN_RULE);
         }

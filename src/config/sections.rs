@@ -42,11 +42,18 @@ pub struct EventsConfig {
     /// How long events are kept.
     #[serde(with = "units::duration")]
     pub retention: Duration,
+    /// The newest events of each kind (update, expire) kept per user: what bounds the work of a
+    /// history read. Older ones leave the audit log.
+    pub max_per_user: u32,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { stream: "PRESENCE_EVENTS".into(), retention: Duration::from_secs(30 * 24 * 3600) }
+        Self {
+            stream: "PRESENCE_EVENTS".into(),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            max_per_user: 1000,
+        }
     }
 }
 

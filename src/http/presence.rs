@@ -230,10 +230,7 @@ pub(crate) async fn set_one(
     Owner(user): Owner,
     ApiJson(body): ApiJson<SetPresenceRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = state.limits.check_write(&user) {
-        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
-        return Err(e);
-    }
+    owner_limit(&state, &user)?;
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let stored = state.directory.write(&user, update, &user).await?;
@@ -270,6 +267,7 @@ pub(crate) struct HistoryResponse {
         (status = 400, description = "Invalid id or limit", body = super::ErrorResponse),
         (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
         (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-user limit (shared with writes and erasure)", body = super::ErrorResponse),
         (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
     ),
     tag = "presence"
@@ -279,6 +277,7 @@ pub(crate) async fn history(
     Owner(user): Owner,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
+    owner_limit(&state, &user)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_HISTORY).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_HISTORY}")));
@@ -305,6 +304,7 @@ pub(crate) struct ErasedResponse {
         (status = 400, description = "Invalid id", body = super::ErrorResponse),
         (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
         (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-user limit (shared with writes and history)", body = super::ErrorResponse),
         (status = 503, description = "NATS unreachable; erase again", body = super::ErrorResponse),
     ),
     tag = "presence"
@@ -313,8 +313,17 @@ pub(crate) async fn erase(
     state: axum::extract::State<AppState>,
     Owner(user): Owner,
 ) -> Result<Json<ErasedResponse>, ApiError> {
+    owner_limit(&state, &user)?;
     state.directory.erase(&user).await?;
     Ok(Json(ErasedResponse { success: true }))
+}
+
+/// An owner's writes, history reads and erasures share the per-user limit
+/// (`rate_limit.writes_per_second`, `write_burst`).
+fn owner_limit(state: &AppState, user: &UserId) -> Result<(), ApiError> {
+    state.limits.check_write(user).inspect_err(|_| {
+        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
+    })
 }
 
 /// Validates and de-duplicates a list of ids (first occurrence wins).

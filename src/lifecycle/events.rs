@@ -91,6 +91,8 @@ pub(crate) struct StreamSettings<'a> {
     pub name: &'a str,
     pub retention: Duration,
     pub replicas: usize,
+    /// The newest events of each kind kept per user.
+    pub max_per_user: u32,
     pub authority: Authority,
 }
 
@@ -102,7 +104,7 @@ impl Events {
         caller: Caller,
         metrics: Arc<Metrics>,
     ) -> Result<Self, EventError> {
-        let StreamSettings { name, retention, replicas, authority } = *settings;
+        let StreamSettings { name, retention, replicas, max_per_user, authority } = *settings;
         let config = stream::Config {
             name: name.to_string(),
             description: Some("Presence audit log: every update and expire event".into()),
@@ -111,9 +113,10 @@ impl Events {
             max_age: retention,
             duplicate_window: Duration::from_secs(120),
             num_replicas: replicas,
+            max_messages_per_subject: i64::from(max_per_user),
             ..Default::default()
         };
-        let wanted = Shared { replicas, retention };
+        let wanted = Shared { replicas, retention, per_subject: i64::from(max_per_user) };
         let existing = nats::settings::check(&js, &caller, name, authority, wanted).await?;
         let stream = match existing {
             None => caller.bounded("stream_create", js.create_stream(config)).await?,
@@ -164,14 +167,31 @@ impl Events {
             ..Default::default()
         };
         let caller = &self.caller;
-        let mut consumer = caller.call_read("history_consumer", self.stream.create_consumer(config)).await?;
+        let consumer = caller.call_read("history_consumer", self.stream.create_consumer(config)).await?;
+        let name = consumer.cached_info().name.clone();
+        let read = self.newest(consumer, limit).await;
+        // Not left behind for the server to time out: one consumer per history read would pile up.
+        let _ = caller.bounded("history_cleanup", self.stream.delete_consumer(&name)).await;
+        read
+    }
+
+    /// Reads the consumer to its end, keeping the newest `limit` events, within a deadline of
+    /// twice the request timeout. The stream keeps at most `events.max_per_user` events of each
+    /// kind per user, which bounds the read.
+    async fn newest(
+        &self,
+        mut consumer: jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
+        limit: usize,
+    ) -> Result<Vec<PresenceEvent>, EventError> {
+        let caller = &self.caller;
+        let deadline = tokio::time::Instant::now() + caller.timeout() * 2;
         let pending = caller.call_read("history_info", consumer.info()).await?.num_pending as usize;
         let mut newest = std::collections::VecDeque::with_capacity(limit.min(pending));
         if pending > 0 {
             let mut messages = caller.call_read("history_messages", consumer.messages()).await?;
             let mut seen = 0;
             while seen < pending {
-                let next = tokio::time::timeout(caller.timeout(), messages.next()).await;
+                let next = tokio::time::timeout_at(deadline, messages.next()).await;
                 let Ok(Some(Ok(message))) = next else {
                     return Err(EventError::CutShort { read: seen, pending });
                 };

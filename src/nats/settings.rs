@@ -91,12 +91,24 @@ pub(crate) struct Shared {
     pub replicas: usize,
     /// `max_age`; zero means no limit.
     pub retention: Duration,
+    /// Messages kept per subject; zero (or less) means no limit.
+    pub per_subject: i64,
 }
 
 impl From<&stream::Config> for Shared {
     fn from(c: &stream::Config) -> Self {
-        Self { replicas: c.num_replicas.max(1), retention: c.max_age }
+        Self {
+            replicas: c.num_replicas.max(1),
+            retention: c.max_age,
+            per_subject: c.max_messages_per_subject.max(0),
+        }
     }
+}
+
+/// Whether a limit (0 for none) goes down: finite below the old one, or finite after none.
+fn lowers<T: PartialOrd + Default>(existing: T, wanted: T) -> bool {
+    let none = T::default();
+    wanted != none && (existing == none || wanted < existing)
 }
 
 fn retention_text(d: Duration) -> String {
@@ -119,6 +131,17 @@ pub(crate) fn reduction(name: &str, existing: Shared, wanted: Shared) -> Option<
             retention_text(wanted.retention)
         ));
     }
+    if lowers(existing.per_subject, wanted.per_subject) {
+        why.push(format!(
+            "keep fewer messages per subject ({} instead of {}; older ones would be deleted)",
+            wanted.per_subject,
+            if existing.per_subject == 0 {
+                "unlimited".to_string()
+            } else {
+                existing.per_subject.to_string()
+            }
+        ));
+    }
     (!why.is_empty()).then(|| {
         format!(
             "this configuration would {} of `{name}`; refused. Set nats.allow_settings_reduction: true \
@@ -133,6 +156,12 @@ pub(crate) fn differences(existing: Shared, configured: Shared) -> Vec<String> {
     let mut out = Vec::new();
     if existing.replicas != configured.replicas {
         out.push(format!("replicas {} (configured here: {})", existing.replicas, configured.replicas));
+    }
+    if existing.per_subject != configured.per_subject {
+        out.push(format!(
+            "{} per subject (configured here: {})",
+            existing.per_subject, configured.per_subject
+        ));
     }
     if existing.retention != configured.retention {
         out.push(format!(
@@ -151,7 +180,7 @@ mod tests {
     const DAY: Duration = Duration::from_secs(86_400);
 
     fn shared(replicas: usize, days: u64) -> Shared {
-        Shared { replicas, retention: DAY * days as u32 }
+        Shared { replicas, retention: DAY * days as u32, per_subject: 0 }
     }
 
     #[test]
@@ -162,5 +191,9 @@ mod tests {
         assert!(reduction("s", shared(1, 7), shared(3, 30)).is_none());
         assert!(reduction("s", shared(1, 7), shared(1, 0)).is_none(), "finite to unlimited");
         assert_eq!(differences(shared(3, 30), shared(1, 30)).len(), 1);
+        let capped = |n| Shared { per_subject: n, ..shared(1, 30) };
+        assert!(reduction("s", capped(0), capped(1000)).unwrap().contains("per subject"));
+        assert!(reduction("s", capped(1000), capped(500)).is_some());
+        assert!(reduction("s", capped(1000), capped(0)).is_none());
     }
 }

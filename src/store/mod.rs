@@ -114,7 +114,7 @@ impl PresenceStore {
         caller: Caller,
         authority: Authority,
     ) -> Result<Self, StoreError> {
-        let wanted = Shared { replicas: cfg.replicas, retention: cfg.retention };
+        let wanted = Shared { replicas: cfg.replicas, retention: cfg.retention, per_subject: 1 };
         let stream = format!("KV_{}", cfg.bucket);
         settings::check(js, &caller, &stream, authority, wanted).await?;
         if authority == Authority::Bind {

@@ -341,3 +341,57 @@ async fn the_expiry_schedule_holds_one_entry_per_user_not_per_write() {
     writer.stop().await;
     watcher.stop().await;
 }
+
+/// A history read is bounded: the audit log keeps the newest `events.max_per_user` events of
+/// each kind per user, and the read leaves no consumer behind.
+#[tokio::test]
+async fn history_reads_are_bounded_and_leave_nothing_behind() {
+    let app = TestApp::spawn_with(|c| {
+        c.events.max_per_user = 5;
+        c.rate_limit.enabled = false;
+    })
+    .await;
+    for i in 0..12 {
+        app.set("hal", json!({"status": "online", "message": format!("m{i}")})).await;
+    }
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url(&app)).await.unwrap());
+    let state = |js: async_nats::jetstream::Context| async move {
+        js.get_stream("PRESENCE_EVENTS").await.ok()?.info().await.ok().map(|i| i.state.clone())
+    };
+    eventually(Duration::from_secs(5), "the log holds the newest five", || async {
+        (state(js.clone()).await?.messages == 5).then_some(())
+    })
+    .await;
+    let (status, body) = json_of(app.history("hal", Some(1000)).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let messages: Vec<&str> = body["data"]["hal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["presence"]["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["m11", "m10", "m9", "m8", "m7"]);
+    eventually(Duration::from_secs(3), "no consumer left behind", || async {
+        (state(js.clone()).await?.consumer_count == 0).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+/// History reads and erasures are owner operations under the per-user limit.
+#[tokio::test]
+async fn history_and_erasure_are_rate_limited_per_user() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limit.writes_per_second = 1;
+        c.rate_limit.write_burst = 2;
+    })
+    .await;
+    let statuses =
+        |responses: Vec<reqwest::Response>| responses.iter().map(|r| r.status().as_u16()).collect::<Vec<_>>();
+    let history =
+        vec![app.history("ned", None).await, app.history("ned", None).await, app.history("ned", None).await];
+    assert_eq!(statuses(history), [200, 200, 429]);
+    let erasures = vec![app.erase("ole").await, app.erase("ole").await, app.erase("ole").await];
+    assert_eq!(statuses(erasures), [200, 200, 429]);
+    app.stop().await;
+}
