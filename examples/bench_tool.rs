@@ -115,8 +115,8 @@ async fn kv(args: &[String]) {
                     } else if op == "put-event" {
                         kv.put(key.clone(), value_of_200_bytes(i)).await.unwrap();
                         let event = bytes::Bytes::from(vec![b'x'; 500]);
-                        let ack = js.publish(format!("ceiling.events.{key}"), event).await.unwrap();
-                        tokio::spawn(async move { ack.await.unwrap() });
+                        // Acknowledged before the next write, as the service does before its 200.
+                        js.publish(format!("ceiling.events.{key}"), event).await.unwrap().await.unwrap();
                     } else {
                         kv.get(key).await.unwrap();
                     }

@@ -10,7 +10,9 @@
 //! - A write goes to the store and, once acknowledged, into this node's cache and expiry schedule
 //!   before the answer goes out (read-your-writes), and its update event is published. While NATS
 //!   is unreachable it fails at once.
-//! - Erasure removes the user's events from the audit log, then the KV record with its history.
+//! - Erasure removes the KV record with its history, then the user's events from the audit log.
+//!   Every write's event is stored before its 200, so nothing a client was told about outlives
+//!   an erasure that came after.
 
 use std::{sync::Arc, time::Duration};
 
@@ -186,7 +188,7 @@ impl Directory {
     }
 
     /// What follows a write JetStream holds: this node's cache and expiry schedule, and the
-    /// update event.
+    /// update event, stored in the audit log.
     async fn stored(
         &self,
         user: &UserId,
@@ -213,7 +215,9 @@ impl Directory {
             actor: actor.to_string(),
             timestamp: now,
         };
-        self.events.publish(&event, None, false).await;
+        // Stored before the answer goes out: a 200 means the record and its event are both in
+        // JetStream, so an erasure that follows finds and removes both.
+        self.events.publish(&event, format!("update-{user}-{revision}")).await;
         presence
     }
 
@@ -259,12 +263,13 @@ impl Directory {
         Ok(events)
     }
 
-    /// Erases `user`: their events in the audit log, then the KV record and its history.
+    /// Erases `user`: the KV record with its history, then their events in the audit log.
     pub(crate) async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
         self.guard()?;
         let erased = async {
-            let events = self.events.erase(user).await?;
+            // The record first: from then on no node serves the user, then the audit log.
             self.store.purge(user).await?;
+            let events = self.events.erase(user).await?;
             // A tombstone at the purge's revision: no older load or watched change can bring the
             // user back into this node's cache.
             let previous = self.cache.peek(user).await;

@@ -13,6 +13,7 @@ use async_nats::jetstream::{
     message::PublishMessage,
     stream::{self, StorageType},
 };
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ use crate::{
     },
     telemetry::{Metrics, chain},
 };
+
+/// How long an event that the audit log did not confirm is sent again.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// The actor of system-made changes (expiry).
 pub(crate) const SYSTEM_ACTOR: &str = "system";
@@ -129,29 +133,38 @@ impl Events {
         Ok(Self { js, stream: Arc::new(stream), caller, metrics })
     }
 
-    /// Publishes `event` and, unless `wait` is false, waits for the stream's acknowledgement.
-    /// `dedup` becomes the message id, so that a retried publish is stored once.
-    pub(crate) async fn publish(&self, event: &PresenceEvent, dedup: Option<String>, wait: bool) {
-        let payload = serde_json::to_vec(event).expect("events serialize");
-        let mut publish = PublishMessage::build().payload(payload.into());
-        if let Some(id) = dedup {
-            publish = publish.message_id(id);
-        }
-        let ack = match self.caller.bounded("publish", self.js.send_publish(event.subject(), publish)).await {
-            Ok(ack) => ack,
-            Err(e) => return failed(&self.metrics, &event.user_id, &e),
-        };
-        let (caller, metrics, user) = (self.caller.clone(), self.metrics.clone(), event.user_id.clone());
-        let confirm = async move {
-            if let Err(e) = caller.bounded("publish_ack", ack).await {
-                failed(&metrics, &user, &e);
+    /// Publishes `event` under the message id `id` and waits until the audit log stored it. If
+    /// that fails, the same message is sent again in the background for a while (JetStream
+    /// stores it once, however often it arrives within its duplicate window); true when it was
+    /// stored at the first try.
+    pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) -> bool {
+        let payload = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
+        let subject = event.subject();
+        let Err(e) = self.send(&subject, &payload, &id).await else { return true };
+        tracing::warn!(user = %event.user_id, error = %chain(&e), "presence event not stored yet; retrying");
+        let this = self.clone();
+        let user = event.user_id.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + RETRY_FOR;
+            let mut wait = Duration::from_millis(200);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                if this.send(&subject, &payload, &id).await.is_ok() {
+                    return;
+                }
             }
-        };
-        if wait {
-            confirm.await;
-        } else {
-            tokio::spawn(confirm);
-        }
+            this.metrics.events_failed.inc();
+            tracing::error!(user = %user, id = %id, "presence event lost: the audit log did not store it");
+        });
+        false
+    }
+
+    async fn send(&self, subject: &str, payload: &Bytes, id: &str) -> Result<(), CallError> {
+        let message = PublishMessage::build().payload(payload.clone()).message_id(id);
+        let ack = self.caller.bounded("publish", self.js.send_publish(subject.to_string(), message)).await?;
+        self.caller.bounded("publish_ack", ack).await?;
+        Ok(())
     }
 
     /// The newest `limit` events of `user`, newest first.
@@ -215,9 +228,4 @@ impl Events {
         let purge = async { self.stream.purge().filter(format!("presence.*.{user}")).await };
         Ok(self.caller.call("events_purge", purge).await?.purged)
     }
-}
-
-fn failed(metrics: &Metrics, user: &str, error: &CallError) {
-    metrics.events_failed.inc();
-    tracing::warn!(user, error = %chain(error), "could not publish or confirm a presence event");
 }

@@ -117,8 +117,7 @@ impl Expirer {
             actor: SYSTEM_ACTOR.into(),
             timestamp: now,
         };
-        let dedup = format!("expire-{}-{revision}", held.user);
-        self.events.publish(&event, Some(dedup), true).await;
+        self.events.publish(&event, format!("expire-{}-{revision}", held.user)).await;
         Ok(())
     }
 }

@@ -119,3 +119,32 @@ async fn a_flood_of_unknown_ids_is_charged_per_miss_and_cannot_fill_the_cache() 
     assert!(cache["entries"].as_u64().unwrap() <= 1500, "{cache}");
     app.stop().await;
 }
+
+/// An erasure right after a write whose event crossed a slow link: a write at a leaf (40 ms of
+/// latency each way to the center, and more) answered 200, then the user is erased at the center.
+/// Nothing of the write may turn up afterwards: not the record, not its event in the audit log.
+#[tokio::test]
+async fn an_erasure_right_after_a_write_across_a_slow_link_leaves_nothing() {
+    let center = TestApp::spawn().await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    let leaf = crate::helpers::leaf_app(proxy.port, "slow-leaf", "far-away").await;
+    leaf.set("eva", json!({"status": "online"})).await;
+    proxy.delay(Duration::from_millis(300), Duration::from_millis(300));
+    leaf.set("eva", json!({"status": "busy", "message": "secret"})).await;
+    assert_eq!(center.erase("eva").await.status(), StatusCode::OK);
+    proxy.delay(Duration::ZERO, Duration::ZERO);
+    // A late event would land within the link's delay; watch the history for three times that.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let (status, body) = json_of(center.history("eva", None).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["data"]["eva"], json!([]), "an event outlived the erasure");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(Duration::from_secs(10), "the leaf lets go of the user", || async {
+        (leaf.read("eva").await.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    leaf.stop().await;
+    center.stop().await;
+}
