@@ -6,7 +6,6 @@ mod startup;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -15,8 +14,8 @@ use crate::{
     directory::Directory,
     health::Health,
     http::{
-        self, AccessLog, AppState, RateLimits, Shared,
-        listener::{ClientAddr, CountingListener},
+        self, AccessLog, AppState, RateLimits, Shared, Timeouts,
+        listener::{Caps, CountingListener},
     },
     nats::{self, EmbeddedServer},
     telemetry::Metrics,
@@ -34,6 +33,7 @@ pub struct Application {
     client: async_nats::Client,
     embedded: Option<EmbeddedServer>,
     background: Background,
+    metrics: Arc<Metrics>,
     config: Config,
 }
 
@@ -105,13 +105,20 @@ impl Application {
             auth,
             limits: RateLimits::new(&config.rate_limit),
             access: AccessLog::new(&config.logging),
+            body_timeout: config.service.body_timeout,
             metrics: metrics.clone(),
             default_ttl: config.nats.kv.ttl,
         });
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
-        let listener = CountingListener::new(tcp, metrics.open_connections.clone());
+        let caps = Caps {
+            total: config.service.max_connections,
+            per_ip: config.service.max_connections_per_ip,
+            exempt: config.rate_limit.trusted_proxies.clone(),
+        };
+        let listener = CountingListener::new(tcp, caps, metrics.clone());
         let router = http::router(state);
-        Ok(Self { listener, local_addr, router, client, embedded: embedded.take(), background, config })
+        let embedded = embedded.take();
+        Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -129,13 +136,12 @@ impl Application {
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), node_id = %self.config.node_id(), "serving");
-        let serve =
-            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<ClientAddr>())
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future();
-        let grace = self.config.service.shutdown_timeout;
+        let service = &self.config.service;
+        let timeouts = Timeouts { header: service.header_timeout, idle: service.idle_timeout };
+        let serve = http::serve(self.listener, self.router, timeouts, self.metrics, stop.clone());
+        let grace = service.shutdown_timeout;
         let served = tokio::select! {
-            result = serve => result.context("HTTP server failed"),
+            () = serve => Ok(()),
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "requests still in flight after the shutdown timeout; closing");
                 Ok(())

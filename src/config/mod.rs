@@ -99,6 +99,24 @@ impl Config {
         if !id.is_empty() && !is_valid_token(id) {
             return fail("service.node_id", TOKEN_RULE);
         }
+        let service = &self.service;
+        for (key, value) in [
+            ("service.header_timeout", service.header_timeout),
+            ("service.body_timeout", service.body_timeout),
+            ("service.idle_timeout", service.idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return fail(key, "must be at least 100ms");
+            }
+        }
+        if service.max_connections == 0 || service.max_connections_per_ip == 0 {
+            let key = if service.max_connections == 0 {
+                "service.max_connections"
+            } else {
+                "service.max_connections_per_ip"
+            };
+            return fail(key, "must be at least 1");
+        }
         Ok(())
     }
 

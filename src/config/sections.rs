@@ -87,6 +87,21 @@ pub struct ServiceConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "units::duration")]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers; also how long a kept-alive
+    /// connection may wait for its next request.
+    #[serde(with = "units::duration")]
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive in full (408 after that).
+    #[serde(with = "units::duration")]
+    pub body_timeout: Duration,
+    /// A connection that moves no byte in either direction for this long is closed.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// Open connections in all; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Open connections from one client address (trusted proxies excepted); more are answered
+    /// 429 and closed.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServiceConfig {
@@ -100,6 +115,11 @@ impl Default for ServiceConfig {
             node_id: String::new(),
             region: None,
             shutdown_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }

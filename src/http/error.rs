@@ -34,6 +34,8 @@ pub(crate) enum ApiError {
     MethodNotAllowed,
     #[error("request body too large: at most 16 KiB for a write, 144 KiB for a batch read")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("too many requests, retry after {0} s")]
@@ -57,6 +59,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +80,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable | ApiError::OutcomeUnknown => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RequestTimeout => {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::TooManyRequests(secs) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

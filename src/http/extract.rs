@@ -12,18 +12,25 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
 use crate::model::UserId;
+use crate::telemetry::metrics::ReasonLabels;
 
 /// `axum::Json` with the envelope: 415 without a JSON content type, 413 over the body limit,
-/// 400 for malformed JSON or a body of the wrong shape.
+/// 400 for malformed JSON or a body of the wrong shape, 408 when the body does not arrive within
+/// `service.body_timeout`.
 pub(crate) struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let read = axum::Json::<T>::from_request(req, state);
+        match tokio::time::timeout(state.body_timeout, read).await {
+            Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => Err(json_rejection(rejection)),
+            Err(_) => {
+                state.metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "body" }).inc();
+                Err(ApiError::RequestTimeout)
+            }
         }
     }
 }

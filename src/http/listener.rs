@@ -1,76 +1,219 @@
-//! The HTTP listener: a TCP listener that counts open connections for `/metrics` and hands each
-//! connection's peer address to the handlers (for per-IP rate limits).
+//! The HTTP listener: accepts TCP connections within the caps (`service.max_connections` in all,
+//! `service.max_connections_per_ip` per client address), counts them for `/metrics`, and tracks
+//! when each last moved a byte (for the idle timeout). A connection over a cap gets a JSON 503
+//! (all full) or 429 (too many from that address) and is closed, without reaching hyper.
 
 use std::{
+    collections::HashMap,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
     task::{Context, Poll},
+    time::Duration,
 };
 
-use axum::{extract::connect_info::Connected, serve::IncomingStream};
+use ipnet::IpNet;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
+    time::Instant,
 };
 
-/// The peer address of a connection, as `ConnectInfo<ClientAddr>`.
+use crate::telemetry::{Metrics, metrics::ReasonLabels};
+
+/// The peer address of a connection, as `ConnectInfo<ClientAddr>` in each request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub SocketAddr);
 
+/// The connection caps.
+#[derive(Debug, Clone)]
+pub(crate) struct Caps {
+    pub total: usize,
+    pub per_ip: usize,
+    /// Addresses the per-IP cap does not apply to: the trusted proxies, whose one address stands
+    /// for many clients.
+    pub exempt: Vec<IpNet>,
+}
+
 pub(crate) struct CountingListener {
     inner: TcpListener,
+    caps: Caps,
     open: Gauge,
+    metrics: Arc<Metrics>,
+    counts: Arc<Counts>,
+    epoch: Instant,
+}
+
+/// Open connections, in all and by peer address.
+#[derive(Default)]
+struct Counts {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl CountingListener {
-    pub(crate) fn new(inner: TcpListener, open: Gauge) -> Self {
-        Self { inner, open }
+    pub(crate) fn new(inner: TcpListener, caps: Caps, metrics: Arc<Metrics>) -> Self {
+        let open = metrics.open_connections.clone();
+        Self { inner, caps, open, metrics, counts: Arc::default(), epoch: Instant::now() }
     }
-}
 
-impl axum::serve::Listener for CountingListener {
-    type Io = CountedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection within the caps.
+    pub(crate) async fn accept(&mut self) -> (CountedStream, SocketAddr) {
         loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.open.inc();
-                    return (CountedStream { inner: stream, open: self.open.clone() }, addr);
-                }
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
                 // Out of file descriptors and the like: back off briefly, as axum's own listener does.
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match self.admit(peer.ip()) {
+                Ok(ip) => {
+                    self.open.inc();
+                    let activity = Arc::new(AtomicU64::new(0));
+                    let counted = CountedStream {
+                        inner: stream,
+                        open: self.open.clone(),
+                        counts: self.counts.clone(),
+                        ip,
+                        epoch: self.epoch,
+                        activity,
+                    };
+                    counted.touch();
+                    return (counted, peer);
+                }
+                Err(refusal) => {
+                    self.metrics
+                        .http_connections_refused
+                        .get_or_create(&ReasonLabels { reason: refusal.reason })
+                        .inc();
+                    tokio::spawn(refusal.answer(stream));
                 }
             }
         }
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+    /// Takes a slot for a connection from `ip`: which per-IP slot it holds (none if exempt).
+    fn admit(&self, ip: IpAddr) -> Result<Option<IpAddr>, Refusal> {
+        let ip = ip.to_canonical();
+        if self.counts.total.fetch_add(1, Relaxed) >= self.caps.total {
+            self.counts.total.fetch_sub(1, Relaxed);
+            return Err(Refusal {
+                reason: "total",
+                status: "503 Service Unavailable",
+                error: "too many connections",
+            });
+        }
+        if self.caps.exempt.iter().any(|net| net.contains(&ip)) {
+            return Ok(None);
+        }
+        let mut per_ip = self.counts.per_ip.lock().expect("connection counts lock");
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.caps.per_ip {
+            drop(per_ip);
+            self.counts.total.fetch_sub(1, Relaxed);
+            return Err(Refusal {
+                reason: "per_ip",
+                status: "429 Too Many Requests",
+                error: "too many connections from this address",
+            });
+        }
+        *count += 1;
+        Ok(Some(ip))
     }
 }
 
-impl Connected<IncomingStream<'_, CountingListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
+/// A connection turned away, and the answer it gets.
+struct Refusal {
+    reason: &'static str,
+    status: &'static str,
+    error: &'static str,
+}
+
+impl Refusal {
+    /// Writes a JSON error and closes, reading what the client sent meanwhile so that the close
+    /// is not a reset that could swallow the answer. At most a second of work.
+    async fn answer(self, mut stream: TcpStream) {
+        let body = serde_json::json!({"success": false, "error": self.error}).to_string();
+        let response = format!(
+            "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\n\
+             connection: close\r\n\r\n{body}",
+            self.status,
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(response.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            io::Result::Ok(())
+        })
+        .await;
     }
 }
 
-/// A TCP stream that counts itself out of the open-connections gauge when dropped.
+/// An admitted connection: counted out of the gauge and the caps when dropped, and stamped with
+/// the time of its last byte in or out.
 pub(crate) struct CountedStream {
     inner: TcpStream,
     open: Gauge,
+    counts: Arc<Counts>,
+    ip: Option<IpAddr>,
+    epoch: Instant,
+    activity: Arc<AtomicU64>,
+}
+
+/// When a connection last moved a byte.
+#[derive(Clone)]
+pub(crate) struct Activity {
+    epoch: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    pub(crate) fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Relaxed))
+    }
+}
+
+impl CountedStream {
+    pub(crate) fn activity(&self) -> Activity {
+        Activity { epoch: self.epoch, last_ms: self.activity.clone() }
+    }
+
+    fn touch(&self) {
+        self.activity.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    fn moved<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if matches!(poll, Poll::Ready(Ok(_))) {
+            self.touch();
+        }
+        poll
+    }
 }
 
 impl Drop for CountedStream {
     fn drop(&mut self) {
         self.open.dec();
+        self.counts.total.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.counts.per_ip.lock().expect("connection counts lock");
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -80,13 +223,15 @@ impl AsyncRead for CountedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.moved(poll)
     }
 }
 
 impl AsyncWrite for CountedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.moved(poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -102,7 +247,8 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.moved(poll)
     }
 
     fn is_write_vectored(&self) -> bool {

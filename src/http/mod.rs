@@ -10,6 +10,7 @@ mod limits;
 pub(crate) mod listener;
 pub(crate) mod openapi;
 pub(crate) mod presence;
+mod server;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
@@ -26,6 +27,7 @@ pub(crate) use access::AccessLog;
 pub(crate) use auth::Owner;
 pub(crate) use error::{ApiError, ErrorResponse};
 pub(crate) use limits::RateLimits;
+pub(crate) use server::{Timeouts, serve};
 
 use crate::{
     auth::Authenticator,
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// `nats.kv.ttl`: the ttl of a write that names none.
     pub default_ttl: Duration,
+    /// `service.body_timeout`.
+    pub body_timeout: Duration,
 }
 
 impl AppState {

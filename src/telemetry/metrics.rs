@@ -49,8 +49,16 @@ pub(crate) struct Metrics {
     pub expired: Counter,
     pub events_failed: Counter,
     pub tokens_refused: Counter,
+    pub http_connections_refused: Family<ReasonLabels, Counter>,
+    pub http_timeouts: Family<ReasonLabels, Counter>,
     pub expiry_scheduled: Gauge,
     pub clock_offset: Gauge<f64, AtomicU64>,
+}
+
+/// Why a connection was refused or closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +89,8 @@ impl Metrics {
             expired: Counter::default(),
             events_failed: Counter::default(),
             tokens_refused: Counter::default(),
+            http_connections_refused: Family::default(),
+            http_timeouts: Family::default(),
             expiry_scheduled: Gauge::default(),
             clock_offset: Gauge::default(),
         };
