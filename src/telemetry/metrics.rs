@@ -151,6 +151,16 @@ impl Metrics {
             m.tokens_refused.clone(),
         );
         r.register(
+            "http_connections_refused",
+            "Connections turned away at a cap (reason: total, per_ip)",
+            m.http_connections_refused.clone(),
+        );
+        r.register(
+            "http_timeouts",
+            "Connections closed or requests answered 408 for slowness (reason: header, body, idle)",
+            m.http_timeouts.clone(),
+        );
+        r.register(
             "expiry_scheduled",
             "Revisions waiting in this node's expiry schedule",
             m.expiry_scheduled.clone(),

@@ -4,6 +4,7 @@ mod auth;
 mod config;
 mod errors;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod presence;

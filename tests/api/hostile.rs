@@ -1,0 +1,164 @@
+//! Clients that hold connections open without finishing their requests, or open too many: each
+//! is cut off within the configured time or turned away, and the node keeps serving others.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::{TestApp, mint};
+
+/// Reads until the server closes the connection (or `limit` passes: then panics); returns what
+/// it sent and when it closed.
+async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await;
+        match read.expect("the server keeps a stalled connection open") {
+            Ok(0) | Err(_) => return (String::from_utf8_lossy(&received).into_owned(), started.elapsed()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.addr).await.unwrap()
+}
+
+fn quick() -> impl FnOnce(&mut presence::config::Config) {
+    |c| {
+        c.service.header_timeout = Duration::from_secs(1);
+        c.service.body_timeout = Duration::from_secs(1);
+        c.service.idle_timeout = Duration::from_secs(2);
+    }
+}
+
+async fn metric(app: &TestApp, series: &str) -> u64 {
+    let text = app.metrics().await;
+    text.lines().find_map(|l| l.strip_prefix(series)).map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[tokio::test]
+async fn half_sent_headers_are_cut_off_after_the_header_timeout() {
+    let app = TestApp::spawn_with(quick()).await;
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let mut stream = connect(&app).await;
+        stream.write_all(b"GET /api/v2/presence/x HTTP/1.1\r\nHost: a\r\nX-Pad: ").await.unwrap();
+        stream.write_all(&vec![b'a'; 16 * 1024]).await.unwrap();
+        stalled.push(stream);
+    }
+    assert_eq!(app.read("x").await.status(), StatusCode::NOT_FOUND, "others are still served");
+    for stream in &mut stalled {
+        let (_, after) = until_closed(stream, Duration::from_secs(5)).await;
+        assert!(after < Duration::from_secs(4), "closed after {after:?}");
+    }
+    assert!(metric(&app, "presence_http_timeouts_total{reason=\"header\"} ").await >= 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let app = TestApp::spawn_with(quick()).await;
+    let mut stream = connect(&app).await;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let (received, after) = until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert!(
+        after < Duration::from_secs(4),
+        "a kept-alive connection waits no longer than the header timeout"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_gets_408() {
+    let app = TestApp::spawn_with(quick()).await;
+    let mut stream = connect(&app).await;
+    let head = format!(
+        "PUT /api/v2/presence/slow HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"status\":",
+        mint("slow")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (received, after) = until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(received.starts_with("HTTP/1.1 408"), "{received}");
+    let body: Value = serde_json::from_str(received.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["success"], false);
+    assert!(after < Duration::from_secs(4), "{after:?}");
+    assert_eq!(app.read("slow").await.status(), StatusCode::NOT_FOUND, "nothing was stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(|c| {
+        quick()(c);
+        c.rate_limit.enabled = false;
+    })
+    .await;
+    let ids: Vec<String> = (0..1000).map(|i| format!("{i:0>120}")).collect();
+    let body = json!({"user_ids": ids}).to_string();
+    let request = format!(
+        "POST /api/v2/presence/batch HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = connect(&app).await;
+    // Ask for ~140 KB answers over and over without reading any: the socket buffers fill, the
+    // server's writes stall, and the connection moves no byte.
+    let started = Instant::now();
+    let pipelined = async {
+        loop {
+            stream.write_all(request.as_bytes()).await?;
+        }
+        #[allow(unreachable_code)]
+        std::io::Result::Ok(())
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(15), pipelined).await;
+    assert!(ended.is_ok(), "the server never gave up on a client that does not read");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(metric(&app, "presence_http_timeouts_total{reason=\"idle\"} ").await >= 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_caps_are_turned_away_with_json() {
+    let app = TestApp::spawn_with(|c| {
+        c.service.max_connections_per_ip = 4;
+        c.service.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect(&app).await);
+    }
+    let mut extra = connect(&app).await;
+    let (received, _) = until_closed(&mut extra, Duration::from_secs(5)).await;
+    assert!(received.starts_with("HTTP/1.1 429"), "{received}");
+    let body: Value = serde_json::from_str(received.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["success"], false);
+    drop(held.pop());
+    let health = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match app.http.get(app.url("/health")).send().await {
+                Ok(r) if r.status() == StatusCode::OK => return,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    health.await.expect("a freed slot serves again");
+    assert!(metric(&app, "presence_http_connections_refused_total{reason=\"per_ip\"} ").await >= 1);
+    app.stop().await;
+
+    let app = TestApp::spawn_with(|c| c.service.max_connections = 2).await;
+    let _held: Vec<TcpStream> = vec![connect(&app).await, connect(&app).await];
+    let mut extra = connect(&app).await;
+    let (received, _) = until_closed(&mut extra, Duration::from_secs(5)).await;
+    assert!(received.starts_with("HTTP/1.1 503"), "{received}");
+}
