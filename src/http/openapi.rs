@@ -1,7 +1,13 @@
 //! The OpenAPI 3 document of the API, generated from the handlers' annotations and the types they
-//! exchange, served at `/api/v2/openapi.json`.
+//! exchange, then refined ([`refine`]) with what the annotations cannot say: the user id's
+//! pattern wherever one appears, list sizes, the message's character rules, and the operations
+//! of the user named `batch`. Served at `/api/v2/openapi.json`; a schema-driven fuzzer
+//! (schemathesis, in `.ci/run`) holds the API to it.
+
+use std::sync::OnceLock;
 
 use axum::{Json, Router, routing::get};
+use serde_json::{Value, json};
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -46,5 +52,73 @@ impl Modify for BearerAuth {
 }
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v2/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+    Router::new().route("/api/v2/openapi.json", get(|| async { Json(document()) }))
+}
+
+/// The served document, built once.
+pub(crate) fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        refine(&mut doc);
+        doc
+    })
+}
+
+/// A user id: DECISIONS section 3, as `model::UserId::parse` checks it.
+const USER_ID: &str = "^[A-Za-z0-9_-]{1,128}$";
+/// A `?users=` list: 1 to 1000 ids, within what a URI can hold (65,534 bytes in all).
+const USER_LIST: &str = "^[A-Za-z0-9_-]{1,128}(,[A-Za-z0-9_-]{1,128}){0,999}$";
+const USER_LIST_MAX_LENGTH: u64 = 60_000;
+/// A status message: none of the characters `PresenceUpdate::new` refuses (control, bidi,
+/// invisible, separators; the zero-width joiner, allowed there between emoji, is left out here).
+const MESSAGE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$";
+
+/// What the annotations cannot express.
+fn refine(doc: &mut Value) {
+    let user_id = json!({"type": "string", "pattern": USER_ID, "minLength": 1, "maxLength": 128});
+    for path in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for operation in path.as_object_mut().expect("a path item").values_mut() {
+            let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for parameter in parameters {
+                match parameter["name"].as_str() {
+                    Some("user_id") => parameter["schema"] = user_id.clone(),
+                    Some("users") => {
+                        parameter["required"] = json!(true);
+                        parameter["schema"] = json!({"type": "string", "pattern": USER_LIST, "maxLength": USER_LIST_MAX_LENGTH});
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    let ids = &mut schemas["BatchRequest"]["properties"]["user_ids"];
+    ids["minItems"] = json!(1);
+    ids["maxItems"] = json!(1000);
+    ids["items"] = user_id;
+    let body = &mut schemas["SetPresenceRequest"]["properties"];
+    body["status"]["enum"] = json!(["online", "away", "busy", "offline"]);
+    body["message"]["maxLength"] = json!(256);
+    body["message"]["pattern"] = json!(MESSAGE);
+    batch_user(doc);
+}
+
+/// `/api/v2/presence/batch` is also the path of the user named `batch`: its GET, PUT and DELETE
+/// are that user's, as the router serves them.
+fn batch_user(doc: &mut Value) {
+    let single = doc["paths"]["/api/v2/presence/{user_id}"].clone();
+    let batch = doc["paths"]["/api/v2/presence/batch"].as_object_mut().expect("the batch path");
+    for method in ["get", "put", "delete"] {
+        let mut operation = single[method].clone();
+        if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
+            parameters.retain(|p| p["name"] != "user_id");
+        }
+        operation["operationId"] = json!(format!("{method}_user_named_batch"));
+        operation["summary"] =
+            json!(format!("{} (the user named `batch`)", operation["summary"].as_str().unwrap_or("")));
+        batch.insert(method.into(), operation);
+    }
 }

@@ -121,6 +121,7 @@ pub(crate) struct BatchRequest {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UsersQuery {
     /// Comma-separated user ids, 1 to 1000 distinct.
     pub users: Option<String>,
@@ -242,8 +243,10 @@ pub(crate) async fn set_one(
 pub(crate) const MAX_HISTORY: usize = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
     /// How many of the newest events: 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
