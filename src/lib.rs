@@ -24,8 +24,9 @@
 //!   monitor (link checks, watcher lag, rebuild of a replaced bucket).
 //! - `directory`: the read and write paths: cache first, store behind, degradation without NATS.
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
-//! - `http`: the axum router, handlers, extractors (JSON, path, auth, rate limit), the JSON
-//!   error envelope, the OpenAPI document.
+//! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
+//!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,
+//!   the JSON error envelope, the OpenAPI document.
 //! - `app`: start-up in named steps and shutdown; tests go through the same path on port 0.
 //! - `cli`: the `presence` command line (`serve`, `token`); `main.rs` only calls it.
 //!

@@ -357,7 +357,8 @@ async fn read_many(
 ) -> Result<Response, ApiError> {
     let partial = state.directory.read_cached(users).await;
     limited.charge(state, partial.misses())?;
-    let found = state.directory.complete(partial).await;
+    // Boxed, as a single read's miss path is: its state is large and rarely needed.
+    let found = Box::pin(state.directory.complete(partial)).await;
     let now = Utc::now();
     let presences = found
         .entries
