@@ -13,10 +13,7 @@ use crate::{
     config::Config,
     directory::Directory,
     health::Health,
-    http::{
-        self, AccessLog, AppState, RateLimits, Shared, Timeouts,
-        listener::{Caps, CountingListener},
-    },
+    http::{self, AccessLog, AppState, RateLimits, Shared, Timeouts, listener::CountingListener},
     nats::{self, EmbeddedServer},
     telemetry::Metrics,
 };
@@ -73,8 +70,7 @@ impl Application {
         let coherent =
             startup::start_coherence(&config, storage, (&client, server_name), &metrics, &mut background);
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
-        let tcp = startup::bind(&config).await?;
-        let local_addr = tcp.local_addr()?;
+        let (listener, local_addr) = startup::listen(&config, &metrics).await?;
         let health = Health {
             node_id: node_id.clone(),
             node_type: config.service.node_type,
@@ -110,12 +106,6 @@ impl Application {
             default_ttl: config.nats.kv.ttl,
         });
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
-        let caps = Caps {
-            total: config.service.max_connections,
-            per_ip: config.service.max_connections_per_ip,
-            exempt: config.rate_limit.trusted_proxies.clone(),
-        };
-        let listener = CountingListener::new(tcp, caps, metrics.clone());
         let router = http::router(state);
         let embedded = embedded.take();
         Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config })

@@ -19,6 +19,7 @@ use crate::{
     cache::{ENTRY_OVERHEAD, Negative, PresenceCache},
     coherence,
     config::{CENTER_DOMAIN, Config, NodeType},
+    http::listener::{Caps, CountingListener},
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
@@ -194,12 +195,22 @@ pub(super) fn start_topology(
     registry
 }
 
-/// Step 6: the HTTP listener (port 0 lets the OS choose).
-pub(super) async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+/// Step 6: the HTTP listener (port 0 lets the OS choose), with its connection caps.
+pub(super) async fn listen(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(CountingListener, SocketAddr)> {
     let addr = SocketAddr::new(config.service.host, config.service.port);
-    TcpListener::bind(addr)
+    let tcp = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (service.host, service.port)"))
+        .with_context(|| format!("cannot listen on {addr} (service.host, service.port)"))?;
+    let local_addr = tcp.local_addr()?;
+    let caps = Caps {
+        total: config.service.max_connections,
+        per_ip: config.service.max_connections_per_ip,
+        exempt: config.rate_limit.trusted_proxies.clone(),
+    };
+    Ok((CountingListener::new(tcp, caps, metrics.clone()), local_addr))
 }
 
 /// The JWT secret: configured, or generated on first start into the data directory.

@@ -11,6 +11,7 @@
 //! Expiry is still evaluated at read time by [`crate::model::CompactPresence::view`]. See
 //! docs/architecture.md, "The cache".
 
+mod expiry;
 mod load;
 
 use std::{
@@ -18,23 +19,24 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use chrono::Utc;
-use moka::{Expiry, future::Cache, notification::RemovalCause};
+use moka::{future::Cache, notification::RemovalCause};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::{
-    model::{Record, Status, UserId},
+    model::{Record, UserId},
     telemetry::Metrics,
 };
 
 /// A cached record, shared with the readers that found it.
 pub(crate) type Entry = Arc<Record>;
+pub(crate) use expiry::Negative;
+use expiry::UntilPresenceExpires;
 
 /// moka's housekeeping (evictions, expirations, counts), as a periodic cleanup.
 pub(crate) const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
@@ -71,20 +73,6 @@ struct Counters {
     negative: AtomicU64,
 }
 
-/// How the cache treats "the bucket has nothing for this user" (`cache.negative_ttl`,
-/// `cache.max_negative_entries`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Negative {
-    pub ttl: Duration,
-    pub max: u64,
-}
-
-impl Default for Negative {
-    fn default() -> Self {
-        Self { ttl: Duration::from_secs(30), max: 100_000 }
-    }
-}
-
 /// The cache: a cheap `Clone` handle.
 #[derive(Clone)]
 pub(crate) struct PresenceCache {
@@ -108,39 +96,6 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 320;
 pub(crate) fn cost(key: &str, value: &Record) -> u32 {
     let message = value.presence.as_ref().and_then(|p| p.message.as_ref()).map_or(0, |m| m.len());
     (ENTRY_OVERHEAD + key.len() as u64 + message as u64) as u32
-}
-
-/// Expires a live presence's entry when the presence expires, and a "nothing here" entry after
-/// the negative ttl.
-struct UntilPresenceExpires {
-    negative_ttl: Duration,
-}
-
-impl UntilPresenceExpires {
-    fn remaining(&self, value: &Record) -> Option<Duration> {
-        let Some(p) = value.presence.as_ref() else { return Some(self.negative_ttl) };
-        if p.status == Status::Offline {
-            return None;
-        }
-        // Already expired: the entry holds the final state and may stay.
-        (p.expires_at - Utc::now()).to_std().ok()
-    }
-}
-
-impl Expiry<String, Entry> for UntilPresenceExpires {
-    fn expire_after_create(&self, _: &String, value: &Entry, _: Instant) -> Option<Duration> {
-        self.remaining(value)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        value: &Entry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.remaining(value)
-    }
 }
 
 impl PresenceCache {
@@ -277,7 +232,11 @@ impl PresenceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CompactPresence, PresenceUpdate, StoredPresence};
+    use std::time::Instant;
+
+    use chrono::Utc;
+
+    use crate::model::{CompactPresence, PresenceUpdate, Status, StoredPresence};
 
     fn presence(status: &str, ttl: i64) -> CompactPresence {
         let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();

@@ -6,6 +6,7 @@
 //! environment variables, command-line flags. See [`load`].
 
 mod load;
+mod nats;
 mod sections;
 pub mod units;
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use crate::model::{MAX_TTL, is_valid_token};
 
 pub use load::{ConfigError, Overrides, from_sources, load};
+pub use nats::*;
 pub use sections::*;
 
 #[derive(Debug, Clone, Default, Deserialize)]

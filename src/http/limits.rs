@@ -14,7 +14,7 @@ use governor::{
 use ipnet::IpNet;
 
 use super::{ApiError, AppState, listener::ClientAddr};
-use crate::{config::RateLimitConfig, telemetry::metrics::RateLabels};
+use crate::{config::RateLimitConfig, model::UserId, telemetry::metrics::RateLabels};
 
 pub(crate) struct RateLimits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -80,6 +80,14 @@ impl RateLimits {
     fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
+}
+
+/// An owner's writes, history reads and erasures share the per-user limit
+/// (`rate_limit.writes_per_second`, `write_burst`).
+pub(super) fn owner_limit(state: &AppState, user: &UserId) -> Result<(), ApiError> {
+    state.limits.check_write(user).inspect_err(|_| {
+        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
+    })
 }
 
 fn too_many(wait: Duration) -> ApiError {

@@ -9,6 +9,7 @@ mod health;
 mod limits;
 pub(crate) mod listener;
 pub(crate) mod openapi;
+mod owner;
 pub(crate) mod presence;
 mod server;
 

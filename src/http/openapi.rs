@@ -13,7 +13,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{AppState, health, presence};
+use super::{AppState, health, owner, presence};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,8 +23,8 @@ use super::{AppState, health, presence};
         presence::get_many,
         presence::batch,
         presence::set_one,
-        presence::history,
-        presence::erase,
+        owner::history,
+        owner::erase,
         health::health,
         health::nats,
         health::cache,

@@ -21,9 +21,7 @@ use super::{
 };
 use crate::{
     directory::Lookup,
-    lifecycle::events::PresenceEvent,
     model::{Presence, PresenceUpdate, UserId},
-    telemetry::metrics::RateLabels,
 };
 
 /// Set on reads answered from a cache that may miss updates (the node lost its NATS link).
@@ -37,8 +35,8 @@ pub(crate) const MAX_USERS_PER_READ: usize = 1000;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/presence", get(get_many))
-        .route("/api/v2/presence/{user_id}", get(get_one).put(set_one).delete(erase))
-        .route("/api/v2/presence/{user_id}/history", get(history))
+        .route("/api/v2/presence/{user_id}", get(get_one).put(set_one).delete(super::owner::erase))
+        .route("/api/v2/presence/{user_id}/history", get(super::owner::history))
         // `batch` is also a valid user id: GET, PUT and DELETE on it reach that user. Only the batch
         // read gets the larger body limit.
         .route(
@@ -47,7 +45,7 @@ pub(crate) fn routes() -> Router<AppState> {
                 .layer(DefaultBodyLimit::max(super::MAX_BATCH_BODY_BYTES))
                 .get(get_one)
                 .put(set_one)
-                .delete(erase),
+                .delete(super::owner::erase),
         )
 }
 
@@ -231,102 +229,12 @@ pub(crate) async fn set_one(
     Owner(user): Owner,
     ApiJson(body): ApiJson<SetPresenceRequest>,
 ) -> Result<Response, ApiError> {
-    owner_limit(&state, &user)?;
+    super::limits::owner_limit(&state, &user)?;
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let stored = state.directory.write(&user, update, &user).await?;
     let presence = stored.view(&user, Utc::now());
     Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())
-}
-
-/// Most events one history request may ask for.
-pub(crate) const MAX_HISTORY: usize = 1000;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct HistoryQuery {
-    /// How many of the newest events: 1 to 1000, default 50.
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<usize>,
-}
-
-/// A user's events, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct HistoryResponse {
-    /// Always `true`.
-    pub success: bool,
-    /// The user id, mapped to their events, newest first.
-    pub data: BTreeMap<String, Vec<PresenceEvent>>,
-}
-
-/// Your own presence history, from the audit log.
-#[utoipa::path(
-    get,
-    path = "/api/v2/presence/{user_id}/history",
-    params(("user_id" = String, Path, description = "Must equal the token's `sub`"), HistoryQuery),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The newest events, newest first", body = HistoryResponse),
-        (status = 400, description = "Invalid id or limit", body = super::ErrorResponse),
-        (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
-        (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
-        (status = 429, description = "Over the per-user limit (shared with writes and erasure)", body = super::ErrorResponse),
-        (status = 503, description = "NATS unreachable", body = super::ErrorResponse),
-    ),
-    tag = "presence"
-)]
-pub(crate) async fn history(
-    state: axum::extract::State<AppState>,
-    Owner(user): Owner,
-    ApiQuery(query): ApiQuery<HistoryQuery>,
-) -> Result<Json<HistoryResponse>, ApiError> {
-    owner_limit(&state, &user)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_HISTORY).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_HISTORY}")));
-    }
-    let events = state.directory.history(&user, limit).await?;
-    Ok(Json(HistoryResponse { success: true, data: BTreeMap::from([(user.to_string(), events)]) }))
-}
-
-/// The answer to an erasure.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErasedResponse {
-    /// Always `true`.
-    pub success: bool,
-}
-
-/// Erase your own presence and its history (see the README for what is and is not erased).
-#[utoipa::path(
-    delete,
-    path = "/api/v2/presence/{user_id}",
-    params(("user_id" = String, Path, description = "Must equal the token's `sub`")),
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Erased (also when there was nothing to erase)", body = ErasedResponse),
-        (status = 400, description = "Invalid id", body = super::ErrorResponse),
-        (status = 401, description = "Missing or invalid token", body = super::ErrorResponse),
-        (status = 403, description = "The token's subject is another user", body = super::ErrorResponse),
-        (status = 429, description = "Over the per-user limit (shared with writes and history)", body = super::ErrorResponse),
-        (status = 503, description = "NATS unreachable; erase again", body = super::ErrorResponse),
-    ),
-    tag = "presence"
-)]
-pub(crate) async fn erase(
-    state: axum::extract::State<AppState>,
-    Owner(user): Owner,
-) -> Result<Json<ErasedResponse>, ApiError> {
-    owner_limit(&state, &user)?;
-    state.directory.erase(&user).await?;
-    Ok(Json(ErasedResponse { success: true }))
-}
-
-/// An owner's writes, history reads and erasures share the per-user limit
-/// (`rate_limit.writes_per_second`, `write_burst`).
-fn owner_limit(state: &AppState, user: &UserId) -> Result<(), ApiError> {
-    state.limits.check_write(user).inspect_err(|_| {
-        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
-    })
 }
 
 /// Validates and de-duplicates a list of ids (first occurrence wins).

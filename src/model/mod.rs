@@ -4,10 +4,10 @@
 
 mod presence;
 mod record;
+mod update;
 mod user_id;
 
-pub(crate) use presence::{
-    CompactPresence, MAX_TTL, Presence, PresenceUpdate, Status, StoredPresence, rfc3339_millis,
-};
+pub(crate) use presence::{CompactPresence, Presence, Status, StoredPresence, rfc3339_millis};
 pub(crate) use record::Record;
+pub(crate) use update::{MAX_TTL, PresenceUpdate, UpdateError};
 pub(crate) use user_id::{UserId, is_valid_token};
