@@ -74,7 +74,7 @@ async fn kv(args: &[String]) {
     let op = arg(args, "--op").unwrap_or_else(|| "put".into());
     let concurrency = num(args, "--concurrency", 64);
     let seconds = num(args, "--seconds", 10);
-    let client = async_nats::connect(&url).await.unwrap();
+    let client = connect(&url).await;
     let js = jetstream::new(client);
     let kv = js
         .create_key_value(jetstream::kv::Config {
@@ -205,7 +205,7 @@ async fn preload(args: &[String]) {
     let expires_at = arg(args, "--expire-at-ms")
         .map(|ms| chrono::DateTime::from_timestamp_millis(ms.parse().unwrap()).unwrap())
         .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::days(7));
-    let client = async_nats::connect(&url).await.unwrap();
+    let client = connect(&url).await;
     let kv = jetstream::new(client).get_key_value("presence").await.unwrap();
     let started = Instant::now();
     use futures::StreamExt;
@@ -273,4 +273,20 @@ async fn propagation(args: &[String]) {
         hist.record((acked.elapsed().as_micros() as u64).max(1)).unwrap();
     }
     print_result("propagation", count as f64 / started.elapsed().as_secs_f64(), &hist);
+}
+
+/// A client of `url`, with the `user:password@` it may carry (async-nats ignores credentials
+/// written in a URL; the node's embedded server lets nobody in without them).
+async fn connect(url: &str) -> async_nats::Client {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let (user, password) = credentials.split_once(':').expect("user:password@");
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                .connect(format!("{scheme}://{host}"))
+                .await
+                .unwrap()
+        }
+        None => async_nats::connect(url).await.unwrap(),
+    }
 }

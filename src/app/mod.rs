@@ -61,7 +61,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let node_id = config.node_id();
         let mut background = Background::new();
-        let client = nats::connect(url, &config, &node_id).await?;
+        let configured = config.nats.user.as_deref().zip(config.nats.password.as_ref());
+        let credentials = embedded.as_ref().map(EmbeddedServer::credentials).or(configured);
+        let client = nats::connect(url, &config, &node_id, credentials).await?;
         let jetstream = startup::jetstream_of(&config, &client);
         let metrics = Arc::new(Metrics::new());
         let (store, events) = startup::open_storage(&config, &jetstream, &metrics).await?;

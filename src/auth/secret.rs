@@ -29,7 +29,9 @@ pub fn resolve(config: &Config) -> std::io::Result<(Secret, SecretSource)> {
     load_or_generate(&config.nats.data_dir.join(SECRET_FILE))
 }
 
-fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSource)> {
+/// The secret kept at `path`, generated (32 random bytes, hex) and written with mode 0600 if
+/// there is none yet.
+pub(crate) fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSource)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -160,6 +160,22 @@ impl Config {
         if self.nats.breaker.failures == 0 {
             return fail("nats.breaker.failures", "must be at least 1");
         }
+        if self.nats.user.is_some() != self.nats.password.is_some() {
+            return fail("nats.password", "nats.user and nats.password go together");
+        }
+        let users = self.nats.operators.iter().map(|u| ("nats.operators", u));
+        let mut seen = std::collections::HashSet::new();
+        for (key, u) in users.chain(self.nats.event_readers.iter().map(|u| ("nats.event_readers", u))) {
+            if !is_valid_token(&u.user) || u.user == SERVICE_USER {
+                return fail(key, "a user must be 1 to 128 characters of A-Z a-z 0-9 _ - and not `presence`");
+            }
+            if u.password.expose().len() < 16 {
+                return fail(key, "a password must be at least 16 characters");
+            }
+            if !seen.insert(u.user.as_str()) {
+                return fail(key, "a user name appears twice");
+            }
+        }
         Ok(())
     }
 

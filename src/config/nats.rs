@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::units;
+use super::{Secret, units};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +38,31 @@ pub struct NatsConfig {
     /// Lets a center lower the replicas or the retention of the bucket or the audit log (which
     /// loses fault tolerance, or deletes older records). Refused unless this is `true`.
     pub allow_settings_reduction: bool,
+    /// The password of leafnode links (user `leaf`): the center's embedded server accepts only
+    /// leaves that present it (when unset, it generates one into its data directory), and a
+    /// leaf dials the center with it.
+    pub leaf_password: Option<Secret>,
+    /// The service's own user and password on an external NATS (`embedded: false`).
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Clients of the embedded server with full access (operators, with the `nats` tool).
+    pub operators: Vec<NatsUser>,
+    /// Clients of the embedded server that may only subscribe to presence events and heartbeats.
+    pub event_readers: Vec<NatsUser>,
+}
+
+/// The user leaf nodes' links authenticate as.
+pub const LEAF_USER: &str = "leaf";
+
+/// The embedded server's user that the service itself connects as.
+pub const SERVICE_USER: &str = "presence";
+
+/// A user of the embedded nats-server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsUser {
+    pub user: String,
+    pub password: Secret,
 }
 
 impl Default for NatsConfig {
@@ -58,6 +83,11 @@ impl Default for NatsConfig {
             jetstream: JetStreamConfig::default(),
             kv: KvConfig::default(),
             allow_settings_reduction: false,
+            leaf_password: None,
+            user: None,
+            password: None,
+            operators: Vec::new(),
+            event_readers: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use async_nats::{Client, ConnectOptions, Event};
 pub(crate) use call::{BoxError, CallError, Caller};
 pub(crate) use supervisor::{EmbeddedServer, ServerStatus};
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -39,11 +39,24 @@ pub enum NatsError {
 
 /// Connects the service's client, retrying until `nats.startup_timeout`. After that the client
 /// reconnects by itself for as long as the service runs.
-pub async fn connect(url: &str, config: &Config, node_id: &str) -> Result<Client, NatsError> {
+/// `credentials` are the embedded server's user and password for the service (none for an
+/// external NATS).
+pub(crate) async fn connect(
+    url: &str,
+    config: &Config,
+    node_id: &str,
+    credentials: Option<(&str, &Secret)>,
+) -> Result<Client, NatsError> {
     let deadline = Instant::now() + config.nats.startup_timeout;
     let servers: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     loop {
-        let options = ConnectOptions::new()
+        let options = match credentials {
+            Some((user, password)) => {
+                ConnectOptions::with_user_and_password(user.into(), password.expose().into())
+            }
+            None => ConnectOptions::new(),
+        };
+        let options = options
             .name(format!("presence {node_id}"))
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(config.nats.request_timeout))

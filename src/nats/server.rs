@@ -5,7 +5,9 @@ use std::{
     process::Stdio,
 };
 
-use crate::config::{CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, NodeType, SyncInterval};
+use crate::config::{
+    CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, LEAF_USER, NodeType, SERVICE_USER, Secret, SyncInterval,
+};
 
 use super::NatsError;
 
@@ -78,16 +80,29 @@ pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
 /// leafnode listener; on a leaf, its own domain and a leafnode remote to the center, with a short
 /// ping interval so that a dead link is noticed in seconds. Leafnode traffic is compressed
 /// (`s2_auto`) on both sides.
-pub fn render_config(config: &Config, server_name: &str, data_dir: &Path) -> String {
+/// `password` is the service's own; `leaf_password` what a center's leafnode listener accepts.
+pub fn render_config(
+    config: &Config,
+    server_name: &str,
+    data_dir: &Path,
+    password: &Secret,
+    leaf_password: Option<&Secret>,
+) -> String {
     let nats = &config.nats;
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let authorization = authorization(config, password);
     let host = nats.host.to_string();
     let (domain, leafnodes, pings) = match config.service.node_type {
         NodeType::Center => (
             CENTER_DOMAIN.to_string(),
             format!(
-                "leafnodes {{\n  listen: {}\n  no_advertise: true\n  compression: s2_auto\n}}\n",
-                quote(&format!("{host}:{}", nats.leaf_port))
+                "leafnodes {{\n  listen: {}\n  no_advertise: true\n  compression: s2_auto\n{}}}\n",
+                quote(&format!("{host}:{}", nats.leaf_port)),
+                leaf_password.map_or_else(String::new, |p| format!(
+                    "  authorization {{ user: {}, password: {} }}\n",
+                    quote(LEAF_USER),
+                    quote(p.expose())
+                ))
             ),
             String::new(),
         ),
@@ -95,7 +110,12 @@ pub fn render_config(config: &Config, server_name: &str, data_dir: &Path) -> Str
             config.leaf_domain(),
             format!(
                 "leafnodes {{\n  remotes: [ {{ urls: [{}], compression: s2_auto }} ]\n}}\n",
-                config.center_urls().iter().map(|u| quote(u)).collect::<Vec<_>>().join(", ")
+                config
+                    .center_urls()
+                    .iter()
+                    .map(|u| quote(&with_leaf_credentials(u, nats.leaf_password.as_ref())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
         ),
@@ -114,7 +134,8 @@ pub fn render_config(config: &Config, server_name: &str, data_dir: &Path) -> Str
          max_payload: 1MB\n\
          {pings}\
          jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
-         {leafnodes}",
+         {leafnodes}\
+         {authorization}",
         name = quote(server_name),
         listen = quote(&format!("{host}:{}", nats.port)),
         pid = quote(&data_dir.join(PID_FILE).to_string_lossy()),
@@ -123,6 +144,44 @@ pub fn render_config(config: &Config, server_name: &str, data_dir: &Path) -> Str
         mem = nats.jetstream.max_memory,
         file = nats.jetstream.max_file,
     )
+}
+
+/// `url` with `leaf:{password}@` after its scheme, the password percent-encoded.
+fn with_leaf_credentials(url: &str, password: Option<&Secret>) -> String {
+    let (Some(password), Some((scheme, rest))) = (password, url.split_once("://")) else {
+        return url.to_string();
+    };
+    let encoded: String = password
+        .expose()
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{scheme}://{LEAF_USER}:{encoded}@{rest}")
+}
+
+/// Who may use the client port: the service itself, the configured operators (everything), and
+/// the event readers (they may only subscribe to presence events and heartbeats). Nobody else.
+fn authorization(config: &Config, password: &Secret) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let user = |name: &str, password: &Secret, permissions: &str| {
+        format!("    {{ user: {}, password: {}{permissions} }}\n", quote(name), quote(password.expose()))
+    };
+    let reader = ", permissions: { publish: { deny: [\">\"] }, subscribe: { allow: \
+                  [\"presence.update.>\", \"presence.expire.>\", \"presence.sync.>\"] } }";
+    let mut users = user(SERVICE_USER, password, "");
+    for op in &config.nats.operators {
+        users.push_str(&user(&op.user, &op.password, ""));
+    }
+    for r in &config.nats.event_readers {
+        users.push_str(&user(&r.user, &r.password, reader));
+    }
+    format!("authorization {{\n  users = [\n{users}  ]\n}}\n")
 }
 
 /// The embedded server's pid file, inside the data directory.
@@ -142,7 +201,8 @@ mod tests {
 
     #[test]
     fn config_has_domain_limits_and_leaf_listener() {
-        let text = render_config(&Config::default(), "center-1", Path::new("/tmp/x"));
+        let pw = Secret::new("service-password-0123456789".into());
+        let text = render_config(&Config::default(), "center-1", Path::new("/tmp/x"), &pw, Some(&pw));
         for needle in
             ["domain: \"center\"", "max_file_store: 10000000000", "no_advertise: true", "\"127.0.0.1:7422\""]
         {
@@ -152,7 +212,7 @@ mod tests {
         leaf.service.node_type = NodeType::Leaf;
         leaf.service.node_id = "leaf-eu".into();
         leaf.nats.center_url = Some("center-a.example:7422, nats-leaf://center-b.example:7422".into());
-        let text = render_config(&leaf, "leaf-eu", Path::new("/tmp/x"));
+        let text = render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None);
         for needle in [
             "domain: \"leaf-eu\"",
             "\"nats-leaf://center-a.example:7422\", \"nats-leaf://center-b.example:7422\"",
@@ -164,8 +224,14 @@ mod tests {
         assert!(!text.contains("no_advertise"), "a leaf opens no leafnode listener");
         assert!(!text.contains("sync_interval"), "nats-server's default unless configured");
         leaf.nats.jetstream.sync_interval = Some(SyncInterval::Always);
-        assert!(render_config(&leaf, "leaf-eu", Path::new("/tmp/x")).contains("  sync_interval: always\n"));
+        assert!(
+            render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None)
+                .contains("  sync_interval: always\n")
+        );
         leaf.nats.jetstream.sync_interval = Some(SyncInterval::Every(std::time::Duration::from_secs(10)));
-        assert!(render_config(&leaf, "leaf-eu", Path::new("/tmp/x")).contains("  sync_interval: \"10s\"\n"));
+        assert!(
+            render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None)
+                .contains("  sync_interval: \"10s\"\n")
+        );
     }
 }

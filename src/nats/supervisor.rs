@@ -27,7 +27,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{NatsError, server};
-use crate::config::Config;
+use crate::config::{Config, NodeType, SERVICE_USER, Secret};
+
+/// The service's generated password on its embedded server, inside the data directory.
+const PASSWORD_FILE: &str = "nats-password";
+/// The leafnode password a center generates when none is configured, inside the data directory.
+pub(crate) const LEAF_PASSWORD_FILE: &str = "nats-leaf-password";
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -45,6 +50,8 @@ const FLAPPING_WINDOW: Duration = Duration::from_secs(600);
 pub(crate) struct EmbeddedServer {
     client_url: String,
     server_name: String,
+    /// The service's own password on the server (user [`SERVICE_USER`]).
+    password: Secret,
     status: Arc<ServerStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -108,8 +115,26 @@ impl EmbeddedServer {
         let mut nonce = [0u8; 4];
         rand::fill(&mut nonce);
         let server_name = format!("{node_id}-{}", hex::encode(nonce));
-        std::fs::write(&conf, server::render_config(config, &server_name, &data_dir)).map_err(|source| {
-            NatsError::Io { context: format!("cannot write {}", conf.display()), source }
+        let (password, _) =
+            crate::auth::secret::load_or_generate(&data_dir.join(PASSWORD_FILE)).map_err(|source| {
+                NatsError::Io { context: "cannot load or create the NATS service password".into(), source }
+            })?;
+        let leaf_password = match (config.service.node_type, &config.nats.leaf_password) {
+            (NodeType::Leaf, _) => None,
+            (NodeType::Center, Some(configured)) => Some(configured.clone()),
+            (NodeType::Center, None) => Some(
+                crate::auth::secret::load_or_generate(&data_dir.join(LEAF_PASSWORD_FILE))
+                    .map_err(|source| NatsError::Io {
+                        context: "cannot load or create the leafnode password".into(),
+                        source,
+                    })?
+                    .0,
+            ),
+        };
+        let text = server::render_config(config, &server_name, &data_dir, &password, leaf_password.as_ref());
+        write_private(&conf, &text).map_err(|source| NatsError::Io {
+            context: format!("cannot write {}", conf.display()),
+            source,
         })?;
         let launch = Launch { bin, conf, tail: Arc::default() };
         let (mut child, log) = launch.spawn()?;
@@ -121,8 +146,14 @@ impl EmbeddedServer {
         };
         let client_url = format!("nats://{connect_host}:{}", config.nats.port);
         tracing::info!(%version, url = %client_url, data_dir = %data_dir.display(), "starting embedded nats-server");
-        let ready =
-            wait_ready(&client_url, &server_name, &mut child, log, &launch, config.nats.startup_timeout);
+        let ready = wait_ready(
+            &client_url,
+            (&server_name, &password),
+            &mut child,
+            log,
+            &launch,
+            config.nats.startup_timeout,
+        );
         if let Err(e) = ready.await {
             terminate(&mut child).await;
             return Err(e);
@@ -132,7 +163,7 @@ impl EmbeddedServer {
         status.running.store(true, Relaxed);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(supervise(child, launch, status.clone(), shutdown.clone()));
-        Ok(Self { client_url, server_name, status, shutdown, task })
+        Ok(Self { client_url, server_name, password, status, shutdown, task })
     }
 
     pub(crate) fn client_url(&self) -> &str {
@@ -142,6 +173,11 @@ impl EmbeddedServer {
     /// The name this run gave its server: a client connected elsewhere sees another.
     pub(crate) fn server_name(&self) -> &str {
         &self.server_name
+    }
+
+    /// The service's credentials on this server.
+    pub(crate) fn credentials(&self) -> (&str, &Secret) {
+        (SERVICE_USER, &self.password)
     }
 
     pub(crate) fn status(&self) -> Arc<ServerStatus> {
@@ -218,7 +254,7 @@ async fn forward_log(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeq
 /// Polls until a client can reach JetStream on the new server, or the child exits, or time runs out.
 async fn wait_ready(
     url: &str,
-    server_name: &str,
+    (server_name, password): (&str, &Secret),
     child: &mut Child,
     log: JoinHandle<()>,
     launch: &Launch,
@@ -237,7 +273,7 @@ async fn wait_ready(
                 launch.tail()
             )));
         }
-        match probe(url, server_name).await {
+        match probe(url, server_name, password).await {
             Answer::Ours => return Ok(()),
             Answer::Foreign(other) => {
                 return Err(NatsError::Start(format!(
@@ -267,13 +303,14 @@ enum Answer {
     Nothing,
 }
 
-async fn probe(url: &str, server_name: &str) -> Answer {
+async fn probe(url: &str, server_name: &str, password: &Secret) -> Answer {
     let probe = async {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_millis(500))
-            .connect(url)
-            .await
-            .ok()?;
+        let client =
+            async_nats::ConnectOptions::with_user_and_password(SERVICE_USER.into(), password.expose().into())
+                .connection_timeout(Duration::from_millis(500))
+                .connect(url)
+                .await
+                .ok()?;
         let name = client.server_info().server_name;
         let answer = if name != server_name {
             Answer::Foreign(name)
@@ -341,6 +378,15 @@ async fn terminate(child: &mut Child) {
         tracing::warn!("embedded nats-server ignored SIGTERM; killing it");
     }
     let _ = child.kill().await;
+}
+
+/// Writes `text` to `path` readable by the owner only (the server's config holds passwords).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 fn absolute_dir(dir: &Path) -> Result<PathBuf, NatsError> {

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use crate::helpers::{NatsServer, TestApp, assert_error, bucket, eventually, external_app, json_of, mint};
 
 fn nats_url(app: &TestApp) -> String {
-    format!("nats://127.0.0.1:{}", app.config.nats.port)
+    app.nats_url()
 }
 
 async fn subscribe(url: &str, subject: &str) -> (async_nats::Client, async_nats::Subscriber) {
-    let client = async_nats::connect(url).await.unwrap();
+    let client = crate::helpers::nats_connect(url).await;
     let sub = client.subscribe(subject.to_string()).await.unwrap();
     client.flush().await.unwrap();
     (client, sub)
@@ -354,7 +354,7 @@ async fn history_reads_are_bounded_and_leave_nothing_behind() {
     for i in 0..12 {
         app.set("hal", json!({"status": "online", "message": format!("m{i}")})).await;
     }
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url(&app)).await.unwrap());
+    let js = async_nats::jetstream::new(crate::helpers::nats_connect(&nats_url(&app)).await);
     let state = |js: async_nats::jetstream::Context| async move {
         js.get_stream("PRESENCE_EVENTS").await.ok()?.info().await.ok().map(|i| i.state.clone())
     };

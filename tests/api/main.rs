@@ -11,5 +11,6 @@ mod presence;
 mod process;
 mod races;
 mod reads;
+mod security;
 mod store;
 mod topology;

@@ -24,7 +24,7 @@ async fn metric(app: &TestApp, series: &str) -> f64 {
 }
 
 fn nats_url(app: &TestApp) -> String {
-    format!("nats://127.0.0.1:{}", app.config.nats.port)
+    app.nats_url()
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, json_of};
 
 async fn jetstream_of(app: &TestApp) -> jetstream::Context {
-    let client = async_nats::connect(format!("127.0.0.1:{}", app.config.nats.port)).await.unwrap();
+    let client = crate::helpers::nats_connect(&app.nats_url()).await;
     jetstream::new(client)
 }
 
@@ -47,6 +47,8 @@ async fn a_node_on_external_nats_shares_the_bucket() {
     let other = TestApp::spawn_with(|c| {
         c.nats.embedded = false;
         c.nats.url = nats_url;
+        c.nats.user = Some(crate::helpers::OPERATOR.into());
+        c.nats.password = Some(presence::config::Secret::new(crate::helpers::OPERATOR_PASSWORD.into()));
         c.service.node_id = "external-node".into();
     })
     .await;

@@ -225,7 +225,7 @@ async fn a_node_rebuilds_its_cache_when_the_bucket_is_not_the_one_it_knew() {
     wait_status(&app, "quin", "away", Duration::from_secs(5)).await;
 
     // Someone replaces the bucket (a restore, a re-creation): its revisions start over.
-    let client = async_nats::connect(format!("127.0.0.1:{}", app.config.nats.port)).await.unwrap();
+    let client = crate::helpers::nats_connect(&app.nats_url()).await;
     let js = async_nats::jetstream::new(client);
     let config = js.get_key_value("presence").await.unwrap().stream.info().await.unwrap().config.clone();
     js.delete_stream("KV_presence").await.unwrap();
@@ -252,7 +252,7 @@ async fn a_node_rebuilds_its_cache_when_the_bucket_is_not_the_one_it_knew() {
 #[tokio::test]
 async fn fake_heartbeats_cannot_bloat_or_spoof_the_registry() {
     let app = TestApp::spawn().await;
-    let client = async_nats::connect(format!("nats://127.0.0.1:{}", app.config.nats.port)).await.unwrap();
+    let client = crate::helpers::nats_connect(&app.nats_url()).await;
     let beat = |id: &str, node_type: &str| {
         json!({"node_id": id, "node_type": node_type, "region": "nowhere", "version": "6.6.6",
                "applied_revision": 0, "cache_entries": 0, "uptime_seconds": 0, "fresh": true,

@@ -5,13 +5,19 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use presence::{
     app::Application,
-    config::{Config, NodeType, Secret, from_sources},
+    config::{Config, NatsUser, NodeType, Secret, from_sources},
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::{NatsServer, SECRET, eventually, free_port, json_of, mint};
+
+/// The operator every test node's embedded NATS knows (full access).
+pub(crate) const OPERATOR: &str = "test-operator";
+pub(crate) const OPERATOR_PASSWORD: &str = "test-operator-password-0123456789";
+/// The leafnode password every test center accepts and every test leaf presents.
+pub(crate) const LEAF_PASSWORD: &str = "test-leaf-password: with @ and / to encode";
 
 /// A configuration for a node whose every port and path is its own.
 pub(crate) fn test_config(dir: &Path) -> Config {
@@ -23,6 +29,9 @@ pub(crate) fn test_config(dir: &Path) -> Config {
     config.nats.data_dir = dir.join("nats-data");
     config.nats.startup_timeout = Duration::from_secs(20);
     config.auth.jwt_secret = Some(Secret::new(SECRET.into()));
+    config.nats.operators =
+        vec![NatsUser { user: OPERATOR.into(), password: Secret::new(OPERATOR_PASSWORD.into()) }];
+    config.nats.leaf_password = Some(Secret::new(LEAF_PASSWORD.into()));
     config
 }
 
@@ -60,6 +69,12 @@ impl TestApp {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The node's embedded NATS, as the test operator (the server lets nobody in without
+    /// credentials).
+    pub(crate) fn nats_url(&self) -> String {
+        format!("nats://{OPERATOR}:{OPERATOR_PASSWORD}@127.0.0.1:{}", self.config.nats.port)
     }
 
     pub(crate) fn data_dir(&self) -> &Path {

@@ -20,10 +20,12 @@ use std::{
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-pub(crate) use app::{TestApp, external_app, leaf_app, test_config};
+pub(crate) use app::{
+    LEAF_PASSWORD, OPERATOR, OPERATOR_PASSWORD, TestApp, external_app, leaf_app, test_config,
+};
 pub(crate) use chaos::ChaosProxy;
 pub(crate) use cluster::NatsCluster;
-pub(crate) use nats::{NatsServer, bucket, stored_value};
+pub(crate) use nats::{NatsServer, bucket, nats_connect, stored_value};
 pub(crate) use process::{ServiceProcess, is_alive, kill9, port_is_free};
 pub(crate) use tokens::{ISSUER, SECRET, mint};
 

@@ -107,9 +107,25 @@ impl Drop for NatsServer {
     }
 }
 
+/// A client of `url`, with the `user:password@` it may carry (async-nats ignores credentials
+/// written in a URL).
+pub(crate) async fn nats_connect(url: &str) -> async_nats::Client {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let (user, password) = credentials.split_once(':').expect("user:password@");
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                .connect(format!("{scheme}://{host}"))
+                .await
+                .unwrap()
+        }
+        None => async_nats::connect(url).await.unwrap(),
+    }
+}
+
 /// A JetStream KV handle on the node's bucket, as another client would have it.
 pub(crate) async fn bucket(nats_url: &str) -> async_nats::jetstream::kv::Store {
-    let client = async_nats::connect(nats_url).await.unwrap();
+    let client = nats_connect(nats_url).await;
     async_nats::jetstream::new(client).get_key_value("presence").await.unwrap()
 }
 

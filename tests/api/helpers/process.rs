@@ -10,7 +10,7 @@ use std::{
 
 use reqwest::StatusCode;
 
-use super::{ISSUER, free_port};
+use super::{ISSUER, LEAF_PASSWORD, free_port};
 
 /// The real `presence` binary, run against its own data directory and ports.
 pub(crate) struct ServiceProcess {
@@ -39,9 +39,10 @@ impl ServiceProcess {
         let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
         let yaml = format!(
             "service:\n  host: 127.0.0.1\n  port: {http_port}\n  node_id: proc-node\n\
-             nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n\
+             nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n  leaf_password: {leaf:?}\n\
              auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  {logging}\n",
             data = dir.join("nats-data").display(),
+            leaf = LEAF_PASSWORD,
         );
         let config = dir.join("presence.yaml");
         std::fs::write(&config, yaml).unwrap();
