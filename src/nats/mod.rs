@@ -6,6 +6,7 @@ pub(crate) mod breaker;
 mod call;
 pub mod server;
 pub(crate) mod settings;
+mod status;
 mod supervisor;
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, ConnectOptions, Event};
 
 pub(crate) use call::{BoxError, CallError, Caller};
-pub(crate) use supervisor::{EmbeddedServer, ServerStatus};
+pub(crate) use status::ServerStatus;
+pub(crate) use supervisor::EmbeddedServer;
 
 use crate::config::{Config, Secret};
 

@@ -92,7 +92,40 @@ pub fn render_config(
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let authorization = authorization(config, password);
     let host = nats.host.to_string();
-    let (domain, leafnodes, pings) = match config.service.node_type {
+    let (domain, leafnodes, pings) = leafnodes(config, leaf_password);
+    let sync = match nats.jetstream.sync_interval {
+        None => String::new(),
+        Some(SyncInterval::Always) => "  sync_interval: always\n".into(),
+        Some(SyncInterval::Every(every)) => format!("  sync_interval: \"{}s\"\n", every.as_secs().max(1)),
+    };
+    format!(
+        "# Written by Presence at start-up; edits are overwritten.\n\
+         server_name: {name}\n\
+         listen: {listen}\n\
+         pid_file: {pid}\n\
+         logtime: false\n\
+         max_payload: 1MB\n\
+         {pings}\
+         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
+         {leafnodes}\
+         {authorization}",
+        name = quote(server_name),
+        listen = quote(&format!("{host}:{}", nats.port)),
+        pid = quote(&data_dir.join(PID_FILE).to_string_lossy()),
+        domain = quote(&domain),
+        store = quote(&data_dir.to_string_lossy()),
+        mem = nats.jetstream.max_memory,
+        file = nats.jetstream.max_file,
+    )
+}
+
+/// The node's JetStream domain, its `leafnodes` block, and (on a leaf) its ping settings: a
+/// center listens for leaves (admitting those with the leaf password), a leaf dials the center.
+fn leafnodes(config: &Config, leaf_password: Option<&Secret>) -> (String, String, String) {
+    let nats = &config.nats;
+    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let host = nats.host.to_string();
+    match config.service.node_type {
         NodeType::Center => (
             CENTER_DOMAIN.to_string(),
             format!(
@@ -119,31 +152,7 @@ pub fn render_config(
             ),
             format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
         ),
-    };
-    let sync = match nats.jetstream.sync_interval {
-        None => String::new(),
-        Some(SyncInterval::Always) => "  sync_interval: always\n".into(),
-        Some(SyncInterval::Every(every)) => format!("  sync_interval: \"{}s\"\n", every.as_secs().max(1)),
-    };
-    format!(
-        "# Written by Presence at start-up; edits are overwritten.\n\
-         server_name: {name}\n\
-         listen: {listen}\n\
-         pid_file: {pid}\n\
-         logtime: false\n\
-         max_payload: 1MB\n\
-         {pings}\
-         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
-         {leafnodes}\
-         {authorization}",
-        name = quote(server_name),
-        listen = quote(&format!("{host}:{}", nats.port)),
-        pid = quote(&data_dir.join(PID_FILE).to_string_lossy()),
-        domain = quote(&domain),
-        store = quote(&data_dir.to_string_lossy()),
-        mem = nats.jetstream.max_memory,
-        file = nats.jetstream.max_file,
-    )
+    }
 }
 
 /// `url` with `leaf:{password}@` after its scheme, the password percent-encoded.

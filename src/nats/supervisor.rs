@@ -12,10 +12,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -26,7 +23,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{NatsError, server};
+use super::{
+    NatsError, server,
+    status::{Answer, ServerStatus, probe},
+};
 use crate::config::{Config, NodeType, SERVICE_USER, Secret};
 
 /// The service's generated password on its embedded server, inside the data directory.
@@ -42,10 +42,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the child's log kept to explain a failed start.
 const LOG_TAIL: usize = 20;
 
-/// Restarts within [`FLAPPING_WINDOW`] that make a child count as one that keeps dying.
-const FLAPPING_RESTARTS: usize = 3;
-const FLAPPING_WINDOW: Duration = Duration::from_secs(600);
-
 /// A running embedded `nats-server`, restarted when it dies, stopped by [`EmbeddedServer::stop`].
 pub(crate) struct EmbeddedServer {
     client_url: String,
@@ -55,44 +51,6 @@ pub(crate) struct EmbeddedServer {
     status: Arc<ServerStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
-}
-
-/// How the embedded server is doing, for `/health`.
-#[derive(Debug, Default)]
-pub(crate) struct ServerStatus {
-    running: AtomicBool,
-    restarts: AtomicU64,
-    recent: Mutex<VecDeque<Instant>>,
-}
-
-impl ServerStatus {
-    pub(crate) fn running(&self) -> bool {
-        self.running.load(Relaxed)
-    }
-
-    /// Restarts since the service started.
-    pub(crate) fn restarts(&self) -> u64 {
-        self.restarts.load(Relaxed)
-    }
-
-    /// The child keeps dying: it was restarted [`FLAPPING_RESTARTS`] times within
-    /// [`FLAPPING_WINDOW`].
-    pub(crate) fn flapping(&self) -> bool {
-        let recent = self.recent.lock().expect("status lock");
-        recent.iter().filter(|at| at.elapsed() < FLAPPING_WINDOW).count() >= FLAPPING_RESTARTS
-    }
-
-    fn exited(&self) {
-        self.running.store(false, Relaxed);
-    }
-
-    fn restarted(&self) {
-        self.running.store(true, Relaxed);
-        self.restarts.fetch_add(1, Relaxed);
-        let mut recent = self.recent.lock().expect("status lock");
-        recent.retain(|at| at.elapsed() < FLAPPING_WINDOW);
-        recent.push_back(Instant::now());
-    }
 }
 
 struct Launch {
@@ -159,8 +117,7 @@ impl EmbeddedServer {
             return Err(e);
         }
         tracing::info!(url = %client_url, server_name, "embedded nats-server serves JetStream");
-        let status = Arc::new(ServerStatus::default());
-        status.running.store(true, Relaxed);
+        let status = Arc::new(ServerStatus::started());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(supervise(child, launch, status.clone(), shutdown.clone()));
         Ok(Self { client_url, server_name, password, status, shutdown, task })
@@ -291,38 +248,6 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// What answered at the embedded server's URL.
-enum Answer {
-    /// This run's own server, serving JetStream.
-    Ours,
-    /// A server with another name: not ours.
-    Foreign(String),
-    /// Nothing yet, or not JetStream yet.
-    Nothing,
-}
-
-async fn probe(url: &str, server_name: &str, password: &Secret) -> Answer {
-    let probe = async {
-        let client =
-            async_nats::ConnectOptions::with_user_and_password(SERVICE_USER.into(), password.expose().into())
-                .connection_timeout(Duration::from_millis(500))
-                .connect(url)
-                .await
-                .ok()?;
-        let name = client.server_info().server_name;
-        let answer = if name != server_name {
-            Answer::Foreign(name)
-        } else if async_nats::jetstream::new(client.clone()).query_account().await.is_ok() {
-            Answer::Ours
-        } else {
-            Answer::Nothing
-        };
-        let _ = client.drain().await;
-        Some(answer)
-    };
-    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(Answer::Nothing)
 }
 
 async fn supervise(mut child: Child, launch: Launch, status: Arc<ServerStatus>, shutdown: CancellationToken) {
