@@ -24,6 +24,7 @@ use crate::{
     lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
     link::LinkState,
     model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
+    nats::retry_for,
     store::{PresenceStore, StoreError},
     telemetry::{Metrics, chain},
 };
@@ -234,22 +235,15 @@ impl Directory {
         previous: Option<Arc<Record>>,
         actor: String,
     ) {
-        let deadline = tokio::time::Instant::now() + SETTLE_FOR;
-        let mut wait = Duration::from_millis(100);
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
-            match self.store.holds(&user, &record).await {
-                Ok(Some(revision)) => {
-                    tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
-                    self.stored(&user, &record, revision, previous, &actor).await;
-                    return;
-                }
-                Ok(None) => return,
-                Err(_) => continue,
+        match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
+            Some(Some(revision)) => {
+                tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
+                self.stored(&user, &record, revision, previous, &actor).await;
             }
+            // The key holds something else: the write never landed, or was overwritten since.
+            Some(None) => {}
+            None => tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known"),
         }
-        tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known");
     }
 
     /// The newest `limit` events of `user`, newest first.

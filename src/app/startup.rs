@@ -148,8 +148,7 @@ pub(super) fn start_coherence(
     metrics: &Arc<Metrics>,
     background: &mut Background,
 ) -> Coherent {
-    let negative = Negative { ttl: config.cache.negative_ttl, max: config.cache.max_negative_entries };
-    let cache = PresenceCache::with_metrics(config.cache.max_cost, negative, metrics);
+    let cache = PresenceCache::with_metrics(config.cache.max_cost, Negative::from(&config.cache), metrics);
     let link = LinkState::new();
     let expiry = ExpiryQueue::new();
     let Background { stop, tasks } = background;

@@ -7,7 +7,10 @@ use chrono::Utc;
 use moka::Expiry;
 
 use super::Entry;
-use crate::model::{Record, Status};
+use crate::{
+    config::CacheConfig,
+    model::{Record, Status},
+};
 
 /// How the cache treats "the bucket has nothing for this user" (`cache.negative_ttl`,
 /// `cache.max_negative_entries`).
@@ -17,9 +20,9 @@ pub(crate) struct Negative {
     pub max: u64,
 }
 
-impl Default for Negative {
-    fn default() -> Self {
-        Self { ttl: Duration::from_secs(30), max: 100_000 }
+impl From<&CacheConfig> for Negative {
+    fn from(config: &CacheConfig) -> Self {
+        Self { ttl: config.negative_ttl, max: config.max_negative_entries }
     }
 }
 

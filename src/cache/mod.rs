@@ -102,7 +102,11 @@ impl PresenceCache {
     /// A cache holding at most `max_cost` bytes of approximate entry cost.
     #[cfg(test)]
     pub(crate) fn new(max_cost: u64) -> Self {
-        Self::with_counters(max_cost, Negative::default(), Counters::default())
+        Self::with_counters(
+            max_cost,
+            Negative::from(&crate::config::CacheConfig::default()),
+            Counters::default(),
+        )
     }
 
     /// The same, with `negative`'s rules, counting hits, misses and evictions in `metrics`.

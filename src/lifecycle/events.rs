@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use crate::{
     model::{Presence, Status, UserId},
     nats::{
-        self, CallError, Caller,
+        self, CallError, Caller, retry_for,
         settings::{Authority, SettingsError, Shared},
     },
     telemetry::{Metrics, chain},
@@ -135,29 +135,20 @@ impl Events {
 
     /// Publishes `event` under the message id `id` and waits until the audit log stored it. If
     /// that fails, the same message is sent again in the background for a while (JetStream
-    /// stores it once, however often it arrives within its duplicate window); true when it was
-    /// stored at the first try.
-    pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) -> bool {
+    /// stores it once, however often it arrives within its duplicate window).
+    pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) {
         let payload = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
         let subject = event.subject();
-        let Err(e) = self.send(&subject, &payload, &id).await else { return true };
+        let Err(e) = self.send(&subject, &payload, &id).await else { return };
         tracing::warn!(user = %event.user_id, error = %chain(&e), "presence event not stored yet; retrying");
         let this = self.clone();
         let user = event.user_id.clone();
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + RETRY_FOR;
-            let mut wait = Duration::from_millis(200);
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-                if this.send(&subject, &payload, &id).await.is_ok() {
-                    return;
-                }
+            if retry_for(RETRY_FOR, || this.send(&subject, &payload, &id)).await.is_none() {
+                this.metrics.events_failed.inc();
+                tracing::error!(user = %user, id = %id, "presence event lost: the audit log did not store it");
             }
-            this.metrics.events_failed.inc();
-            tracing::error!(user = %user, id = %id, "presence event lost: the audit log did not store it");
         });
-        false
     }
 
     async fn send(&self, subject: &str, payload: &Bytes, id: &str) -> Result<(), CallError> {

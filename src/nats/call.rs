@@ -39,6 +39,25 @@ impl CallError {
     }
 }
 
+/// Tries `attempt` again after waits that double from 100 ms (at most 2 s), until it succeeds or
+/// `limit` has passed: for work that must get done in the background once NATS answers again.
+/// `None` when it never succeeded.
+pub(crate) async fn retry_for<T, E, F>(limit: Duration, mut attempt: impl FnMut() -> F) -> Option<T>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut wait = Duration::from_millis(100);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+        if let Ok(value) = attempt().await {
+            return Some(value);
+        }
+    }
+    None
+}
+
 /// The timeout, the latency metric and the breakers that NATS calls share: a cheap `Clone`.
 #[derive(Clone)]
 pub(crate) struct Caller {

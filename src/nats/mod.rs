@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event};
 
-pub(crate) use call::{BoxError, CallError, Caller};
+pub(crate) use call::{BoxError, CallError, Caller, retry_for};
 pub(crate) use status::ServerStatus;
 pub(crate) use supervisor::EmbeddedServer;
 
