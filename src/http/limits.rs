@@ -19,6 +19,8 @@ use crate::{config::RateLimitConfig, model::UserId, telemetry::metrics::RateLabe
 pub(crate) struct RateLimits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
     writes: Option<DefaultKeyedRateLimiter<String>>,
+    /// `rate_limit.read_burst`: the most one request can be charged.
+    read_burst: u32,
     trusted_proxies: Vec<IpNet>,
 }
 
@@ -33,6 +35,7 @@ impl RateLimits {
         Self {
             reads: enabled.then(|| RateLimiter::keyed(quota(config.reads_per_second, config.read_burst))),
             writes: enabled.then(|| RateLimiter::keyed(quota(config.writes_per_second, config.write_burst))),
+            read_burst: config.read_burst.max(1),
             trusted_proxies: config.trusted_proxies.clone(),
         }
     }
@@ -101,21 +104,19 @@ pub(crate) struct ReadLimited(Option<IpAddr>);
 
 impl ReadLimited {
     /// Charges `n` more reads to the client: a multi-user read pays one per cache miss (a KV
-    /// read each), so that one request cannot buy a thousand KV reads for the price of one.
+    /// read each), so that one request cannot buy a thousand KV reads for the price of one. With
+    /// the request's own read, at most the burst: a request costlier than that goes through once
+    /// the client's bucket is full, rather than never.
     pub(crate) fn charge(&self, state: &AppState, n: usize) -> Result<(), ApiError> {
-        let (Some(limiter), Some(ip), Some(n)) =
-            (&state.limits.reads, self.0, NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)))
-        else {
+        let limits = &state.limits;
+        let n = u32::try_from(n).unwrap_or(u32::MAX).min(limits.read_burst - 1);
+        let (Some(limiter), Some(ip), Some(n)) = (&limits.reads, self.0, NonZeroU32::new(n)) else {
             return Ok(());
         };
-        let refused = match limiter.check_key_n(&ip, n) {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(not_until)) => too_many(not_until.wait_time_from(DefaultClock::default().now())),
-            // More than the burst allows at all: wait a full second and send fewer.
-            Err(_) => too_many(Duration::from_secs(1)),
-        };
+        // Within the burst by construction, so the only refusal is "not yet".
+        let Ok(Err(not_until)) = limiter.check_key_n(&ip, n) else { return Ok(()) };
         state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
-        Err(refused)
+        Err(too_many(not_until.wait_time_from(DefaultClock::default().now())))
     }
 }
 

@@ -361,3 +361,31 @@ async fn the_read_limit_keys_on_the_client_a_trusted_proxy_reports() {
     assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS, "no trusted proxy: the header is ignored");
     exposed.stop().await;
 }
+
+/// A multi-user read that costs more than the read burst (one read plus one per miss) is not
+/// refused for ever: it is charged at most the burst, and goes through once the client has it.
+#[tokio::test]
+async fn a_read_costlier_than_the_burst_goes_through_when_the_bucket_is_full() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limit.reads_per_second = 2;
+        c.rate_limit.read_burst = 5;
+    })
+    .await;
+    let many: Vec<&str> = vec!["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"];
+    assert_eq!(app.read_many(&many).await.status(), StatusCode::OK, "ten misses, a burst of five");
+    let limited = app.read_many(&many).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS, "the bucket is empty");
+    // A client that waits as long as Retry-After says gets through (each try costs a read, so a
+    // client that does not wait would keep its bucket empty).
+    let mut wait: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    for attempt in 0..3 {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let again = app.read_many(&["n0", "n1", "n2", "n3", "n4", "n5"]).await;
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert!(attempt < 2, "still refused after waiting as told: {}", again.status());
+        wait = again.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    }
+    app.stop().await;
+}
