@@ -1,4 +1,5 @@
-//! The command line: `presence [serve]` runs a node, `presence token` mints a JWT.
+//! The command line: `presence [serve]` runs a node, `presence token` mints a JWT, `presence
+//! certs` writes development certificates.
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -34,6 +35,8 @@ enum Command {
     Serve(ServeArgs),
     /// Print a JWT for a user, signed with the configured (or generated) secret.
     Token(TokenArgs),
+    /// Write a development CA and a certificate per host, to try TLS links on one machine.
+    Certs(CertsArgs),
 }
 
 /// Flags for the most used keys; they override the file and the environment.
@@ -81,6 +84,16 @@ struct TokenArgs {
     data_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Where to write ca.pem, ca-key.pem, {host}.pem and {host}-key.pem.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The hosts (names or IP addresses), comma-separated: one certificate each.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hosts: Vec<String>,
+}
+
 fn parse_format(text: &str) -> Result<LogFormat, String> {
     match text {
         "json" => Ok(LogFormat::Json),
@@ -108,7 +121,9 @@ impl From<ServeArgs> for Overrides {
 /// Parses the command line and runs what it asks for.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::tls::install_provider();
     let result = match cli.command {
+        Some(Command::Certs(args)) => certs(args),
         Some(Command::Token(args)) => token(cli.config, args),
         Some(Command::Serve(args)) => serve(cli.config, args),
         None => serve(cli.config, cli.serve),
@@ -131,6 +146,18 @@ fn serve(file: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
         let app = Application::build(config).await?;
         app.run_until(app::shutdown_signal()).await
     })
+}
+
+fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    let hosts: Vec<String> =
+        args.hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+    let written = crate::tls::certs::generate(&args.dir, &hosts)?;
+    println!("CA certificate: {}  (key: {})", written.ca_cert.display(), written.ca_key.display());
+    for host in &written.hosts {
+        println!("{}: {}  (key: {})", host.host, host.cert.display(), host.key.display());
+    }
+    println!("Development certificates, valid for a year; not for production.");
+    Ok(())
 }
 
 fn token(file: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {

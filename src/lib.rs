@@ -12,6 +12,8 @@
 //!   overrides and validation that names the key.
 //! - `telemetry`: logging, Prometheus metrics, error chains for logs.
 //! - `auth`: HS256 tokens: verification, minting, where the secret comes from.
+//! - `tls`: the rustls provider (ring only), the reloadable HTTPS certificate, and the
+//!   development certificates of `presence certs`.
 //! - `nats`: the embedded `nats-server` (found, version-checked, configured, supervised), the
 //!   client connection, and the `Caller` (deadline, latency metric, circuit breaker) that every
 //!   NATS request goes through.
@@ -46,6 +48,7 @@ pub mod cli;
 pub mod config;
 pub mod nats;
 pub mod telemetry;
+pub mod tls;
 
 // Everything else is the crate's own.
 pub(crate) mod cache;

@@ -2,7 +2,10 @@
 //! [`Application::run_until`] serves until told to stop, then drains requests, the background
 //! tasks, the NATS client and the embedded server, in that order.
 
+mod reload;
 mod startup;
+
+pub use reload::Reloader;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
 
@@ -13,9 +16,12 @@ use crate::{
     config::Config,
     directory::Directory,
     health::Health,
-    http::{self, AccessLog, AppState, RateLimits, Shared, Timeouts, listener::CountingListener},
+    http::{
+        self, AccessLog, AppState, HttpsPolicy, RateLimits, Shared, Timeouts, listener::CountingListener,
+    },
     nats::{self, EmbeddedServer},
     telemetry::Metrics,
+    tls::ServerTls,
 };
 use startup::Background;
 
@@ -32,6 +38,7 @@ pub struct Application {
     background: Background,
     metrics: Arc<Metrics>,
     config: Config,
+    https: Option<Arc<ServerTls>>,
 }
 
 impl Application {
@@ -61,8 +68,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let node_id = config.node_id();
         let mut background = Background::new();
-        let configured = config.nats.user.as_deref().zip(config.nats.password.as_ref());
-        let credentials = embedded.as_ref().map(EmbeddedServer::credentials).or(configured);
+        let credentials = embedded.as_ref().map(EmbeddedServer::credentials);
         let client = nats::connect(url, &config, &node_id, credentials).await?;
         let jetstream = startup::jetstream_of(&config, &client);
         let metrics = Arc::new(Metrics::new());
@@ -72,7 +78,7 @@ impl Application {
         let coherent =
             startup::start_coherence(&config, storage, (&client, server_name), &metrics, &mut background);
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
-        let (listener, local_addr) = startup::listen(&config, &metrics).await?;
+        let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
         let health = Health {
             node_id: node_id.clone(),
             node_type: config.service.node_type,
@@ -108,20 +114,30 @@ impl Application {
             default_ttl: config.nats.kv.ttl,
         });
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
-        let router = http::router(state);
+        let router = http::router(state, HttpsPolicy::new(&config.service));
         let embedded = embedded.take();
-        Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config })
+        Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config, https })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// What SIGHUP does, callable directly (tests).
+    pub fn reloader(&self) -> Reloader {
+        Reloader { https: self.https.clone(), nats: self.embedded.as_ref().map(EmbeddedServer::status) }
+    }
+
     /// Serves until `shutdown` completes, then drains in-flight requests (at most
     /// `service.shutdown_timeout`), stops the background tasks, flushes the NATS client and stops
     /// the embedded server.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
+        let reloader = self.reloader();
+        self.background.tasks.spawn(reloader.on_sighup(self.background.stop.clone()));
         let trigger = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -130,7 +146,8 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), node_id = %self.config.node_id(), "serving");
         let service = &self.config.service;
         let timeouts = Timeouts { header: service.header_timeout, idle: service.idle_timeout };
-        let serve = http::serve(self.listener, self.router, timeouts, self.metrics, stop.clone());
+        let serve =
+            http::serve(self.listener, self.router, self.https, (timeouts, self.metrics), stop.clone());
         let grace = service.shutdown_timeout;
         let served = tokio::select! {
             () = serve => Ok(()),

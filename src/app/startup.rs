@@ -18,13 +18,14 @@ use crate::{
     auth::secret::{self, SecretSource},
     cache::{ENTRY_OVERHEAD, Negative, PresenceCache},
     coherence,
-    config::{CENTER_DOMAIN, Config, NodeType},
+    config::{CENTER_DOMAIN, Config, NodeType, ServiceTls, TlsMode},
     http::listener::{Caps, CountingListener},
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
     store::{PresenceStore, StoreError},
     telemetry::Metrics,
+    tls::ServerTls,
     topology::{self, Registry},
 };
 
@@ -198,7 +199,13 @@ pub(super) fn start_topology(
 pub(super) async fn listen(
     config: &Config,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(CountingListener, SocketAddr)> {
+) -> anyhow::Result<(CountingListener, SocketAddr, Option<Arc<ServerTls>>)> {
+    let https = match &config.service.tls {
+        Some(ServiceTls { mode: TlsMode::Direct, cert_file: Some(cert), key_file: Some(key), .. }) => Some(
+            Arc::new(ServerTls::load(cert, key).context("service.tls: cannot load the HTTPS certificate")?),
+        ),
+        _ => None,
+    };
     let addr = SocketAddr::new(config.service.host, config.service.port);
     let tcp = TcpListener::bind(addr)
         .await
@@ -209,7 +216,7 @@ pub(super) async fn listen(
         per_ip: config.service.max_connections_per_ip,
         exempt: config.rate_limit.trusted_proxies.clone(),
     };
-    Ok((CountingListener::new(tcp, caps, metrics.clone()), local_addr))
+    Ok((CountingListener::new(tcp, caps, metrics.clone()), local_addr, https))
 }
 
 /// The JWT secret: configured, or generated on first start into the data directory.

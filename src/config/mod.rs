@@ -8,6 +8,7 @@
 mod load;
 mod nats;
 mod sections;
+mod tls;
 pub mod units;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::model::{MAX_TTL, is_valid_token};
 pub use load::{ConfigError, Overrides, from_sources, load};
 pub use nats::*;
 pub use sections::*;
+pub use tls::*;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +84,7 @@ impl Config {
         self.validate_node()?;
         self.validate_nats()?;
         self.validate_rate_limits()?;
+        self.validate_links()?;
         self.validate_cache_auth_logging()
     }
 

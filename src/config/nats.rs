@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::{Secret, units};
+use super::{Encryption, LeafTls, NatsTls, Secret, units};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -14,8 +14,11 @@ pub struct NatsConfig {
     pub data_dir: PathBuf,
     /// The NATS server(s) to use when `embedded: false`; a comma-separated list is accepted.
     pub url: String,
-    /// Bind address of the embedded server's client and leafnode listeners.
+    /// Bind address of the embedded server's client port (and of its leafnode listener unless
+    /// `leaf_host` is set).
     pub host: IpAddr,
+    /// Bind address of a center's leafnode listener; default `host`.
+    pub leaf_host: Option<IpAddr>,
     /// Client port of the embedded server.
     pub port: u16,
     /// Leafnode listener of the embedded server on a center node.
@@ -49,6 +52,14 @@ pub struct NatsConfig {
     pub operators: Vec<NatsUser>,
     /// Clients of the embedded server that may only subscribe to presence events and heartbeats.
     pub event_readers: Vec<NatsUser>,
+    /// A `.creds` file (JWT and NKey seed) for an external NATS.
+    pub credentials: Option<PathBuf>,
+    /// A token for an external NATS.
+    pub token: Option<Secret>,
+    /// TLS on the client port (see [`NatsTls`]).
+    pub tls: Option<NatsTls>,
+    /// Mutual TLS on leafnode links (see [`LeafTls`]).
+    pub leaf_tls: Option<LeafTls>,
 }
 
 /// The user leaf nodes' links authenticate as.
@@ -72,6 +83,7 @@ impl Default for NatsConfig {
             data_dir: PathBuf::from("./nats-data"),
             url: "nats://127.0.0.1:4222".into(),
             host: IpAddr::from([127, 0, 0, 1]),
+            leaf_host: None,
             port: 4222,
             leaf_port: 7422,
             cluster_port: None,
@@ -88,6 +100,10 @@ impl Default for NatsConfig {
             password: None,
             operators: Vec::new(),
             event_readers: Vec::new(),
+            credentials: None,
+            token: None,
+            tls: None,
+            leaf_tls: None,
         }
     }
 }
@@ -124,11 +140,19 @@ pub struct JetStreamConfig {
     /// throughput) or a duration. Default: nats-server's own (2 minutes); the operating system
     /// still has every acknowledged write, so only a machine crash or power loss can lose them.
     pub sync_interval: Option<SyncInterval>,
+    /// Encryption at rest of the embedded server's store (see [`Encryption`]).
+    pub encryption: Option<Encryption>,
 }
 
 impl Default for JetStreamConfig {
     fn default() -> Self {
-        Self { max_memory: 1_000_000_000, max_file: 10_000_000_000, domain: None, sync_interval: None }
+        Self {
+            max_memory: 1_000_000_000,
+            max_file: 10_000_000_000,
+            domain: None,
+            sync_interval: None,
+            encryption: None,
+        }
     }
 }
 

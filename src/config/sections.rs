@@ -103,6 +103,8 @@ pub struct ServiceConfig {
     /// Open connections from one client address (trusted proxies excepted); more are answered
     /// 429 and closed.
     pub max_connections_per_ip: usize,
+    /// HTTPS, or the TLS-terminating proxy in front (see [`super::ServiceTls`]).
+    pub tls: Option<super::ServiceTls>,
 }
 
 impl Default for ServiceConfig {
@@ -121,6 +123,7 @@ impl Default for ServiceConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            tls: None,
         }
     }
 }

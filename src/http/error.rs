@@ -28,6 +28,8 @@ pub(crate) enum ApiError {
     Unauthorized(String),
     #[error("a token may only write its own subject's presence")]
     Forbidden,
+    #[error("this API is served over HTTPS only; plain HTTP is refused, not redirected")]
+    HttpsRequired,
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -55,7 +57,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::HttpsRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

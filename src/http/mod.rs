@@ -1,5 +1,6 @@
 //! The HTTP layer: the router, its shared state, and the middleware every request passes
-//! (a tracing span and metrics per request, a body limit, panic catching, JSON 404 and 405).
+//! (a tracing span and metrics per request, HTTPS enforcement, a body limit, panic catching, JSON
+//! 404 and 405).
 
 mod access;
 mod auth;
@@ -12,6 +13,7 @@ pub(crate) mod openapi;
 mod owner;
 pub(crate) mod presence;
 mod server;
+mod transport;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
@@ -29,6 +31,7 @@ pub(crate) use auth::Owner;
 pub(crate) use error::{ApiError, ErrorResponse};
 pub(crate) use limits::RateLimits;
 pub(crate) use server::{Timeouts, serve};
+pub(crate) use transport::HttpsPolicy;
 
 use crate::{
     auth::Authenticator,
@@ -79,7 +82,7 @@ impl Deref for AppState {
 }
 
 /// The whole API with its middleware.
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState, https: Arc<HttpsPolicy>) -> Router {
     Router::new()
         .merge(presence::routes())
         .merge(health::routes())
@@ -87,6 +90,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(https, transport::enforce))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
             let what = panic

@@ -1,4 +1,5 @@
-//! Serving connections: hyper's HTTP/1.1 on each admitted connection, with the limits a server
+//! Serving connections: hyper's HTTP/1.1 on each admitted connection (over TLS: HTTP/2 or
+//! HTTP/1.1, as ALPN chose), with the limits a server
 //! facing the Internet needs. A client must send a request's headers within
 //! `service.header_timeout`, which is also how long a kept-alive connection may wait for its next
 //! request; a connection that moves no byte in either direction for `service.idle_timeout`
@@ -10,13 +11,19 @@
 use std::{pin::pin, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
-use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use super::listener::{Activity, ClientAddr, CountingListener};
-use crate::telemetry::{Metrics, metrics::ReasonLabels};
+use super::listener::{Activity, ClientAddr, CountedStream, CountingListener};
+use crate::{
+    telemetry::{Metrics, metrics::ReasonLabels},
+    tls::ServerTls,
+};
 
 /// The most a connection's read buffer holds: room for the longest request head we accept (a
 /// URI of up to 64 KiB plus headers), and no more.
@@ -29,34 +36,55 @@ pub(crate) struct Timeouts {
     pub idle: Duration,
 }
 
-/// Serves `router` on `listener` until `stop`; then waits for the connections to finish.
+/// How a request reached this node, in each request's extensions: over TLS in this process or
+/// not (`http::transport` decides what a plain request may do).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transport {
+    pub tls: bool,
+}
+
+/// Serves `router` on `listener` until `stop`; then waits for the connections to finish. With
+/// `tls`, every connection first completes a TLS handshake (within the header timeout) and then
+/// speaks HTTP/2 or HTTP/1.1 as ALPN chose; without, HTTP/1.1.
 pub(crate) async fn serve(
     mut listener: CountingListener,
     router: Router,
-    timeouts: Timeouts,
-    metrics: Arc<Metrics>,
+    tls: Option<Arc<ServerTls>>,
+    limits: (Timeouts, Arc<Metrics>),
     stop: CancellationToken,
 ) {
+    let (timeouts, metrics) = limits;
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let activity = stream.activity();
         let router = router.clone();
+        let transport = Transport { tls: tls.is_some() };
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(ClientAddr(peer)));
+            request.extensions_mut().insert(transport);
             router.clone().oneshot(request)
         });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.header)
-            .max_buf_size(MAX_READ_BUFFER)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let (stop, metrics) = (stop.clone(), metrics.clone());
+        let (stop, metrics, tls) = (stop.clone(), metrics.clone(), tls.clone());
         connections.spawn(async move {
+            let activity = stream.activity();
+            let Some(stream) = secured(stream, tls.as_deref(), timeouts.header).await else {
+                metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "tls_handshake" }).inc();
+                return;
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header)
+                .max_buf_size(MAX_READ_BUFFER);
+            builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_H2_STREAMS);
+            if !transport.tls {
+                builder = builder.http1_only();
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut connection = pin!(connection);
             let outcome = tokio::select! {
                 outcome = connection.as_mut() => outcome,
@@ -73,7 +101,7 @@ pub(crate) async fn serve(
                 }
             };
             if let Err(e) = outcome
-                && e.is_timeout()
+                && e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
             {
                 metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "header" }).inc();
             }
@@ -81,6 +109,21 @@ pub(crate) async fn serve(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Concurrent requests on one HTTP/2 connection.
+const MAX_H2_STREAMS: u32 = 100;
+
+type Secured = Either<CountedStream, tokio_rustls::server::TlsStream<CountedStream>>;
+
+/// The connection as served: as it came, or after a TLS handshake completed within `limit`
+/// (none if it did not).
+async fn secured(stream: CountedStream, tls: Option<&ServerTls>, limit: Duration) -> Option<Secured> {
+    let Some(tls) = tls else { return Some(Either::Left(stream)) };
+    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => Some(Either::Right(stream)),
+        _ => None,
+    }
 }
 
 /// Completes once the connection has moved no byte for `limit`.

@@ -31,6 +31,8 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Credentials(String),
     #[error("cannot connect to NATS at {url}")]
     Connect {
         url: String,
@@ -42,7 +44,7 @@ pub enum NatsError {
 /// Connects the service's client, retrying until `nats.startup_timeout`. After that the client
 /// reconnects by itself for as long as the service runs.
 /// `credentials` are the embedded server's user and password for the service (none for an
-/// external NATS).
+/// external NATS, whose come from the configuration: see [`authenticated`]).
 pub(crate) async fn connect(
     url: &str,
     config: &Config,
@@ -52,12 +54,7 @@ pub(crate) async fn connect(
     let deadline = Instant::now() + config.nats.startup_timeout;
     let servers: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     loop {
-        let options = match credentials {
-            Some((user, password)) => {
-                ConnectOptions::with_user_and_password(user.into(), password.expose().into())
-            }
-            None => ConnectOptions::new(),
-        };
+        let options = authenticated(config, credentials).await?;
         let options = options
             .name(format!("presence {node_id}"))
             .connection_timeout(Duration::from_secs(2))
@@ -85,6 +82,43 @@ pub(crate) async fn connect(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The service's credentials and TLS settings: the embedded server's generated user, else
+/// `nats.credentials`, `nats.token` or `nats.user`/`nats.password`; with `nats.tls`, TLS is
+/// required (a forged INFO cannot downgrade the link) and the server is checked against
+/// `nats.tls.ca_file` alone. Against an external NATS, `nats.tls.cert_file` is the service's
+/// client certificate; on the embedded server it is the server's own.
+async fn authenticated(
+    config: &Config,
+    embedded: Option<(&str, &Secret)>,
+) -> Result<ConnectOptions, NatsError> {
+    let nats = &config.nats;
+    let mut options = match (embedded, &nats.credentials, &nats.token) {
+        (Some((user, password)), ..) => {
+            ConnectOptions::with_user_and_password(user.into(), password.expose().into())
+        }
+        (None, Some(path), _) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| NatsError::Credentials(format!("nats.credentials {}: {e}", path.display())))?,
+        (None, None, Some(token)) => ConnectOptions::with_token(token.expose().into()),
+        (None, None, None) => match nats.user.as_deref().zip(nats.password.as_ref()) {
+            Some((user, password)) => {
+                ConnectOptions::with_user_and_password(user.into(), password.expose().into())
+            }
+            None => ConnectOptions::new(),
+        },
+    };
+    if let Some(tls) = &nats.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (false, Some(cert), Some(key)) = (nats.embedded, &tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(options)
 }
 
 /// What one look at the connection found, for `/health/nats`.

@@ -6,7 +6,8 @@ use std::{
 };
 
 use crate::config::{
-    CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, LEAF_USER, NodeType, SERVICE_USER, Secret, SyncInterval,
+    CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, LEAF_USER, NatsTls, NodeType, SERVICE_USER, Secret,
+    SyncInterval,
 };
 
 use super::NatsError;
@@ -108,6 +109,7 @@ pub fn render_config(
          {pings}\
          jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
          {leafnodes}\
+         {client_tls}\
          {authorization}",
         name = quote(server_name),
         listen = quote(&format!("{host}:{}", nats.port)),
@@ -116,6 +118,7 @@ pub fn render_config(
         store = quote(&data_dir.to_string_lossy()),
         mem = nats.jetstream.max_memory,
         file = nats.jetstream.max_file,
+        client_tls = client_tls(config),
     )
 }
 
@@ -124,34 +127,121 @@ pub fn render_config(
 fn leafnodes(config: &Config, leaf_password: Option<&Secret>) -> (String, String, String) {
     let nats = &config.nats;
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
-    let host = nats.host.to_string();
     match config.service.node_type {
         NodeType::Center => (
             CENTER_DOMAIN.to_string(),
             format!(
                 "leafnodes {{\n  listen: {}\n  no_advertise: true\n  compression: s2_auto\n{}}}\n",
-                quote(&format!("{host}:{}", nats.leaf_port)),
-                leaf_password.map_or_else(String::new, |p| format!(
-                    "  authorization {{ user: {}, password: {} }}\n",
-                    quote(LEAF_USER),
-                    quote(p.expose())
-                ))
+                quote(&format!("{}:{}", nats.leaf_host.unwrap_or(nats.host), nats.leaf_port)),
+                leaf_admission(config, leaf_password)
             ),
             String::new(),
         ),
-        NodeType::Leaf => (
-            config.leaf_domain(),
-            format!(
-                "leafnodes {{\n  remotes: [ {{ urls: [{}], compression: s2_auto }} ]\n}}\n",
-                config
-                    .center_urls()
-                    .iter()
-                    .map(|u| quote(&with_leaf_credentials(u, nats.leaf_password.as_ref())))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
+        NodeType::Leaf => {
+            let urls = config
+                .center_urls()
+                .iter()
+                .map(|u| match &nats.leaf_tls {
+                    Some(_) => quote(&over_tls(u)),
+                    None => quote(&with_leaf_credentials(u, nats.leaf_password.as_ref())),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let tls = nats.leaf_tls.as_ref().map_or_else(String::new, |t| {
+                format!(
+                    ", tls {{ {}, handshake_first: true }}",
+                    tls_files(&t.cert_file, &t.key_file, Some(&t.ca_file))
+                )
+            });
+            (
+                config.leaf_domain(),
+                format!("leafnodes {{\n  remotes: [ {{ urls: [{urls}], compression: s2_auto{tls} }} ]\n}}\n"),
+                format!("ping_interval: {}\nping_max: 2\n", quote(LEAF_PING_INTERVAL)),
+            )
+        }
+    }
+}
+
+/// TLS on the client port with `nats.tls` (clients still authenticate with a password).
+fn client_tls(config: &Config) -> String {
+    match &config.nats.tls {
+        Some(NatsTls { cert_file: Some(cert), key_file: Some(key), .. }) => {
+            format!("tls {{ {}, timeout: 2, min_version: \"1.2\" }}\n", tls_files(cert, key, None))
+        }
+        _ => String::new(),
+    }
+}
+
+/// Who a center's leafnode listener admits. With `nats.leaf_tls`: mutual TLS, and the name in
+/// the leaf's certificate is mapped to one of the users [`authorization`] lists for the leaves
+/// (certificate-only, leafnode connections only). Without: the leaf password (loopback-only
+/// listeners, see `config::tls`).
+fn leaf_admission(config: &Config, leaf_password: Option<&Secret>) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    match &config.nats.leaf_tls {
+        Some(tls) => format!(
+            "  tls {{ {}, verify_and_map: true, timeout: 2, handshake_first: true, min_version: \"1.2\" }}\n",
+            tls_files(&tls.cert_file, &tls.key_file, Some(&tls.ca_file))
         ),
+        None => leaf_password.map_or_else(String::new, |p| {
+            format!("  authorization {{ user: {}, password: {} }}\n", quote(LEAF_USER), quote(p.expose()))
+        }),
+    }
+}
+
+/// What a leaf may send to the center and receive from it: the presence bucket's and the audit
+/// log's JetStream API in the center's domain (information, direct gets, consumers, the put
+/// acknowledgements, a purge of one user's history), presence events and heartbeats, and
+/// replies. Not the rest of the JetStream API (no stream is created, updated or deleted from a
+/// leaf), nor any other subject.
+fn leaf_permissions(config: &Config) -> String {
+    let bucket = format!("KV_{}", config.nats.kv.bucket);
+    let events = &config.events.stream;
+    let api = format!("$JS.{CENTER_DOMAIN}.API");
+    let mut publish = vec![format!("{api}.INFO"), "presence.>".to_string(), "_INBOX.>".to_string()];
+    for stream in [bucket.as_str(), events.as_str()] {
+        publish.extend([
+            format!("{api}.STREAM.INFO.{stream}"),
+            format!("{api}.STREAM.MSG.GET.{stream}"),
+            format!("{api}.DIRECT.GET.{stream}"),
+            format!("{api}.DIRECT.GET.{stream}.>"),
+            format!("{api}.CONSUMER.CREATE.{stream}"),
+            format!("{api}.CONSUMER.CREATE.{stream}.>"),
+            format!("{api}.CONSUMER.DELETE.{stream}.>"),
+            format!("{api}.CONSUMER.INFO.{stream}.>"),
+            format!("{api}.CONSUMER.MSG.NEXT.{stream}.>"),
+            format!("$JS.ACK.{stream}.>"),
+        ]);
+    }
+    publish.push(format!("{api}.STREAM.PURGE.{events}"));
+    publish.push(format!("{api}.$KV.{}.>", config.nats.kv.bucket));
+    publish.push("$JS.FC.>".to_string());
+    let list = |subjects: &[String]| {
+        subjects
+            .iter()
+            .map(|s| serde_json::to_string(s).expect("strings serialize"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let subscribe = ["_INBOX.>".to_string(), "presence.>".to_string()];
+    format!("{{ publish: [{}], subscribe: [{}] }}", list(&publish), list(&subscribe))
+}
+
+/// `cert_file`, `key_file` and (when given) `ca_file` of a `tls {}` block.
+fn tls_files(cert: &Path, key: &Path, ca: Option<&Path>) -> String {
+    let quote = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("strings serialize");
+    let mut text = format!("cert_file: {}, key_file: {}", quote(cert), quote(key));
+    if let Some(ca) = ca {
+        text.push_str(&format!(", ca_file: {}", quote(ca)));
+    }
+    text
+}
+
+/// A center URL dialled over TLS: `nats-leaf://h:p` (or no scheme) becomes `tls://h:p`.
+fn over_tls(url: &str) -> String {
+    match url.split_once("://") {
+        Some((_, rest)) => format!("tls://{rest}"),
+        None => format!("tls://{url}"),
     }
 }
 
@@ -176,6 +266,7 @@ fn with_leaf_credentials(url: &str, password: Option<&Secret>) -> String {
 
 /// Who may use the client port: the service itself, the configured operators (everything), and
 /// the event readers (they may only subscribe to presence events and heartbeats). Nobody else.
+/// On a center with `nats.leaf_tls`, also the leaves, by certificate and over leafnode links only.
 fn authorization(config: &Config, password: &Secret) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let user = |name: &str, password: &Secret, permissions: &str| {
@@ -189,6 +280,15 @@ fn authorization(config: &Config, password: &Secret) -> String {
     }
     for r in &config.nats.event_readers {
         users.push_str(&user(&r.user, &r.password, reader));
+    }
+    if let (NodeType::Center, Some(tls)) = (config.service.node_type, &config.nats.leaf_tls) {
+        let permissions = leaf_permissions(config);
+        for name in &tls.leaves {
+            users.push_str(&format!(
+                "    {{ user: {}, permissions: {permissions}, allowed_connection_types: [\"LEAFNODE\"] }}\n",
+                quote(name.trim())
+            ));
+        }
     }
     format!("authorization {{\n  users = [\n{users}  ]\n}}\n")
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     NatsError, server,
-    status::{Answer, ServerStatus, probe},
+    status::{Answer, Expected, ServerStatus, probe},
 };
 use crate::config::{Config, NodeType, SERVICE_USER, Secret};
 
@@ -104,20 +104,18 @@ impl EmbeddedServer {
         };
         let client_url = format!("nats://{connect_host}:{}", config.nats.port);
         tracing::info!(%version, url = %client_url, data_dir = %data_dir.display(), "starting embedded nats-server");
-        let ready = wait_ready(
-            &client_url,
-            (&server_name, &password),
-            &mut child,
-            log,
-            &launch,
-            config.nats.startup_timeout,
-        );
+        let expected = Expected {
+            server_name: &server_name,
+            password: &password,
+            ca_file: config.nats.tls.as_ref().and_then(|t| t.ca_file.as_deref()),
+        };
+        let ready = wait_ready(&client_url, &expected, &mut child, log, &launch, config.nats.startup_timeout);
         if let Err(e) = ready.await {
             terminate(&mut child).await;
             return Err(e);
         }
         tracing::info!(url = %client_url, server_name, "embedded nats-server serves JetStream");
-        let status = Arc::new(ServerStatus::started());
+        let status = Arc::new(ServerStatus::started(child.id()));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(supervise(child, launch, status.clone(), shutdown.clone()));
         Ok(Self { client_url, server_name, password, status, shutdown, task })
@@ -211,7 +209,7 @@ async fn forward_log(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeq
 /// Polls until a client can reach JetStream on the new server, or the child exits, or time runs out.
 async fn wait_ready(
     url: &str,
-    (server_name, password): (&str, &Secret),
+    expected: &Expected<'_>,
     child: &mut Child,
     log: JoinHandle<()>,
     launch: &Launch,
@@ -230,7 +228,7 @@ async fn wait_ready(
                 launch.tail()
             )));
         }
-        match probe(url, server_name, password).await {
+        match probe(url, expected).await {
             Answer::Ours => return Ok(()),
             Answer::Foreign(other) => {
                 return Err(NatsError::Start(format!(
@@ -280,7 +278,7 @@ async fn supervise(mut child: Child, launch: Launch, status: Arc<ServerStatus>, 
                         restarts = status.restarts() + 1,
                         "embedded nats-server restarted"
                     );
-                    status.restarted();
+                    status.restarted(next.id());
                     child = next;
                     started = Instant::now();
                     break;

@@ -50,6 +50,14 @@ fn config_errors_name_the_key_and_exit_non_zero() {
         ("auth:\n  jwt_secret: tooshort\n", "auth.jwt_secret"),
         ("logging:\n  format: xml\n", "logging.format"),
         ("service:\n  node_id: a.b\n", "service.node_id"),
+        // Nothing listens beyond loopback without TLS, nor encrypts with a key too short.
+        ("service:\n  host: 0.0.0.0\n", "service.tls"),
+        ("service:\n  tls:\n    mode: proxy\n", "service.tls.trusted_proxies"),
+        ("nats:\n  host: 0.0.0.0\n", "nats.host"),
+        ("nats:\n  leaf_host: 0.0.0.0\n", "nats.leaf_host"),
+        ("nats:\n  leaf_tls: {cert_file: a, key_file: b, ca_file: c}\n", "nats.leaf_tls.leaves"),
+        ("nats:\n  jetstream:\n    encryption: {key: short}\n", "nats.jetstream.encryption.key"),
+        ("nats:\n  jetstream:\n    encryption: {key: \"\"}\n", "nats.jetstream.encryption.key"),
     ] {
         let (ok, stderr) = run_with_config(yaml);
         assert!(!ok, "{yaml} should fail");

@@ -5,6 +5,7 @@ mod config;
 mod errors;
 mod helpers;
 mod hostile;
+mod https;
 mod lifecycle;
 mod openapi;
 mod presence;

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use presence::config::{NatsUser, Secret};
+use presence::config::{Config, LeafTls, NatsUser, NodeType, Secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_error, eventually, stored_value};
+use crate::helpers::{Pki, TestApp, assert_error, eventually, json_of, stored_value};
 
 const READER: &str = "dashboard";
 const READER_PASSWORD: &str = "dashboard-password-0123456789";
@@ -88,5 +88,87 @@ async fn a_leaf_with_the_wrong_password_is_refused() {
         (center.health().await["status"] == "ok").then_some(())
     })
     .await;
+    center.stop().await;
+}
+
+/// A center whose leafnode listener takes mutual TLS and admits `leaves`.
+async fn tls_center(pki: &Pki, leaves: &[&str]) -> TestApp {
+    let tls = pki.center("center.test", leaves);
+    TestApp::spawn_with(move |c| c.nats.leaf_tls = Some(tls)).await
+}
+
+/// Makes `config` a leaf dialling `center` by name (`localhost`, in the certificates), over TLS
+/// with `tls`.
+fn as_tls_leaf(config: &mut Config, center: &TestApp, node_id: &str, tls: Option<LeafTls>) {
+    config.service.node_type = NodeType::Leaf;
+    config.service.node_id = node_id.into();
+    config.nats.center_url = Some(format!("localhost:{}", center.config.nats.leaf_port));
+    config.nats.leaf_tls = tls;
+}
+
+#[tokio::test]
+async fn a_leaf_with_its_certificate_works_end_to_end_with_only_a_leafs_rights() {
+    let pki = Pki::new(&["center.test", "leaf-a.test"]);
+    let center = tls_center(&pki, &["leaf-a.test"]).await;
+    let leaf_tls = pki.leaf("leaf-a.test");
+    let leaf = TestApp::spawn_with(|c| as_tls_leaf(c, &center, "leaf-a", Some(leaf_tls))).await;
+    let conf = std::fs::read_to_string(leaf.data_dir().join("nats-server.conf")).unwrap();
+    assert!(conf.contains("tls://localhost:"), "the leaf dials the center over TLS:\n{conf}");
+
+    // Writes, reads, history and erasure cross the link both ways.
+    let (status, body) =
+        json_of(leaf.put("lea", json!({"status": "busy", "message": "over TLS"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = json_of(center.read("lea").await).await;
+    assert_eq!((status, &body["data"]["lea"]["message"]), (StatusCode::OK, &json!("over TLS")), "{body}");
+    center.set("cem", json!({"status": "away"})).await;
+    eventually(Duration::from_secs(5), "the center's write reaches the leaf", || async {
+        (json_of(leaf.read("cem").await).await.1["data"]["cem"]["status"] == "away").then_some(())
+    })
+    .await;
+    let (_, history) = json_of(leaf.history("lea", None).await).await;
+    assert_eq!(history["data"]["lea"][0]["kind"], "update", "{history}");
+    assert_eq!(leaf.erase("lea").await.status(), StatusCode::OK);
+    assert_error(center.read("lea").await, StatusCode::NOT_FOUND).await;
+
+    // Through the leaf's own server, nothing beyond a leaf's rights reaches the center.
+    let local = crate::helpers::nats_connect(&leaf.nats_url()).await;
+    let js = async_nats::jetstream::with_domain(local.clone(), "center");
+    assert!(js.delete_stream("KV_presence").await.is_err(), "a leaf deleted the bucket");
+    assert!(js.delete_stream("PRESENCE_EVENTS").await.is_err(), "a leaf deleted the audit log");
+    assert!(js.create_stream("STOLEN").await.is_err(), "a leaf created a stream at the center");
+    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
+    let center_js = async_nats::jetstream::new(operator);
+    assert!(center_js.get_stream("KV_presence").await.is_ok(), "the bucket is still there");
+    assert!(center_js.get_stream("STOLEN").await.is_err());
+    leaf.stop().await;
+    center.stop().await;
+}
+
+#[tokio::test]
+async fn a_leaf_without_a_valid_certificate_is_refused() {
+    let pki = Pki::new(&["center.test", "leaf-a.test", "stranger.test"]);
+    let other_ca = Pki::new(&["leaf-a.test"]);
+    let center = tls_center(&pki, &["leaf-a.test"]).await;
+    let attempts = [
+        ("no certificate", None),
+        (
+            "a certificate from another CA",
+            Some(LeafTls { ca_file: pki.ca(), ..other_ca.leaf("leaf-a.test") }),
+        ),
+        ("a valid certificate the center does not admit", Some(pki.leaf("stranger.test"))),
+    ];
+    for (what, tls) in attempts {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::helpers::test_config(dir.path());
+        as_tls_leaf(&mut config, &center, "intruder", tls);
+        config.nats.startup_timeout = Duration::from_secs(3);
+        if let Ok(app) = presence::app::Application::build(config).await {
+            drop(app);
+            panic!("a leaf with {what} reached the center's bucket");
+        }
+    }
+    let (status, body) = json_of(center.read("anyone").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the center still serves: {body}");
     center.stop().await;
 }

@@ -40,6 +40,8 @@ pub(crate) struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
     pub http: reqwest::Client,
+    /// What SIGHUP does to this node.
+    pub reloader: presence::app::Reloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: TempDir,
@@ -60,11 +62,12 @@ impl TestApp {
         }
         let app = Application::build(config.clone()).await.expect("the app builds");
         let addr = app.local_addr();
+        let reloader = app.reloader();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Self { addr, config, http: reqwest::Client::new(), stop: Some(stop), task, _dir: dir }
+        Self { addr, config, http: reqwest::Client::new(), reloader, stop: Some(stop), task, _dir: dir }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -1,13 +1,15 @@
 //! Test fixtures, one file per thing they start: a node in this process ([`TestApp`], with a
 //! typed client for every endpoint), the real binary ([`ServiceProcess`]), a standalone
 //! nats-server ([`NatsServer`]), a three-server cluster ([`NatsCluster`]), a TCP proxy that cuts
-//! links ([`ChaosProxy`]), and tokens. Everything runs on free loopback ports in temporary
+//! links ([`ChaosProxy`]), certificates ([`Pki`]), and tokens. Everything runs on free loopback ports in temporary
 //! directories and is killed on `Drop`.
 
 mod app;
 mod chaos;
 mod cluster;
+pub(crate) mod https;
 mod nats;
+mod pki;
 mod process;
 mod tokens;
 
@@ -26,6 +28,7 @@ pub(crate) use app::{
 pub(crate) use chaos::ChaosProxy;
 pub(crate) use cluster::NatsCluster;
 pub(crate) use nats::{NatsServer, bucket, nats_connect, stored_value};
+pub(crate) use pki::Pki;
 pub(crate) use process::{ServiceProcess, is_alive, kill9, port_is_free};
 pub(crate) use tokens::{ISSUER, SECRET, mint};
 
