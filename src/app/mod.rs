@@ -70,6 +70,10 @@ impl Application {
         let mut background = Background::new();
         let credentials = embedded.as_ref().map(EmbeddedServer::credentials);
         let client = nats::connect(url, &config, &node_id, credentials).await?;
+        if let Some(server) = embedded.as_ref() {
+            // Before anything is created: an encrypted store that did not load must stay as it is.
+            nats::at_rest::check_store_loaded(&client, server.data_dir()).await?;
+        }
         let jetstream = startup::jetstream_of(&config, &client);
         let metrics = Arc::new(Metrics::new());
         let (store, events) = startup::open_storage(&config, &jetstream, &metrics).await?;

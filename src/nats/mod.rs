@@ -2,6 +2,7 @@
 //! it uses (embedded, or external with `nats.embedded: false`), and the `Caller` that every
 //! request to it goes through.
 
+pub(crate) mod at_rest;
 pub(crate) mod breaker;
 mod call;
 pub mod server;

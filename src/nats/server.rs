@@ -107,7 +107,7 @@ pub fn render_config(
          logtime: false\n\
          max_payload: 1MB\n\
          {pings}\
-         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}}}\n\
+         jetstream {{\n  domain: {domain}\n  store_dir: {store}\n  max_memory_store: {mem}\n  max_file_store: {file}\n{sync}{encryption}}}\n\
          {leafnodes}\
          {client_tls}\
          {authorization}",
@@ -119,6 +119,7 @@ pub fn render_config(
         mem = nats.jetstream.max_memory,
         file = nats.jetstream.max_file,
         client_tls = client_tls(config),
+        encryption = super::at_rest::config_lines(config),
     )
 }
 

@@ -24,7 +24,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    NatsError, server,
+    NatsError, at_rest, server,
     status::{Answer, Expected, ServerStatus, probe},
 };
 use crate::config::{Config, NodeType, SERVICE_USER, Secret};
@@ -51,11 +51,15 @@ pub(crate) struct EmbeddedServer {
     status: Arc<ServerStatus>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    /// The store and the server's files (absolute).
+    data_dir: PathBuf,
 }
 
 struct Launch {
     bin: PathBuf,
     conf: PathBuf,
+    /// Set in (or, when `None`, removed from) the child's environment: the encryption keys.
+    env: Vec<(&'static str, Option<Secret>)>,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -94,7 +98,7 @@ impl EmbeddedServer {
             context: format!("cannot write {}", conf.display()),
             source,
         })?;
-        let launch = Launch { bin, conf, tail: Arc::default() };
+        let launch = Launch { bin, conf, env: at_rest::environment(config), tail: Arc::default() };
         let (mut child, log) = launch.spawn()?;
         let connect_host = match config.nats.host {
             IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
@@ -118,7 +122,7 @@ impl EmbeddedServer {
         let status = Arc::new(ServerStatus::started(child.id()));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(supervise(child, launch, status.clone(), shutdown.clone()));
-        Ok(Self { client_url, server_name, password, status, shutdown, task })
+        Ok(Self { client_url, server_name, password, status, shutdown, task, data_dir })
     }
 
     pub(crate) fn client_url(&self) -> &str {
@@ -128,6 +132,10 @@ impl EmbeddedServer {
     /// The name this run gave its server: a client connected elsewhere sees another.
     pub(crate) fn server_name(&self) -> &str {
         &self.server_name
+    }
+
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The service's credentials on this server.
@@ -156,6 +164,12 @@ impl Launch {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        for (name, value) in &self.env {
+            match value {
+                Some(value) => cmd.env(name, value.expose()),
+                None => cmd.env_remove(name),
+            };
+        }
         let parent = std::process::id();
         // SAFETY: between fork and exec the closure calls only async-signal-safe functions.
         unsafe {

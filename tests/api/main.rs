@@ -1,5 +1,6 @@
 //! Integration tests: real nats-server, real HTTP on loopback, one binary for fast linking.
 
+mod at_rest;
 mod auth;
 mod config;
 mod errors;
