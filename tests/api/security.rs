@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use presence::config::{Config, LeafTls, NatsUser, NodeType, Secret};
+use presence::config::{Config, LeafTls, NatsTls, NatsUser, NodeType, Secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Pki, TestApp, assert_error, eventually, json_of, stored_value};
+use crate::helpers::{NatsServer, Pki, TestApp, assert_error, eventually, json_of, stored_value};
 
 const READER: &str = "dashboard";
 const READER_PASSWORD: &str = "dashboard-password-0123456789";
@@ -171,4 +171,110 @@ async fn a_leaf_without_a_valid_certificate_is_refused() {
     let (status, body) = json_of(center.read("anyone").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the center still serves: {body}");
     center.stop().await;
+}
+
+/// A node on the external NATS `server`, dialled as `localhost` (the name in its certificate),
+/// configured by `adjust`.
+async fn try_external(server: &NatsServer, adjust: impl FnOnce(&mut Config)) -> Result<TestApp, String> {
+    let port = server.port;
+    TestApp::try_spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = format!("nats://localhost:{port}");
+        c.nats.startup_timeout = Duration::from_secs(3);
+        adjust(c);
+    })
+    .await
+}
+
+async fn works(app: &TestApp) {
+    let (status, body) = json_of(app.put("ext", json!({"status": "away"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = json_of(app.read("ext").await).await;
+    assert_eq!((status, &body["data"]["ext"]["status"]), (StatusCode::OK, &json!("away")), "{body}");
+}
+
+#[tokio::test]
+async fn an_external_nats_is_reached_with_a_token_over_verified_tls() {
+    let pki = Pki::new(&["nats.test"]);
+    let server = NatsServer::start_secured(format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, timeout: 2 }}\nauthorization {{ token: \"external-token-0123456789\" }}",
+        pki.cert("nats.test"),
+        pki.key("nats.test"),
+    ))
+    .await;
+    let tls = NatsTls { ca_file: Some(pki.ca()), ..NatsTls::default() };
+    let token = Secret::new("external-token-0123456789".into());
+    let (t, k) = (tls.clone(), token.clone());
+    let app = try_external(&server, move |c| {
+        c.nats.tls = Some(t);
+        c.nats.token = Some(k);
+    })
+    .await
+    .unwrap();
+    works(&app).await;
+    app.stop().await;
+
+    let stranger = Pki::new(&["nats.test"]);
+    let t = tls.clone();
+    let error =
+        try_external(&server, move |c| c.nats.tls = Some(NatsTls { ca_file: Some(stranger.ca()), ..t }))
+            .await
+            .err()
+            .expect("a server whose certificate the CA did not sign is refused");
+    assert!(!error.contains("external-token"), "the token stays out of errors: {error}");
+    let no_token = try_external(&server, move |c| c.nats.tls = Some(tls)).await;
+    assert!(no_token.is_err(), "no token, no entry");
+}
+
+#[tokio::test]
+async fn an_external_nats_with_mutual_tls_takes_the_services_client_certificate() {
+    let pki = Pki::new(&["nats.test", "presence.test"]);
+    let server = NatsServer::start_secured(format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, timeout: 2 }}\n\
+         authorization {{ users = [ {{ user: svc, password: \"service-password-0123\" }} ] }}",
+        pki.cert("nats.test"),
+        pki.key("nats.test"),
+        pki.ca(),
+    ))
+    .await;
+    let with_cert = NatsTls {
+        ca_file: Some(pki.ca()),
+        cert_file: Some(pki.cert("presence.test")),
+        key_file: Some(pki.key("presence.test")),
+    };
+    let credentials = |c: &mut Config| {
+        c.nats.user = Some("svc".into());
+        c.nats.password = Some(Secret::new("service-password-0123".into()));
+    };
+    let app = try_external(&server, |c| {
+        credentials(c);
+        c.nats.tls = Some(with_cert);
+    })
+    .await
+    .unwrap();
+    works(&app).await;
+    app.stop().await;
+    let without_cert = try_external(&server, |c| {
+        credentials(c);
+        c.nats.tls = Some(NatsTls { ca_file: Some(pki.ca()), ..NatsTls::default() });
+    })
+    .await;
+    assert!(without_cert.is_err(), "a client without a certificate got in");
+}
+
+#[tokio::test]
+async fn an_external_nats_in_operator_mode_takes_a_creds_file() {
+    let operator = crate::helpers::operator::Operator::new();
+    let server = NatsServer::start_secured(operator.server_config.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("presence.creds");
+    std::fs::write(&creds, &operator.creds).unwrap();
+    let path = creds.clone();
+    let app = try_external(&server, move |c| c.nats.credentials = Some(path)).await.unwrap();
+    works(&app).await;
+    app.stop().await;
+    let anonymous = try_external(&server, |_| {}).await;
+    assert!(anonymous.is_err(), "no credentials, no entry");
+    let missing = try_external(&server, |c| c.nats.credentials = Some("/nonexistent.creds".into())).await;
+    assert!(missing.err().unwrap().contains("nats.credentials"), "the error names the key");
 }

@@ -53,21 +53,43 @@ impl TestApp {
     }
 
     pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::try_spawn_with(adjust).await.expect("the app builds")
+    }
+
+    /// A node, or the start-up error (all of its chain) it stopped with.
+    pub(crate) async fn try_spawn_with(adjust: impl FnOnce(&mut Config)) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
+        let chosen = (config.nats.port, config.nats.leaf_port);
         adjust(&mut config);
         // Logs only when asked for: RUST_LOG=warn cargo test ...
         if std::env::var_os("RUST_LOG").is_some() {
             std::mem::forget(presence::telemetry::init(&config.logging));
         }
-        let app = Application::build(config.clone()).await.expect("the app builds");
+        let mut attempts = 0;
+        let app = loop {
+            attempts += 1;
+            match Application::build(config.clone()).await.map_err(|e| format!("{e:#}")) {
+                // A free port can be taken between its choice and the server's bind (by another
+                // test's outgoing connection): choose again, if the test did not choose it.
+                Err(e) if e.contains("address already in use") && attempts < 3 => {
+                    if config.nats.port == chosen.0 {
+                        config.nats.port = free_port();
+                    }
+                    if config.nats.leaf_port == chosen.1 {
+                        config.nats.leaf_port = free_port();
+                    }
+                }
+                built => break built?,
+            }
+        };
         let addr = app.local_addr();
         let reloader = app.reloader();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Self { addr, config, http: reqwest::Client::new(), reloader, stop: Some(stop), task, _dir: dir }
+        Ok(Self { addr, config, http: reqwest::Client::new(), reloader, stop: Some(stop), task, _dir: dir })
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -9,6 +9,7 @@ mod chaos;
 mod cluster;
 pub(crate) mod https;
 mod nats;
+pub(crate) mod operator;
 mod pki;
 mod process;
 mod tokens;

@@ -17,12 +17,14 @@ pub(crate) struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// More configuration (TLS, authorization) for secured servers.
+    extra: String,
 }
 
 impl NatsServer {
     pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Self { child: None, port: free_port(), dir };
+        let mut server = Self { child: None, port: free_port(), dir, extra: String::new() };
         server.restart().await;
         server
     }
@@ -31,7 +33,7 @@ impl NatsServer {
     /// server exits instead of serving.
     pub(crate) async fn try_start_on(port: u16) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Self { child: None, port, dir };
+        let mut server = Self { child: None, port, dir, extra: String::new() };
         server.spawn();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -45,6 +47,25 @@ impl NatsServer {
             assert!(std::time::Instant::now() < deadline, "nats-server neither served nor exited");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A server with `extra` configuration (TLS, authorization), ready once its port accepts
+    /// connections: a client needs the right credentials to tell more.
+    pub(crate) async fn start_secured(extra: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self { child: None, port: free_port(), dir, extra };
+        server.spawn();
+        let addr = format!("127.0.0.1:{}", server.port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = std::fs::read_to_string(server.dir.path().join("nats.log")).unwrap_or_default();
+                panic!("nats-server exited ({status}):\n{log}");
+            }
+            assert!(std::time::Instant::now() < deadline, "nats-server did not listen within 20s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
     }
 
     async fn serves_jetstream(&self) -> bool {
@@ -76,9 +97,10 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?} }}\n",
+                "listen: \"127.0.0.1:{}\"\njetstream {{ store_dir: {:?} }}\n{}\n",
                 self.port,
-                store.display().to_string()
+                store.display().to_string(),
+                self.extra
             ),
         )
         .unwrap();
@@ -87,7 +109,7 @@ impl NatsServer {
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("nats.log")).unwrap())
             .spawn()
             .unwrap();
         self.child = Some(child);
