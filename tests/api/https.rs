@@ -8,7 +8,7 @@ use presence::config::{ServiceTls, TlsMode};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Pki, TestApp, https};
+use crate::helpers::{Pki, SECRET, TestApp, eventually, free_port, https};
 
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
@@ -122,4 +122,65 @@ async fn plain_http_on_loopback_without_tls_carries_no_hsts() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(response.headers().get("strict-transport-security").is_none());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn sighup_to_the_binary_rotates_the_https_and_nats_certificates() {
+    let pki = Pki::new(&["node.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (http, nats, leaf) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "service:\n  port: {http}\n  node_id: hup-node\n  tls:\n    cert_file: {cert:?}\n    key_file: {key:?}\n\
+         nats:\n  port: {nats}\n  leaf_port: {leaf}\n  data_dir: {data:?}\n  leaf_tls:\n    cert_file: {cert:?}\n    \
+         key_file: {key:?}\n    ca_file: {ca:?}\n    leaves: [leaf-a.test]\n\
+         auth:\n  jwt_secret: {SECRET}\nlogging:\n  level: debug\n  format: json\n",
+        cert = pki.cert("node.test"),
+        key = pki.key("node.test"),
+        ca = pki.ca(),
+        data = dir.path().join("nats-data"),
+    );
+    std::fs::write(dir.path().join("presence.yaml"), yaml).unwrap();
+    let log = dir.path().join("service.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .arg("--config")
+        .arg(dir.path().join("presence.yaml"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let ca = pki.ca();
+    eventually(Duration::from_secs(30), "the binary serves HTTPS", || async {
+        https::get(addr, "node.test", &ca, &[b"h2"], "/health").await.ok().filter(|a| a.status == 200)
+    })
+    .await;
+
+    let next = Pki::new(&["node.test"]);
+    for (from, to) in
+        [(next.cert("node.test"), pki.cert("node.test")), (next.key("node.test"), pki.key("node.test"))]
+    {
+        let staged = to.with_extension("staged");
+        std::fs::copy(&from, &staged).unwrap();
+        std::fs::rename(&staged, &to).unwrap();
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let next_ca = next.ca();
+    eventually(Duration::from_secs(10), "the new certificate is served", || async {
+        https::get(addr, "node.test", &next_ca, &[b"h2"], "/health").await.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the embedded nats-server reloaded", || async {
+        std::fs::read_to_string(&log).unwrap().contains("Reloaded server configuration").then_some(())
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP does not stop the service");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Waited for off the runtime, which keeps serving the test's HTTP/2 clients meanwhile (they
+    // answer the server's closing handshake).
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "a clean stop after the reload: {status}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the stop waited for open HTTP/2 connections");
 }
