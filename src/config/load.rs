@@ -14,7 +14,9 @@ use super::{Config, LogFormat};
 
 const ENV_PREFIX: &str = "PRESENCE_";
 /// Environment variables with the prefix that are not key overrides.
-const ENV_RESERVED: &[&str] = &["PRESENCE_CONFIG"];
+/// (The key variables are the names the README suggests for `${...}` in the file, and what the
+/// embedded server reads.)
+const ENV_RESERVED: &[&str] = &["PRESENCE_CONFIG", super::KEY_VAR, super::PREVIOUS_KEY_VAR];
 
 /// A configuration error: which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +244,7 @@ mod tests {
             ("PRESENCE_SERVICE__PORT", "9100"),
             ("PRESENCE_NATS__EMBEDDED", "false"),
             ("PRESENCE_CONFIG", "/ignored.yaml"),
+            ("PRESENCE_JS_KEY", "a-key-for-interpolation-not-a-key-path"),
         ]);
         let c = from_sources(Some("nats:\n  kv:\n    ttl: 3600s\n"), &e).unwrap();
         assert_eq!(c.nats.kv.ttl, Duration::from_secs(60));

@@ -96,6 +96,12 @@ impl Cipher {
     }
 }
 
+/// The environment variable the README suggests for `encryption.key` (`${PRESENCE_JS_KEY}`),
+/// and the one the embedded server reads it from.
+pub const KEY_VAR: &str = "PRESENCE_JS_KEY";
+/// The same for `encryption.previous_key`.
+pub const PREVIOUS_KEY_VAR: &str = "PRESENCE_JS_PREVIOUS_KEY";
+
 /// The shortest encryption key accepted (nats-server takes any, even an empty one, which turns
 /// encryption off without a word).
 pub const MIN_KEY_BYTES: usize = 32;

@@ -17,12 +17,7 @@ use async_nats::Client;
 use futures::TryStreamExt;
 
 use super::NatsError;
-use crate::config::{Config, Secret};
-
-/// The child's environment variable holding `nats.jetstream.encryption.key`.
-pub(crate) const KEY_VAR: &str = "PRESENCE_JS_KEY";
-/// The child's environment variable holding `nats.jetstream.encryption.previous_key`.
-pub(crate) const PREVIOUS_KEY_VAR: &str = "PRESENCE_JS_PREVIOUS_KEY";
+use crate::config::{Config, KEY_VAR, PREVIOUS_KEY_VAR, Secret};
 
 /// The `jetstream {}` lines that turn encryption on (the key by reference only).
 pub(crate) fn config_lines(config: &Config) -> String {
