@@ -82,7 +82,9 @@ impl EmbeddedServer {
                 NatsError::Io { context: "cannot load or create the NATS service password".into(), source }
             })?;
         let leaf_password = match (config.service.node_type, &config.nats.leaf_password) {
+            // Leaves authenticate by certificate when the center has nats.leaf_tls.
             (NodeType::Leaf, _) => None,
+            _ if config.nats.leaf_tls.is_some() => None,
             (NodeType::Center, Some(configured)) => Some(configured.clone()),
             (NodeType::Center, None) => Some(
                 crate::auth::secret::load_or_generate(&data_dir.join(LEAF_PASSWORD_FILE))

@@ -184,3 +184,37 @@ async fn sighup_to_the_binary_rotates_the_https_and_nats_certificates() {
     assert!(status.success(), "a clean stop after the reload: {status}");
     assert!(started.elapsed() < Duration::from_secs(5), "the stop waited for open HTTP/2 connections");
 }
+
+/// Whether `openssl s_client` completes a handshake with `addr` using only `version`. Security
+/// level 0 lets the client offer TLS 1.0 and 1.1 at all, so that a refusal is the server's.
+fn openssl_handshake(addr: std::net::SocketAddr, version: &str) -> bool {
+    let output = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            version,
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+            "-brief",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed by scripts/test");
+    let text = String::from_utf8_lossy(&output.stderr);
+    text.contains("CONNECTION ESTABLISHED")
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_served_and_older_versions_refused() {
+    let pki = Pki::new(&["node.test"]);
+    let app = https_app(&pki, "node.test").await;
+    let addr = app.addr;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        ["-tls1", "-tls1_1", "-tls1_2", "-tls1_3"].map(|v| (v, openssl_handshake(addr, v)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcomes, [("-tls1", false), ("-tls1_1", false), ("-tls1_2", true), ("-tls1_3", true)]);
+    app.stop().await;
+}
