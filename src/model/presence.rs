@@ -48,13 +48,17 @@ pub(crate) struct StoredPresence {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Times are written as the API shows them (milliseconds, always three digits), so that the
+    // stored text and the API's agree even on a whole second.
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
     pub last_seen: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339_millis")]
     pub updated_at: DateTime<Utc>,
     pub node_id: String,
     /// Seconds, as the client asked or the default.
     pub ttl: u64,
     /// `updated_at + ttl`, in UTC: the moment this presence reads as offline.
+    #[serde(serialize_with = "rfc3339_millis")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -252,6 +256,21 @@ mod tests {
         assert_eq!(later.status, Status::Offline);
         assert_eq!(later.message, None);
         assert_eq!(later.last_seen, stored.last_seen);
+    }
+
+    #[test]
+    fn stored_and_shown_times_are_the_same_text_even_on_a_whole_second() {
+        let whole_second = DateTime::parse_from_rfc3339("2026-11-29T01:00:51Z").unwrap().to_utc();
+        let update = PresenceUpdate::new("online", None, None, HOUR).unwrap();
+        let stored = StoredPresence::from_update(&user(), update, None, "n1", whole_second);
+        let text: serde_json::Value = serde_json::to_value(&stored).unwrap();
+        let shown =
+            serde_json::to_value(CompactPresence::from(&stored).view("user123", whole_second)).unwrap();
+        assert_eq!(text["updated_at"], "2026-11-29T01:00:51.000Z");
+        assert_eq!(text["updated_at"], shown["updated_at"]);
+        assert_eq!(text["last_seen"], shown["last_seen"]);
+        let back: StoredPresence = serde_json::from_value(text).unwrap();
+        assert_eq!(back, stored, "read back as written");
     }
 
     #[test]
