@@ -82,15 +82,21 @@ impl Deref for AppState {
 }
 
 /// The whole API with its middleware.
-pub(crate) fn router(state: AppState, https: Arc<HttpsPolicy>) -> Router {
-    Router::new()
+pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router {
+    let routes = Router::new()
         .merge(presence::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(https, transport::enforce))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Without service.tls (a loopback-only port) there is nothing to enforce, and plain requests
+    // do not pay for the check.
+    let routes = match https {
+        Some(policy) => routes.layer(middleware::from_fn_with_state(policy, transport::enforce)),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
             let what = panic

@@ -29,11 +29,12 @@ pub(crate) struct HttpsPolicy {
 }
 
 impl HttpsPolicy {
-    pub(crate) fn new(service: &ServiceConfig) -> Arc<Self> {
-        let Some(tls) = &service.tls else { return Arc::new(Self { hsts: None, proxies: None }) };
+    /// The policy of `service.tls`; none without it (a loopback-only port: nothing to enforce).
+    pub(crate) fn new(service: &ServiceConfig) -> Option<Arc<Self>> {
+        let tls = service.tls.as_ref()?;
         let hsts = HeaderValue::from_str(tls.hsts.trim()).ok().filter(|v| !v.is_empty());
         let proxies = (tls.mode == TlsMode::Proxy).then(|| tls.trusted_proxies.clone());
-        Arc::new(Self { hsts, proxies })
+        Some(Arc::new(Self { hsts, proxies }))
     }
 
     /// Whether the request came over HTTPS (`Some(true)`), is allowed in plain (`Some(false)`),
@@ -43,8 +44,8 @@ impl HttpsPolicy {
             return Some(true);
         }
         let Some(proxies) = &self.proxies else {
-            // No TLS configured: a loopback-only port, plain by design.
-            return Some(false);
+            // Direct mode: every connection is TLS; nothing arrives here in plain.
+            return None;
         };
         let peer = peer?.to_canonical();
         if proxies.iter().any(|net| net.contains(&peer)) {
@@ -103,7 +104,7 @@ mod tests {
             }),
             ..ServiceConfig::default()
         };
-        HttpsPolicy::new(&service).as_ref().clone()
+        HttpsPolicy::new(&service).unwrap().as_ref().clone()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
