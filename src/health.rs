@@ -3,6 +3,7 @@
 //! serializes them. None of the probes can hang: every NATS call has a deadline.
 
 use std::{
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,7 +19,7 @@ use crate::{
     link::LinkState,
     nats::ServerStatus,
     store::PresenceStore,
-    telemetry::Metrics,
+    telemetry::{Metrics, metrics::LinkLabels},
     topology::{NodeStatus, Registry},
 };
 
@@ -40,6 +41,9 @@ pub(crate) struct Health {
     pub metrics: Arc<Metrics>,
     /// The embedded server's state; `None` on an external NATS.
     pub embedded: Option<Arc<ServerStatus>>,
+    /// The configured certificates, by the link they secure (read at each scrape, so that a
+    /// rotated file shows its new expiry).
+    pub certificates: Vec<(&'static str, PathBuf)>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -215,6 +219,20 @@ impl Health {
         m.cache_stale.set(link.stale as i64);
         m.watcher_lag.set(link.lag as i64);
         m.expiry_scheduled.set(self.expiry.len() as i64);
+        m.expiry_overdue.set(self.expiry.overdue(chrono::Utc::now(), Duration::from_secs(1)) as i64);
+        let nodes = self.registry.nodes(0);
+        m.nodes_known.set(nodes.len() as i64);
+        m.nodes_up.set(nodes.iter().filter(|n| n.up).count() as i64);
+        m.cache_max.set(self.max_cost as i64);
+        if let Some(server) = &self.embedded {
+            m.embedded_nats_running.set(server.running() as i64);
+            m.embedded_nats_restarts.set(server.restarts() as i64);
+        }
+        for (link, path) in &self.certificates {
+            if let Some(not_after) = crate::tls::not_after(path) {
+                m.certificate_expiry.get_or_create(&LinkLabels { link }).set(not_after);
+            }
+        }
         if let Some(offset) = link.clock_offset {
             m.clock_offset.set(offset.num_milliseconds() as f64 / 1000.0);
         }

@@ -97,6 +97,7 @@ impl Application {
             registry,
             metrics: metrics.clone(),
             embedded: embedded.as_ref().map(EmbeddedServer::status),
+            certificates: startup::certificates(&config),
         };
         let directory = Directory {
             store,

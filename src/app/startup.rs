@@ -219,6 +219,17 @@ pub(super) async fn listen(
     Ok((CountingListener::new(tcp, caps, metrics.clone()), local_addr, https))
 }
 
+/// The certificate files this node presents, by the link they secure (for their expiry metric).
+pub(super) fn certificates(config: &Config) -> Vec<(&'static str, std::path::PathBuf)> {
+    let https = config.service.tls.as_ref().and_then(|t| t.cert_file.clone());
+    let leafnode = config.nats.leaf_tls.as_ref().map(|t| t.cert_file.clone());
+    let nats = config.nats.tls.as_ref().and_then(|t| t.cert_file.clone());
+    [("https", https), ("leafnode", leafnode), ("nats", nats)]
+        .into_iter()
+        .filter_map(|(link, path)| path.map(|p| (link, p)))
+        .collect()
+}
+
 /// The JWT secret: configured, or generated on first start into the data directory.
 pub(super) fn jwt_secret(config: &Config) -> anyhow::Result<(crate::config::Secret, SecretSource)> {
     secret::resolve(config).context("auth: cannot load or create the JWT secret")

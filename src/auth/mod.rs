@@ -1,5 +1,7 @@
 //! Authentication of writes: HS256 JWTs signed with the configured secret and issuer, verified
 //! by [`Authenticator::verify`] and minted by [`Authenticator::mint`] (for `presence token`).
+//! During a rotation of the secret, tokens signed with `auth.previous_jwt_secret` are accepted
+//! too (and counted), while every new token is signed with the current one.
 //! The HTTP extractors that use it live in `http::auth`.
 
 pub mod secret;
@@ -40,9 +42,19 @@ pub enum TokenError {
     Critical,
 }
 
+/// A valid token's subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub subject: String,
+    /// Signed with `auth.previous_jwt_secret` (still accepted during a rotation).
+    pub signed_with_previous: bool,
+}
+
 /// Verifies tokens and mints them (for `presence token`).
 pub struct Authenticator {
     decoding: DecodingKey,
+    /// `auth.previous_jwt_secret`: still accepted, never used to sign.
+    previous: Option<DecodingKey>,
     encoding: EncodingKey,
     validation: Validation,
     issuer: String,
@@ -52,6 +64,8 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(secret: &Secret, config: &AuthConfig) -> Self {
+        let previous =
+            config.previous_jwt_secret.as_ref().map(|p| DecodingKey::from_secret(p.expose().as_bytes()));
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&config.jwt_issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
@@ -64,6 +78,7 @@ impl Authenticator {
         }
         Self {
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            previous,
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             validation,
             issuer: config.jwt_issuer.clone(),
@@ -72,10 +87,22 @@ impl Authenticator {
         }
     }
 
-    /// The token's subject, if the token is valid now.
-    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(TokenError::Invalid)?;
+    /// The token's subject, if the token is valid now, and whether it was signed with the
+    /// previous secret.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let mut signed_with_previous = false;
+        let decoded = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Err(e)
+                if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature
+                    && self.previous.is_some() =>
+            {
+                signed_with_previous = true;
+                let previous = self.previous.as_ref().expect("checked above");
+                jsonwebtoken::decode::<Claims>(token, previous, &self.validation)
+            }
+            other => other,
+        };
+        let data = decoded.map_err(TokenError::Invalid)?;
         // RFC 7515 4.1.11: extensions marked critical must be understood; we understand none.
         if data.header.crit.is_some() {
             return Err(TokenError::Critical);
@@ -88,7 +115,7 @@ impl Authenticator {
         if lifetime > self.max_ttl {
             return Err(TokenError::TooLong(lifetime));
         }
-        Ok(data.claims.sub)
+        Ok(Verified { subject: data.claims.sub, signed_with_previous })
     }
 
     /// A token for `user`, valid for `ttl` from now.

@@ -224,6 +224,17 @@ impl Config {
                 "must be at least 32 bytes (HS256 needs a key as long as its hash)",
             );
         }
+        if let Some(previous) = &self.auth.previous_jwt_secret {
+            if previous.expose().len() < 32 {
+                return fail("auth.previous_jwt_secret", "must be at least 32 bytes, as auth.jwt_secret");
+            }
+            if self.auth.jwt_secret.as_ref().is_none_or(|s| s.expose() == previous.expose()) {
+                return fail(
+                    "auth.previous_jwt_secret",
+                    "goes with a new auth.jwt_secret that differs from it (the rotation's new secret)",
+                );
+            }
+        }
         if self.auth.jwt_issuer.trim().is_empty() {
             return fail("auth.jwt_issuer", "must not be empty");
         }

@@ -211,6 +211,9 @@ pub struct AuthConfig {
     pub max_token_ttl: Duration,
     /// When set, a token's `aud` must name it.
     pub jwt_audience: Option<String>,
+    /// The secret before the last rotation: tokens it signed are still accepted (new ones are
+    /// signed with `jwt_secret`). Remove it once `max_token_ttl` has passed since the rotation.
+    pub previous_jwt_secret: Option<Secret>,
 }
 
 impl Default for AuthConfig {
@@ -221,6 +224,7 @@ impl Default for AuthConfig {
             jwt_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(30 * 24 * 3600),
             jwt_audience: None,
+            previous_jwt_secret: None,
         }
     }
 }

@@ -44,7 +44,11 @@ impl AuthUser {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("Authorization is not a bearer token"))?;
-        state.auth.verify(token).map(AuthUser).map_err(|e| chain(&e).to_string())
+        let verified = state.auth.verify(token).map_err(|e| chain(&e).to_string())?;
+        if verified.signed_with_previous {
+            state.metrics.tokens_previous_secret.inc();
+        }
+        Ok(AuthUser(verified.subject))
     }
 }
 

@@ -114,6 +114,14 @@ impl ExpiryQueue {
         self.wake.notified().await;
     }
 
+    /// Revisions due more than `grace` before `now` and not yet taken: the expiry job's backlog.
+    pub(crate) fn overdue(&self, now: DateTime<Utc>, grace: Duration) -> usize {
+        let tick = TICK.as_millis() as i64;
+        let limit = (now.timestamp_millis() - grace.as_millis() as i64).div_euclid(tick);
+        let buckets = self.buckets.lock().expect("expiry queue lock");
+        buckets.range(..=limit).map(|(_, revisions)| revisions.len()).sum()
+    }
+
     /// Revisions waiting (superseded ones included until they come due).
     pub(crate) fn len(&self) -> usize {
         self.buckets.lock().expect("expiry queue lock").values().map(HashSet::len).sum()
@@ -163,6 +171,21 @@ mod tests {
         assert_eq!(due, vec![2, 3]);
         assert_eq!(q.take_due(t0 + chrono::Duration::seconds(3), 10), vec![1]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn overdue_counts_what_the_job_has_not_taken_past_the_grace() {
+        let q = ExpiryQueue::default();
+        let t0 = Utc::now();
+        q.replace(None, 1, Some(&live(t0)));
+        q.replace(None, 2, Some(&live(t0 + chrono::Duration::seconds(10))));
+        let grace = Duration::from_secs(1);
+        assert_eq!(q.overdue(t0, grace), 0, "not yet due");
+        assert_eq!(q.overdue(t0 + chrono::Duration::milliseconds(500), grace), 0, "within the grace");
+        assert_eq!(q.overdue(t0 + chrono::Duration::seconds(2), grace), 1);
+        assert_eq!(q.overdue(t0 + chrono::Duration::seconds(20), grace), 2);
+        q.take_due(t0 + chrono::Duration::seconds(20), 10);
+        assert_eq!(q.overdue(t0 + chrono::Duration::seconds(20), grace), 0, "taken is not overdue");
     }
 
     #[test]

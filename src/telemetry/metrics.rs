@@ -52,7 +52,21 @@ pub(crate) struct Metrics {
     pub http_connections_refused: Family<ReasonLabels, Counter>,
     pub http_timeouts: Family<ReasonLabels, Counter>,
     pub expiry_scheduled: Gauge,
+    pub expiry_overdue: Gauge,
     pub clock_offset: Gauge<f64, AtomicU64>,
+    pub tokens_previous_secret: Counter,
+    pub nodes_known: Gauge,
+    pub nodes_up: Gauge,
+    pub cache_max: Gauge,
+    pub embedded_nats_running: Gauge,
+    pub embedded_nats_restarts: Gauge,
+    pub certificate_expiry: Family<LinkLabels, Gauge>,
+}
+
+/// Which link a certificate secures: `https`, `leafnode`, `nats`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LinkLabels {
+    pub link: &'static str,
 }
 
 /// Why a connection was refused or closed.
@@ -92,7 +106,15 @@ impl Metrics {
             http_connections_refused: Family::default(),
             http_timeouts: Family::default(),
             expiry_scheduled: Gauge::default(),
+            expiry_overdue: Gauge::default(),
             clock_offset: Gauge::default(),
+            tokens_previous_secret: Counter::default(),
+            nodes_known: Gauge::default(),
+            nodes_up: Gauge::default(),
+            cache_max: Gauge::default(),
+            embedded_nats_running: Gauge::default(),
+            embedded_nats_restarts: Gauge::default(),
+            certificate_expiry: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -151,6 +173,11 @@ impl Metrics {
             m.tokens_refused.clone(),
         );
         r.register(
+            "tokens_previous_secret",
+            "Requests whose token was signed with auth.previous_jwt_secret (accepted)",
+            m.tokens_previous_secret.clone(),
+        );
+        r.register(
             "http_connections_refused",
             "Connections turned away at a cap (reason: total, per_ip)",
             m.http_connections_refused.clone(),
@@ -164,6 +191,35 @@ impl Metrics {
             "expiry_scheduled",
             "Revisions waiting in this node's expiry schedule",
             m.expiry_scheduled.clone(),
+        );
+        r.register(
+            "expiry_overdue",
+            "Expiries due more than a second ago and not yet written: the expiry job's backlog",
+            m.expiry_overdue.clone(),
+        );
+        r.register("nodes_known", "Nodes in this node's registry (itself included)", m.nodes_known.clone());
+        r.register("nodes_up", "Nodes heard from within the heartbeat timeout", m.nodes_up.clone());
+        r.register_with_unit(
+            "cache_max",
+            "cache.max_cost: the cache's bound",
+            Unit::Bytes,
+            m.cache_max.clone(),
+        );
+        r.register(
+            "embedded_nats_running",
+            "1 while the embedded nats-server runs (absent with an external NATS)",
+            m.embedded_nats_running.clone(),
+        );
+        r.register(
+            "embedded_nats_restarts",
+            "Restarts of the embedded nats-server since the service started",
+            m.embedded_nats_restarts.clone(),
+        );
+        r.register_with_unit(
+            "tls_certificate_expiry_timestamp",
+            "When each configured certificate expires (Unix time), by link: https, leafnode, nats",
+            Unit::Seconds,
+            m.certificate_expiry.clone(),
         );
         r.register_with_unit(
             "clock_offset",

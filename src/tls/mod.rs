@@ -71,6 +71,14 @@ impl ServerTls {
     }
 }
 
+/// When the first certificate in the PEM file `path` expires (Unix seconds); none if the file
+/// cannot be read or parsed.
+pub(crate) fn not_after(path: &Path) -> Option<i64> {
+    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn read_error(path: &Path, source: rustls_pki_types::pem::Error) -> TlsError {
     TlsError::Read { path: path.to_path_buf(), source }
 }

@@ -171,3 +171,38 @@ async fn a_configured_audience_is_required() {
     assert_eq!(app.put_as("dave", &right, body).await.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// Rotating the JWT secret without logging everyone out: the old secret as
+/// `auth.previous_jwt_secret` keeps its tokens valid (and counted), new tokens use the new one,
+/// and once it is removed the old tokens stop working.
+#[tokio::test]
+async fn a_rotated_secret_keeps_old_tokens_valid_while_it_is_the_previous_one() {
+    const NEW_SECRET: &str = "rotated-secret-0123456789-0123456789-abcd";
+    let old_token = sign(Algorithm::HS256, &claims(), SECRET);
+    let new_token = sign(Algorithm::HS256, &claims(), NEW_SECRET);
+    let stranger = sign(Algorithm::HS256, &claims(), "some-other-secret-0123456789-0123456789");
+    let body = json!({"status": "online"});
+
+    let rotating = TestApp::spawn_with(|c| {
+        c.auth.jwt_secret = Some(presence::config::Secret::new(NEW_SECRET.into()));
+        c.auth.previous_jwt_secret = Some(presence::config::Secret::new(SECRET.into()));
+    })
+    .await;
+    assert_eq!(rotating.put_as("dave", &old_token, body.clone()).await.status(), StatusCode::OK);
+    assert_eq!(rotating.put_as("dave", &new_token, body.clone()).await.status(), StatusCode::OK);
+    assert_error(rotating.put_as("dave", &stranger, body.clone()).await, StatusCode::UNAUTHORIZED).await;
+    let metrics = rotating.metrics().await;
+    assert!(
+        metrics.contains("presence_tokens_previous_secret_total 1\n"),
+        "one old token counted:\n{metrics}"
+    );
+    rotating.stop().await;
+
+    let rotated = TestApp::spawn_with(|c| {
+        c.auth.jwt_secret = Some(presence::config::Secret::new(NEW_SECRET.into()));
+    })
+    .await;
+    assert_error(rotated.put_as("dave", &old_token, body.clone()).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(rotated.put_as("dave", &new_token, body).await.status(), StatusCode::OK);
+    rotated.stop().await;
+}
