@@ -184,7 +184,7 @@ impl Metrics {
         );
         r.register(
             "http_timeouts",
-            "Connections closed or requests answered 408 for slowness (reason: header, body, idle)",
+            "Connections closed or requests answered 408 for slowness (reason: header, body, idle, tls_handshake)",
             m.http_timeouts.clone(),
         );
         r.register(
@@ -221,6 +221,17 @@ impl Metrics {
             Unit::Seconds,
             m.certificate_expiry.clone(),
         );
+        // Known label values start at zero, so that their series exist (and `rate` works) before
+        // the first refusal or timeout.
+        for reason in ["total", "per_ip"] {
+            let _ = m.http_connections_refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["header", "body", "idle", "tls_handshake"] {
+            let _ = m.http_timeouts.get_or_create(&ReasonLabels { reason });
+        }
+        for kind in ["read", "write"] {
+            let _ = m.rate_limited.get_or_create(&RateLabels { kind });
+        }
         r.register_with_unit(
             "clock_offset",
             "This node's clock minus the NATS server's, estimated",

@@ -9,6 +9,7 @@ mod hostile;
 mod https;
 mod lifecycle;
 mod openapi;
+mod operations;
 mod presence;
 mod process;
 mod races;
