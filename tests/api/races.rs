@@ -148,3 +148,47 @@ async fn an_erasure_right_after_a_write_across_a_slow_link_leaves_nothing() {
     leaf.stop().await;
     center.stop().await;
 }
+
+/// Read your writes while the watcher lags: the node's cache holds the user's previous presence
+/// and its watcher is held back (its consumer deleted under it, so that the bucket's changes stop
+/// reaching the node until it notices and resumes). The write path put the new presence into
+/// this node's cache before its 200, so the read serves it anyway. The test checks that the
+/// watcher really had not applied the write at the time of the read, and tries again if it had.
+#[tokio::test]
+async fn a_write_is_read_back_at_once_even_while_the_watcher_lags_behind() {
+    let app = TestApp::spawn_with(|c| c.rate_limit.enabled = false).await;
+    app.set("rya", json!({"status": "online", "message": "before"})).await;
+    assert_eq!(json_of(app.read("rya").await).await.1["data"]["rya"]["message"], "before", "cached");
+    let operator = crate::helpers::nats_connect(&app.nats_url()).await;
+    let js = async_nats::jetstream::new(operator);
+    let kv = bucket(&app.nats_url()).await;
+    for attempt in 0..10 {
+        // Hold the watcher back: delete its consumer. It resumes once it notices.
+        let stream = js.get_stream("KV_presence").await.unwrap();
+        let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+        assert!(!names.is_empty(), "the watcher has a consumer");
+        for name in &names {
+            let _ = stream.delete_consumer(name).await;
+        }
+        let message = format!("after {attempt}");
+        let (status, body) = json_of(app.put("rya", json!({"status": "busy", "message": message})).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, read) = json_of(app.read("rya").await).await;
+        let (_, health) = app.nats_health().await;
+        let applied = health["watcher"]["applied_revision"].as_u64().unwrap();
+        let revision = kv.entry("user.rya").await.unwrap().unwrap().revision;
+        assert_eq!(read["data"]["rya"]["message"], message.as_str(), "the node served its previous presence: {read}");
+        if applied < revision {
+            app.stop().await;
+            return;
+        }
+        // The watcher had applied the write already: the read proved nothing. Again, once the
+        // watcher is back.
+        eventually(Duration::from_secs(30), "the watcher resumes", || async {
+            let (_, health) = app.nats_health().await;
+            (health["watcher"]["applied_revision"].as_u64()? >= revision).then_some(())
+        })
+        .await;
+    }
+    panic!("the watcher was never behind the write; the test could not hold it back");
+}
