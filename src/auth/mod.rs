@@ -137,3 +137,33 @@ impl Authenticator {
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        let config = AuthConfig { max_token_ttl: Duration::from_secs(3600), ..AuthConfig::default() };
+        Authenticator::new(&Secret::new("unit-test-secret-0123456789-0123456789".into()), &config)
+    }
+
+    fn token(auth: &Authenticator, iat: u64, exp: u64) -> String {
+        let claims = Claims { sub: "u".into(), iat, exp, iss: auth.issuer.clone(), nbf: None, aud: None };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &auth.encoding).unwrap()
+    }
+
+    #[test]
+    fn the_limits_are_inclusive() {
+        let auth = authenticator();
+        let now = now_secs();
+        // Issued exactly the leeway ahead of this clock: accepted (a skewed issuer).
+        assert!(auth.verify(&token(&auth, now + LEEWAY_SECS, now + 600)).is_ok());
+        assert!(matches!(
+            auth.verify(&token(&auth, now + LEEWAY_SECS + 2, now + 600)),
+            Err(TokenError::IssuedInFuture)
+        ));
+        // A lifetime of exactly auth.max_token_ttl: accepted; a second more: refused.
+        assert!(auth.verify(&token(&auth, now, now + 3600)).is_ok());
+        assert!(matches!(auth.verify(&token(&auth, now, now + 3601)), Err(TokenError::TooLong(3601))));
+    }
+}

@@ -246,6 +246,13 @@ mod tests {
     }
 
     #[test]
+    fn node_ids_are_shared_between_presences() {
+        let a = intern("node-interned-test");
+        let b = intern("node-interned-test");
+        assert!(Arc::ptr_eq(&a, &b), "a million presences hold one copy of each node id");
+    }
+
+    #[test]
     fn expiry_reads_offline_and_keeps_last_seen() {
         let now = Utc::now();
         let update = PresenceUpdate::new("online", Some("hi".into()), Some(1), HOUR).unwrap();

@@ -112,6 +112,11 @@ mod tests {
             "\u{FEFF}hi",
             "a\u{200D}b",
             "\u{200D}",
+            // A joiner needs an emoji on both sides.
+            "👩\u{200D}b",
+            "a\u{200D}💻",
+            "👩\u{200D}",
+            "👩\u{200D}\u{200D}💻",
         ] {
             assert_eq!(
                 PresenceUpdate::new("busy", Some(sneaky.into()), None, HOUR),

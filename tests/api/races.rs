@@ -171,13 +171,18 @@ async fn a_write_is_read_back_at_once_even_while_the_watcher_lags_behind() {
             let _ = stream.delete_consumer(name).await;
         }
         let message = format!("after {attempt}");
-        let (status, body) = json_of(app.put("rya", json!({"status": "busy", "message": message})).await).await;
+        let (status, body) =
+            json_of(app.put("rya", json!({"status": "busy", "message": message})).await).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let (_, read) = json_of(app.read("rya").await).await;
         let (_, health) = app.nats_health().await;
         let applied = health["watcher"]["applied_revision"].as_u64().unwrap();
         let revision = kv.entry("user.rya").await.unwrap().unwrap().revision;
-        assert_eq!(read["data"]["rya"]["message"], message.as_str(), "the node served its previous presence: {read}");
+        assert_eq!(
+            read["data"]["rya"]["message"],
+            message.as_str(),
+            "the node served its previous presence: {read}"
+        );
         if applied < revision {
             app.stop().await;
             return;
@@ -191,4 +196,42 @@ async fn a_write_is_read_back_at_once_even_while_the_watcher_lags_behind() {
         .await;
     }
     panic!("the watcher was never behind the write; the test could not hold it back");
+}
+
+/// A write whose acknowledgement comes late, but whose record the node finds in the bucket at
+/// once: that is a success, and the client hears 200 (not "outcome unknown"). The link delays
+/// what NATS sends by 1.5 s, longer than `nats.request_timeout` (1 s), so the put times out;
+/// the delay is lifted as soon as the record is in the bucket, so the node's look-up right after
+/// the timeout is answered in time.
+#[tokio::test]
+async fn a_late_acknowledgement_with_the_record_in_the_bucket_is_a_success() {
+    let nats = NatsServer::start().await;
+    let proxy = ChaosProxy::start(nats.port).await;
+    let url = format!("nats://127.0.0.1:{}", proxy.port);
+    let app = TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+        c.nats.request_timeout = Duration::from_secs(1);
+        c.service.node_id = "late-ack".into();
+    })
+    .await;
+    app.set("lia", json!({"status": "online"})).await;
+    let kv = bucket(&nats.url()).await;
+    proxy.delay(Duration::ZERO, Duration::from_millis(1500));
+    let lift = async {
+        eventually(Duration::from_secs(5), "the record is in the bucket", || async {
+            let entry = kv.get("user.lia").await.ok().flatten()?;
+            let value: Value = serde_json::from_slice(&entry).ok()?;
+            (value["status"] == "busy").then_some(())
+        })
+        .await;
+        proxy.delay(Duration::ZERO, Duration::ZERO);
+    };
+    let started = std::time::Instant::now();
+    let (response, ()) = tokio::join!(app.put("lia", json!({"status": "busy", "message": "late"})), lift);
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["lia"]["message"], "late");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the put did time out first");
+    app.stop().await;
 }

@@ -145,10 +145,17 @@ async fn without_nats_reads_degrade_writes_fail_fast_and_all_recovers() {
     let (status, body) = json_of(miss).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["unseen"], json!({"user_id": "unseen", "status": "offline"}));
-    let (status, body) = json_of(app.get("/api/v2/presence?users=sam,unseen").await).await;
+    // A multi-user read with a miss it could not look up says so, as a single read does.
+    let many = app.get("/api/v2/presence?users=sam,unseen").await;
+    assert_eq!(many.headers().get("x-presence-degraded").map(|v| v.to_str().unwrap()), Some("true"));
+    let (status, body) = json_of(many).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["sam"]["status"], "busy");
     assert_eq!(body["data"]["unseen"]["status"], "offline");
+    let batch = app.batch(json!(["sam", "unseen"])).await;
+    assert_eq!(batch.headers().get("x-presence-degraded").map(|v| v.to_str().unwrap()), Some("true"));
+    let only_cached = app.get("/api/v2/presence?users=sam").await;
+    assert!(only_cached.headers().get("x-presence-degraded").is_none(), "every answer came from the cache");
 
     let write = app.put("sam", json!({"status": "online"})).await;
     assert_error(write, StatusCode::SERVICE_UNAVAILABLE).await;
