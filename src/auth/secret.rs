@@ -69,6 +69,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kept_secret_shorter_than_32_bytes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        std::fs::write(&path, "a".repeat(31)).unwrap();
+        let error = load_or_generate(&path).unwrap_err().to_string();
+        assert!(error.contains("fewer than 32 bytes"), "{error}");
+        std::fs::write(&path, "a".repeat(32)).unwrap();
+        assert_eq!(load_or_generate(&path).unwrap().0.expose(), "a".repeat(32));
+    }
+
+    #[test]
     fn generated_once_private_and_found_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join(SECRET_FILE);

@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_entry_costs_its_overhead_key_and_message() {
+        let cache = PresenceCache::new(1 << 20);
+        let user = UserId::parse("costly").unwrap();
+        let update =
+            PresenceUpdate::new("busy", Some("in a meeting".into()), Some(60), Duration::from_secs(60))
+                .unwrap();
+        let stored = StoredPresence::from_update(&user, update, None, "n", Utc::now());
+        let record = Record { revision: 1, presence: Some(CompactPresence::from(&stored)) };
+        let expected = ENTRY_OVERHEAD + "costly".len() as u64 + "in a meeting".len() as u64;
+        assert_eq!(u64::from(cost("costly", &record)), expected);
+        cache.upsert(&user, record).await;
+        cache.cleanup().await;
+        assert_eq!(cache.weighted_size(), expected, "what /health/cache and the bound count");
+    }
+
+    #[tokio::test]
     async fn an_older_revision_never_replaces_a_newer_one() {
         let cache = PresenceCache::new(1 << 20);
         cache.upsert("u", Record { revision: 5, presence: Some(presence("busy", 60)) }).await;

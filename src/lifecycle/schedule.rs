@@ -166,11 +166,70 @@ mod tests {
         assert_eq!(q.len(), 3, "offline presences do not expire");
         assert!(q.take_due(t0 - chrono::Duration::seconds(1), 10).is_empty(), "never early");
         let mut due = q.take_due(t0 + chrono::Duration::milliseconds(200), 1);
+        assert_eq!(due.len(), 1, "at most max at a time");
         due.extend(q.take_due(t0 + chrono::Duration::milliseconds(200), 10));
         due.sort();
         assert_eq!(due, vec![2, 3]);
         assert_eq!(q.take_due(t0 + chrono::Duration::seconds(3), 10), vec![1]);
         assert!(q.is_empty());
+    }
+
+    /// A time on a tick boundary, so that bucket arithmetic is exact.
+    fn aligned() -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_795_000_000_000).unwrap()
+    }
+
+    #[test]
+    fn an_expiry_is_due_at_its_time_never_before() {
+        let t = aligned();
+        let ms = chrono::Duration::milliseconds;
+        for (revision, at) in [(1, t), (2, t + ms(1)), (3, t + ms(99)), (4, t + ms(100))] {
+            let q = ExpiryQueue::default();
+            q.schedule_at(revision, at);
+            assert!(q.take_due(at - ms(1), 10).is_empty(), "revision {revision} due before its time");
+            // Due within one tick after its time, at the latest.
+            assert_eq!(q.take_due(at + ms(99), 10), vec![revision], "revision {revision} late");
+        }
+        let q = ExpiryQueue::default();
+        q.schedule_at(5, t);
+        assert_eq!(q.take_due(t, 10), vec![5], "an expiry on a tick boundary is due at that very time");
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_max() {
+        let q = ExpiryQueue::default();
+        let t = aligned();
+        for revision in 1..=5 {
+            q.schedule_at(revision, t);
+        }
+        assert_eq!(q.take_due(t, 2).len(), 2);
+        assert_eq!(q.take_due(t, 2).len(), 2);
+        assert_eq!(q.take_due(t, 2).len(), 1);
+    }
+
+    #[test]
+    fn the_job_knows_how_long_to_sleep() {
+        let q = ExpiryQueue::default();
+        let t = aligned();
+        assert_eq!(q.next_due_in(t), None, "nothing scheduled");
+        q.schedule_at(1, t + chrono::Duration::milliseconds(2000));
+        q.schedule_at(2, t + chrono::Duration::milliseconds(5000));
+        assert_eq!(q.next_due_in(t), Some(Duration::from_millis(2000)));
+        assert_eq!(q.next_due_in(t + chrono::Duration::milliseconds(1500)), Some(Duration::from_millis(500)));
+        assert_eq!(q.next_due_in(t + chrono::Duration::seconds(3)), Some(Duration::ZERO), "overdue: now");
+    }
+
+    #[test]
+    fn an_earlier_expiry_wakes_the_job_and_a_later_one_does_not() {
+        use futures::FutureExt;
+        let q = ExpiryQueue::default();
+        let t = aligned();
+        q.schedule_at(1, t + chrono::Duration::seconds(10));
+        assert!(q.earlier_scheduled().now_or_never().is_some(), "the first expiry wakes the job");
+        q.schedule_at(2, t + chrono::Duration::seconds(20));
+        assert!(q.earlier_scheduled().now_or_never().is_none(), "a later expiry changes nothing");
+        q.schedule_at(3, t + chrono::Duration::seconds(1));
+        assert!(q.earlier_scheduled().now_or_never().is_some(), "an earlier one must wake it");
     }
 
     #[test]

@@ -53,6 +53,18 @@ async fn reads_after_a_write_are_cache_hits() {
         assert!(after.get(field).is_some(), "/health/cache has {field}: {after}");
     }
     assert!(after["entries"].as_u64().unwrap() >= 1);
+    let (hits, misses) = (after["hits"].as_f64().unwrap(), after["misses"].as_f64().unwrap());
+    let ratio = after["hit_ratio"].as_f64().unwrap();
+    assert!(
+        (ratio - hits / (hits + misses)).abs() < 1e-9,
+        "hit_ratio {ratio} for {hits} hits, {misses} misses"
+    );
+    assert!(
+        (metric(&app, "presence_cache_hit_ratio").await - ratio).abs() < 1e-9,
+        "the metric says the same"
+    );
+    assert_eq!(metric(&app, "presence_cache_hits_total").await, hits, "one set of counters");
+    assert_eq!(metric(&app, "presence_cache_misses_total").await, misses, "one set of counters");
     app.stop().await;
 }
 
