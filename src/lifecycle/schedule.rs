@@ -205,6 +205,12 @@ mod tests {
         assert_eq!(q.take_due(t, 2).len(), 2);
         assert_eq!(q.take_due(t, 2).len(), 2);
         assert_eq!(q.take_due(t, 2).len(), 1);
+        // Across buckets too: one due in an earlier bucket, five in a later one.
+        q.schedule_at(6, t);
+        for revision in 7..=11 {
+            q.schedule_at(revision, t + chrono::Duration::seconds(1));
+        }
+        assert_eq!(q.take_due(t + chrono::Duration::seconds(1), 3).len(), 3);
     }
 
     #[test]
