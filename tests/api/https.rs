@@ -52,14 +52,7 @@ async fn a_new_certificate_is_served_after_a_reload_without_a_restart() {
     let app = https_app(&pki, "node.test").await;
     let reloader = app.reloader.clone();
     let next = Pki::new(&["node.test"]);
-    // The files are replaced in place (atomically), as a certificate manager would.
-    for (from, to) in
-        [(next.cert("node.test"), pki.cert("node.test")), (next.key("node.test"), pki.key("node.test"))]
-    {
-        let staged = to.with_extension("staged");
-        std::fs::copy(&from, &staged).unwrap();
-        std::fs::rename(&staged, &to).unwrap();
-    }
+    pki.replace_with(&next, "node.test");
     assert!(
         https::get(app.addr, "node.test", &pki.ca(), &[b"h2"], "/health").await.is_ok(),
         "not yet reloaded"
@@ -156,13 +149,7 @@ async fn sighup_to_the_binary_rotates_the_https_and_nats_certificates() {
     .await;
 
     let next = Pki::new(&["node.test"]);
-    for (from, to) in
-        [(next.cert("node.test"), pki.cert("node.test")), (next.key("node.test"), pki.key("node.test"))]
-    {
-        let staged = to.with_extension("staged");
-        std::fs::copy(&from, &staged).unwrap();
-        std::fs::rename(&staged, &to).unwrap();
-    }
+    pki.replace_with(&next, "node.test");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     let next_ca = next.ca();

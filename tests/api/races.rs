@@ -32,22 +32,29 @@ async fn a_read_racing_the_first_write_never_leaves_a_stale_answer() {
     app.stop().await;
 }
 
-/// A write whose acknowledgement is lost: NATS stores it, but its answer takes longer than
-/// `nats.request_timeout`. The client hears that the outcome is unknown and that repeating the
-/// write is safe (not "nothing was stored"), and once NATS answers again the write is completed:
-/// its update event is published, once, so the record and the audit log agree.
-#[tokio::test]
-async fn a_write_whose_acknowledgement_is_lost_says_so_and_its_event_follows() {
+/// A standalone nats-server, a chaos proxy in front of it, and a node that reaches NATS through
+/// the proxy with `request_timeout`.
+async fn behind_a_proxy(request_timeout: Duration) -> (NatsServer, ChaosProxy, TestApp) {
     let nats = NatsServer::start().await;
     let proxy = ChaosProxy::start(nats.port).await;
     let url = format!("nats://127.0.0.1:{}", proxy.port);
     let app = TestApp::spawn_with(move |c| {
         c.nats.embedded = false;
         c.nats.url = url;
-        c.nats.request_timeout = Duration::from_millis(300);
+        c.nats.request_timeout = request_timeout;
         c.service.node_id = "slow-link".into();
     })
     .await;
+    (nats, proxy, app)
+}
+
+/// A write whose acknowledgement is lost: NATS stores it, but its answer takes longer than
+/// `nats.request_timeout`. The client hears that the outcome is unknown and that repeating the
+/// write is safe (not "nothing was stored"), and once NATS answers again the write is completed:
+/// its update event is published, once, so the record and the audit log agree.
+#[tokio::test]
+async fn a_write_whose_acknowledgement_is_lost_says_so_and_its_event_follows() {
+    let (nats, proxy, app) = behind_a_proxy(Duration::from_millis(300)).await;
     app.set("kai", json!({"status": "online"})).await;
     let watcher = async_nats::connect(nats.url()).await.unwrap();
     let mut events = watcher.subscribe("presence.update.kai").await.unwrap();
@@ -205,16 +212,7 @@ async fn a_write_is_read_back_at_once_even_while_the_watcher_lags_behind() {
 /// the timeout is answered in time.
 #[tokio::test]
 async fn a_late_acknowledgement_with_the_record_in_the_bucket_is_a_success() {
-    let nats = NatsServer::start().await;
-    let proxy = ChaosProxy::start(nats.port).await;
-    let url = format!("nats://127.0.0.1:{}", proxy.port);
-    let app = TestApp::spawn_with(move |c| {
-        c.nats.embedded = false;
-        c.nats.url = url;
-        c.nats.request_timeout = Duration::from_secs(1);
-        c.service.node_id = "late-ack".into();
-    })
-    .await;
+    let (nats, proxy, app) = behind_a_proxy(Duration::from_secs(1)).await;
     app.set("lia", json!({"status": "online"})).await;
     let kv = bucket(&nats.url()).await;
     proxy.delay(Duration::ZERO, Duration::from_millis(1500));

@@ -31,6 +31,16 @@ impl Pki {
         self.dir.path().join(format!("{host}-key.pem"))
     }
 
+    /// Replaces `host`'s certificate and key files with `other`'s, in place and atomically
+    /// (written beside, then renamed), as a certificate manager would.
+    pub(crate) fn replace_with(&self, other: &Pki, host: &str) {
+        for (from, to) in [(other.cert(host), self.cert(host)), (other.key(host), self.key(host))] {
+            let staged = to.with_extension("staged");
+            std::fs::copy(&from, &staged).unwrap();
+            std::fs::rename(&staged, &to).unwrap();
+        }
+    }
+
     /// `nats.leaf_tls` of a center presenting `host`'s certificate and admitting `leaves`.
     pub(crate) fn center(&self, host: &str, leaves: &[&str]) -> LeafTls {
         LeafTls { leaves: leaves.iter().map(|l| l.to_string()).collect(), ..self.leaf(host) }
