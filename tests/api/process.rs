@@ -220,7 +220,6 @@ async fn access_logs_are_a_choice_and_a_refused_token_costs_one_line() {
         let mut service = ServiceProcess::start_logging(dir.path(), None, Some(SECRET), &logging);
         service.wait_healthy().await;
         let client = reqwest::Client::new();
-        let before = count(&read_log(dir.path()), "\"route\"");
         for _ in 0..5 {
             client.get(service.url("/api/v2/presence/quiet")).send().await.unwrap();
         }
@@ -234,7 +233,9 @@ async fn access_logs_are_a_choice_and_a_refused_token_costs_one_line() {
         .await;
         assert_eq!(count(&log, "token refused"), 1, "{requests}: one line for the refused token\n{log}");
         assert_eq!(count(&log, "InvalidToken"), 1, "{requests}: the line says why\n{log}");
-        let per_request = count(&log, "\"route\"") - before - 1;
-        assert_eq!(per_request, 5 * lines_per_ok, "{requests}: lines for five 404 reads\n{log}");
+        // Counted by their status, not by every line with a route: the health checks of the
+        // start-up are logged too, by a background writer, whenever it gets to them.
+        let reads = count(&log, "\"status\":404");
+        assert_eq!(reads, 5 * lines_per_ok, "{requests}: lines for five 404 reads\n{log}");
     }
 }
