@@ -1,5 +1,5 @@
 //! The command line: `presence [serve]` runs a node, `presence token` mints a JWT, `presence
-//! certs` writes development certificates.
+//! certs` writes development certificates, `presence watch` follows users live.
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -37,6 +37,21 @@ enum Command {
     Token(TokenArgs),
     /// Write a development CA and a certificate per host, to try TLS links on one machine.
     Certs(CertsArgs),
+    /// Follow users' presence live from a terminal: one line per change.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The node: http://host:port or https://host:port.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// For an https:// node: the CA bundle that signed its certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The users to follow (at most 1000).
+    #[arg(required = true)]
+    users: Vec<String>,
 }
 
 /// Flags for the most used keys; they override the file and the environment.
@@ -124,6 +139,7 @@ pub fn main() -> ExitCode {
     crate::tls::install_provider();
     let result = match cli.command {
         Some(Command::Certs(args)) => certs(args),
+        Some(Command::Watch(args)) => watch(args),
         Some(Command::Token(args)) => token(cli.config, args),
         Some(Command::Serve(args)) => serve(cli.config, args),
         None => serve(cli.config, cli.serve),
@@ -145,6 +161,24 @@ fn serve(file: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let app = Application::build(config).await?;
         app.run_until(app::shutdown_signal()).await
+    })
+}
+
+fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let users: Vec<String> = args
+        .users
+        .iter()
+        .flat_map(|u| u.split(','))
+        .map(|u| UserId::parse(u.trim()).map(|u| u.to_string()))
+        .collect::<Result<_, _>>()?;
+    let watch = crate::watch::Watch { url: args.url, users, ca: args.ca };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut stdout = tokio::io::stdout();
+        tokio::select! {
+            result = watch.run(&mut stdout) => result,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
     })
 }
 

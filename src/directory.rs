@@ -23,6 +23,7 @@ use crate::{
     cache::PresenceCache,
     lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
     link::LinkState,
+    live::{Hub, Source},
     model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
     nats::retry_for,
     store::{PresenceStore, StoreError},
@@ -85,6 +86,7 @@ pub(crate) struct Directory {
     pub link: Arc<LinkState>,
     pub events: Events,
     pub expiry: Arc<ExpiryQueue>,
+    pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub node_id: String,
 }
@@ -147,7 +149,11 @@ impl Directory {
         }
         let (store, owned) = (self.store.clone(), user.clone());
         match self.cache.get_or_load(user, async move { store.get(&owned).await }).await {
-            Ok(entry) => Lookup::Known(entry),
+            Ok(entry) => {
+                // Newer than what this node's watchers of the user heard, if the watcher lags.
+                self.hub.publish(user, None, entry.clone(), Source::Node);
+                Lookup::Known(entry)
+            }
             Err(e) => {
                 if !e.downcast_ref::<StoreError>().is_some_and(StoreError::refused) {
                     tracing::warn!(user = %user, error = %chain(e.as_ref()), "KV read failed; answering degraded");
@@ -203,7 +209,8 @@ impl Directory {
         self.metrics.updates.inc();
         let presence = CompactPresence::from(stored);
         self.expiry.replace(previous.as_deref(), revision, Some(&presence));
-        self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
+        let entry = self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
+        self.hub.publish(user, previous.as_deref(), entry, Source::Node);
         let now = Utc::now();
         let previous_status = previous.and_then(|e| {
             e.presence.as_ref().map(|p| if p.is_expired(now) { Status::Offline } else { p.status })
@@ -271,7 +278,8 @@ impl Directory {
             let previous = self.cache.peek(user).await;
             let tombstone = self.store.get(user).await?;
             self.expiry.replace(previous.as_deref(), tombstone.revision, tombstone.presence.as_ref());
-            self.cache.upsert(user, tombstone).await;
+            let entry = self.cache.upsert(user, tombstone).await;
+            self.hub.publish(user, previous.as_deref(), entry, Source::Node);
             Ok::<_, WriteError>(events)
         };
         let events = erased.await.inspect_err(|e| {

@@ -37,6 +37,7 @@ pub(crate) struct Health {
     pub client: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     pub expiry: Arc<ExpiryQueue>,
+    pub hub: Arc<crate::live::Hub>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// The embedded server's state; `None` on an external NATS.
@@ -64,6 +65,8 @@ pub(crate) struct HealthResponse {
     pub clock_offset_ms: Option<i64>,
     /// Nodes heard from (this one included) and how many of them are up.
     pub nodes: NodesSummary,
+    /// Live streams (Server-Sent Events and WebSocket) open on this node.
+    pub streams: usize,
     /// The embedded nats-server (absent with an external NATS). While it is down, or once it was
     /// restarted 3 times within 10 minutes, the status is `degraded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +162,7 @@ impl Health {
             nats_connected: link.reachable,
             clock_offset_ms: link.clock_offset.map(|o| o.num_milliseconds()),
             nodes: NodesSummary { known: nodes.len(), up: nodes.iter().filter(|n| n.up).count() },
+            streams: self.hub.open(),
             embedded_nats,
         }
     }

@@ -22,15 +22,20 @@
 //! - `topology`: hub and spoke: heartbeats on `presence.sync.{node_id}`, the node registry.
 //! - `lifecycle`: the expiry schedule and job (one `offline` write and one expire event per
 //!   expiry across all nodes), the update and expire events, the audit log, history, erasure.
-//! - `coherence`: the watcher (bucket changes into the cache and the expiry schedule) and the
-//!   monitor (link checks, watcher lag, rebuild of a replaced bucket).
+//! - `live`: the live feed: every change the node learns of, numbered, kept for resuming
+//!   clients and handed to the subscribers that watch its user; expiries announced as they
+//!   happen, the link's stale and fresh, slow clients dropped.
+//! - `coherence`: the watcher (bucket changes into the cache, the expiry schedule and the live
+//!   feed) and the monitor (link checks, watcher lag, rebuild of a replaced bucket).
 //! - `directory`: the read and write paths: cache first, store behind, degradation without NATS.
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,
 //!   the JSON error envelope, the OpenAPI document.
 //! - `app`: start-up in named steps and shutdown; tests go through the same path on port 0.
-//! - `cli`: the `presence` command line (`serve`, `token`); `main.rs` only calls it.
+//! - `watch`: the `presence watch` client (follows users over the node's event stream).
+//! - `cli`: the `presence` command line (`serve`, `token`, `certs`, `watch`); `main.rs` only
+//!   calls it.
 //!
 //! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `directory` →
 //! `cache` (or, on a miss, one `store` get shared by concurrent readers) →
@@ -49,6 +54,7 @@ pub mod config;
 pub mod nats;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
 
 // Everything else is the crate's own.
 pub(crate) mod cache;
@@ -58,6 +64,7 @@ pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod lifecycle;
 pub(crate) mod link;
+pub(crate) mod live;
 pub(crate) mod model;
 pub(crate) mod store;
 pub(crate) mod topology;

@@ -19,6 +19,7 @@ use crate::{
     http::{
         self, AccessLog, AppState, HttpsPolicy, RateLimits, Shared, Timeouts, listener::CountingListener,
     },
+    live::Hub,
     nats::{self, EmbeddedServer},
     telemetry::Metrics,
     tls::ServerTls,
@@ -39,6 +40,7 @@ pub struct Application {
     metrics: Arc<Metrics>,
     config: Config,
     https: Option<Arc<ServerTls>>,
+    hub: Arc<Hub>,
 }
 
 impl Application {
@@ -94,17 +96,20 @@ impl Application {
             client: client.clone(),
             jetstream,
             expiry: coherent.expiry.clone(),
+            hub: coherent.hub.clone(),
             registry,
             metrics: metrics.clone(),
             embedded: embedded.as_ref().map(EmbeddedServer::status),
             certificates: startup::certificates(&config),
         };
+        let hub = coherent.hub.clone();
         let directory = Directory {
             store,
             cache: coherent.cache,
             link: coherent.link,
             events,
             expiry: coherent.expiry,
+            hub: coherent.hub,
             metrics: metrics.clone(),
             node_id,
         };
@@ -117,11 +122,12 @@ impl Application {
             body_timeout: config.service.body_timeout,
             metrics: metrics.clone(),
             default_ttl: config.nats.kv.ttl,
+            cors: config.service.cors.allowed_origins.clone(),
         });
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
         let router = http::router(state, HttpsPolicy::new(&config.service));
         let embedded = embedded.take();
-        Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config, https })
+        Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config, https, hub })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -143,10 +149,12 @@ impl Application {
         let stop = CancellationToken::new();
         let reloader = self.reloader();
         self.background.tasks.spawn(reloader.on_sighup(self.background.stop.clone()));
-        let trigger = stop.clone();
+        let (trigger, hub) = (stop.clone(), self.hub.clone());
         tokio::spawn(async move {
             shutdown.await;
             trigger.cancel();
+            // Live streams never finish by themselves: end them, so that their connections can.
+            hub.shutdown();
         });
         tracing::info!(addr = %self.local_addr(), node_id = %self.config.node_id(), "serving");
         let service = &self.config.service;

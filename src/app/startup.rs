@@ -22,6 +22,7 @@ use crate::{
     http::listener::{Caps, CountingListener},
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
+    live::Hub,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
     store::{PresenceStore, StoreError},
     telemetry::Metrics,
@@ -138,9 +139,11 @@ pub(super) struct Coherent {
     pub cache: PresenceCache,
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
+    pub hub: Arc<Hub>,
 }
 
-/// Steps 3 and 4: the cache kept coherent with the bucket, and the expiry job. `server_name` is
+/// Steps 3 and 4: the cache kept coherent with the bucket (and the live feed it feeds), and the
+/// expiry job. `server_name` is
 /// the embedded server's name for this run (none for an external NATS).
 pub(super) fn start_coherence(
     config: &Config,
@@ -152,6 +155,7 @@ pub(super) fn start_coherence(
     let cache = PresenceCache::with_metrics(config.cache.max_cost, Negative::from(&config.cache), metrics);
     let link = LinkState::new();
     let expiry = ExpiryQueue::new();
+    let hub = Hub::new(config.stream.clone(), link.clone(), metrics.clone());
     let Background { stop, tasks } = background;
     let parts = coherence::Parts {
         store: store.clone(),
@@ -160,8 +164,10 @@ pub(super) fn start_coherence(
         cache: cache.clone(),
         link: link.clone(),
         expiry: expiry.clone(),
+        hub: hub.clone(),
     };
     coherence::spawn(tasks, parts, stop);
+    tasks.spawn(hub.clone().run(stop.clone()));
     tasks.spawn(cache.clone().housekeeping(stop.clone()));
     let expirer = Expirer {
         queue: expiry.clone(),
@@ -172,7 +178,7 @@ pub(super) fn start_coherence(
         node_id: config.node_id(),
     };
     tasks.spawn(expirer.run(stop.clone()));
-    Coherent { cache, link, expiry }
+    Coherent { cache, link, expiry, hub }
 }
 
 /// Step 5: heartbeats out, everyone's heartbeats into the registry.

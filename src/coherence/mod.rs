@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use clock::CLOCK_TOLERANCE;
 
-use crate::{cache::PresenceCache, lifecycle::ExpiryQueue, link::LinkState, store::PresenceStore};
+use crate::{cache::PresenceCache, lifecycle::ExpiryQueue, link::LinkState, live::Hub, store::PresenceStore};
 
 /// What the coherence tasks watch and feed.
 pub(crate) struct Parts {
@@ -33,12 +33,13 @@ pub(crate) struct Parts {
     pub cache: PresenceCache,
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
+    pub hub: Arc<Hub>,
 }
 
 /// Starts the watcher and the monitor in `tasks`; they run until `stop`.
 pub(crate) fn spawn(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
-    let Parts { store, client, server_name, cache, link, expiry } = parts;
-    let applier = watcher::Applier::new(cache, link.clone(), expiry);
+    let Parts { store, client, server_name, cache, link, expiry, hub } = parts;
+    let applier = watcher::Applier::new(cache, link.clone(), expiry, hub);
     tasks.spawn(watcher::run(store.clone(), applier, stop.clone()));
     let target = monitor::Target { store, client, server_name };
     tasks.spawn(monitor::run(target, link, stop.clone()));

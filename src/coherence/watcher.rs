@@ -12,6 +12,7 @@ use crate::{
     cache::PresenceCache,
     lifecycle::ExpiryQueue,
     link::LinkState,
+    live::{Hub, Source},
     model::{CompactPresence, Record},
     store::{Change, PresenceStore},
 };
@@ -24,6 +25,7 @@ pub(super) struct Applier {
     cache: PresenceCache,
     link: Arc<LinkState>,
     expiry: Arc<ExpiryQueue>,
+    hub: Arc<Hub>,
     clock: ClockEstimate,
     /// The bucket's last revision when the current watch started: changes up to it are history
     /// (replayed, however old), changes after it were written while this node watched. Only
@@ -56,6 +58,7 @@ pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: Cancel
                 Ended::Rebuild => {
                     // Start over: nothing this watcher applied can be trusted.
                     applier.cache.clear();
+                    applier.hub.reset();
                     link.reset_applied();
                     backoff = BACKOFF_START;
                     continue;
@@ -103,8 +106,13 @@ async fn follow(
 }
 
 impl Applier {
-    pub(super) fn new(cache: PresenceCache, link: Arc<LinkState>, expiry: Arc<ExpiryQueue>) -> Self {
-        Self { cache, link, expiry, clock: ClockEstimate::default(), live_after: u64::MAX }
+    pub(super) fn new(
+        cache: PresenceCache,
+        link: Arc<LinkState>,
+        expiry: Arc<ExpiryQueue>,
+        hub: Arc<Hub>,
+    ) -> Self {
+        Self { cache, link, expiry, hub, clock: ClockEstimate::default(), live_after: u64::MAX }
     }
 
     async fn apply(&mut self, change: Change) {
@@ -112,13 +120,18 @@ impl Applier {
             self.sample_clock(&change);
         }
         if let Some(user) = change.user() {
-            // This node's own writes are in the cache and the schedule already: skip decoding them.
             let previous = self.cache.peek(user).await;
+            let record = Arc::new(Record {
+                revision: change.revision,
+                presence: change.presence().as_ref().map(CompactPresence::from),
+            });
+            // This node's own writes are in the cache and the schedule already.
             if previous.as_ref().is_none_or(|e| e.revision < change.revision) {
-                let presence = change.presence().as_ref().map(CompactPresence::from);
-                self.expiry.replace(previous.as_deref(), change.revision, presence.as_ref());
-                self.cache.upsert(user, Record { revision: change.revision, presence }).await;
+                self.expiry.replace(previous.as_deref(), change.revision, record.presence.as_ref());
+                self.cache.upsert(user, Record::clone(&record)).await;
             }
+            let before = previous.as_deref().filter(|p| p.revision < change.revision);
+            self.hub.publish(user, before, record, Source::Watcher);
         }
         self.link.record_applied(change.revision);
         // Nothing pending behind this change: the watcher is caught up.

@@ -32,6 +32,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub rate_limit: RateLimitConfig,
     pub events: EventsConfig,
+    pub stream: StreamConfig,
     /// The discovery layout (README, "Regions"): where the center is.
     pub center_node: Option<CenterNodeConfig>,
     /// The discovery layout: the leaves by region (informational, and the
@@ -85,6 +86,7 @@ impl Config {
         self.validate_nats()?;
         self.validate_rate_limits()?;
         self.validate_links()?;
+        self.validate_stream()?;
         self.validate_cache_auth_logging()
     }
 
@@ -121,6 +123,48 @@ impl Config {
                 "service.max_connections_per_ip"
             };
             return fail(key, "must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn validate_stream(&self) -> Result<(), ConfigError> {
+        let stream = &self.stream;
+        if stream.batch_window > Duration::from_secs(1) {
+            return fail("stream.batch_window", "must be at most 1s");
+        }
+        if stream.write_timeout < Duration::from_millis(100) {
+            return fail("stream.write_timeout", "must be at least 100ms");
+        }
+        if stream.keep_alive < Duration::from_secs(1) {
+            return fail("stream.keep_alive", "must be at least 1s");
+        }
+        if stream.keep_alive >= self.service.idle_timeout {
+            return fail("stream.keep_alive", "must be shorter than service.idle_timeout");
+        }
+        if stream.max_connections == 0 || stream.max_connections_per_ip == 0 {
+            let key = if stream.max_connections == 0 {
+                "stream.max_connections"
+            } else {
+                "stream.max_connections_per_ip"
+            };
+            return fail(key, "must be at least 1");
+        }
+        for origin in &self.service.cors.allowed_origins {
+            let valid = origin == "*"
+                || (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && origin.split("://").nth(1).is_some_and(|host| {
+                        !host.is_empty()
+                            && !host.contains('/')
+                            && host.is_ascii()
+                            && !host.contains(char::is_whitespace)
+                    });
+            if !valid {
+                return fail(
+                    "service.cors.allowed_origins",
+                    "each must be `*` or an origin like https://app.example.com (scheme and host, no path)",
+                );
+            }
         }
         Ok(())
     }

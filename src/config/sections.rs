@@ -105,6 +105,52 @@ pub struct ServiceConfig {
     pub max_connections_per_ip: usize,
     /// HTTPS, or the TLS-terminating proxy in front (see [`super::ServiceTls`]).
     pub tls: Option<super::ServiceTls>,
+    /// Which web pages (origins) may call the API from a browser.
+    pub cors: CorsConfig,
+}
+
+/// `service.cors`: the origins whose pages may call the API, the stream and the WebSocket from a
+/// browser. Default: none (only the node's own page, which is same-origin).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `stream`: live presence (Server-Sent Events and WebSocket).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Changes for one client within this window after a message go out together, at its end.
+    #[serde(with = "units::duration")]
+    pub batch_window: Duration,
+    /// Open streams on this node; more are answered 503.
+    pub max_connections: usize,
+    /// Open streams from one client address; more are answered 429.
+    pub max_connections_per_ip: usize,
+    /// A client that leaves changes unread for this long is disconnected.
+    #[serde(with = "units::duration")]
+    pub write_timeout: Duration,
+    /// A comment (SSE) or a ping (WebSocket) this often keeps an idle stream open; a WebSocket
+    /// peer that answers no ping within two of these is dropped.
+    #[serde(with = "units::duration")]
+    pub keep_alive: Duration,
+    /// The newest changes this node keeps for clients that reconnect with `Last-Event-ID`.
+    pub resume_buffer: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            batch_window: Duration::from_millis(50),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            write_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(15),
+            resume_buffer: 10_000,
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -124,6 +170,7 @@ impl Default for ServiceConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             tls: None,
+            cors: CorsConfig::default(),
         }
     }
 }

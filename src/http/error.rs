@@ -50,6 +50,12 @@ pub(crate) enum ApiError {
     OutcomeUnknown,
     #[error("internal error")]
     Internal,
+    #[error("this node has as many live streams open as it allows; try another node or later")]
+    StreamsFull,
+    #[error("too many live streams open from this address")]
+    TooManyStreams,
+    #[error("this origin may not use the API from a browser (service.cors.allowed_origins)")]
+    OriginRefused,
 }
 
 impl ApiError {
@@ -57,14 +63,16 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::HttpsRequired => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::HttpsRequired | ApiError::OriginRefused => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) | ApiError::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable | ApiError::OutcomeUnknown | ApiError::StreamsFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +90,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable | ApiError::OutcomeUnknown => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::StreamsFull | ApiError::TooManyStreams => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::RequestTimeout => {
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -61,7 +61,7 @@ impl RateLimits {
     /// The client's address: the peer's, unless the peer is a trusted proxy; then the rightmost
     /// `X-Forwarded-For` entry that is not a trusted proxy (entries to its left are whatever the
     /// client chose to write).
-    fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    pub(super) fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusted(peer) {
             return peer;

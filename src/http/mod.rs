@@ -9,11 +9,15 @@ mod extract;
 mod health;
 mod limits;
 pub(crate) mod listener;
+mod live;
 pub(crate) mod openapi;
 mod owner;
+mod page;
 pub(crate) mod presence;
 mod server;
+mod sse;
 mod transport;
+mod ws;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
@@ -23,7 +27,10 @@ use axum::{
     middleware::{self, Next},
     response::IntoResponse,
 };
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+};
 use tracing::{Instrument, field::Empty};
 
 pub(crate) use access::AccessLog;
@@ -66,6 +73,8 @@ pub(crate) struct Shared {
     pub default_ttl: Duration,
     /// `service.body_timeout`.
     pub body_timeout: Duration,
+    /// `service.cors.allowed_origins`.
+    pub cors: Vec<String>,
 }
 
 impl AppState {
@@ -85,6 +94,9 @@ impl Deref for AppState {
 pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router {
     let routes = Router::new()
         .merge(presence::routes())
+        .route("/api/v2/presence/stream", axum::routing::get(sse::stream))
+        .route("/api/v2/ws", axum::routing::get(ws::upgrade))
+        .merge(page::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -94,6 +106,10 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
     // do not pay for the check.
     let routes = match https {
         Some(policy) => routes.layer(middleware::from_fn_with_state(policy, transport::enforce)),
+        None => routes,
+    };
+    let routes = match cors(&state.cors) {
+        Some(cors) => routes.layer(cors),
         None => routes,
     };
     routes
@@ -108,6 +124,32 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
             ApiError::Internal.into_response()
         }))
         .with_state(state)
+}
+
+/// `service.cors`: which pages may call the API from a browser (none unless configured; the
+/// node's own page is same-origin and needs nothing).
+fn cors(allowed: &[String]) -> Option<CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    if allowed.is_empty() {
+        return None;
+    }
+    let origins = if allowed.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(allowed.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::PUT, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([presence::STALE_HEADER, presence::DEGRADED_HEADER, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Every request: the Prometheus request counter and latency histogram, the access-log line the

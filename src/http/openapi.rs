@@ -13,7 +13,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{AppState, health, owner, presence};
+use super::{AppState, health, owner, presence, sse, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,8 @@ use super::{AppState, health, owner, presence};
         presence::set_one,
         owner::history,
         owner::erase,
+        sse::stream,
+        ws::upgrade,
         health::health,
         health::nats,
         health::cache,
@@ -34,6 +36,7 @@ use super::{AppState, health, owner, presence};
     modifiers(&BearerAuth),
     tags(
         (name = "presence", description = "Read anyone's presence; write your own with a JWT"),
+        (name = "live", description = "Follow users' presence as it changes: Server-Sent Events or WebSocket"),
         (name = "operations", description = "Health and statistics"),
     )
 )]

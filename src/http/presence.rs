@@ -86,7 +86,7 @@ struct Envelope<'a> {
     data: DataMap<'a>,
 }
 
-struct DataMap<'a>(&'a [Presence<'a>]);
+pub(super) struct DataMap<'a>(pub &'a [Presence<'a>]);
 
 impl Serialize for DataMap<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -238,7 +238,7 @@ pub(crate) async fn set_one(
 }
 
 /// Validates and de-duplicates a list of ids (first occurrence wins).
-fn parse_user_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<UserId>, ApiError> {
+pub(super) fn parse_user_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<Vec<UserId>, ApiError> {
     let mut seen = HashSet::new();
     let mut users = Vec::new();
     for raw in ids {

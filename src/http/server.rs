@@ -36,6 +36,11 @@ pub(crate) struct Timeouts {
     pub idle: Duration,
 }
 
+/// Closes the request's connection when cancelled: a live stream whose client stopped reading
+/// cannot be ended from inside its response.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionCloser(pub CancellationToken);
+
 /// How a request reached this node, in each request's extensions: over TLS in this process or
 /// not (`http::transport` decides what a plain request may do).
 #[derive(Debug, Clone, Copy)]
@@ -62,9 +67,12 @@ pub(crate) async fn serve(
         };
         let router = router.clone();
         let transport = Transport { tls: tls.is_some() };
+        let closer = CancellationToken::new();
+        let close = closer.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(ClientAddr(peer)));
             request.extensions_mut().insert(transport);
+            request.extensions_mut().insert(ConnectionCloser(close.clone()));
             router.clone().oneshot(request)
         });
         let (stop, metrics, tls) = (stop.clone(), metrics.clone(), tls.clone());
@@ -92,6 +100,7 @@ pub(crate) async fn serve(
                     metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "idle" }).inc();
                     return;
                 }
+                () = closer.cancelled() => return,
                 () = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     tokio::select! {

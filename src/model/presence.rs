@@ -182,8 +182,13 @@ impl<'a> Presence<'a> {
 
     /// A user this service has never seen: offline, and nothing else known.
     pub(crate) fn unknown(user: &'a UserId) -> Self {
-        Self {
-            user_id: Cow::Borrowed(user.as_str()),
+        Self { user_id: Cow::Borrowed(user.as_str()), ..Presence::unknown_named("") }
+    }
+
+    /// The same, owned.
+    pub(crate) fn unknown_named(user: &str) -> Presence<'static> {
+        Presence {
+            user_id: Cow::Owned(user.to_string()),
             status: Status::Offline,
             message: None,
             last_seen: None,

@@ -61,12 +61,23 @@ pub(crate) struct Metrics {
     pub embedded_nats_running: Gauge,
     pub embedded_nats_restarts: Gauge,
     pub certificate_expiry: Family<LinkLabels, Gauge>,
+    pub streams_open: Family<StreamLabels, Gauge>,
+    pub stream_changes_delivered: Counter,
+    pub stream_changes_coalesced: Counter,
+    pub stream_clients_dropped: Family<ReasonLabels, Counter>,
+    pub streams_refused: Family<ReasonLabels, Counter>,
 }
 
 /// Which link a certificate secures: `https`, `leafnode`, `nats`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct LinkLabels {
     pub link: &'static str,
+}
+
+/// Which protocol a live stream speaks: `sse`, `websocket`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StreamLabels {
+    pub kind: &'static str,
 }
 
 /// Why a connection was refused or closed.
@@ -115,6 +126,11 @@ impl Metrics {
             embedded_nats_running: Gauge::default(),
             embedded_nats_restarts: Gauge::default(),
             certificate_expiry: Family::default(),
+            streams_open: Family::default(),
+            stream_changes_delivered: Counter::default(),
+            stream_changes_coalesced: Counter::default(),
+            stream_clients_dropped: Family::default(),
+            streams_refused: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -221,6 +237,27 @@ impl Metrics {
             Unit::Seconds,
             m.certificate_expiry.clone(),
         );
+        r.register("streams_open", "Open live streams by kind: sse, websocket", m.streams_open.clone());
+        r.register(
+            "stream_changes_delivered",
+            "Presence changes written to live-stream clients",
+            m.stream_changes_delivered.clone(),
+        );
+        r.register(
+            "stream_changes_coalesced",
+            "Presence changes replaced by a newer one for the same user before a client took them",
+            m.stream_changes_coalesced.clone(),
+        );
+        r.register(
+            "stream_clients_dropped",
+            "Live-stream clients disconnected by the node (reason: slow, dead)",
+            m.stream_clients_dropped.clone(),
+        );
+        r.register(
+            "streams_refused",
+            "Live streams refused at a cap (reason: total, per_ip)",
+            m.streams_refused.clone(),
+        );
         // Known label values start at zero, so that their series exist (and `rate` works) before
         // the first refusal or timeout.
         for reason in ["total", "per_ip"] {
@@ -231,6 +268,15 @@ impl Metrics {
         }
         for kind in ["read", "write"] {
             let _ = m.rate_limited.get_or_create(&RateLabels { kind });
+        }
+        for kind in ["sse", "websocket"] {
+            let _ = m.streams_open.get_or_create(&StreamLabels { kind });
+        }
+        for reason in ["slow", "dead"] {
+            let _ = m.stream_clients_dropped.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["total", "per_ip"] {
+            let _ = m.streams_refused.get_or_create(&ReasonLabels { reason });
         }
         r.register_with_unit(
             "clock_offset",

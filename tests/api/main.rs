@@ -8,6 +8,7 @@ mod helpers;
 mod hostile;
 mod https;
 mod lifecycle;
+mod live;
 mod openapi;
 mod operations;
 mod presence;

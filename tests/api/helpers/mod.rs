@@ -8,6 +8,7 @@ mod app;
 mod chaos;
 mod cluster;
 pub(crate) mod https;
+pub(crate) mod live;
 mod nats;
 pub(crate) mod operator;
 mod pki;

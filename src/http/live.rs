@@ -1,0 +1,103 @@
+//! Live presence over HTTP (README, "Live presence"): what the two protocols share. A stream
+//! opens within the caps, watches a list of users (the same rules as a multi-user read), and
+//! gets a snapshot (exactly what a multi-user read shows) before the changes that follow it.
+//! [`super::sse`] speaks Server-Sent Events, [`super::ws`] WebSocket.
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::http::{HeaderMap, header};
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ApiError, AppState, limits::ReadLimited, presence::DataMap};
+use crate::{
+    directory::Lookup,
+    live::{Batch, Cursor, Refused, StreamKind, Subscription, Watching},
+    model::{Presence, Record, UserId},
+};
+
+/// Opens a subscription for a client at `ip`, within the node's caps.
+pub(super) fn open(
+    state: &AppState,
+    kind: StreamKind,
+    ip: IpAddr,
+    closer: CancellationToken,
+) -> Result<Subscription, ApiError> {
+    state.directory.hub.subscribe(kind, ip, closer).map_err(|refused| match refused {
+        Refused::Full => ApiError::StreamsFull,
+        Refused::PerIp => ApiError::TooManyStreams,
+    })
+}
+
+/// What a watch list starts with.
+pub(super) struct Start {
+    pub watching: Watching,
+    /// `{user_id: presence, ...}`, as a multi-user read shows them; `None` after a resume.
+    pub snapshot: Option<String>,
+}
+
+/// Makes `users` the subscription's watch list and reads where they stand (charged to the
+/// client as a multi-user read: one per user not in the node's cache). With a `resume` cursor
+/// this node can resume from, the changes since are queued instead of a snapshot.
+pub(super) async fn watch(
+    state: &AppState,
+    limited: &ReadLimited,
+    subscription: &Subscription,
+    users: Vec<UserId>,
+    resume: Option<&Cursor>,
+) -> Result<Start, ApiError> {
+    // Registered first, read after: whatever changes in between is queued, and the snapshot
+    // shows at least everything up to the cursor.
+    let watching = subscription.watch(&users, resume);
+    let partial = state.directory.read_cached(users).await;
+    limited.charge(state, partial.misses())?;
+    let found = Box::pin(state.directory.complete(partial)).await;
+    let now = Utc::now();
+    let records: Vec<(&str, Arc<Record>)> = found
+        .entries
+        .iter()
+        .filter_map(|(user, lookup)| match lookup {
+            Lookup::Known(record) => Some((user.as_str(), record.clone())),
+            Lookup::Degraded => None,
+        })
+        .collect();
+    subscription.seen(&records, now, !watching.resumed);
+    if watching.resumed {
+        return Ok(Start { watching, snapshot: None });
+    }
+    let presences: Vec<Presence<'_>> = found
+        .entries
+        .iter()
+        .map(|(user, lookup)| match lookup {
+            Lookup::Known(entry) => {
+                entry.presence.as_ref().map_or_else(|| Presence::unknown(user), |p| p.view(user, now))
+            }
+            Lookup::Degraded => Presence::unknown(user),
+        })
+        .collect();
+    let snapshot = serde_json::to_string(&DataMap(&presences)).map_err(|_| ApiError::Internal)?;
+    Ok(Start { watching, snapshot: Some(snapshot) })
+}
+
+/// `[change, ...]` of a batch, as JSON.
+pub(super) fn changes_json(batch: &Batch) -> String {
+    let mut out = String::with_capacity(2 + batch.changes.len() * 200);
+    out.push('[');
+    for (i, change) in batch.changes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(change.json());
+    }
+    out.push(']');
+    out
+}
+
+/// Whether a browser page from the request's `Origin` may open a stream: no `Origin` (not a
+/// browser), the node's own page (same host), or an origin in `service.cors.allowed_origins`.
+pub(super) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let same_host = host.is_some_and(|host| origin.split_once("://").is_some_and(|(_, o)| o == host));
+    same_host || state.cors.iter().any(|allowed| allowed == "*" || allowed == origin)
+}

@@ -1,0 +1,136 @@
+//! `GET /api/v2/presence/stream?users=a,b,c`: live presence as Server-Sent Events.
+//!
+//! Events: `snapshot` (`{"data": {user_id: presence}}`), then `change`
+//! (`{"changes": [...]}`), `stale` and `fresh` (the node lost or regained NATS), and `closed`
+//! (`{"reason": ...}`) when the node ends the stream. Every `snapshot` and `change` carries an
+//! `id:`; a client that reconnects with `Last-Event-ID` gets what changed since, or a new
+//! snapshot when the cursor is not this node's or too old. A comment keeps an idle stream open.
+
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Extension,
+    extract::{ConnectInfo, State},
+    http::HeaderMap,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures::Stream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ApiError, AppState,
+    extract::ApiQuery,
+    limits::ReadLimited,
+    listener::ClientAddr,
+    live,
+    presence::{UsersQuery, parse_user_list},
+    server::ConnectionCloser,
+};
+use crate::live::{Cursor, LinkEvent, StreamKind, Subscription};
+
+/// Follow the presence of several users, live.
+#[utoipa::path(
+    get,
+    path = "/api/v2/presence/stream",
+    params(UsersQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "`text/event-stream`: `snapshot`, then `change` events (`{\"changes\": [{\"user_id\", \"kind\": \"update\" | \"expire\" | \"erase\", \"presence\", \"revision\"}]}`), `stale` / `fresh`, `closed`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Missing, empty or oversize list, or an invalid id", body = super::ErrorResponse),
+        (status = 403, description = "A browser page from an origin not in `service.cors.allowed_origins`", body = super::ErrorResponse),
+        (status = 429, description = "Over the per-IP read limit, or too many streams from this address", body = super::ErrorResponse),
+        (status = 503, description = "The node has `stream.max_connections` streams open", body = super::ErrorResponse),
+    ),
+    tag = "live"
+)]
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    limited: ReadLimited,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    closer: Option<Extension<ConnectionCloser>>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<UsersQuery>,
+) -> Result<Response, ApiError> {
+    if !live::origin_allowed(&state, &headers) {
+        return Err(ApiError::OriginRefused);
+    }
+    let raw =
+        query.users.ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
+    let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
+    let ip = state.limits.client_ip(&headers, peer.ip());
+    let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
+    let subscription = live::open(&state, StreamKind::Sse, ip, closer)?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(Cursor::parse);
+    let start = live::watch(&state, &limited, &subscription, users, resume.as_ref()).await?;
+    let mut first = VecDeque::new();
+    if let Some(snapshot) = start.snapshot {
+        let data = format!("{{\"data\":{snapshot}}}");
+        first.push_back(Event::default().event("snapshot").id(start.watching.cursor).data(data));
+    }
+    let settings = state.directory.hub.settings();
+    let keep_alive = KeepAlive::new().interval(settings.keep_alive).text("keep-alive");
+    let feed = Feed {
+        subscription: Arc::new(subscription),
+        queue: first,
+        window: settings.batch_window,
+        last: None,
+    };
+    Ok(Sse::new(feed.into_stream()).keep_alive(keep_alive).into_response())
+}
+
+/// One client's events.
+struct Feed {
+    subscription: Arc<Subscription>,
+    queue: VecDeque<Event>,
+    window: Duration,
+    /// When the last batch went out.
+    last: Option<Instant>,
+}
+
+impl Feed {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+        futures::stream::unfold(Some(self), |feed| async move {
+            let mut feed = feed?;
+            loop {
+                if let Some(event) = feed.queue.pop_front() {
+                    return Some((Ok(event), Some(feed)));
+                }
+                let subscriber = feed.subscription.subscriber().clone();
+                subscriber.ready().await;
+                if let Some(reason) = subscriber.dropped() {
+                    let data = format!("{{\"reason\":\"{}\"}}", reason.as_str());
+                    return Some((Ok(Event::default().event("closed").data(data)), None));
+                }
+                // Whatever arrives within the window after a batch goes out with the next one.
+                if let Some(last) = feed.last {
+                    tokio::time::sleep_until(last + feed.window).await;
+                }
+                feed.fill();
+            }
+        })
+    }
+
+    /// Turns what is waiting into events: `stale` first, the changes, `fresh` last.
+    fn fill(&mut self) {
+        let batch = self.subscription.subscriber().take();
+        if batch.is_empty() {
+            return;
+        }
+        self.last = Some(Instant::now());
+        if batch.link == Some(LinkEvent::Stale) {
+            self.queue.push_back(Event::default().event("stale").data("{}"));
+        }
+        if let Some(seq) = batch.last_seq() {
+            let hub = self.subscription.hub();
+            let data = format!("{{\"changes\":{}}}", live::changes_json(&batch));
+            self.queue.push_back(Event::default().event("change").id(hub.cursor(seq)).data(data));
+            hub.delivered(batch.changes.len());
+        }
+        if batch.link == Some(LinkEvent::Fresh) {
+            self.queue.push_back(Event::default().event("fresh").data("{}"));
+        }
+    }
+}
