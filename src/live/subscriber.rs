@@ -88,7 +88,7 @@ pub(crate) struct Seen {
 }
 
 impl Subscriber {
-    /// `closed` is cancelled when the node ends the subscription: with the token of the client's
+    /// `closed` is cancelled when the node drops a slow client: with the token of the client's
     /// connection, that closes it even while it is stuck writing.
     pub(super) fn new(id: u64, closed: CancellationToken) -> Self {
         Self { id, pending: Mutex::default(), ready: Notify::new(), closed, dropped: OnceLock::new() }
@@ -152,9 +152,8 @@ impl Subscriber {
 
     /// Waits until something is queued (or the node ended the subscription).
     pub(crate) async fn ready(&self) {
-        tokio::select! {
-            () = self.ready.notified() => {}
-            () = self.closed.cancelled() => {}
+        if self.dropped().is_none() {
+            self.ready.notified().await;
         }
     }
 
@@ -162,10 +161,14 @@ impl Subscriber {
         self.dropped.get().copied()
     }
 
-    /// Ends the subscription for `reason` (the first reason stays).
+    /// Ends the subscription for `reason` (the first reason stays). The stream says why and
+    /// ends; a client too slow to read even that has its connection closed.
     pub(crate) fn drop_for(&self, reason: Dropped) {
         let _ = self.dropped.set(reason);
-        self.closed.cancel();
+        self.ready.notify_one();
+        if reason == Dropped::Slow {
+            self.closed.cancel();
+        }
     }
 
     /// True when something has waited longer than `limit` for the client.

@@ -438,3 +438,56 @@ async fn browsers_from_allowed_origins_only() {
     assert!(response.headers().get("access-control-allow-origin").is_none());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn presence_watch_prints_a_line_per_change() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::spawn().await;
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["watch", "--url", &format!("http://{}", app.addr), "mia", "ned"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = async || tokio::time::timeout(FIVE, lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(next().await.ends_with("  mia  offline"));
+    assert!(next().await.ends_with("  ned  offline"));
+    app.set("ned", json!({"status": "busy", "message": "Call"})).await;
+    assert!(next().await.ends_with("  ned  busy \"Call\""));
+    app.set("mia", json!({"status": "online", "ttl": 1})).await;
+    assert!(next().await.ends_with("  mia  online"));
+    assert!(next().await.ends_with("  mia  offline  (expired)"));
+    watch.kill().await.unwrap();
+
+    // A refused request says why and exits.
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["watch", "--url", &format!("http://{}", app.addr), "bad id"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_keep_alives_and_ends_with_a_reason_at_shutdown() {
+    let app = TestApp::spawn_with(|c| c.stream.keep_alive = SECOND).await;
+    let mut sse = Sse::open(&app, "olga", None).await;
+    sse.expect("snapshot", FIVE).await;
+    assert!(sse.next_within(Duration::from_millis(2500)).await.is_none());
+    assert!(sse.comments >= 2, "keep-alive comments: {}", sse.comments);
+    let mut ws = Ws::connect(&app).await;
+    ws.send(json!({"type": "subscribe", "users": ["olga"]})).await;
+    ws.expect("snapshot", FIVE).await;
+
+    let stopping = Instant::now();
+    let stop = tokio::spawn(app.stop());
+    let closed = sse.expect("closed", FIVE).await;
+    assert_eq!(closed.data["reason"], "shutdown");
+    assert!(sse.next().await.is_none(), "the stream ends");
+    let frame = ws.expect("closed", FIVE).await;
+    assert_eq!(frame["frame"][0], 1001, "{frame}");
+    stop.await.unwrap();
+    assert!(stopping.elapsed() < FIVE, "open streams do not hold the shutdown: {:?}", stopping.elapsed());
+}

@@ -2,6 +2,7 @@
 
 mod at_rest;
 mod auth;
+mod browser;
 mod config;
 mod errors;
 mod helpers;

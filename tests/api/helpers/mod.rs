@@ -5,6 +5,7 @@
 //! directories and is killed on `Drop`.
 
 mod app;
+pub(crate) mod browser;
 mod chaos;
 mod cluster;
 pub(crate) mod https;
