@@ -16,6 +16,18 @@
 //!   message for U at one node and polls the other until it serves it; the latency runs from
 //!   the write's acknowledgement to the first read that shows it.
 //!
+//! - `live --url URL --tokens FILE --pid PID [--subscribers N --watch W --rate R --seconds S]`:
+//!   N event-stream subscribers, each watching W users drawn from those in FILE, then writes
+//!   at R per second to random users of FILE: RSS per idle subscriber (of process PID), the
+//!   delivery latency from each write's 200 to its receipt (p50, p99), the node's CPU per
+//!   subscriber, and the deliveries per second at saturation (writes as fast as they go). With
+//!   `--poll`, the same users are polled instead (`?users=` every second per subscriber) while the
+//!   same writes go on: the node's CPU per subscriber of the alternative.
+//!   With `--ws`, the subscribers use the WebSocket instead.
+//! - `live-propagation --write URL --read URL --user U --token T --count N`: N times, writes a
+//!   new message at one node and waits for it on an event stream at the other; the latency runs
+//!   from the write's 200 to the receipt.
+//!
 //! Results are printed as one JSON object on stdout.
 
 use std::{
@@ -48,6 +60,8 @@ async fn main() {
         Some("preload") => preload(&args).await,
         Some("tokens") => tokens(&args),
         Some("propagation") => propagation(&args).await,
+        Some("live") => live(&args).await,
+        Some("live-propagation") => live_propagation(&args).await,
         _ => eprintln!("usage: bench_tool http-ceiling|kv|fixed-rate|preload|tokens ..."),
     }
 }
@@ -289,4 +303,377 @@ async fn connect(url: &str) -> async_nats::Client {
         }
         None => async_nats::connect(url).await.unwrap(),
     }
+}
+
+/// The CPU time (user + system) process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// The write ids (`"message":"t{id}"`) in a chunk of an event stream.
+fn write_ids(text: &str, into: &mut Vec<u64>) {
+    for (at, _) in text.match_indices("\"message\":\"t") {
+        let digits: String = text[at + 12..].chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(id) = digits.parse() {
+            into.push(id);
+        }
+    }
+}
+
+/// One subscriber: opens the stream, counts its snapshot, records (write id, time) of every
+/// change until `stop`.
+async fn subscriber(
+    authority: String,
+    users: String,
+    opened: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Vec<(u64, Instant)> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(&authority).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("/api/v2/presence/stream?users={users}"))
+        .header("host", &authority)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "the stream was refused");
+    let mut received = Vec::new();
+    let mut ids = Vec::new();
+    let mut snapshot = false;
+    while !stop.load(Relaxed) {
+        let frame = tokio::select! {
+            frame = response.body_mut().frame() => frame,
+            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(data) = frame.into_data() else { continue };
+        let now = Instant::now();
+        let text = String::from_utf8_lossy(&data);
+        if !snapshot && text.contains("event: snapshot") {
+            snapshot = true;
+            opened.fetch_add(1, Relaxed);
+        }
+        ids.clear();
+        write_ids(&text, &mut ids);
+        received.extend(ids.iter().map(|&id| (id, now)));
+    }
+    received
+}
+
+/// The same over a WebSocket: connects, subscribes to `users`, records changes until `stop`.
+async fn ws_subscriber(
+    authority: String,
+    users: String,
+    opened: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Vec<(u64, Instant)> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{authority}/api/v2/ws"),
+        Some(config),
+        true,
+    )
+    .await
+    .expect("the WebSocket opens");
+    let users: Vec<&str> = users.split(',').collect();
+    socket.send(Message::text(json!({"type": "subscribe", "users": users}).to_string())).await.unwrap();
+    let mut received = Vec::new();
+    let mut ids = Vec::new();
+    let mut snapshot = false;
+    while !stop.load(Relaxed) {
+        let message = tokio::select! {
+            message = socket.next() => message,
+            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+        };
+        let Some(Ok(message)) = message else { break };
+        let Message::Text(text) = message else { continue };
+        let now = Instant::now();
+        if !snapshot && text.starts_with(r#"{"type":"snapshot""#) {
+            snapshot = true;
+            opened.fetch_add(1, Relaxed);
+        }
+        ids.clear();
+        write_ids(&text, &mut ids);
+        received.extend(ids.iter().map(|&id| (id, now)));
+    }
+    received
+}
+
+/// Writes to random users of `tokens` at `rate` per second (0: as fast as 64 in flight go) for
+/// `seconds`; returns each write's 200 time by id, starting at `first`.
+async fn writes(
+    base: &str,
+    tokens: Arc<Vec<(String, String)>>,
+    rate: u64,
+    seconds: f64,
+    first: u64,
+) -> Vec<(u64, Instant)> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(first));
+    let base = base.to_string();
+    let one = {
+        let acks = acks.clone();
+        move |id: u64| {
+            let (client, tokens, acks, base) = (client.clone(), tokens.clone(), acks.clone(), base.clone());
+            async move {
+                let (user, token) = &tokens[rand::random_range(0..tokens.len())];
+                let body = json!({"status": "online", "message": format!("t{id}"), "ttl": 3600});
+                let put = client.put(format!("{base}/api/v2/presence/{user}")).bearer_auth(token).json(&body);
+                let response = put.send().await.unwrap();
+                assert!(response.status().is_success(), "write failed: {}", response.status());
+                acks.lock().unwrap().push((id, Instant::now()));
+            }
+        }
+    };
+    if rate == 0 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let (one, next) = (one.clone(), next.clone());
+            tasks.spawn(async move {
+                while started.elapsed().as_secs_f64() < seconds {
+                    one(next.fetch_add(1, Relaxed)).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    } else {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..(rate as f64 * seconds) as u64 {
+            ticker.tick().await;
+            tasks.spawn(one(next.fetch_add(1, Relaxed)));
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    std::mem::take(&mut *acks.lock().unwrap())
+}
+
+fn read_tokens(path: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (u, t) = l.split_once(' ').unwrap();
+            (u.to_string(), t.to_string())
+        })
+        .collect()
+}
+
+async fn live(args: &[String]) {
+    let base = arg(args, "--url").expect("--url");
+    let authority = base.trim_start_matches("http://").to_string();
+    let tokens = Arc::new(read_tokens(&arg(args, "--tokens").expect("--tokens FILE")));
+    let pid = num(args, "--pid", 0) as u32;
+    let count = num(args, "--subscribers", 10_000);
+    let watch = num(args, "--watch", 50) as usize;
+    let rate = num(args, "--rate", 1000);
+    let seconds = num(args, "--seconds", 20) as f64;
+    let poll = args.iter().any(|a| a == "--poll");
+    let lists: Vec<String> = (0..count)
+        .map(|_| {
+            let mut picked = std::collections::BTreeSet::new();
+            while picked.len() < watch {
+                picked.insert(rand::random_range(0..tokens.len()));
+            }
+            picked.into_iter().map(|i| tokens[i].0.as_str()).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    let rss_before = rss_bytes(pid);
+    if poll {
+        // Each subscriber's list, read once a second, while the writes go on.
+        let cpu = cpu_seconds(pid);
+        let started = Instant::now();
+        let polling = tokio::spawn({
+            let (base, lists) = (base.clone(), lists.clone());
+            async move {
+                let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+                let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / count as f64));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut tasks = tokio::task::JoinSet::new();
+                let mut done = 0u64;
+                for i in 0..(count as f64 * seconds) as u64 {
+                    ticker.tick().await;
+                    let url = format!("{base}/api/v2/presence?users={}", lists[(i % count) as usize]);
+                    let client = client.clone();
+                    tasks.spawn(
+                        async move { client.get(url).send().await.unwrap().bytes().await.unwrap().len() },
+                    );
+                    while tasks.try_join_next().is_some() {
+                        done += 1;
+                    }
+                }
+                while tasks.join_next().await.is_some() {
+                    done += 1;
+                }
+                done
+            }
+        });
+        writes(&base, tokens.clone(), rate, seconds, 0).await;
+        let polls = polling.await.unwrap();
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds(pid) - cpu) / elapsed;
+        println!(
+            "{}",
+            json!({"what": "live_poll", "rps": (polls as f64 / elapsed).round(), "subscribers": count,
+                   "node_cpu_cores": cpu, "cpu_us_per_subscriber_second": cpu * 1e6 / count as f64})
+        );
+        return;
+    }
+
+    let opened = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let open_started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    let ws = args.iter().any(|a| a == "--ws");
+    for list in lists {
+        if ws {
+            clients.spawn(ws_subscriber(authority.clone(), list, opened.clone(), stop.clone()));
+        } else {
+            clients.spawn(subscriber(authority.clone(), list, opened.clone(), stop.clone()));
+        }
+        // At most 500 stream requests in flight while opening.
+        while clients.len() as u64 > opened.load(Relaxed) + 500 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    while opened.load(Relaxed) < count {
+        assert!(
+            open_started.elapsed() < Duration::from_secs(300),
+            "only {} streams opened",
+            opened.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open_rate = count as f64 / open_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await; // idle: let the allocator settle
+    let rss_idle = rss_bytes(pid);
+
+    let cpu = cpu_seconds(pid);
+    let steady_started = Instant::now();
+    let mut acks = writes(&base, tokens.clone(), rate, seconds, 0).await;
+    let steady = steady_started.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(pid) - cpu) / steady;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the last deliveries
+    let boundary = acks.len() as u64;
+
+    let saturation_started = Instant::now();
+    let saturated = writes(&base, tokens.clone(), 0, seconds / 2.0, 1_000_000_000).await;
+    let saturation = saturation_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Relaxed);
+    let mut receipts = Vec::new();
+    while let Some(r) = clients.join_next().await {
+        receipts.extend(r.unwrap());
+    }
+    acks.sort_unstable();
+    let ack_of = |id: u64| acks.binary_search_by_key(&id, |a| a.0).ok().map(|i| acks[i].1);
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let (mut steady_deliveries, mut saturated_deliveries) = (0u64, 0u64);
+    for (id, at) in &receipts {
+        if *id >= 1_000_000_000 {
+            saturated_deliveries += 1;
+        } else if let Some(acked) = ack_of(*id) {
+            steady_deliveries += 1;
+            hist.record((at.saturating_duration_since(acked).as_micros() as u64).max(1)).unwrap();
+        }
+    }
+    let ms = |q| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        json!({"what": if ws { "live_ws" } else { "live_sse" }, "rps": rate, "subscribers": count, "watch": watch,
+               "connects_per_s": open_rate.round(),
+               "rss_per_subscriber_bytes": (rss_idle.saturating_sub(rss_before)) / count,
+               "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0,
+               "writes": boundary, "deliveries": steady_deliveries,
+               "deliveries_per_s": (steady_deliveries as f64 / steady).round(),
+               "node_cpu_cores": cpu, "cpu_us_per_subscriber_second": cpu * 1e6 / count as f64,
+               "saturation_writes_per_s": (saturated.len() as f64 / saturation).round(),
+               "saturation_deliveries_per_s": (saturated_deliveries as f64 / saturation).round()})
+    );
+}
+
+async fn live_propagation(args: &[String]) {
+    let write = arg(args, "--write").expect("--write URL");
+    let read = arg(args, "--read").expect("--read URL");
+    let user = arg(args, "--user").expect("--user");
+    let token = arg(args, "--token").expect("--token");
+    let count = num(args, "--count", 1000);
+    let opened = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        use http_body_util::BodyExt;
+        let authority = read.trim_start_matches("http://").to_string();
+        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::get(format!("/api/v2/presence/stream?users={user}"))
+            .header("host", &authority)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let mut response = sender.send_request(request).await.unwrap();
+        let opened = opened.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while let Some(Ok(frame)) = response.body_mut().frame().await {
+                let Ok(data) = frame.into_data() else { continue };
+                let now = Instant::now();
+                opened.store(1, Relaxed);
+                ids.clear();
+                write_ids(&String::from_utf8_lossy(&data), &mut ids);
+                for id in &ids {
+                    let _ = tx.send((*id, now));
+                }
+            }
+        });
+    }
+    while opened.load(Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = reqwest::Client::new();
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    for i in 0..count {
+        let body = json!({"status": "online", "message": format!("t{i}"), "ttl": 3600});
+        let put = client.put(format!("{write}/api/v2/presence/{user}")).bearer_auth(&token).json(&body);
+        assert!(put.send().await.unwrap().status().is_success(), "write failed");
+        let acked = Instant::now();
+        loop {
+            let (id, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+            if id == i {
+                hist.record((at.saturating_duration_since(acked).as_micros() as u64).max(1)).unwrap();
+                break;
+            }
+        }
+    }
+    stop.store(true, Relaxed);
+    print_result("live_propagation", count as f64 / started.elapsed().as_secs_f64(), &hist);
 }

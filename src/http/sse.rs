@@ -6,7 +6,7 @@
 //! `id:`; a client that reconnects with `Last-Event-ID` gets what changed since, or a new
 //! snapshot when the cursor is not this node's or too old. A comment keeps an idle stream open.
 
-use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc};
 
 use axum::{
     Extension,
@@ -30,7 +30,7 @@ use super::{
     presence::{UsersQuery, parse_user_list},
     server::ConnectionCloser,
 };
-use crate::live::{Cursor, LinkEvent, StreamKind, Subscription};
+use crate::live::{Cursor, LinkEvent, Pacer, StreamKind, Subscription};
 
 /// Follow the presence of several users, live.
 #[utoipa::path(
@@ -72,12 +72,8 @@ pub(super) async fn stream(
     }
     let settings = state.directory.hub.settings();
     let keep_alive = KeepAlive::new().interval(settings.keep_alive).text("keep-alive");
-    let feed = Feed {
-        subscription: Arc::new(subscription),
-        queue: first,
-        window: settings.batch_window,
-        last: None,
-    };
+    let feed =
+        Feed { subscription: Arc::new(subscription), queue: first, pacer: Pacer::new(settings.batch_window) };
     Ok(Sse::new(feed.into_stream()).keep_alive(keep_alive).into_response())
 }
 
@@ -85,9 +81,7 @@ pub(super) async fn stream(
 struct Feed {
     subscription: Arc<Subscription>,
     queue: VecDeque<Event>,
-    window: Duration,
-    /// When the last batch went out.
-    last: Option<Instant>,
+    pacer: Pacer,
 }
 
 impl Feed {
@@ -104,9 +98,9 @@ impl Feed {
                     let data = format!("{{\"reason\":\"{}\"}}", reason.as_str());
                     return Some((Ok(Event::default().event("closed").data(data)), None));
                 }
-                // Whatever arrives within the window after a batch goes out with the next one.
-                if let Some(last) = feed.last {
-                    tokio::time::sleep_until(last + feed.window).await;
+                // Faster than the pacer allows: what arrives meanwhile goes out together.
+                if let Some(at) = feed.pacer.wait_until(Instant::now()) {
+                    tokio::time::sleep_until(at).await;
                 }
                 feed.fill();
             }
@@ -119,7 +113,7 @@ impl Feed {
         if batch.is_empty() {
             return;
         }
-        self.last = Some(Instant::now());
+        self.pacer.sent(Instant::now());
         if batch.link == Some(LinkEvent::Stale) {
             self.queue.push_back(Event::default().event("stale").data("{}"));
         }

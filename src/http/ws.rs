@@ -5,31 +5,54 @@
 //! `pong`, and `error` for a message it cannot take (the connection stays open). Protocol pings
 //! go out every `stream.keep_alive`; a peer that answers none within two is dropped, and so is
 //! one that leaves changes unread for `stream.write_timeout` (close code 1008).
+//!
+//! The upgrade is done here on hyper's and tokio-tungstenite's own parts rather than axum's
+//! wrapper, for the memory of an idle connection: messages larger than [`FRAGMENT`] go out as
+//! several frames, so that the connection's write buffer (kept at its largest size for the
+//! connection's life) stays small after a large snapshot.
 
 use std::{net::IpAddr, time::Duration};
 
 use axum::{
-    extract::{
-        ConnectInfo, State,
-        ws::{
-            CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
-        },
-    },
-    http::HeaderMap,
-    response::Response,
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
 };
+use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::time::Instant;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message,
+        handshake::derive_accept_key,
+        protocol::{
+            CloseFrame, Role, WebSocketConfig,
+            frame::{
+                Frame,
+                coding::{CloseCode, Data, OpCode},
+            },
+        },
+    },
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, AppState, limits::ReadLimited, listener::ClientAddr, live, presence::parse_user_list};
-use crate::live::{Dropped, LinkEvent, StreamKind, Subscription};
+use crate::live::{Dropped, LinkEvent, Pacer, StreamKind, Subscription};
 
 /// The largest message a client may send: a subscribe with 1000 ids of 128 characters.
 const MAX_MESSAGE: usize = 144 * 1024;
-/// Close codes (RFC 6455): policy violation (too slow), going away (no pong).
+/// The read buffer a connection starts with (tungstenite's default, 128 KiB allocated up front,
+/// would cost 1.3 GB for 10,000 idle clients); it grows for a larger message.
+const READ_BUFFER: usize = 1024;
+/// Close codes (RFC 6455): policy violation (too slow), going away (no pong, shutdown).
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Messages longer than this go out in frames of this size.
+const FRAGMENT: usize = 4 * 1024;
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Follow the presence of users over a WebSocket.
 #[utoipa::path(
@@ -48,27 +71,64 @@ pub(super) async fn upgrade(
     State(state): State<AppState>,
     limited: ReadLimited,
     ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
-    if !live::origin_allowed(&state, &headers) {
+    let headers = request.headers();
+    if !live::origin_allowed(&state, headers) {
         return Err(ApiError::OriginRefused);
     }
-    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
-    let ip: IpAddr = state.limits.client_ip(&headers, peer.ip());
+    let accept = handshake(headers)?;
+    let ip: IpAddr = state.limits.client_ip(headers, peer.ip());
     // The upgraded connection leaves the HTTP server's loop: this session closes it itself.
-    let closer = CancellationToken::new();
-    let subscription = live::open(&state, StreamKind::WebSocket, ip, closer)?;
-    Ok(upgrade
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| Session { state, limited, subscription, socket }.run()))
+    let subscription = live::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
+    let upgrading = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrading.await else { return };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        Session { state, limited, subscription, socket }.run().await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| ApiError::Internal)?,
+    );
+    Ok(response)
+}
+
+/// Checks the upgrade request (RFC 6455, 4.2.1) and returns the `Sec-WebSocket-Accept` value.
+fn handshake(headers: &HeaderMap) -> Result<String, ApiError> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let refuse = |why: &str| ApiError::BadRequest(format!("expected a WebSocket upgrade: {why}"));
+    if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err(refuse("`Connection: upgrade` and `Upgrade: websocket` are required"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return Err(refuse("`Sec-WebSocket-Version: 13` is required"));
+    }
+    let key =
+        headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| refuse("`Sec-WebSocket-Key` is missing"))?;
+    Ok(derive_accept_key(key.as_bytes()))
 }
 
 /// What a client may send.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum Request {
+enum ClientMessage {
     Subscribe { users: Vec<String> },
     Unsubscribe { users: Vec<String> },
     Ping,
@@ -78,7 +138,7 @@ struct Session {
     state: AppState,
     limited: ReadLimited,
     subscription: Subscription,
-    socket: WebSocket,
+    socket: Socket,
 }
 
 /// Why a session ends.
@@ -94,10 +154,10 @@ impl Session {
         let subscriber = self.subscription.subscriber().clone();
         let mut pings = tokio::time::interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
         let mut heard = Instant::now();
-        let mut last_batch: Option<Instant> = None;
+        let mut pacer = Pacer::new(settings.batch_window);
         let end = loop {
             tokio::select! {
-                incoming = self.socket.recv() => match incoming {
+                incoming = self.socket.next() => match incoming {
                     Some(Ok(message)) => {
                         heard = Instant::now();
                         if self.answer(message, settings.write_timeout).await.is_err() {
@@ -110,14 +170,14 @@ impl Session {
                     if let Some(reason) = subscriber.dropped() {
                         break End::Dropped(reason);
                     }
-                    if let Some(last) = last_batch {
-                        tokio::time::sleep_until(last + settings.batch_window).await;
+                    if let Some(at) = pacer.wait_until(Instant::now()) {
+                        tokio::time::sleep_until(at).await;
                     }
                     let batch = subscriber.take();
                     if batch.is_empty() {
                         continue;
                     }
-                    last_batch = Some(Instant::now());
+                    pacer.sent(Instant::now());
                     if self.send_batch(&batch, settings.write_timeout).await.is_err() {
                         self.state.directory.hub.drop_for(&subscriber, Dropped::Slow);
                         break End::Dropped(Dropped::Slow);
@@ -142,7 +202,7 @@ impl Session {
                 Dropped::Dead => "no answer to pings",
                 Dropped::Shutdown => "the node is shutting down",
             };
-            let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+            let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
             // Best effort: a client that reads nothing will not read this either.
             let _ = self.send(Message::Close(Some(frame)), Duration::from_secs(1)).await;
         }
@@ -156,8 +216,19 @@ impl Session {
         }
     }
 
+    /// Sends `text` as one message: in one frame, or in frames of [`FRAGMENT`] bytes.
     async fn send_text(&mut self, text: String, limit: Duration) -> Result<(), ()> {
-        self.send(Message::Text(text.into()), limit).await
+        if text.len() <= FRAGMENT {
+            return self.send(Message::text(text), limit).await;
+        }
+        let bytes = bytes::Bytes::from(text);
+        let chunks = bytes.len().div_ceil(FRAGMENT);
+        for i in 0..chunks {
+            let chunk = bytes.slice(i * FRAGMENT..((i + 1) * FRAGMENT).min(bytes.len()));
+            let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+            self.send(Message::Frame(Frame::message(chunk, opcode, i + 1 == chunks)), limit).await?;
+        }
+        Ok(())
     }
 
     async fn send_batch(&mut self, batch: &crate::live::Batch, limit: Duration) -> Result<(), ()> {
@@ -180,10 +251,10 @@ impl Session {
         let text = match message {
             Message::Text(text) => text,
             // Pongs, pings (answered by the protocol layer) and close frames need nothing here.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return Ok(()),
             Message::Binary(_) => return self.error("messages are JSON text", limit).await,
         };
-        let request = match serde_json::from_str::<Request>(text.as_str()) {
+        let request = match serde_json::from_str::<ClientMessage>(text.as_str()) {
             Ok(request) => request,
             Err(e) => {
                 let why = format!("invalid message: {e}");
@@ -191,12 +262,12 @@ impl Session {
             }
         };
         match request {
-            Request::Ping => self.send_text(r#"{"type":"pong"}"#.into(), limit).await,
-            Request::Unsubscribe { users } => {
+            ClientMessage::Ping => self.send_text(r#"{"type":"pong"}"#.into(), limit).await,
+            ClientMessage::Unsubscribe { users } => {
                 self.subscription.unwatch(&users);
                 Ok(())
             }
-            Request::Subscribe { users } => {
+            ClientMessage::Subscribe { users } => {
                 let users = match parse_user_list(users.iter().map(String::as_str)) {
                     Ok(users) => users,
                     Err(e) => return self.error(&e.to_string(), limit).await,

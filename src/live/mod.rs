@@ -18,6 +18,7 @@
 //! `stream.write_timeout` (dropped: their connection is closed).
 
 mod change;
+mod pacer;
 mod subscriber;
 
 use std::{
@@ -31,6 +32,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use change::{Change, ChangeKind};
+pub(crate) use pacer::Pacer;
 pub(crate) use subscriber::{Batch, Dropped, LinkEvent, Seen, Subscriber};
 
 use crate::{

@@ -350,8 +350,18 @@ async fn a_websocket_subscribes_gets_snapshots_and_changes_and_survives_bad_mess
     app.set("kay", json!({"status": "away"})).await;
     assert!(ws.next_within(Duration::from_millis(500)).await.is_none(), "nobody watched: nothing comes");
 
+    // A snapshot larger than one frame (it goes out in several) arrives whole.
+    let many: Vec<String> = (0..300).map(|i| format!("someone-with-a-longer-id-{i}")).collect();
+    ws.send(json!({"type": "subscribe", "users": many})).await;
+    let snapshot = ws.expect("snapshot", FIVE).await;
+    assert_eq!(snapshot["data"].as_object().unwrap().len(), 300);
+    assert!(snapshot.to_string().len() > 16 * 1024);
+
     let metrics = app.metrics().await;
     assert_eq!(metric(&metrics, "presence_streams_open{kind=\"websocket\"}"), 1.0);
+    let plain = app.get("/api/v2/ws").await;
+    let error = assert_error(plain, StatusCode::BAD_REQUEST).await;
+    assert!(error.contains("WebSocket upgrade"), "{error}");
     ws.socket.close(None).await.unwrap();
     eventually(FIVE, "the closed WebSocket is forgotten", || async {
         (app.health().await["streams"] == 0).then_some(())
