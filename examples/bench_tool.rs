@@ -24,9 +24,9 @@
 //!   `--poll`, the same users are polled instead (`?users=` every second per subscriber) while the
 //!   same writes go on: the node's CPU per subscriber of the alternative.
 //!   With `--ws`, the subscribers use the WebSocket instead.
-//! - `live-propagation --write URL --read URL --user U --token T --count N`: N times, writes a
-//!   new message at one node and waits for it on an event stream at the other; the latency runs
-//!   from the write's 200 to the receipt.
+//! - `live-propagation --write URL --read URL --user U --token T --count N [--every MS]`: N
+//!   times, one every MS (20) milliseconds, writes a new message at one node and waits for it on
+//!   an event stream at the other; the latency runs from the write's 200 to the receipt.
 //!
 //! Results are printed as one JSON object on stdout.
 
@@ -661,7 +661,12 @@ async fn live_propagation(args: &[String]) {
     let client = reqwest::Client::new();
     let mut hist = Histogram::<u64>::new(3).unwrap();
     let started = Instant::now();
+    // One write every `--every` ms (default 20): a connection sends 3 messages per 50 ms batch
+    // window at once, so writes back to back would measure the pacing of a burst, not the path.
+    let every = Duration::from_millis(num(args, "--every", 20));
+    let mut ticker = tokio::time::interval(every);
     for i in 0..count {
+        ticker.tick().await;
         let body = json!({"status": "online", "message": format!("t{i}"), "ttl": 3600});
         let put = client.put(format!("{write}/api/v2/presence/{user}")).bearer_auth(&token).json(&body);
         assert!(put.send().await.unwrap().status().is_success(), "write failed");
