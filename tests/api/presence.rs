@@ -136,3 +136,57 @@ async fn health_names_the_node() {
     assert_eq!(body["nats_connected"], true);
     app.stop().await;
 }
+
+/// `offline` writes keep the previous `last_seen`, so each reads the record and writes with
+/// compare-and-set on its revision. Concurrent ones conflict: the loser reads again and retries,
+/// and every client hears 200 (not "outcome unknown"). The node's count of compare-and-set calls
+/// shows that the writes really did conflict.
+#[tokio::test]
+async fn concurrent_offline_writes_conflict_retry_and_all_succeed() {
+    let app = TestApp::spawn_with(|c| c.rate_limit.enabled = false).await;
+    let calls = |metrics: &str, op: &str| -> f64 {
+        let series = format!("presence_nats_request_duration_seconds_count{{op=\"{op}\"}}");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // Users never seen: the first write creates the key, and concurrent creates conflict too.
+    let mut created = false;
+    for round in 0..20 {
+        let user = format!("new-{round}");
+        let answers =
+            futures::future::join_all((0..4).map(|_| app.put(&user, json!({"status": "offline"})))).await;
+        for answer in answers {
+            assert_eq!(answer.status(), StatusCode::OK, "{:?}", answer.text().await);
+        }
+        let metrics = app.metrics().await;
+        if calls(&metrics, "create") + calls(&metrics, "update") > 4.0 * (round + 1) as f64 {
+            created = true;
+            break;
+        }
+    }
+    assert!(created, "no two creates ever conflicted; the test could not check the retry");
+    let before = calls(&app.metrics().await, "update");
+    app.set("nia", json!({"status": "online"})).await;
+    let updates = |metrics: &str| calls(metrics, "update") - before;
+    let mut writes = 0.0;
+    for round in 0..20 {
+        let answers = futures::future::join_all(
+            (0..8).map(|i| app.put("nia", json!({"status": "offline", "message": format!("{round}-{i}")}))),
+        )
+        .await;
+        for answer in answers {
+            assert_eq!(answer.status(), StatusCode::OK, "{:?}", answer.text().await);
+        }
+        writes += 8.0;
+        if updates(&app.metrics().await) > writes {
+            let (_, body) = json_of(app.read("nia").await).await;
+            assert!(body["data"]["nia"]["last_seen"].is_string(), "last_seen kept: {body}");
+            app.stop().await;
+            return;
+        }
+    }
+    panic!("no two offline writes ever conflicted; the test could not check the retry");
+}

@@ -233,3 +233,33 @@ async fn a_late_acknowledgement_with_the_record_in_the_bucket_is_a_success() {
     assert!(started.elapsed() >= Duration::from_secs(1), "the put did time out first");
     app.stop().await;
 }
+
+/// A write whose acknowledgement comes late, and by the time the node looks, the bucket holds
+/// another record for the user (another node's write came after it): the node cannot tell
+/// whether its write landed, so the client hears "outcome unknown", not a 200 for a record that
+/// is not there.
+#[tokio::test]
+async fn a_late_acknowledgement_with_another_record_in_the_bucket_is_an_unknown_outcome() {
+    let (nats, proxy, app) = behind_a_proxy(Duration::from_secs(1)).await;
+    app.set("mo", json!({"status": "online"})).await;
+    let kv = bucket(&nats.url()).await;
+    proxy.delay(Duration::ZERO, Duration::from_millis(1500));
+    let overwrite = async {
+        let landed = eventually(Duration::from_secs(5), "the write is in the bucket", || async {
+            let entry = kv.get("user.mo").await.ok().flatten()?;
+            let value: Value = serde_json::from_slice(&entry).ok()?;
+            (value["status"] == "busy").then_some(value)
+        })
+        .await;
+        let mut other = landed.clone();
+        other["status"] = json!("away");
+        other["message"] = json!("from another node");
+        other["node_id"] = json!("another-node");
+        kv.put("user.mo", serde_json::to_vec(&other).unwrap().into()).await.unwrap();
+        proxy.delay(Duration::ZERO, Duration::ZERO);
+    };
+    let (response, ()) = tokio::join!(app.put("mo", json!({"status": "busy", "message": "mine"})), overwrite);
+    let error = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(error.contains("may or may not have been stored"), "{error}");
+    app.stop().await;
+}

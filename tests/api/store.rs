@@ -106,3 +106,23 @@ async fn a_center_refuses_to_reduce_the_shared_settings_unless_told_to() {
     assert_eq!(max_age("KV_presence").await, Duration::from_secs(86_400));
     app.run_until(async {}).await.unwrap();
 }
+
+/// A center whose configuration raises the shared settings brings the streams up to date: the
+/// bucket's and the audit log's retention follow `nats.kv.retention` and `events.retention`.
+#[tokio::test]
+async fn a_center_raises_the_shared_settings_of_both_streams() {
+    let nats = crate::helpers::NatsServer::start().await;
+    crate::helpers::external_app(&nats, "first").await.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.nats.embedded = false;
+    config.nats.url = nats.url();
+    config.nats.kv.retention = Duration::from_secs(60 * 86_400);
+    config.events.retention = Duration::from_secs(90 * 86_400);
+    let app = presence::app::Application::build(config).await.expect("raising needs no permission");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let max_age = async |name: &str| js.get_stream(name).await.unwrap().info().await.unwrap().config.max_age;
+    assert_eq!(max_age("KV_presence").await, Duration::from_secs(60 * 86_400));
+    assert_eq!(max_age("PRESENCE_EVENTS").await, Duration::from_secs(90 * 86_400));
+    app.run_until(async {}).await.unwrap();
+}
