@@ -269,6 +269,31 @@ mod tests {
     }
 
     #[test]
+    fn bad_stream_and_cors_settings_name_their_key() {
+        for (yaml, key) in [
+            ("stream: { max_connections: 0 }", "stream.max_connections"),
+            ("stream: { max_connections_per_ip: 0 }", "stream.max_connections_per_ip"),
+            ("service: { max_connections_per_ip: 0 }", "service.max_connections_per_ip"),
+            ("stream: { batch_window: 2s }", "stream.batch_window"),
+            ("stream: { write_timeout: 10ms }", "stream.write_timeout"),
+            ("stream: { keep_alive: 90s }", "stream.keep_alive"),
+            (
+                "service: { cors: { allowed_origins: [\"https://app.example/\"] } }",
+                "service.cors.allowed_origins",
+            ),
+            ("service: { cors: { allowed_origins: [\"app.example\"] } }", "service.cors.allowed_origins"),
+        ] {
+            let c = from_sources(Some(yaml), &[]).unwrap();
+            assert_eq!(c.validate().unwrap_err().key, key, "{yaml}");
+        }
+        let c = from_sources(
+            Some("service: { cors: { allowed_origins: [\"*\", \"https://app.example:8443\"] } }"),
+            &[],
+        );
+        assert!(c.unwrap().validate().is_ok());
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_output() {
         let c = from_sources(
             None,

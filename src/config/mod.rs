@@ -116,15 +116,10 @@ impl Config {
                 return fail(key, "must be at least 100ms");
             }
         }
-        if service.max_connections == 0 || service.max_connections_per_ip == 0 {
-            let key = if service.max_connections == 0 {
-                "service.max_connections"
-            } else {
-                "service.max_connections_per_ip"
-            };
-            return fail(key, "must be at least 1");
-        }
-        Ok(())
+        at_least_one(&[
+            ("service.max_connections", service.max_connections),
+            ("service.max_connections_per_ip", service.max_connections_per_ip),
+        ])
     }
 
     fn validate_stream(&self) -> Result<(), ConfigError> {
@@ -141,14 +136,10 @@ impl Config {
         if stream.keep_alive >= self.service.idle_timeout {
             return fail("stream.keep_alive", "must be shorter than service.idle_timeout");
         }
-        if stream.max_connections == 0 || stream.max_connections_per_ip == 0 {
-            let key = if stream.max_connections == 0 {
-                "stream.max_connections"
-            } else {
-                "stream.max_connections_per_ip"
-            };
-            return fail(key, "must be at least 1");
-        }
+        at_least_one(&[
+            ("stream.max_connections", stream.max_connections),
+            ("stream.max_connections_per_ip", stream.max_connections_per_ip),
+        ])?;
         for origin in &self.service.cors.allowed_origins {
             let valid = origin == "*"
                 || (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -305,6 +296,14 @@ const TOKEN_RULE: &str = "must be 1 to 128 characters of A-Z a-z 0-9 _ -";
 
 fn fail(key: &str, reason: &str) -> Result<(), ConfigError> {
     Err(ConfigError::new(key, reason))
+}
+
+/// The first of `counts` that is 0 is an error naming its key.
+fn at_least_one(counts: &[(&str, usize)]) -> Result<(), ConfigError> {
+    match counts.iter().find(|(_, n)| *n == 0) {
+        Some((key, _)) => fail(key, "must be at least 1"),
+        None => Ok(()),
+    }
 }
 
 fn hostname() -> Option<String> {

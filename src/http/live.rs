@@ -9,11 +9,15 @@ use axum::http::{HeaderMap, header};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, AppState, limits::ReadLimited, presence::DataMap};
+use super::{
+    ApiError, AppState,
+    limits::ReadLimited,
+    presence::{self, DataMap},
+};
 use crate::{
     directory::Lookup,
     live::{Batch, Cursor, Refused, StreamKind, Subscription, Watching},
-    model::{Presence, Record, UserId},
+    model::{Record, UserId},
 };
 
 /// Opens a subscription for a client at `ip`, within the node's caps.
@@ -65,16 +69,7 @@ pub(super) async fn watch(
     if watching.resumed {
         return Ok(Start { watching, snapshot: None });
     }
-    let presences: Vec<Presence<'_>> = found
-        .entries
-        .iter()
-        .map(|(user, lookup)| match lookup {
-            Lookup::Known(entry) => {
-                entry.presence.as_ref().map_or_else(|| Presence::unknown(user), |p| p.view(user, now))
-            }
-            Lookup::Degraded => Presence::unknown(user),
-        })
-        .collect();
+    let presences = presence::shown(&found.entries, now);
     let snapshot = serde_json::to_string(&DataMap(&presences)).map_err(|_| ApiError::Internal)?;
     Ok(Start { watching, snapshot: Some(snapshot) })
 }

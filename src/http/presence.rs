@@ -267,9 +267,15 @@ async fn read_many(
     limited.charge(state, partial.misses())?;
     // Boxed, as a single read's miss path is: its state is large and rarely needed.
     let found = Box::pin(state.directory.complete(partial)).await;
-    let now = Utc::now();
-    let presences = found
-        .entries
+    let presences = shown(&found.entries, Utc::now());
+    let stale = state.directory.stale() || found.degraded;
+    Ok(Reply { presences, stale, degraded: found.degraded }.into_response())
+}
+
+/// What a multi-user read shows for each lookup at `now`: users never seen, and those that could
+/// not be looked up, read `offline`.
+pub(super) fn shown(entries: &[(UserId, Lookup)], now: chrono::DateTime<Utc>) -> Vec<Presence<'_>> {
+    entries
         .iter()
         .map(|(user, lookup)| match lookup {
             Lookup::Known(entry) => {
@@ -277,7 +283,5 @@ async fn read_many(
             }
             Lookup::Degraded => Presence::unknown(user),
         })
-        .collect();
-    let stale = state.directory.stale() || found.degraded;
-    Ok(Reply { presences, stale, degraded: found.degraded }.into_response())
+        .collect()
 }

@@ -30,6 +30,12 @@ fn assert_revisions_only_grow(changes: &[Value]) {
     }
 }
 
+/// Waits until `/health` counts `n` open streams (closed ones are forgotten).
+async fn streams_open(app: &TestApp, n: u64) {
+    let what = format!("{n} streams open");
+    eventually(FIVE, &what, || async { (app.health().await["streams"] == n).then_some(()) }).await;
+}
+
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
@@ -63,10 +69,7 @@ async fn a_stream_starts_with_the_snapshot_a_read_shows_then_delivers_each_chang
     assert_eq!(metric(&metrics, "presence_streams_open{kind=\"sse\"}"), 1.0);
     assert!(metric(&metrics, "presence_stream_changes_delivered_total") >= 1.0);
     drop(sse);
-    eventually(FIVE, "the closed stream is forgotten", || async {
-        (app.health().await["streams"] == 0).then_some(())
-    })
-    .await;
+    streams_open(&app, 0).await;
     app.stop().await;
 }
 
@@ -258,10 +261,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_delays_nobody() {
     })
     .await;
     assert!(closed.is_ok(), "the stuck connection was closed");
-    eventually(FIVE, "only the reader's stream is open", || async {
-        (app.health().await["streams"] == 1).then_some(())
-    })
-    .await;
+    streams_open(&app, 1).await;
     app.stop().await;
 }
 
@@ -363,10 +363,7 @@ async fn a_websocket_subscribes_gets_snapshots_and_changes_and_survives_bad_mess
     let error = assert_error(plain, StatusCode::BAD_REQUEST).await;
     assert!(error.contains("WebSocket upgrade"), "{error}");
     ws.socket.close(None).await.unwrap();
-    eventually(FIVE, "the closed WebSocket is forgotten", || async {
-        (app.health().await["streams"] == 0).then_some(())
-    })
-    .await;
+    streams_open(&app, 0).await;
     app.stop().await;
 }
 
@@ -386,7 +383,7 @@ async fn a_websocket_peer_that_answers_no_pings_is_dropped() {
         (metric(&metrics, "presence_stream_clients_dropped_total{reason=\"dead\"}") == 1.0).then_some(())
     })
     .await;
-    eventually(FIVE, "and forgotten", || async { (app.health().await["streams"] == 0).then_some(()) }).await;
+    streams_open(&app, 0).await;
     app.stop().await;
 }
 

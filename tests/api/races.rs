@@ -205,6 +205,16 @@ async fn a_write_is_read_back_at_once_even_while_the_watcher_lags_behind() {
     panic!("the watcher was never behind the write; the test could not hold it back");
 }
 
+/// Waits until the bucket holds `user` with `status`, and returns the stored value.
+async fn stored_with(kv: &async_nats::jetstream::kv::Store, user: &str, status: &str) -> Value {
+    eventually(Duration::from_secs(5), "the write is in the bucket", || async {
+        let entry = kv.get(format!("user.{user}")).await.ok().flatten()?;
+        let value: Value = serde_json::from_slice(&entry).ok()?;
+        (value["status"] == status).then_some(value)
+    })
+    .await
+}
+
 /// A write whose acknowledgement comes late, but whose record the node finds in the bucket at
 /// once: that is a success, and the client hears 200 (not "outcome unknown"). The link delays
 /// what NATS sends by 1.5 s, longer than `nats.request_timeout` (1 s), so the put times out;
@@ -217,12 +227,7 @@ async fn a_late_acknowledgement_with_the_record_in_the_bucket_is_a_success() {
     let kv = bucket(&nats.url()).await;
     proxy.delay(Duration::ZERO, Duration::from_millis(1500));
     let lift = async {
-        eventually(Duration::from_secs(5), "the record is in the bucket", || async {
-            let entry = kv.get("user.lia").await.ok().flatten()?;
-            let value: Value = serde_json::from_slice(&entry).ok()?;
-            (value["status"] == "busy").then_some(())
-        })
-        .await;
+        stored_with(&kv, "lia", "busy").await;
         proxy.delay(Duration::ZERO, Duration::ZERO);
     };
     let started = std::time::Instant::now();
@@ -245,12 +250,7 @@ async fn a_late_acknowledgement_with_another_record_in_the_bucket_is_an_unknown_
     let kv = bucket(&nats.url()).await;
     proxy.delay(Duration::ZERO, Duration::from_millis(1500));
     let overwrite = async {
-        let landed = eventually(Duration::from_secs(5), "the write is in the bucket", || async {
-            let entry = kv.get("user.mo").await.ok().flatten()?;
-            let value: Value = serde_json::from_slice(&entry).ok()?;
-            (value["status"] == "busy").then_some(value)
-        })
-        .await;
+        let landed = stored_with(&kv, "mo", "busy").await;
         let mut other = landed.clone();
         other["status"] = json!("away");
         other["message"] = json!("from another node");
