@@ -337,6 +337,48 @@ fn write_ids(text: &str, into: &mut Vec<u64>) {
     }
 }
 
+/// Opens `GET /api/v2/presence/stream?users=...` at `authority` over its own connection.
+async fn open_stream(authority: &str, users: &str) -> hyper::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(authority).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("/api/v2/presence/stream?users={users}"))
+        .header("host", authority)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "the stream was refused");
+    response
+}
+
+/// What one subscriber received: (write id, when), and whether its snapshot came.
+struct Tally {
+    received: Vec<(u64, Instant)>,
+    ids: Vec<u64>,
+    snapshot: bool,
+    opened: Arc<AtomicU64>,
+}
+
+impl Tally {
+    fn new(opened: Arc<AtomicU64>) -> Self {
+        Self { received: Vec::new(), ids: Vec::new(), snapshot: false, opened }
+    }
+
+    /// Records a message received now; `snapshot` says whether it is the snapshot.
+    fn record(&mut self, text: &str, snapshot: bool) {
+        let now = Instant::now();
+        if snapshot && !self.snapshot {
+            self.snapshot = true;
+            self.opened.fetch_add(1, Relaxed);
+        }
+        self.ids.clear();
+        write_ids(text, &mut self.ids);
+        self.received.extend(self.ids.iter().map(|&id| (id, now)));
+    }
+}
+
 /// One subscriber: opens the stream, counts its snapshot, records (write id, time) of every
 /// change until `stop`.
 async fn subscriber(
@@ -346,20 +388,8 @@ async fn subscriber(
     stop: Arc<AtomicBool>,
 ) -> Vec<(u64, Instant)> {
     use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(&authority).await.expect("connect");
-    tcp.set_nodelay(true).unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::get(format!("/api/v2/presence/stream?users={users}"))
-        .header("host", &authority)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let mut response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200, "the stream was refused");
-    let mut received = Vec::new();
-    let mut ids = Vec::new();
-    let mut snapshot = false;
+    let mut response = open_stream(&authority, &users).await;
+    let mut tally = Tally::new(opened);
     while !stop.load(Relaxed) {
         let frame = tokio::select! {
             frame = response.body_mut().frame() => frame,
@@ -367,17 +397,10 @@ async fn subscriber(
         };
         let Some(Ok(frame)) = frame else { break };
         let Ok(data) = frame.into_data() else { continue };
-        let now = Instant::now();
         let text = String::from_utf8_lossy(&data);
-        if !snapshot && text.contains("event: snapshot") {
-            snapshot = true;
-            opened.fetch_add(1, Relaxed);
-        }
-        ids.clear();
-        write_ids(&text, &mut ids);
-        received.extend(ids.iter().map(|&id| (id, now)));
+        tally.record(&text, text.contains("event: snapshot"));
     }
-    received
+    tally.received
 }
 
 /// The same over a WebSocket: connects, subscribes to `users`, records changes until `stop`.
@@ -399,9 +422,7 @@ async fn ws_subscriber(
     .expect("the WebSocket opens");
     let users: Vec<&str> = users.split(',').collect();
     socket.send(Message::text(json!({"type": "subscribe", "users": users}).to_string())).await.unwrap();
-    let mut received = Vec::new();
-    let mut ids = Vec::new();
-    let mut snapshot = false;
+    let mut tally = Tally::new(opened);
     while !stop.load(Relaxed) {
         let message = tokio::select! {
             message = socket.next() => message,
@@ -409,16 +430,9 @@ async fn ws_subscriber(
         };
         let Some(Ok(message)) = message else { break };
         let Message::Text(text) = message else { continue };
-        let now = Instant::now();
-        if !snapshot && text.starts_with(r#"{"type":"snapshot""#) {
-            snapshot = true;
-            opened.fetch_add(1, Relaxed);
-        }
-        ids.clear();
-        write_ids(&text, &mut ids);
-        received.extend(ids.iter().map(|&id| (id, now)));
+        tally.record(&text, text.starts_with(r#"{"type":"snapshot""#));
     }
-    received
+    tally.received
 }
 
 /// Writes to random users of `tokens` at `rate` per second (0: as fast as 64 in flight go) for
@@ -630,16 +644,7 @@ async fn live_propagation(args: &[String]) {
     {
         use http_body_util::BodyExt;
         let authority = read.trim_start_matches("http://").to_string();
-        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-        tokio::spawn(connection);
-        let request = hyper::Request::get(format!("/api/v2/presence/stream?users={user}"))
-            .header("host", &authority)
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let mut response = sender.send_request(request).await.unwrap();
+        let mut response = open_stream(&authority, &user).await;
         let opened = opened.clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
