@@ -82,6 +82,8 @@ const SETTLE_FOR: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub(crate) struct Directory {
     pub store: PresenceStore,
+    /// A leaf's copy of the bucket, read on a miss while the center is away.
+    pub region: Option<PresenceStore>,
     pub cache: PresenceCache,
     pub link: Arc<LinkState>,
     pub events: Events,
@@ -143,9 +145,14 @@ impl Directory {
     }
 
     /// A cache miss: one KV read shared by concurrent callers, unless NATS is known to be away.
+    /// Then a leaf looks in its region's copy (the answer is stale, as the link says); without
+    /// one, the answer is degraded.
     async fn load(&self, user: &UserId) -> Lookup {
         if !self.link.reachable() {
-            return Lookup::Degraded;
+            return match &self.region {
+                Some(copy) => Box::pin(Self::recall(copy, user)).await,
+                None => Lookup::Degraded,
+            };
         }
         let (store, owned) = (self.store.clone(), user.clone());
         match self.cache.get_or_load(user, async move { store.get(&owned).await }).await {
@@ -157,6 +164,22 @@ impl Directory {
             Err(e) => {
                 if !e.downcast_ref::<StoreError>().is_some_and(StoreError::refused) {
                     tracing::warn!(user = %user, error = %chain(e.as_ref()), "KV read failed; answering degraded");
+                }
+                Lookup::Degraded
+            }
+        }
+    }
+
+    /// A read of the region's copy. Not cached: the watcher resumes from its own position, and
+    /// the copy may be ahead of it or behind it.
+    async fn recall(copy: &PresenceStore, user: &UserId) -> Lookup {
+        match copy.get(user).await {
+            // Never written here: the copy does not know the user, which is not "never seen".
+            Ok(record) if record.revision == 0 => Lookup::Degraded,
+            Ok(record) => Lookup::Known(Arc::new(record)),
+            Err(e) => {
+                if !e.refused() {
+                    tracing::warn!(user = %user, error = %chain(&e), "region's copy read failed; answering degraded");
                 }
                 Lookup::Degraded
             }

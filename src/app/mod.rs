@@ -78,11 +78,14 @@ impl Application {
         }
         let jetstream = startup::jetstream_of(&config, &client);
         let metrics = Arc::new(Metrics::new());
-        let (store, events) = startup::open_storage(&config, &jetstream, &metrics).await?;
+        let (store, events) = startup::open_storage(&config, &jetstream, &metrics, &mut background).await?;
+        let region = startup::open_region_copy(&config, &client, &metrics).await;
         let server_name = embedded.as_ref().map(|e| e.server_name().to_string());
         let storage = (&store, &events);
+        let nats = (&client, server_name);
+        let copy = region.as_ref().map(|r| r.copy.clone());
         let coherent =
-            startup::start_coherence(&config, storage, (&client, server_name), &metrics, &mut background);
+            startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
         let health = Health {
@@ -105,6 +108,7 @@ impl Application {
         let hub = coherent.hub.clone();
         let directory = Directory {
             store,
+            region: copy,
             cache: coherent.cache,
             link: coherent.link,
             events,

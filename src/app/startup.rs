@@ -18,13 +18,14 @@ use crate::{
     auth::secret::{self, SecretSource},
     cache::{ENTRY_OVERHEAD, Negative, PresenceCache},
     coherence,
+    coherence::RegionCopy,
     config::{CENTER_DOMAIN, Config, NodeType, ServiceTls, TlsMode},
     http::listener::{Caps, CountingListener},
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
     live::Hub,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
-    store::{PresenceStore, StoreError},
+    store::{PresenceStore, StoreError, region},
     telemetry::Metrics,
     tls::ServerTls,
     topology::{self, Registry},
@@ -99,25 +100,65 @@ pub(super) fn jetstream_of(config: &Config, client: &async_nats::Client) -> jets
     }
 }
 
-/// Step 2: the bucket and the audit-log stream, behind one breaker.
+/// How long a leaf waits for its center at start-up before it serves its region on its own.
+const LEAF_JOIN_WAIT: Duration = Duration::from_secs(3);
+
+/// Step 2: the bucket and the audit-log stream, behind one breaker. A center makes them and
+/// fails to start without them. A leaf binds to the center's, and if its center does not answer
+/// within [`LEAF_JOIN_WAIT`], it starts without them and keeps trying in `background`: until it
+/// joins, its reads come from what the region remembers and its writes answer 503.
 pub(super) async fn open_storage(
     config: &Config,
     js: &jetstream::Context,
     metrics: &Arc<Metrics>,
+    background: &mut Background,
 ) -> anyhow::Result<(PresenceStore, Events)> {
     let breaker = || Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
     let caller = Caller::new(config.nats.request_timeout, breaker(), breaker(), metrics.clone());
-    let deadline = Instant::now() + config.nats.startup_timeout;
+    let store = PresenceStore::unbound(caller.clone());
+    let events = Events::unbound(js.clone(), caller, metrics.clone());
+    if config.service.node_type == NodeType::Center {
+        let deadline = Instant::now() + config.nats.startup_timeout;
+        bind_storage(config, js, (&store, &events), Some(deadline)).await?;
+        return Ok((store, events));
+    }
+    let join = {
+        let (config, js, store, events) = (config.clone(), js.clone(), store.clone(), events.clone());
+        async move {
+            if bind_storage(&config, &js, (&store, &events), None).await.is_ok() {
+                tracing::info!("joined the center: its bucket and audit log answer");
+            }
+        }
+    };
+    let stop = background.stop.clone();
+    background.tasks.spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = join => {}
+        }
+    });
+    if tokio::time::timeout(LEAF_JOIN_WAIT, store.wait_bound()).await.is_err() {
+        tracing::warn!(
+            "the center does not answer; serving this region on its own until it does \
+             (reads from what the region remembers, marked stale; writes answer 503)"
+        );
+    }
+    Ok((store, events))
+}
+
+/// Binds `store` and `events` to the shared streams: the audit log first, so that a bound store
+/// means both are. Until `deadline` (`None`: for as long as it takes).
+async fn bind_storage(
+    config: &Config,
+    js: &jetstream::Context,
+    (store, events): (&PresenceStore, &Events),
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
     // Only the center manages the shared bucket and stream; a leaf binds to what it made.
     let authority = match config.service.node_type {
         NodeType::Center => Authority::Manage { allow_reduction: config.nats.allow_settings_reduction },
         NodeType::Leaf => Authority::Bind,
     };
-    let open_store = || PresenceStore::open(js, &config.nats.kv, caller.clone(), authority);
-    let store =
-        retry_until(deadline, open_store, |e| !matches!(e, StoreError::Settings(s) if !s.transient()))
-            .await
-            .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
     let settings = StreamSettings {
         name: &config.events.stream,
         retention: config.events.retention,
@@ -125,12 +166,45 @@ pub(super) async fn open_storage(
         max_per_user: config.events.max_per_user,
         authority,
     };
-    let open_events = || Events::open(js.clone(), &settings, caller.clone(), metrics.clone());
-    let events =
-        retry_until(deadline, open_events, |e| !matches!(e, EventError::Settings(s) if !s.transient()))
-            .await
-            .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
-    Ok((store, events))
+    retry_until(
+        deadline,
+        || events.bind(&settings),
+        |e| !matches!(e, EventError::Settings(s) if !s.transient()),
+    )
+    .await
+    .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
+    let bind_store = || store.bind(js, &config.nats.kv, authority);
+    retry_until(deadline, bind_store, |e| !matches!(e, StoreError::Settings(s) if !s.transient()))
+        .await
+        .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;
+    Ok(())
+}
+
+/// Step 2b, on a leaf: the region's copy of the bucket, in the leaf's own JetStream (see
+/// [`crate::store::region`]). Without it (an external NATS without JetStream, say) the leaf
+/// still works, but remembers nothing across a restart.
+pub(super) async fn open_region_copy(
+    config: &Config,
+    client: &async_nats::Client,
+    metrics: &Arc<Metrics>,
+) -> Option<RegionCopy> {
+    if config.service.node_type != NodeType::Leaf {
+        return None;
+    }
+    let breaker = || Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
+    let caller = Caller::new(config.nats.request_timeout, breaker(), breaker(), metrics.clone());
+    let local = jetstream::new(client.clone());
+    match region::open(&local, &config.nats.kv, caller).await {
+        Ok(copy) => Some(RegionCopy { copy, local, kv: config.nats.kv.clone() }),
+        Err(e) => {
+            tracing::error!(
+                error = %crate::telemetry::chain(&e),
+                "cannot open this region's copy of the bucket in the leaf's own JetStream; \
+                 a restart while the center is away will start with nothing"
+            );
+            None
+        }
+    }
 }
 
 /// What steps 3 and 4 make: the cache, the link state and the expiry schedule, with the tasks
@@ -143,17 +217,22 @@ pub(super) struct Coherent {
 }
 
 /// Steps 3 and 4: the cache kept coherent with the bucket (and the live feed it feeds), and the
-/// expiry job. `server_name` is
-/// the embedded server's name for this run (none for an external NATS).
-pub(super) fn start_coherence(
+/// expiry job. `server_name` is the embedded server's name for this run (none for an external
+/// NATS). On a leaf, the region's copy is read into the cache before this returns.
+pub(super) async fn start_coherence(
     config: &Config,
     (store, events): (&PresenceStore, &Events),
     (client, server_name): (&async_nats::Client, Option<String>),
+    region: Option<RegionCopy>,
     metrics: &Arc<Metrics>,
     background: &mut Background,
 ) -> Coherent {
     let cache = PresenceCache::with_metrics(config.cache.max_cost, Negative::from(&config.cache), metrics);
     let link = LinkState::new();
+    if !store.is_bound() {
+        // A leaf on its own: stale and refusing writes from its first request.
+        link.set_reachable(false);
+    }
     let expiry = ExpiryQueue::new();
     let hub = Hub::new(config.stream.clone(), link.clone(), metrics.clone());
     let Background { stop, tasks } = background;
@@ -165,8 +244,9 @@ pub(super) fn start_coherence(
         link: link.clone(),
         expiry: expiry.clone(),
         hub: hub.clone(),
+        region,
     };
-    coherence::spawn(tasks, parts, stop);
+    coherence::start(tasks, parts, stop).await;
     tasks.spawn(hub.clone().run(stop.clone()));
     tasks.spawn(cache.clone().housekeeping(stop.clone()));
     let expirer = Expirer {
@@ -243,9 +323,10 @@ pub(super) fn jwt_secret(config: &Config) -> anyhow::Result<(crate::config::Secr
 
 /// Retries `attempt` until it succeeds, fails for good (`transient` says no), or `deadline`
 /// passes (a leaf's link to the center may take a moment to come up after its embedded server
-/// started, and the center may not have created the bucket yet).
+/// started, and the center may not have created the bucket yet). Without a deadline, the waits
+/// grow to 2 s and only the first failure is logged above debug.
 async fn retry_until<T, E, F>(
-    deadline: Instant,
+    deadline: Option<Instant>,
     mut attempt: impl FnMut() -> F,
     transient: impl Fn(&E) -> bool,
 ) -> Result<T, E>
@@ -253,14 +334,20 @@ where
     E: std::error::Error + 'static,
     F: Future<Output = Result<T, E>>,
 {
+    let (mut wait, mut tried) = (Duration::from_millis(250), 0u64);
     loop {
+        tried += 1;
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if !transient(&e) || Instant::now() >= deadline => return Err(e),
-            Err(e) => {
+            Err(e) if !transient(&e) || deadline.is_some_and(|d| Instant::now() >= d) => return Err(e),
+            Err(e) if deadline.is_some() || tried == 1 => {
                 tracing::info!(error = %crate::telemetry::chain(&e), "JetStream not reachable yet; retrying")
             }
+            Err(e) => tracing::debug!(error = %crate::telemetry::chain(&e), "JetStream not reachable yet"),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(wait).await;
+        if deadline.is_none() {
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
     }
 }

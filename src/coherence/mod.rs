@@ -21,7 +21,20 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use clock::CLOCK_TOLERANCE;
 
-use crate::{cache::PresenceCache, lifecycle::ExpiryQueue, link::LinkState, live::Hub, store::PresenceStore};
+use crate::{
+    cache::PresenceCache, config::KvConfig, lifecycle::ExpiryQueue, link::LinkState, live::Hub,
+    store::PresenceStore,
+};
+
+/// A leaf's copy of the bucket in its own JetStream (see [`crate::store::region`]), with what
+/// renewing it takes.
+#[derive(Clone)]
+pub(crate) struct RegionCopy {
+    pub copy: PresenceStore,
+    /// The leaf's own JetStream, where the copy lives.
+    pub local: async_nats::jetstream::Context,
+    pub kv: KvConfig,
+}
 
 /// What the coherence tasks watch and feed.
 pub(crate) struct Parts {
@@ -34,13 +47,19 @@ pub(crate) struct Parts {
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
     pub hub: Arc<Hub>,
+    pub region: Option<RegionCopy>,
 }
 
-/// Starts the watcher and the monitor in `tasks`; they run until `stop`.
-pub(crate) fn spawn(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
-    let Parts { store, client, server_name, cache, link, expiry, hub } = parts;
-    let applier = watcher::Applier::new(cache, link.clone(), expiry, hub);
-    tasks.spawn(watcher::run(store.clone(), applier, stop.clone()));
+/// Starts the watcher and the monitor in `tasks`; they run until `stop`. On a leaf, first
+/// replays the region's copy into the cache: the node serves what its region remembers from its
+/// first request, marked stale until the center's bucket has been caught up with.
+pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
+    let Parts { store, client, server_name, cache, link, expiry, hub, region } = parts;
+    let mut applier = watcher::Applier::new(cache, link.clone(), expiry, hub);
+    if let Some(region) = &region {
+        watcher::recall(&region.copy, &mut applier).await;
+    }
+    tasks.spawn(watcher::run(store.clone(), applier, region, stop.clone()));
     let target = monitor::Target { store, client, server_name };
     tasks.spawn(monitor::run(target, link, stop.clone()));
 }

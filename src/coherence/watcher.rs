@@ -7,18 +7,23 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::{self, ClockEstimate};
+use super::{
+    RegionCopy,
+    clock::{self, ClockEstimate},
+};
 use crate::{
     cache::PresenceCache,
     lifecycle::ExpiryQueue,
     link::LinkState,
     live::{Hub, Source},
     model::{CompactPresence, Record},
-    store::{Change, PresenceStore},
+    store::{Change, Head, PresenceStore, region},
 };
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest a start-up spends reading the region's copy (about 1.6 s per million records).
+const RECALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Applies watched changes to what the node keeps.
 pub(super) struct Applier {
@@ -40,9 +45,19 @@ enum Ended {
     Broken,
 }
 
-pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: CancellationToken) {
+pub(super) async fn run(
+    store: PresenceStore,
+    mut applier: Applier,
+    region: Option<RegionCopy>,
+    stop: CancellationToken,
+) {
     let link = applier.link.clone();
     let mut backoff = BACKOFF_START;
+    // A leaf that started while its center was away watches once it has joined.
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = store.wait_bound() => {}
+    }
     loop {
         // Sampled before the watch starts, so that every change after it is a fresh one.
         let started = match store.head().await {
@@ -60,6 +75,9 @@ pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: Cancel
                     applier.cache.clear();
                     applier.hub.reset();
                     link.reset_applied();
+                    if let Some(region) = &region {
+                        renew(region).await;
+                    }
                     backoff = BACKOFF_START;
                     continue;
                 }
@@ -78,6 +96,62 @@ pub(super) async fn run(store: PresenceStore, mut applier: Applier, stop: Cancel
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Replays the region's copy into what the node keeps, up to the copy's last revision, where
+/// the watcher of the center's bucket then resumes. Until that watcher has caught up, the node's
+/// answers are stale: the copy may be behind the center.
+pub(super) async fn recall(copy: &PresenceStore, applier: &mut Applier) {
+    let started = tokio::time::Instant::now();
+    let mut recalled = 0u64;
+    let head = copy.head().await;
+    if let Ok(Head { records: 1.., .. }) = head {
+        match copy.watch(0).await {
+            Ok(mut changes) => loop {
+                match tokio::time::timeout_at(started + RECALL_LIMIT, changes.next()).await {
+                    Ok(Some(Ok(change))) => {
+                        let last = change.pending == 0;
+                        applier.apply(change).await;
+                        recalled += 1;
+                        if last {
+                            break;
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "reading the region's copy failed");
+                        break;
+                    }
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(
+                            recalled,
+                            "reading the region's copy did not finish; going on with what was read"
+                        );
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %crate::telemetry::chain(&e), "cannot read the region's copy"),
+        }
+    } else if let Err(e) = head {
+        tracing::warn!(error = %crate::telemetry::chain(&e), "cannot read the region's copy");
+    }
+    if recalled > 0 {
+        applier.link.mark_behind();
+    }
+    tracing::info!(
+        recalled,
+        revision = applier.link.applied_revision(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recalled the region's copy of the bucket"
+    );
+}
+
+/// Starts the region's copy over after the center's bucket was replaced.
+async fn renew(region: &RegionCopy) {
+    match region::renew(&region.local, &region.kv, region.copy.caller()).await {
+        Ok(()) => tracing::info!("the region's copy starts over from the new bucket"),
+        Err(e) => tracing::error!(error = %crate::telemetry::chain(&e), "cannot renew the region's copy"),
     }
 }
 

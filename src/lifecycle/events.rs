@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use crate::{
     model::{Presence, Status, UserId},
     nats::{
-        self, CallError, Caller, retry_for,
+        self, Binding, CallError, Caller, retry_for,
         settings::{Authority, SettingsError, Shared},
     },
     telemetry::{Metrics, chain},
@@ -85,7 +85,9 @@ pub(crate) enum EventError {
 #[derive(Clone)]
 pub(crate) struct Events {
     js: jetstream::Context,
-    stream: Arc<stream::Stream>,
+    /// The audit-log stream, once reached (a leaf may start before its center answers; events
+    /// are published to their subjects all the same, and the center's stream stores them).
+    stream: Arc<Binding<stream::Stream>>,
     caller: Caller,
     metrics: Arc<Metrics>,
 }
@@ -101,13 +103,14 @@ pub(crate) struct StreamSettings<'a> {
 }
 
 impl Events {
-    /// Creates (or updates) the audit-log stream.
-    pub(crate) async fn open(
-        js: jetstream::Context,
-        settings: &StreamSettings<'_>,
-        caller: Caller,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, EventError> {
+    /// A handle on the audit log, bound to its stream by [`Events::bind`].
+    pub(crate) fn unbound(js: jetstream::Context, caller: Caller, metrics: Arc<Metrics>) -> Self {
+        Self { js, stream: Arc::new(Binding::unbound()), caller, metrics }
+    }
+
+    /// Binds to the audit-log stream, creating (or updating) it with [`Authority::Manage`].
+    pub(crate) async fn bind(&self, settings: &StreamSettings<'_>) -> Result<(), EventError> {
+        let (js, caller) = (&self.js, &self.caller);
         let StreamSettings { name, retention, replicas, max_per_user, authority } = *settings;
         let config = stream::Config {
             name: name.to_string(),
@@ -121,7 +124,7 @@ impl Events {
             ..Default::default()
         };
         let wanted = Shared { replicas, retention, per_subject: i64::from(max_per_user) };
-        let existing = nats::settings::check(&js, &caller, name, authority, wanted).await?;
+        let existing = nats::settings::check(js, caller, name, authority, wanted).await?;
         let stream = match existing {
             None => caller.bounded("stream_create", js.create_stream(config)).await?,
             Some(current) if authority != Authority::Bind && current != wanted => {
@@ -130,7 +133,8 @@ impl Events {
             }
             Some(_) => caller.bounded("stream_open", js.get_stream(name)).await?,
         };
-        Ok(Self { js, stream: Arc::new(stream), caller, metrics })
+        self.stream.bind(stream);
+        Ok(())
     }
 
     /// Publishes `event` under the message id `id` and waits until the audit log stored it. If
@@ -171,11 +175,12 @@ impl Events {
             ..Default::default()
         };
         let caller = &self.caller;
-        let consumer = caller.call_read("history_consumer", self.stream.create_consumer(config)).await?;
+        let stream = self.stream.get("history_consumer")?;
+        let consumer = caller.call_read("history_consumer", stream.create_consumer(config)).await?;
         let name = consumer.cached_info().name.clone();
         let read = self.newest(consumer, limit).await;
         // Not left behind for the server to time out: one consumer per history read would pile up.
-        let _ = caller.bounded("history_cleanup", self.stream.delete_consumer(&name)).await;
+        let _ = caller.bounded("history_cleanup", stream.delete_consumer(&name)).await;
         read
     }
 
@@ -216,7 +221,8 @@ impl Events {
 
     /// Removes every event of `user` from the audit log.
     pub(crate) async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
-        let purge = async { self.stream.purge().filter(format!("presence.*.{user}")).await };
+        let stream = self.stream.get("events_purge")?;
+        let purge = async { stream.purge().filter(format!("presence.*.{user}")).await };
         Ok(self.caller.call("events_purge", purge).await?.purged)
     }
 }

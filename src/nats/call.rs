@@ -22,6 +22,9 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) enum CallError {
     #[error("NATS {op}: refused while the circuit breaker is open")]
     Refused { op: &'static str },
+    /// A leaf that started while its center was away has not reached the center's streams yet.
+    #[error("NATS {op}: the center has not answered since this node started")]
+    Unbound { op: &'static str },
     #[error("NATS {op}: no answer within {limit:?}")]
     Timeout { op: &'static str, limit: Duration },
     #[error("NATS {op} failed")]
@@ -33,9 +36,10 @@ pub(crate) enum CallError {
 }
 
 impl CallError {
-    /// The call was not made: the breaker refused it (nothing new to log).
+    /// The call was not made: the breaker refused it, or the center was never reached (nothing
+    /// new to log).
     pub(crate) fn refused(&self) -> bool {
-        matches!(self, CallError::Refused { .. })
+        matches!(self, CallError::Refused { .. } | CallError::Unbound { .. })
     }
 }
 

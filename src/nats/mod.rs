@@ -3,6 +3,7 @@
 //! request to it goes through.
 
 pub(crate) mod at_rest;
+mod binding;
 pub(crate) mod breaker;
 mod call;
 pub mod server;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event};
 
+pub(crate) use binding::Binding;
 pub(crate) use call::{BoxError, CallError, Caller, retry_for};
 pub(crate) use status::ServerStatus;
 pub(crate) use supervisor::EmbeddedServer;

@@ -193,7 +193,7 @@ fn leaf_admission(config: &Config, leaf_password: Option<&Secret>) -> String {
 /// What a leaf may send to the center and receive from it: the presence bucket's and the audit
 /// log's JetStream API in the center's domain (information, direct gets, consumers, the put
 /// acknowledgements, a purge of one user's history), presence events and heartbeats, and
-/// replies. Not the rest of the JetStream API (no stream is created, updated or deleted from a
+/// replies; and what the leaf's copy of the bucket (a mirror) receives. Not the rest of the JetStream API (no stream is created, updated or deleted from a
 /// leaf), nor any other subject.
 fn leaf_permissions(config: &Config) -> String {
     let bucket = format!("KV_{}", config.nats.kv.bucket);
@@ -224,7 +224,9 @@ fn leaf_permissions(config: &Config) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let subscribe = ["_INBOX.>".to_string(), "presence.>".to_string()];
+    // The region's copy (a mirror, run by the leaf's server): its consumer's deliveries and the
+    // answer to its consumer creation.
+    let subscribe = ["_INBOX.>", "presence.>", "$JS.M.>", "$JSC.R.>"].map(String::from);
     format!("{{ publish: [{}], subscribe: [{}] }}", list(&publish), list(&subscribe))
 }
 

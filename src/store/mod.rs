@@ -8,6 +8,7 @@
 //! job, so that `last_seen` survives it), and expiry markers for the watchers. See
 //! docs/architecture.md, "The store".
 
+pub(crate) mod region;
 mod watch;
 
 use std::{sync::Arc, time::Duration};
@@ -26,7 +27,7 @@ use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
     nats::{
-        CallError, Caller,
+        Binding, CallError, Caller,
         settings::{self, Authority, SettingsError, Shared},
     },
 };
@@ -95,31 +96,48 @@ pub(crate) struct Held {
     pub presence: StoredPresence,
 }
 
-/// A cheap `Clone` handle.
+/// A cheap `Clone` handle. On a leaf that started while its center was away it exists before
+/// the bucket answers: its calls fail at once (as refused) until [`PresenceStore::bind`]
+/// succeeds.
 #[derive(Clone)]
 pub(crate) struct PresenceStore {
-    kv: Arc<kv::Store>,
+    kv: Arc<Binding<kv::Store>>,
     caller: Caller,
 }
 
 impl PresenceStore {
-    /// Opens the bucket, creating it (or bringing its settings up to date) as the config says.
+    /// A handle whose calls fail until [`PresenceStore::bind`] succeeds.
+    pub(crate) fn unbound(caller: Caller) -> Self {
+        Self { kv: Arc::new(Binding::unbound()), caller }
+    }
+
+    /// A handle on a bucket opened elsewhere (the region's copy).
+    fn bound(kv: kv::Store, caller: Caller) -> Self {
+        let store = Self::unbound(caller);
+        store.kv.bind(kv);
+        store
+    }
+
+    /// Binds the handle to the bucket, creating it (or bringing its settings up to date) as the
+    /// config says.
     ///
     /// Only a node with [`Authority::Manage`] (the center) creates the bucket or changes its
     /// settings; a leaf binds to the bucket the center made (docs/architecture.md, "Hub and
     /// spoke").
-    pub(crate) async fn open(
+    pub(crate) async fn bind(
+        &self,
         js: &jetstream::Context,
         cfg: &KvConfig,
-        caller: Caller,
         authority: Authority,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<(), StoreError> {
+        let caller = &self.caller;
         let wanted = Shared { replicas: cfg.replicas, retention: cfg.retention, per_subject: 1 };
         let stream = format!("KV_{}", cfg.bucket);
-        settings::check(js, &caller, &stream, authority, wanted).await?;
+        settings::check(js, caller, &stream, authority, wanted).await?;
         if authority == Authority::Bind {
             let kv = caller.bounded("open", js.get_key_value(&cfg.bucket)).await?;
-            return Ok(Self { kv: Arc::new(kv), caller });
+            self.kv.bind(kv);
+            return Ok(());
         }
         let config = kv::Config {
             bucket: cfg.bucket.clone(),
@@ -131,8 +149,18 @@ impl PresenceStore {
             limit_markers: Some(MARKER_TTL),
             ..Default::default()
         };
-        let kv = caller.bounded("open", js.create_or_update_key_value(config)).await?;
-        Ok(Self { kv: Arc::new(kv), caller })
+        self.kv.bind(caller.bounded("open", js.create_or_update_key_value(config)).await?);
+        Ok(())
+    }
+
+    /// Whether the bucket has been reached since start-up.
+    pub(crate) fn is_bound(&self) -> bool {
+        self.kv.is_bound()
+    }
+
+    /// Completes once the handle is bound.
+    pub(crate) async fn wait_bound(&self) {
+        self.kv.wait().await;
     }
 
     /// The breaker in front of NATS (shared with the audit log).
@@ -142,7 +170,7 @@ impl PresenceStore {
 
     /// What the bucket holds for `user` now, read on behalf of a reader (the read breaker).
     pub(crate) async fn get(&self, user: &UserId) -> Result<Record, StoreError> {
-        let entry = self.caller.call_read("get", self.kv.entry(key(user))).await?;
+        let entry = self.caller.call_read("get", self.kv.get("get")?.entry(key(user))).await?;
         let entry = entry.map(|e| (decode(&e.key, e.operation, &e.value), e.revision));
         Ok(match entry {
             Some((presence, revision)) => {
@@ -166,7 +194,8 @@ impl PresenceStore {
     ) -> Result<(StoredPresence, u64), StoreError> {
         if update.status != Status::Offline {
             let record = StoredPresence::from_update(user, update, None, node_id, Utc::now());
-            return match self.caller.call("put", self.kv.put(key(user), encode(&record))).await {
+            let kv = self.kv.get("put")?;
+            return match self.caller.call("put", kv.put(key(user), encode(&record))).await {
                 Ok(revision) => Ok((record, revision)),
                 Err(e) => Err(StoreError::unconfirmed(record, e)),
             };
@@ -208,9 +237,10 @@ impl PresenceStore {
         expected: u64,
     ) -> Result<Option<u64>, StoreError> {
         let (key, value) = (key(user), encode(record));
+        let kv = self.kv.get("compare_and_set")?;
         let outcome = if expected == 0 {
             let create = async {
-                match self.kv.create(key, value).await {
+                match kv.create(key, value).await {
                     Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
                     other => other.map(Some),
                 }
@@ -218,7 +248,7 @@ impl PresenceStore {
             self.caller.call("create", create).await?
         } else {
             let update = async {
-                match self.kv.update(key, value, expected).await {
+                match kv.update(key, value, expected).await {
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
                     other => other.map(Some),
                 }
@@ -231,14 +261,15 @@ impl PresenceStore {
     /// The live presence held at exactly `revision`, if that revision is still its key's latest
     /// (with history 1, a superseded revision is gone from the stream) and still live.
     pub(crate) async fn live_at(&self, revision: u64) -> Result<Option<Held>, StoreError> {
+        let kv = self.kv.get("get_revision")?;
         let get = async {
-            match self.kv.stream.direct_get(revision).await {
+            match kv.stream.direct_get(revision).await {
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
                 other => other.map(Some),
             }
         };
         let Some(message) = self.caller.call("get_revision", get).await? else { return Ok(None) };
-        let prefix = format!("$KV.{}.", self.kv.name);
+        let prefix = format!("$KV.{}.", kv.name);
         let Some(user) = message.subject.as_str().strip_prefix(&prefix).and_then(user_of) else {
             return Ok(None);
         };
@@ -253,18 +284,18 @@ impl PresenceStore {
 
     /// Removes `user`'s record and its history from the bucket (a purge marker remains).
     pub(crate) async fn purge(&self, user: &UserId) -> Result<(), StoreError> {
-        Ok(self.caller.call("purge", self.kv.purge(key(user))).await?)
+        Ok(self.caller.call("purge", self.kv.get("purge")?.purge(key(user))).await?)
     }
 
     /// Every change after `revision` (with `0`: every current record first), as it happens.
     pub(crate) async fn watch(&self, after: u64) -> Result<Changes, StoreError> {
-        watch::start(&self.kv, &self.caller, after).await
+        watch::start(self.kv.get("watch")?, &self.caller, after).await
     }
 
     /// Where the bucket stands, from a fresh stream-info request (not the info cached at open).
     /// Not guarded by the breaker: it is how the node finds out whether NATS answers at all.
     pub(crate) async fn head(&self) -> Result<Head, StoreError> {
-        let mut stream = self.kv.stream.clone();
+        let mut stream = self.kv.get("stream_info")?.stream.clone();
         let info = self.caller.bounded("stream_info", stream.info()).await?;
         Ok(Head { last_revision: info.state.last_sequence, records: info.state.messages })
     }
@@ -272,7 +303,7 @@ impl PresenceStore {
     /// The latest entry for `user`: the decoded presence (None for a delete marker or a value
     /// that does not decode) and its revision.
     async fn entry(&self, user: &UserId) -> Result<Option<(Option<StoredPresence>, u64)>, StoreError> {
-        let Some(entry) = self.caller.call("get", self.kv.entry(key(user))).await? else {
+        let Some(entry) = self.caller.call("get", self.kv.get("get")?.entry(key(user))).await? else {
             return Ok(None);
         };
         Ok(Some((decode(&entry.key, entry.operation, &entry.value), entry.revision)))

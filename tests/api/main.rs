@@ -16,6 +16,7 @@ mod presence;
 mod process;
 mod races;
 mod reads;
+mod region;
 mod security;
 mod store;
 mod topology;

@@ -72,23 +72,30 @@ async fn an_event_reader_listens_and_can_do_nothing_else() {
 async fn a_leaf_with_the_wrong_password_is_refused() {
     let center = TestApp::spawn().await;
     let leaf_port = center.config.nats.leaf_port;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::helpers::test_config(dir.path());
-    config.service.node_type = presence::config::NodeType::Leaf;
-    config.service.node_id = "intruder".into();
-    config.nats.center_url = Some(format!("nats-leaf://127.0.0.1:{leaf_port}"));
-    config.nats.leaf_password = Some(Secret::new("not-the-leaf-password-0123".into()));
-    config.nats.startup_timeout = Duration::from_secs(3);
-    let error = match presence::app::Application::build(config).await {
-        Ok(_) => panic!("a leaf without the password reached the center's bucket"),
-        Err(e) => format!("{e:#}"),
-    };
-    assert!(error.contains("bucket"), "{error}");
+    let leaf = TestApp::spawn_with(|config| {
+        config.service.node_type = presence::config::NodeType::Leaf;
+        config.service.node_id = "intruder".into();
+        config.nats.center_url = Some(format!("nats-leaf://127.0.0.1:{leaf_port}"));
+        config.nats.leaf_password = Some(Secret::new("not-the-leaf-password-0123".into()));
+    })
+    .await;
+    refused_by_the_center(&leaf, "the wrong password").await;
     eventually(Duration::from_secs(2), "the center still serves", || async {
         (center.health().await["status"] == "ok").then_some(())
     })
     .await;
+    leaf.stop().await;
     center.stop().await;
+}
+
+/// A leaf the center did not admit: it started on its own (it waited for its center at
+/// start-up and was not let in), and stays on its own: degraded, no bucket, writes refused.
+async fn refused_by_the_center(leaf: &TestApp, what: &str) {
+    assert_eq!(leaf.health().await["status"], "degraded", "a leaf with {what}");
+    let (_, nats) = leaf.nats_health().await;
+    assert_eq!(nats["bucket"], false, "a leaf with {what} reached the bucket: {nats}");
+    let write = leaf.put("intruder", json!({"status": "online"})).await;
+    assert_eq!(write.status(), StatusCode::SERVICE_UNAVAILABLE, "a leaf with {what} wrote");
 }
 
 /// A center whose leafnode listener takes mutual TLS and admits `leaves`.
@@ -131,13 +138,24 @@ async fn a_leaf_with_its_certificate_works_end_to_end_with_only_a_leafs_rights()
     assert_eq!(leaf.erase("lea").await.status(), StatusCode::OK);
     assert_error(center.read("lea").await, StatusCode::NOT_FOUND).await;
 
-    // Through the leaf's own server, nothing beyond a leaf's rights reaches the center.
+    // The region's copy follows the center's bucket with a leaf's rights.
     let local = crate::helpers::nats_connect(&leaf.nats_url()).await;
+    let last = |client: async_nats::Client| async move {
+        let js = async_nats::jetstream::new(client);
+        js.get_stream("KV_presence").await.ok()?.info().await.ok().map(|i| i.state.last_sequence)
+    };
+    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
+    let wanted = last(operator.clone()).await.unwrap();
+    eventually(Duration::from_secs(20), "the leaf's copy has the center's last revision", || async {
+        (last(local.clone()).await >= Some(wanted)).then_some(())
+    })
+    .await;
+
+    // Through the leaf's own server, nothing beyond a leaf's rights reaches the center.
     let js = async_nats::jetstream::with_domain(local.clone(), "center");
     assert!(js.delete_stream("KV_presence").await.is_err(), "a leaf deleted the bucket");
     assert!(js.delete_stream("PRESENCE_EVENTS").await.is_err(), "a leaf deleted the audit log");
     assert!(js.create_stream("STOLEN").await.is_err(), "a leaf created a stream at the center");
-    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
     let center_js = async_nats::jetstream::new(operator);
     assert!(center_js.get_stream("KV_presence").await.is_ok(), "the bucket is still there");
     assert!(center_js.get_stream("STOLEN").await.is_err());
@@ -159,14 +177,9 @@ async fn a_leaf_without_a_valid_certificate_is_refused() {
         ("a valid certificate the center does not admit", Some(pki.leaf("stranger.test"))),
     ];
     for (what, tls) in attempts {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::helpers::test_config(dir.path());
-        as_tls_leaf(&mut config, &center, "intruder", tls);
-        config.nats.startup_timeout = Duration::from_secs(3);
-        if let Ok(app) = presence::app::Application::build(config).await {
-            drop(app);
-            panic!("a leaf with {what} reached the center's bucket");
-        }
+        let leaf = TestApp::spawn_with(|config| as_tls_leaf(config, &center, "intruder", tls)).await;
+        refused_by_the_center(&leaf, what).await;
+        leaf.stop().await;
     }
     let (status, body) = json_of(center.read("anyone").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the center still serves: {body}");

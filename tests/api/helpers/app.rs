@@ -62,6 +62,16 @@ impl TestApp {
         let mut config = test_config(dir.path());
         let chosen = (config.nats.port, config.nats.leaf_port);
         adjust(&mut config);
+        Self::launch(dir, config, Some(chosen)).await
+    }
+
+    /// The node again, on what it kept: its data directory and configuration (its NATS ports).
+    pub(crate) async fn restart(kept: Kept) -> Self {
+        Self::launch(kept.dir, kept.config, None).await.expect("the app builds again")
+    }
+
+    /// Builds and runs a node on `config`; ports in `chosen` may be chosen again if taken.
+    async fn launch(dir: TempDir, mut config: Config, chosen: Option<(u16, u16)>) -> Result<Self, String> {
         // Logs only when asked for: RUST_LOG=warn cargo test ...
         if std::env::var_os("RUST_LOG").is_some() {
             std::mem::forget(presence::telemetry::init(&config.logging));
@@ -72,7 +82,8 @@ impl TestApp {
             match Application::build(config.clone()).await.map_err(|e| format!("{e:#}")) {
                 // A free port can be taken between its choice and the server's bind (by another
                 // test's outgoing connection): choose again, if the test did not choose it.
-                Err(e) if e.contains("address already in use") && attempts < 3 => {
+                Err(e) if e.contains("address already in use") && attempts < 3 && chosen.is_some() => {
+                    let chosen = chosen.unwrap_or_default();
                     if config.nats.port == chosen.0 {
                         config.nats.port = free_port();
                     }
@@ -198,12 +209,25 @@ impl TestApp {
     }
 
     /// Stops the node the way SIGTERM does and waits until it has.
-    pub(crate) async fn stop(mut self) {
+    pub(crate) async fn stop(self) {
+        self.stop_keeping().await;
+    }
+
+    /// Stops the node and keeps what [`TestApp::restart`] needs to start it again.
+    pub(crate) async fn stop_keeping(mut self) -> Kept {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         (&mut self.task).await.unwrap().unwrap();
+        let config = self.config.clone();
+        Kept { dir: std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap()), config }
     }
+}
+
+/// A stopped node's data directory and configuration.
+pub(crate) struct Kept {
+    dir: TempDir,
+    pub config: Config,
 }
 
 impl TestApp {

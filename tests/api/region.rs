@@ -1,0 +1,134 @@
+//! A region on its own: a leaf that starts without its center, remembers across restarts, and
+//! keeps reads local over a slow link (docs/architecture.md, "A region on its own").
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{ChaosProxy, TestApp, assert_error, eventually, json_of, leaf_app, nats_connect};
+
+/// The last revision of the presence bucket on `app`'s own NATS: the center's bucket, or a
+/// leaf's copy of it.
+async fn last_revision(app: &TestApp) -> u64 {
+    let js = jetstream::new(nats_connect(&app.nats_url()).await);
+    js.get_stream("KV_presence").await.unwrap().info().await.unwrap().state.last_sequence
+}
+
+/// Waits until the leaf's copy holds everything the center's bucket does.
+async fn copied(leaf: &TestApp, center: &TestApp) {
+    let wanted = last_revision(center).await;
+    eventually(Duration::from_secs(20), "the leaf's copy has the center's last revision", || async {
+        (last_revision(leaf).await >= wanted).then_some(())
+    })
+    .await;
+}
+
+async fn presence_of(response: Response) -> (bool, Value) {
+    let stale = response.headers().get("x-presence-stale").is_some_and(|v| v == "true");
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (stale, body["data"].clone())
+}
+
+async fn wait_fresh(app: &TestApp, user: &str, status: &str) {
+    eventually(Duration::from_secs(20), &format!("{user} reads {status}, not stale"), || async {
+        let (stale, data) = presence_of(app.read(user).await).await;
+        (!stale && data[user]["status"] == status).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_leaf_restarted_while_its_center_is_away_serves_what_it_knew_and_catches_up() {
+    let center = TestApp::spawn().await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    let leaf = leaf_app(proxy.port, "leaf-a", "us-east-1").await;
+    center.set("jo", json!({"status": "online", "message": "before"})).await;
+    center.set("al", json!({"status": "busy", "ttl": 3600})).await;
+    center.set("flo", json!({"status": "online", "ttl": 2})).await;
+    center.set("gone", json!({"status": "away"})).await;
+    assert_eq!(center.erase("gone").await.status(), StatusCode::OK);
+    let crowd: Vec<String> = (0..40).map(|i| format!("crowd-{i}")).collect();
+    for user in &crowd {
+        center.set(user, json!({"status": "online"})).await;
+    }
+    copied(&leaf, &center).await;
+
+    proxy.cut();
+    let kept = leaf.stop_keeping().await;
+    let started = Instant::now();
+    let leaf = TestApp::restart(kept).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the leaf came up in {:?}", started.elapsed());
+    leaf.wait_health("degraded", Duration::from_secs(5)).await;
+    let cached = leaf.cache_health().await["entries"].as_u64().unwrap();
+    assert!(cached >= 44, "the copy was read into the cache at start-up: {cached} entries");
+
+    // What it knew, marked stale; expiry still evaluated at read time; erased stays erased.
+    let (stale, data) = presence_of(leaf.read_many(&["jo", "al"]).await).await;
+    assert!(stale, "answers from memory are marked stale");
+    assert_eq!((&data["jo"]["status"], &data["jo"]["message"]), (&json!("online"), &json!("before")));
+    assert_eq!(data["al"]["status"], "busy");
+    eventually(Duration::from_secs(10), "flo's 2 s ttl runs out at the leaf", || async {
+        let (_, data) = presence_of(leaf.read("flo").await).await;
+        (data["flo"]["status"] == "offline").then_some(())
+    })
+    .await;
+    assert_error(leaf.read("gone").await, StatusCode::NOT_FOUND).await;
+    let unknown = leaf.read("never-seen-here").await;
+    assert_eq!(unknown.headers()["x-presence-degraded"], "true", "an unknown user is not 'never seen'");
+    let refused = Instant::now();
+    assert_error(leaf.put("kim", json!({"status": "online"})).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(refused.elapsed() < Duration::from_secs(1), "a write is refused at once");
+
+    // Again with a cache too small for what the region knows: misses are read from the copy.
+    let mut kept = leaf.stop_keeping().await;
+    kept.config.cache.max_cost = 1024;
+    let leaf = TestApp::restart(kept).await;
+    let users: Vec<&str> = crowd.iter().map(String::as_str).collect();
+    let response = leaf.read_many(&users).await;
+    assert!(response.headers().get("x-presence-degraded").is_none(), "every user is known");
+    let (stale, data) = presence_of(response).await;
+    assert!(stale);
+    assert!(users.iter().all(|u| data[u]["status"] == "online"), "{data}");
+
+    // The center moves on meanwhile.
+    center.set("jo", json!({"status": "away", "message": "during"})).await;
+    center.set("lou", json!({"status": "busy"})).await;
+    proxy.heal();
+    wait_fresh(&leaf, "jo", "away").await;
+    wait_fresh(&leaf, "lou", "busy").await;
+    leaf.wait_health("ok", Duration::from_secs(20)).await;
+    assert_eq!(leaf.put("kim", json!({"status": "online"})).await.status(), StatusCode::OK);
+    wait_fresh(&center, "kim", "online").await;
+    leaf.stop().await;
+    center.stop().await;
+}
+
+#[tokio::test]
+async fn a_leaf_that_never_reached_its_center_starts_degraded_and_joins_when_it_answers() {
+    let center = TestApp::spawn().await;
+    center.set("jo", json!({"status": "busy"})).await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    proxy.cut();
+    let started = Instant::now();
+    let leaf = leaf_app(proxy.port, "leaf-new", "eu-west-1").await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the leaf came up in {:?}", started.elapsed());
+    let health = leaf.health().await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let miss = leaf.read("jo").await;
+    assert_eq!(miss.headers()["x-presence-degraded"], "true");
+    assert_error(leaf.put("kim", json!({"status": "online"})).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_error(leaf.history("jo", None).await, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    proxy.heal();
+    leaf.wait_health("ok", Duration::from_secs(30)).await;
+    wait_fresh(&leaf, "jo", "busy").await;
+    assert_eq!(leaf.put("kim", json!({"status": "away"})).await.status(), StatusCode::OK);
+    wait_fresh(&center, "kim", "away").await;
+    let (status, body) = json_of(leaf.history("kim", None).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    leaf.stop().await;
+    center.stop().await;
+}
