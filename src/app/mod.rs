@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
-    config::Config,
-    directory::Directory,
+    config::{Config, NodeType},
+    directory::{self, Directory, Forwarding},
     health::Health,
     http::{
         self, AccessLog, AppState, HttpsPolicy, RateLimits, Shared, Timeouts, listener::CountingListener,
@@ -106,9 +106,12 @@ impl Application {
             certificates: startup::certificates(&config),
         };
         let hub = coherent.hub.clone();
+        let forward = (config.service.node_type == NodeType::Leaf)
+            .then(|| Forwarding { client: client.clone(), limit: config.nats.request_timeout * 2 });
         let directory = Directory {
             store,
             region: copy,
+            forward,
             cache: coherent.cache,
             link: coherent.link,
             events,
@@ -117,6 +120,11 @@ impl Application {
             metrics: metrics.clone(),
             node_id,
         };
+        if config.service.node_type == NodeType::Center {
+            let (serve, stop) = (directory.clone(), background.stop.clone());
+            let ttl = config.nats.kv.ttl;
+            background.tasks.spawn(directory::forward::serve(serve, client.clone(), ttl, stop));
+        }
         let state = AppState::new(Shared {
             directory,
             health,

@@ -183,6 +183,9 @@ impl<'de> Deserialize<'de> for SyncInterval {
 
 /// The JetStream domain of the center, where the bucket and the audit log live.
 pub const CENTER_DOMAIN: &str = "center";
+/// Where leaves send their writes for the center to carry out. Outside `presence.>`, which
+/// leaves may subscribe to: a leaf cannot take other regions' writes.
+pub const FORWARD_SUBJECT: &str = "$PRESENCE.write";
 /// How often a leaf's embedded server pings the center, so that a dead link shows in seconds.
 pub const LEAF_PING_INTERVAL: &str = "3s";
 

@@ -28,6 +28,17 @@ pub(crate) enum Status {
     Offline,
 }
 
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Busy => "busy",
+            Status::Offline => "offline",
+        }
+    }
+}
+
 impl FromStr for Status {
     type Err = UpdateError;
     fn from_str(s: &str) -> Result<Self, UpdateError> {

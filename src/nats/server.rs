@@ -6,8 +6,8 @@ use std::{
 };
 
 use crate::config::{
-    CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, LEAF_USER, NatsTls, NodeType, SERVICE_USER, Secret,
-    SyncInterval,
+    CENTER_DOMAIN, Config, FORWARD_SUBJECT, LEAF_PING_INTERVAL, LEAF_USER, NatsTls, NodeType, SERVICE_USER,
+    Secret, SyncInterval,
 };
 
 use super::NatsError;
@@ -193,7 +193,7 @@ fn leaf_admission(config: &Config, leaf_password: Option<&Secret>) -> String {
 /// What a leaf may send to the center and receive from it: the presence bucket's and the audit
 /// log's JetStream API in the center's domain (information, direct gets, consumers, the put
 /// acknowledgements, a purge of one user's history), presence events and heartbeats, and
-/// replies; and what the leaf's copy of the bucket (a mirror) receives. Not the rest of the JetStream API (no stream is created, updated or deleted from a
+/// replies; its writes for the center to carry out; and what the leaf's copy of the bucket (a mirror) receives. Not the rest of the JetStream API (no stream is created, updated or deleted from a
 /// leaf), nor any other subject.
 fn leaf_permissions(config: &Config) -> String {
     let bucket = format!("KV_{}", config.nats.kv.bucket);
@@ -215,6 +215,7 @@ fn leaf_permissions(config: &Config) -> String {
         ]);
     }
     publish.push(format!("{api}.STREAM.PURGE.{events}"));
+    publish.push(FORWARD_SUBJECT.to_string());
     publish.push(format!("{api}.$KV.{}.>", config.nats.kv.bucket));
     publish.push("$JS.FC.>".to_string());
     let list = |subjects: &[String]| {

@@ -7,7 +7,9 @@ use async_nats::jetstream;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ChaosProxy, TestApp, assert_error, eventually, json_of, leaf_app, nats_connect};
+use crate::helpers::{
+    ChaosProxy, NatsCluster, TestApp, assert_error, eventually, json_of, leaf_app, nats_connect,
+};
 
 /// The last revision of the presence bucket on `app`'s own NATS: the center's bucket, or a
 /// leaf's copy of it.
@@ -131,4 +133,81 @@ async fn a_leaf_that_never_reached_its_center_starts_degraded_and_joins_when_it_
     assert_eq!(status, StatusCode::OK, "{body}");
     leaf.stop().await;
     center.stop().await;
+}
+
+/// The p-th percentile (0–100) of `samples`.
+fn percentile(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() - 1) * p / 100]
+}
+
+#[tokio::test]
+async fn over_a_distant_link_reads_stay_local_and_writes_reach_the_other_region_as_they_are_answered() {
+    const ONE_WAY: Duration = Duration::from_millis(40);
+    let center = TestApp::spawn().await;
+    let (to_a, to_b) = (
+        ChaosProxy::start(center.config.nats.leaf_port).await,
+        ChaosProxy::start(center.config.nats.leaf_port).await,
+    );
+    let a = leaf_app(to_a.port, "leaf-a", "us-east-1").await;
+    let b = leaf_app(to_b.port, "leaf-b", "ap-south-1").await;
+    center.set("here", json!({"status": "online"})).await;
+    wait_fresh(&a, "here", "online").await;
+    wait_fresh(&b, "here", "online").await;
+    for proxy in [&to_a, &to_b] {
+        proxy.delay(ONE_WAY, ONE_WAY);
+    }
+
+    let (mut writes, mut spreads, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..12 {
+        let user = format!("far-{i}");
+        let sent = Instant::now();
+        assert_eq!(a.put(&user, json!({"status": "busy"})).await.status(), StatusCode::OK);
+        let answered = Instant::now();
+        writes.push(answered - sent);
+        eventually(Duration::from_secs(5), "leaf B serves the write", || async {
+            let (_, data) = presence_of(b.read(&user).await).await;
+            (data[&user]["status"] == "busy").then_some(())
+        })
+        .await;
+        spreads.push(answered.elapsed());
+        let read = Instant::now();
+        let (_, data) = presence_of(a.read(&user).await).await;
+        reads.push(read.elapsed());
+        assert_eq!(data[&user]["status"], "busy", "leaf A reads its own write");
+    }
+    let (write, spread, read) =
+        (percentile(&mut writes, 50), percentile(&mut spreads, 100), percentile(&mut reads, 100));
+    eprintln!(
+        "distant link: write p50 {write:?}, A's answer to B serving it max {spread:?}, read max {read:?}"
+    );
+    assert!(write >= 2 * ONE_WAY, "a write waits for the center's acknowledgement: {write:?}");
+    assert!(write < 3 * ONE_WAY, "a write takes one round trip to the center, not two: {write:?}");
+    assert!(spread < ONE_WAY, "B serves a write within one-way latency of A's answer: {spread:?}");
+    assert!(read < ONE_WAY / 2, "reads are answered locally: {read:?}");
+    for app in [a, b, center] {
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_leaf_writes_through_the_link_itself_when_no_center_node_takes_its_writes() {
+    let cluster = NatsCluster::start().await;
+    let url = cluster.url();
+    let center = TestApp::spawn_with(move |c| {
+        c.nats.embedded = false;
+        c.nats.url = url;
+    })
+    .await;
+    let leaf_port = cluster.leaf_ports[0];
+    let leaf = leaf_app(leaf_port, "leaf-a", "us-east-1").await;
+    assert_eq!(leaf.put("wes", json!({"status": "online"})).await.status(), StatusCode::OK);
+    // The center's NATS keeps running; the Presence node on it stops.
+    center.stop().await;
+    let (status, body) = json_of(leaf.put("wes", json!({"status": "busy", "message": "direct"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, history) = json_of(leaf.history("wes", None).await).await;
+    assert_eq!(history["data"]["wes"][0]["presence"]["message"], "direct", "its event is stored: {history}");
+    wait_fresh(&leaf, "wes", "busy").await;
+    leaf.stop().await;
 }

@@ -17,6 +17,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use forward::Forwarded;
 use futures::{StreamExt, stream};
 
 use crate::{
@@ -29,6 +30,8 @@ use crate::{
     store::{PresenceStore, StoreError},
     telemetry::{Metrics, chain},
 };
+
+pub(crate) mod forward;
 
 /// Concurrent KV reads one multi-user request may have in flight.
 pub(crate) const MISS_CONCURRENCY: usize = 64;
@@ -78,12 +81,23 @@ pub(crate) enum WriteError {
 /// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
 const SETTLE_FOR: Duration = Duration::from_secs(30);
 
+/// A leaf's way to the center's write path.
+#[derive(Clone)]
+pub(crate) struct Forwarding {
+    pub client: async_nats::Client,
+    /// How long a forwarded write may take: the center's KV write and its event, each bounded
+    /// by `nats.request_timeout`.
+    pub limit: Duration,
+}
+
 /// The read and write paths of one node: a cheap `Clone` handle.
 #[derive(Clone)]
 pub(crate) struct Directory {
     pub store: PresenceStore,
     /// A leaf's copy of the bucket, read on a miss while the center is away.
     pub region: Option<PresenceStore>,
+    /// On a leaf: where its writes go to be carried out by the center.
+    pub forward: Option<Forwarding>,
     pub cache: PresenceCache,
     pub link: Arc<LinkState>,
     pub events: Events,
@@ -187,10 +201,8 @@ impl Directory {
     }
 
     /// Stores `update` by `actor` and returns what was stored, once JetStream acknowledged it.
-    ///
-    /// A write whose acknowledgement was lost is looked up once: if the bucket holds it, it
-    /// succeeded. Otherwise its outcome is unknown (the answer says so; repeating it is safe),
-    /// and it is followed up in the background so that, if it did land, its event is published.
+    /// A leaf has the center carry it out (one round trip over the link instead of two; see
+    /// [`forward`]), and writes through the link itself when no center node takes it.
     pub(crate) async fn write(
         &self,
         user: &UserId,
@@ -198,14 +210,47 @@ impl Directory {
         actor: &str,
     ) -> Result<CompactPresence, WriteError> {
         self.guard()?;
+        if let Some(to) = &self.forward {
+            let previous = self.cache.peek(user).await;
+            let sent = forward::send(&to.client, to.limit, (user, &update, actor, &self.node_id)).await;
+            match sent
+                .inspect_err(|e| tracing::warn!(user = %user, error = %chain(e), "forwarded write failed"))?
+            {
+                Forwarded::Stored(stored, revision) => {
+                    self.metrics.updates.inc();
+                    return Ok(self.remember(user, &stored, revision, previous).await);
+                }
+                Forwarded::NoCenter => {}
+            }
+        }
+        let (stored, _) = self.apply(user, update, actor, &self.node_id).await?;
+        self.metrics.updates.inc();
+        Ok(CompactPresence::from(&stored))
+    }
+
+    /// Writes `update` by `actor`, made at `node_id`, and stores its event: the record as stored
+    /// and its revision, once JetStream acknowledged both.
+    ///
+    /// A write whose acknowledgement was lost is looked up once: if the bucket holds it, it
+    /// succeeded. Otherwise its outcome is unknown (the answer says so; repeating it is safe),
+    /// and it is followed up in the background so that, if it did land, its event is published.
+    pub(crate) async fn apply(
+        &self,
+        user: &UserId,
+        update: PresenceUpdate,
+        actor: &str,
+        node_id: &str,
+    ) -> Result<(StoredPresence, u64), WriteError> {
+        self.guard()?;
         let previous = self.cache.peek(user).await;
-        let (stored, revision) = match self.store.write(user, update, &self.node_id).await {
+        let (stored, revision) = match self.store.write(user, update, node_id).await {
             Ok(done) => done,
             Err(StoreError::Unconfirmed { record, source }) => match self.store.holds(user, &record).await {
                 Ok(Some(revision)) => (*record, revision),
                 _ => {
                     tracing::warn!(user = %user, error = %chain(&source), "write not acknowledged; its outcome is unknown");
-                    tokio::spawn(self.clone().settle(user.clone(), *record, previous, actor.to_string()));
+                    let made = (actor.to_string(), node_id.to_string());
+                    tokio::spawn(self.clone().settle(user.clone(), *record, previous, made));
                     return Err(WriteError::Unconfirmed(source));
                 }
             },
@@ -216,7 +261,8 @@ impl Directory {
                 return Err(e.into());
             }
         };
-        Ok(self.stored(user, &stored, revision, previous, actor).await)
+        self.stored(user, &stored, revision, previous, (actor, node_id)).await;
+        Ok((stored, revision))
     }
 
     /// What follows a write JetStream holds: this node's cache and expiry schedule, and the
@@ -227,13 +273,9 @@ impl Directory {
         stored: &StoredPresence,
         revision: u64,
         previous: Option<Arc<Record>>,
-        actor: &str,
-    ) -> CompactPresence {
-        self.metrics.updates.inc();
-        let presence = CompactPresence::from(stored);
-        self.expiry.replace(previous.as_deref(), revision, Some(&presence));
-        let entry = self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
-        self.hub.publish(user, previous.as_deref(), entry, Source::Node);
+        (actor, node_id): (&str, &str),
+    ) {
+        let presence = self.remember(user, stored, revision, previous.clone()).await;
         let now = Utc::now();
         let previous_status = previous.and_then(|e| {
             e.presence.as_ref().map(|p| if p.is_expired(now) { Status::Offline } else { p.status })
@@ -244,13 +286,27 @@ impl Directory {
             presence: presence.view(user, now).into_owned(),
             previous_status,
             revision,
-            node_id: self.node_id.clone(),
+            node_id: node_id.to_string(),
             actor: actor.to_string(),
             timestamp: now,
         };
         // Stored before the answer goes out: a 200 means the record and its event are both in
         // JetStream, so an erasure that follows finds and removes both.
         self.events.publish(&event, format!("update-{user}-{revision}")).await;
+    }
+
+    /// A stored write into this node's expiry schedule, cache and live feed (read-your-writes).
+    async fn remember(
+        &self,
+        user: &UserId,
+        stored: &StoredPresence,
+        revision: u64,
+        previous: Option<Arc<Record>>,
+    ) -> CompactPresence {
+        let presence = CompactPresence::from(stored);
+        self.expiry.replace(previous.as_deref(), revision, Some(&presence));
+        let entry = self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
+        self.hub.publish(user, previous.as_deref(), entry, Source::Node);
         presence
     }
 
@@ -263,12 +319,13 @@ impl Directory {
         user: UserId,
         record: StoredPresence,
         previous: Option<Arc<Record>>,
-        actor: String,
+        (actor, node_id): (String, String),
     ) {
         match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
             Some(Some(revision)) => {
                 tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
-                self.stored(&user, &record, revision, previous, &actor).await;
+                self.metrics.updates.inc();
+                self.stored(&user, &record, revision, previous, (&actor, &node_id)).await;
             }
             // The key holds something else: the write never landed, or was overwritten since.
             Some(None) => {}
