@@ -12,9 +12,19 @@
 //! - `preload --url U --count N --prefix P [--expire-at-ms T]`: puts N presences straight into
 //!   the bucket, live for 7 days or until the Unix time T (milliseconds), all at once.
 //! - `tokens --config FILE --count N --prefix P`: prints N `user token` lines for PUT load.
-//! - `propagation --write URL --read URL --user U --token T --count N`: N times, writes a new
-//!   message for U at one node and polls the other until it serves it; the latency runs from
-//!   the write's acknowledgement to the first read that shows it.
+//! - `propagation --write URL --read URL --user U --token T --count N [--name NAME]`: N times,
+//!   writes a new message for U at one node while polling the other until it serves it (with no
+//!   stale mark). Prints three results: NAME (from the write's acknowledgement to the first read
+//!   that shows it; 0 when it showed before), NAME_from_sent (from the moment the write was
+//!   sent) and NAME_write (the write itself).
+//! - `proxy --target PORT --ms D`: a TCP proxy on loopback to PORT that delays each direction by
+//!   D milliseconds (a distant link); prints its port, then runs until killed. SIGUSR1 cuts it
+//!   (open connections dropped, new ones refused), SIGUSR2 heals it.
+//! - `outage --proxy-pid PID --center URL --tokens FILE --leaf URL --center-nats URL --leaf-nats URL
+//!   --seconds S --rate R`: cuts the proxy between a leaf and its center, writes at R per second
+//!   to users of FILE at the center for S seconds, heals the proxy, and measures how long the
+//!   leaf takes to serve the last of those writes with no stale mark, and its copy of the bucket
+//!   to hold the center's last revision.
 //!
 //! - `live --url URL --tokens FILE --pid PID [--subscribers N --watch W --rate R --seconds S]`:
 //!   N event-stream subscribers, each watching W users drawn from those in FILE, then writes
@@ -62,6 +72,8 @@ async fn main() {
         Some("propagation") => propagation(&args).await,
         Some("live") => live(&args).await,
         Some("live-propagation") => live_propagation(&args).await,
+        Some("proxy") => proxy(&args).await,
+        Some("outage") => outage(&args).await,
         _ => eprintln!("usage: bench_tool http-ceiling|kv|fixed-rate|preload|tokens ..."),
     }
 }
@@ -261,32 +273,130 @@ async fn propagation(args: &[String]) {
     let user = arg(args, "--user").expect("--user");
     let token = arg(args, "--token").expect("--token");
     let count = num(args, "--count", 1000);
+    let name = arg(args, "--name").unwrap_or_else(|| "propagation".into());
     let client = reqwest::Client::new();
-    let mut hist = Histogram::<u64>::new(3).unwrap();
+    let histogram = || Histogram::<u64>::new(3).unwrap();
+    let (mut from_ack, mut from_sent, mut writes) = (histogram(), histogram(), histogram());
+    let micros = |d: Duration| (d.as_micros() as u64).max(1);
     let started = Instant::now();
     for i in 0..count {
         let message = format!("m{i}");
         let body = json!({"status": "online", "message": message, "ttl": 3600});
         let put = client.put(format!("{write}/api/v2/presence/{user}")).bearer_auth(&token).json(&body);
+        // The other node is watched from the moment the write is sent, not from its answer.
+        let watcher = {
+            let (client, read, user, message) = (client.clone(), read.clone(), user.clone(), message.clone());
+            tokio::spawn(async move {
+                let since = Instant::now();
+                while !serves(&client, &read, &user, &message).await {
+                    assert!(since.elapsed() < Duration::from_secs(10), "update never arrived");
+                }
+                Instant::now()
+            })
+        };
+        let sent = Instant::now();
         assert!(put.send().await.unwrap().status().is_success(), "write failed");
         let acked = Instant::now();
-        loop {
-            let got: serde_json::Value = client
-                .get(format!("{read}/api/v2/presence/{user}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if got["data"][&user]["message"] == message.as_str() {
-                break;
-            }
-            assert!(acked.elapsed() < Duration::from_secs(10), "update never arrived");
-        }
-        hist.record((acked.elapsed().as_micros() as u64).max(1)).unwrap();
+        let seen = watcher.await.unwrap();
+        from_ack.record(micros(seen.saturating_duration_since(acked))).unwrap();
+        from_sent.record(micros(seen - sent)).unwrap();
+        writes.record(micros(acked - sent)).unwrap();
     }
-    print_result("propagation", count as f64 / started.elapsed().as_secs_f64(), &hist);
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    print_result(&name, rate, &from_ack);
+    print_result(&format!("{name}_from_sent"), rate, &from_sent);
+    print_result(&format!("{name}_write"), rate, &writes);
+}
+
+/// Whether the node at `base` serves `message` for `user`, with no stale mark.
+async fn serves(client: &reqwest::Client, base: &str, user: &str, message: &str) -> bool {
+    let Ok(response) = client.get(format!("{base}/api/v2/presence/{user}")).send().await else {
+        return false;
+    };
+    let stale = response.headers().contains_key("x-presence-stale");
+    let Ok(body) = response.json::<serde_json::Value>().await else { return false };
+    !stale && body["data"][user]["message"] == message
+}
+
+#[path = "../tests/api/helpers/chaos.rs"]
+#[allow(dead_code)]
+mod chaos;
+
+async fn proxy(args: &[String]) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let target = num(args, "--target", 0) as u16;
+    let delay = Duration::from_millis(num(args, "--ms", 0));
+    let proxy = chaos::ChaosProxy::start(target).await;
+    proxy.delay(delay, delay);
+    println!("{}", proxy.port);
+    let (mut cut, mut heal) =
+        (signal(SignalKind::user_defined1()).unwrap(), signal(SignalKind::user_defined2()).unwrap());
+    loop {
+        tokio::select! {
+            _ = cut.recv() => proxy.cut(),
+            _ = heal.recv() => proxy.heal(),
+        }
+    }
+}
+
+/// The last revision of the bucket `KV_presence` on the NATS at `url`.
+async fn last_revision(url: &str) -> u64 {
+    let js = jetstream::new(connect(url).await);
+    js.get_stream("KV_presence").await.unwrap().info().await.unwrap().state.last_sequence
+}
+
+async fn outage(args: &[String]) {
+    let pid = arg(args, "--proxy-pid").expect("--proxy-pid");
+    let center = arg(args, "--center").expect("--center URL");
+    let leaf = arg(args, "--leaf").expect("--leaf URL");
+    let (center_nats, leaf_nats) = (arg(args, "--center-nats").unwrap(), arg(args, "--leaf-nats").unwrap());
+    let tokens = Arc::new(read_tokens(&arg(args, "--tokens").expect("--tokens FILE")));
+    let (seconds, rate) = (num(args, "--seconds", 60), num(args, "--rate", 100));
+    let signal = |which: &str| {
+        assert!(std::process::Command::new("kill").args([which, &pid]).status().unwrap().success());
+    };
+    signal("-USR1");
+    let client = reqwest::Client::new();
+    eventually_down(&client, &leaf).await;
+    let written = writes(&center, tokens.clone(), rate, seconds as f64, 0).await.len();
+    let (user, token) = &tokens[0];
+    let body = json!({"status": "busy", "message": "the last write of the outage", "ttl": 3600});
+    let put = client.put(format!("{center}/api/v2/presence/{user}")).bearer_auth(token).json(&body);
+    assert!(put.send().await.unwrap().status().is_success());
+    let wanted = last_revision(&center_nats).await;
+    let healed = Instant::now();
+    signal("-USR2");
+    let (mut served, mut copied) = (None, None);
+    while served.is_none() || copied.is_none() {
+        if served.is_none() && serves(&client, &leaf, user, "the last write of the outage").await {
+            served = Some(healed.elapsed());
+        }
+        if copied.is_none() && last_revision(&leaf_nats).await >= wanted {
+            copied = Some(healed.elapsed());
+        }
+        assert!(healed.elapsed() < Duration::from_secs(600), "the leaf never caught up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ms = |d: Option<Duration>| d.unwrap().as_secs_f64() * 1000.0;
+    println!(
+        "{}",
+        json!({"what": format!("catch_up_{seconds}s"), "outage_s": seconds, "writes": written + 1,
+               "revisions": wanted, "served_ms": ms(served), "copy_ms": ms(copied), "rps": 0, "p50_ms": 0, "p99_ms": 0})
+    );
+}
+
+/// Waits until the leaf at `base` knows that its center is away.
+async fn eventually_down(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health: serde_json::Value =
+            client.get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+        if health["status"] == "degraded" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the leaf did not notice the outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A client of `url`, with the `user:password@` it may carry (async-nats ignores credentials

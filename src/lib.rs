@@ -15,10 +15,12 @@
 //! - `tls`: the rustls provider (ring only), the reloadable HTTPS certificate, and the
 //!   development certificates of `presence certs`.
 //! - `nats`: the embedded `nats-server` (found, version-checked, configured, supervised), the
-//!   client connection, and the `Caller` (deadline, latency metric, circuit breaker) that every
-//!   NATS request goes through.
+//!   client connection, the `Caller` (deadline, latency metric, circuit breaker) that every
+//!   NATS request goes through, and the `Binding` of handles a leaf reaches only once its center
+//!   answers.
 //! - `cache`: the in-memory moka cache of records.
-//! - `store`: the one door to the JetStream KV bucket: get, put, compare-and-set, purge, watch.
+//! - `store`: the one door to the JetStream KV bucket: get, put, compare-and-set, purge, watch;
+//!   and on a leaf, the region's copy of it (a mirror on the leaf's disk).
 //! - `topology`: hub and spoke: heartbeats on `presence.sync.{node_id}`, the node registry.
 //! - `lifecycle`: the expiry schedule and job (one `offline` write and one expire event per
 //!   expiry across all nodes), the update and expire events, the audit log, history, erasure.
@@ -26,8 +28,10 @@
 //!   clients and handed to the subscribers that watch its user; expiries announced as they
 //!   happen, the link's stale and fresh, slow clients dropped.
 //! - `coherence`: the watcher (bucket changes into the cache, the expiry schedule and the live
-//!   feed) and the monitor (link checks, watcher lag, rebuild of a replaced bucket).
-//! - `directory`: the read and write paths: cache first, store behind, degradation without NATS.
+//!   feed) and the monitor (link checks, watcher lag, rebuild of a replaced bucket); a leaf's
+//!   copy of the bucket is replayed through the watcher's applier at start-up.
+//! - `directory`: the read and write paths: cache first, store behind, degradation without NATS;
+//!   a leaf's writes carried out by the center (`directory::forward`).
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,

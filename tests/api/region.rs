@@ -211,3 +211,35 @@ async fn a_leaf_writes_through_the_link_itself_when_no_center_node_takes_its_wri
     wait_fresh(&leaf, "wes", "busy").await;
     leaf.stop().await;
 }
+
+#[tokio::test]
+async fn a_leaf_starts_its_copy_over_when_the_centers_bucket_is_replaced() {
+    let center = TestApp::spawn().await;
+    let leaf = leaf_app(center.config.nats.leaf_port, "leaf-a", "us-east-1").await;
+    for status in ["online", "away", "busy", "online", "away"] {
+        center.set("quin", json!({"status": status, "message": "old bucket"})).await;
+    }
+    copied(&leaf, &center).await;
+
+    // Someone replaces the center's bucket (a restore, a re-creation): its revisions start over.
+    let js = jetstream::new(nats_connect(&center.nats_url()).await);
+    let config = js.get_key_value("presence").await.unwrap().stream.info().await.unwrap().config.clone();
+    js.delete_stream("KV_presence").await.unwrap();
+    js.create_stream(config).await.unwrap();
+    let kv = js.get_key_value("presence").await.unwrap();
+    kv.put("user.quin", crate::helpers::stored_value("quin", "busy", "new bucket", 600)).await.unwrap();
+
+    wait_fresh(&leaf, "quin", "busy").await;
+    eventually(Duration::from_secs(30), "the leaf's copy holds the new bucket, not the old", || async {
+        (last_revision(&leaf).await == last_revision(&center).await).then_some(())
+    })
+    .await;
+    // And a restart while the center is away serves the new bucket's record.
+    let kept = leaf.stop_keeping().await;
+    center.stop().await;
+    let leaf = TestApp::restart(kept).await;
+    let (stale, data) = presence_of(leaf.read("quin").await).await;
+    assert!(stale);
+    assert_eq!(data["quin"]["message"], "new bucket", "{data}");
+    leaf.stop().await;
+}
