@@ -28,7 +28,7 @@ use crate::{
     model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
     nats::retry_for,
     store::{PresenceStore, StoreError},
-    telemetry::{Metrics, chain},
+    telemetry::{Metrics, chain, metrics::OutcomeLabels},
 };
 
 pub(crate) mod forward;
@@ -213,6 +213,12 @@ impl Directory {
         if let Some(to) = &self.forward {
             let previous = self.cache.peek(user).await;
             let sent = forward::send(&to.client, to.limit, (user, &update, actor, &self.node_id)).await;
+            let outcome = match &sent {
+                Ok(Forwarded::Stored(..)) => "stored",
+                Ok(Forwarded::NoCenter) => "no_center",
+                Err(_) => "failed",
+            };
+            self.metrics.writes_forwarded.get_or_create(&OutcomeLabels { outcome }).inc();
             match sent
                 .inspect_err(|e| tracing::warn!(user = %user, error = %chain(e), "forwarded write failed"))?
             {

@@ -66,6 +66,14 @@ pub(crate) struct Metrics {
     pub stream_changes_coalesced: Counter,
     pub stream_clients_dropped: Family<ReasonLabels, Counter>,
     pub streams_refused: Family<ReasonLabels, Counter>,
+    /// A leaf's writes sent to the center, by outcome: `stored`, `no_center` (written through
+    /// the link instead), `failed`.
+    pub writes_forwarded: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 /// Which link a certificate secures: `https`, `leafnode`, `nats`.
@@ -131,6 +139,7 @@ impl Metrics {
             stream_changes_coalesced: Counter::default(),
             stream_clients_dropped: Family::default(),
             streams_refused: Family::default(),
+            writes_forwarded: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -258,6 +267,11 @@ impl Metrics {
             "Live streams refused at a cap (reason: total, per_ip)",
             m.streams_refused.clone(),
         );
+        r.register(
+            "writes_forwarded",
+            "A leaf's writes sent to the center to carry out (outcome: stored, no_center, failed)",
+            m.writes_forwarded.clone(),
+        );
         // Known label values start at zero, so that their series exist (and `rate` works) before
         // the first refusal or timeout.
         for reason in ["total", "per_ip"] {
@@ -277,6 +291,9 @@ impl Metrics {
         }
         for reason in ["total", "per_ip"] {
             let _ = m.streams_refused.get_or_create(&ReasonLabels { reason });
+        }
+        for outcome in ["stored", "no_center", "failed"] {
+            let _ = m.writes_forwarded.get_or_create(&OutcomeLabels { outcome });
         }
         r.register_with_unit(
             "clock_offset",

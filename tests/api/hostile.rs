@@ -40,8 +40,7 @@ fn quick() -> impl FnOnce(&mut presence::config::Config) {
 }
 
 async fn metric(app: &TestApp, series: &str) -> u64 {
-    let text = app.metrics().await;
-    text.lines().find_map(|l| l.strip_prefix(series)).map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    app.metric(series).await as u64
 }
 
 #[tokio::test]

@@ -185,6 +185,7 @@ async fn over_a_distant_link_reads_stay_local_and_writes_reach_the_other_region_
     assert!(write < 3 * ONE_WAY, "a write takes one round trip to the center, not two: {write:?}");
     assert!(spread < ONE_WAY, "B serves a write within one-way latency of A's answer: {spread:?}");
     assert!(read < ONE_WAY / 2, "reads are answered locally: {read:?}");
+    assert_eq!(a.metric("presence_writes_forwarded_total{outcome=\"stored\"}").await, 12.0);
     for app in [a, b, center] {
         app.stop().await;
     }
@@ -206,6 +207,7 @@ async fn a_leaf_writes_through_the_link_itself_when_no_center_node_takes_its_wri
     center.stop().await;
     let (status, body) = json_of(leaf.put("wes", json!({"status": "busy", "message": "direct"})).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(leaf.metric("presence_writes_forwarded_total{outcome=\"no_center\"}").await, 1.0);
     let (_, history) = json_of(leaf.history("wes", None).await).await;
     assert_eq!(history["data"]["wes"][0]["presence"]["message"], "direct", "its event is stored: {history}");
     wait_fresh(&leaf, "wes", "busy").await;

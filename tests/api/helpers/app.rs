@@ -199,6 +199,12 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// The value of one series of `/metrics` (name and labels as exposed), 0 when absent.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
+    }
+
     pub(crate) async fn batch(&self, ids: Value) -> Response {
         self.http
             .post(self.url("/api/v2/presence/batch"))
