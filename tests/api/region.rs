@@ -176,15 +176,21 @@ async fn over_a_distant_link_reads_stay_local_and_writes_reach_the_other_region_
         reads.push(read.elapsed());
         assert_eq!(data[&user]["status"], "busy", "leaf A reads its own write");
     }
+    // Medians and maxima with room for a busy machine, but each far from what the wrong design
+    // would take: a read that crossed the link takes a round trip (80 ms), a write that waited
+    // for two takes 160 ms, a change that reached B by any slower path would trail A's answer.
     let (write, spread, read) =
-        (percentile(&mut writes, 50), percentile(&mut spreads, 100), percentile(&mut reads, 100));
+        (percentile(&mut writes, 50), percentile(&mut spreads, 50), percentile(&mut reads, 100));
     eprintln!(
-        "distant link: write p50 {write:?}, A's answer to B serving it max {spread:?}, read max {read:?}"
+        "distant link: write p50 {write:?}, A's answer to B serving it p50 {spread:?}, read max {read:?}"
     );
     assert!(write >= 2 * ONE_WAY, "a write waits for the center's acknowledgement: {write:?}");
     assert!(write < 3 * ONE_WAY, "a write takes one round trip to the center, not two: {write:?}");
-    assert!(spread < ONE_WAY, "B serves a write within one-way latency of A's answer: {spread:?}");
-    assert!(read < ONE_WAY / 2, "reads are answered locally: {read:?}");
+    assert!(
+        spread < ONE_WAY / 2,
+        "B serves a write as A answers it, both one way from the center: {spread:?}"
+    );
+    assert!(read < 2 * ONE_WAY, "reads are answered locally, never a round trip: {read:?}");
     assert_eq!(a.metric("presence_writes_forwarded_total{outcome=\"stored\"}").await, 12.0);
     for app in [a, b, center] {
         app.stop().await;
@@ -215,7 +221,7 @@ async fn a_leaf_writes_through_the_link_itself_when_no_center_node_takes_its_wri
 }
 
 #[tokio::test]
-async fn a_leaf_starts_its_copy_over_when_the_centers_bucket_is_replaced() {
+async fn a_leaf_starts_its_copy_over_when_the_centers_bucket_is_replaced_and_restarts_with_its_center_down() {
     let center = TestApp::spawn().await;
     let leaf = leaf_app(center.config.nats.leaf_port, "leaf-a", "us-east-1").await;
     for status in ["online", "away", "busy", "online", "away"] {
@@ -236,12 +242,20 @@ async fn a_leaf_starts_its_copy_over_when_the_centers_bucket_is_replaced() {
         (last_revision(&leaf).await == last_revision(&center).await).then_some(())
     })
     .await;
-    // And a restart while the center is away serves the new bucket's record.
+    // The center goes down, the leaf restarts meanwhile and serves the new bucket's record.
     let kept = leaf.stop_keeping().await;
-    center.stop().await;
+    let center_kept = center.stop_keeping().await;
+    let started = Instant::now();
     let leaf = TestApp::restart(kept).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the leaf came up in {:?}", started.elapsed());
     let (stale, data) = presence_of(leaf.read("quin").await).await;
     assert!(stale);
     assert_eq!(data["quin"]["message"], "new bucket", "{data}");
+    // The center comes back: the leaf joins, the marks go, writes work.
+    let center = TestApp::restart(center_kept).await;
+    wait_fresh(&leaf, "quin", "busy").await;
+    assert_eq!(leaf.put("quin", json!({"status": "away"})).await.status(), StatusCode::OK);
+    wait_fresh(&center, "quin", "away").await;
     leaf.stop().await;
+    center.stop().await;
 }
