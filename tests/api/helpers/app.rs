@@ -193,8 +193,10 @@ impl TestApp {
     }
 
     /// `/metrics`, the Prometheus text.
+    /// A scrape of `/metrics`, on a connection of its own: a test node with short timeouts may
+    /// have closed the pooled one while the test waited.
     pub(crate) async fn metrics(&self) -> String {
-        let response = self.get("/metrics").await;
+        let response = reqwest::Client::new().get(self.url("/metrics")).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         response.text().await.unwrap()
     }
