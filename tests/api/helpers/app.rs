@@ -193,10 +193,14 @@ impl TestApp {
     }
 
     /// `/metrics`, the Prometheus text.
-    /// A scrape of `/metrics`, on a connection of its own: a test node with short timeouts may
-    /// have closed the pooled one while the test waited.
+    /// A scrape of `/metrics`. A test node with short timeouts may have closed the pooled
+    /// connection while the test waited: then once more, on a new one.
     pub(crate) async fn metrics(&self) -> String {
-        let response = reqwest::Client::new().get(self.url("/metrics")).send().await.unwrap();
+        let scrape = || self.http.get(self.url("/metrics")).send();
+        let response = match scrape().await {
+            Ok(response) => response,
+            Err(_) => scrape().await.unwrap(),
+        };
         assert_eq!(response.status(), StatusCode::OK);
         response.text().await.unwrap()
     }
