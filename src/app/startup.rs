@@ -113,8 +113,7 @@ pub(super) async fn open_storage(
     metrics: &Arc<Metrics>,
     background: &mut Background,
 ) -> anyhow::Result<(PresenceStore, Events)> {
-    let breaker = || Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
-    let caller = Caller::new(config.nats.request_timeout, breaker(), breaker(), metrics.clone());
+    let caller = caller(config, metrics);
     let store = PresenceStore::unbound(caller.clone());
     let events = Events::unbound(js.clone(), caller, metrics.clone());
     if config.service.node_type == NodeType::Center {
@@ -144,6 +143,13 @@ pub(super) async fn open_storage(
         );
     }
     Ok((store, events))
+}
+
+/// A `Caller` with breakers of its own (the center's streams share one; a leaf's copy has
+/// another, so that local calls failing never refuse calls to the center, nor the other way).
+fn caller(config: &Config, metrics: &Arc<Metrics>) -> Caller {
+    let breaker = || Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
+    Caller::new(config.nats.request_timeout, breaker(), breaker(), metrics.clone())
 }
 
 /// Binds `store` and `events` to the shared streams: the audit log first, so that a bound store
@@ -191,8 +197,7 @@ pub(super) async fn open_region_copy(
     if config.service.node_type != NodeType::Leaf {
         return None;
     }
-    let breaker = || Arc::new(Breaker::new(config.nats.breaker.failures, config.nats.breaker.cooldown));
-    let caller = Caller::new(config.nats.request_timeout, breaker(), breaker(), metrics.clone());
+    let caller = caller(config, metrics);
     let local = jetstream::new(client.clone());
     match region::open(&local, &config.nats.kv, caller).await {
         Ok(copy) => Some(RegionCopy { copy, local, kv: config.nats.kv.clone() }),
