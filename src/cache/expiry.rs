@@ -7,10 +7,7 @@ use chrono::Utc;
 use moka::Expiry;
 
 use super::Entry;
-use crate::{
-    config::CacheConfig,
-    model::{Record, Status},
-};
+use crate::{config::CacheConfig, model::Record};
 
 /// How the cache treats "the bucket has nothing for this user" (`cache.negative_ttl`,
 /// `cache.max_negative_entries`).
@@ -35,7 +32,7 @@ pub(super) struct UntilPresenceExpires {
 impl UntilPresenceExpires {
     fn remaining(&self, value: &Record) -> Option<Duration> {
         let Some(p) = value.presence.as_ref() else { return Some(self.negative_ttl) };
-        if p.status == Status::Offline {
+        if !p.status.is_live() {
             return None;
         }
         // Already expired: the entry holds the final state and may stay.

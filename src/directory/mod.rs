@@ -25,7 +25,7 @@ use crate::{
     lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
     link::LinkState,
     live::{Hub, Source},
-    model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
+    model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::retry_for,
     store::{PresenceStore, StoreError},
     telemetry::{Metrics, chain, metrics::OutcomeLabels},
@@ -283,9 +283,7 @@ impl Directory {
     ) {
         let presence = self.remember(user, stored, revision, previous.clone()).await;
         let now = Utc::now();
-        let previous_status = previous.and_then(|e| {
-            e.presence.as_ref().map(|p| if p.is_expired(now) { Status::Offline } else { p.status })
-        });
+        let previous_status = previous.and_then(|e| e.presence.as_ref().map(|p| p.shown_status(now)));
         let event = PresenceEvent {
             kind: EventKind::Update,
             user_id: user.to_string(),

@@ -1,5 +1,5 @@
-//! The extractors that authenticate a request: [`AuthUser`] (a valid bearer token) and [`Owner`]
-//! (a valid token whose subject is the path's user). A handler that takes one can only run for a
+//! The extractors that authenticate a request: [`AuthUser`] (a valid bearer token), [`Owner`]
+//! (a valid token whose subject is the path's user) and [`Reader`] (a valid token if any). A handler that takes one can only run for a
 //! request that passed it. Every token failure answers the same 401 body, so that the answer tells
 //! an attacker nothing about which check failed; the access log says which (one line).
 
@@ -49,6 +49,22 @@ impl AuthUser {
             state.metrics.tokens_previous_secret.inc();
         }
         Ok(AuthUser(verified.subject))
+    }
+}
+
+/// Who reads: the `sub` of a valid bearer token, when the request carries one. Reads are public
+/// and need none: a token that does not verify does not spoil one, it is read as anyone's.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader(pub Option<String>);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return Ok(Reader(None));
+        }
+        Ok(Reader(AuthUser::verify(parts, state).ok().map(|AuthUser(subject)| subject)))
     }
 }
 

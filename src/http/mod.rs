@@ -34,7 +34,7 @@ use tower_http::{
 use tracing::{Instrument, field::Empty};
 
 pub(crate) use access::AccessLog;
-pub(crate) use auth::Owner;
+pub(crate) use auth::{Owner, Reader};
 pub(crate) use error::{ApiError, ErrorResponse};
 pub(crate) use limits::RateLimits;
 pub(crate) use server::{Timeouts, serve};

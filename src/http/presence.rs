@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    ApiError, AppState, Owner,
+    ApiError, AppState, Owner, Reader,
     extract::{ApiJson, ApiQuery, UserPath},
     limits::ReadLimited,
 };
@@ -98,7 +98,7 @@ impl Serialize for DataMap<'_> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetPresenceRequest {
-    /// One of `online`, `away`, `busy`, `offline`.
+    /// One of `online`, `away`, `busy`, `offline`, `invisible` (everyone else reads `offline`).
     #[schema(example = "busy")]
     pub status: String,
     /// At most 256 characters, no control characters.
@@ -130,8 +130,9 @@ pub(crate) struct UsersQuery {
     get,
     path = "/api/v2/presence/{user_id}",
     params(("user_id" = String, Path, description = "1 to 128 characters of A-Z a-z 0-9 _ -")),
+    security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The user's presence; `X-Presence-Stale: true` when it comes from a cache that may miss updates, `X-Presence-Degraded: true` (and `offline`) when NATS is unreachable and the node has no entry", body = PresenceResponse),
+        (status = 200, description = "The user's presence; `X-Presence-Stale: true` when it comes from a cache that may miss updates, `X-Presence-Degraded: true` (and `offline`) when NATS is unreachable and the node has no entry. An `invisible` user reads `offline`, except to their own token", body = PresenceResponse),
         (status = 400, description = "Invalid user id", body = super::ErrorResponse),
         (status = 404, description = "No presence was ever stored for this user", body = super::ErrorResponse),
         (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
@@ -142,13 +143,16 @@ pub(crate) async fn get_one(
     state: axum::extract::State<AppState>,
     _: ReadLimited,
     UserPath(user): UserPath,
+    Reader(reader): Reader,
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
+    let owner = reader.as_deref() == Some(user.as_str());
     match state.directory.read(&user).await {
         Lookup::Known(entry) => match &entry.presence {
             Some(p) => {
                 let stale = state.directory.stale();
-                Ok(Reply { presences: vec![p.view(&user, now)], stale, degraded: false }.into_response())
+                let shown = if owner { p.owner_view(&user, now) } else { p.view(&user, now) };
+                Ok(Reply { presences: vec![shown], stale, degraded: false }.into_response())
             }
             None => Err(ApiError::NotFound(format!("no presence for user {user}"))),
         },
@@ -233,7 +237,8 @@ pub(crate) async fn set_one(
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let stored = state.directory.write(&user, update, &user).await?;
-    let presence = stored.view(&user, Utc::now());
+    // The writer is the owner: an `invisible` write answers as it is.
+    let presence = stored.owner_view(&user, Utc::now());
     Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())
 }
 

@@ -13,7 +13,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use crate::model::{CompactPresence, Record, Status};
+use crate::model::{CompactPresence, Record};
 
 /// Granularity of the schedule.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -46,11 +46,11 @@ impl ExpiryQueue {
         presence: Option<&CompactPresence>,
     ) {
         if let Some(old) = previous.filter(|old| old.revision < revision)
-            && let Some(p) = old.presence.as_ref().filter(|p| p.status != Status::Offline)
+            && let Some(p) = old.presence.as_ref().filter(|p| p.status.is_live())
         {
             self.unschedule(old.revision, p.expires_at);
         }
-        if let Some(p) = presence.filter(|p| p.status != Status::Offline) {
+        if let Some(p) = presence.filter(|p| p.status.is_live()) {
             self.schedule_at(revision, p.expires_at);
         }
     }
@@ -136,6 +136,7 @@ impl ExpiryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Status;
 
     fn live(at: DateTime<Utc>) -> CompactPresence {
         CompactPresence {

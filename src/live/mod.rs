@@ -386,7 +386,7 @@ fn remember(
     announce_expired: bool,
 ) {
     untime(timers, watched, user);
-    let live = record.presence.as_ref().filter(|p| p.status != Status::Offline);
+    let live = record.presence.as_ref().filter(|p| p.status.is_live());
     watched.expired = live.is_some_and(|p| p.is_expired(now) && !announce_expired);
     if let Some(p) = live.filter(|_| !watched.expired) {
         timers.insert((p.expires_at, user.clone()));
@@ -507,10 +507,7 @@ impl Subscription {
                 if watched.record.as_ref().is_none_or(|r| r.revision < record.revision) {
                     remember(&mut state.timers, watched, &key, record.clone(), now, !shown);
                 }
-                let status = record
-                    .presence
-                    .as_ref()
-                    .map_or(Status::Offline, |p| if p.is_expired(now) { Status::Offline } else { p.status });
+                let status = record.presence.as_ref().map_or(Status::Offline, |p| p.shown_status(now));
                 seen.insert(*user, Seen { revision: record.revision, status });
             }
         }

@@ -26,6 +26,9 @@ pub(crate) enum Status {
     Away,
     Busy,
     Offline,
+    /// "Appear offline": everyone else reads `offline` (and `last_seen` does not advance); only
+    /// the owner, reading with their own token, sees `invisible`.
+    Invisible,
 }
 
 impl Status {
@@ -35,7 +38,14 @@ impl Status {
             Status::Away => "away",
             Status::Busy => "busy",
             Status::Offline => "offline",
+            Status::Invisible => "invisible",
         }
+    }
+
+    /// Seen by others as present: the statuses the expiry job turns `offline` (and announces)
+    /// when their ttl runs out. `invisible` has a ttl too, but to others it is `offline` already.
+    pub(crate) fn is_live(self) -> bool {
+        matches!(self, Status::Online | Status::Away | Status::Busy)
     }
 }
 
@@ -47,6 +57,7 @@ impl FromStr for Status {
             "away" => Ok(Status::Away),
             "busy" => Ok(Status::Busy),
             "offline" => Ok(Status::Offline),
+            "invisible" => Ok(Status::Invisible),
             _ => Err(UpdateError::Status),
         }
     }
@@ -148,8 +159,30 @@ impl CompactPresence {
         self.status != Status::Offline && now >= self.expires_at
     }
 
-    /// What a reader sees at `now`: expiry applied.
+    /// What everyone but the owner sees at `now`: expiry applied, and an `invisible` user as an
+    /// `offline` one whose last write was when they were last seen.
     pub(crate) fn view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
+        if self.status != Status::Invisible {
+            return self.owner_view(user_id, now);
+        }
+        Presence {
+            user_id: Cow::Borrowed(user_id),
+            status: Status::Offline,
+            message: None,
+            last_seen: self.last_seen,
+            updated_at: self.last_seen,
+            node_id: self.last_seen.map(|_| Cow::Borrowed(&*self.node_id)),
+            ttl: None,
+        }
+    }
+
+    /// The status everyone but the owner sees at `now`.
+    pub(crate) fn shown_status(&self, now: DateTime<Utc>) -> Status {
+        if self.is_expired(now) || self.status == Status::Invisible { Status::Offline } else { self.status }
+    }
+
+    /// What the owner sees at `now`: expiry applied, `invisible` as it is.
+    pub(crate) fn owner_view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
         let status = if self.is_expired(now) { Status::Offline } else { self.status };
         let live = status != Status::Offline;
         Presence {
@@ -211,8 +244,8 @@ impl<'a> Presence<'a> {
 }
 
 impl StoredPresence {
-    /// The record a write produces. `last_seen` moves with every write whose status is not
-    /// `offline`; an `offline` write keeps what the previous record knew.
+    /// The record a write produces. `last_seen` moves with every write of a live status; an
+    /// `offline` or `invisible` write keeps what the previous record knew.
     pub(crate) fn from_update(
         user: &UserId,
         update: PresenceUpdate,
@@ -221,8 +254,7 @@ impl StoredPresence {
         now: DateTime<Utc>,
     ) -> Self {
         let now = truncate_to_millis(now);
-        let last_seen =
-            if update.status == Status::Offline { previous.and_then(|p| p.last_seen) } else { Some(now) };
+        let last_seen = if update.status.is_live() { Some(now) } else { previous.and_then(|p| p.last_seen) };
         let ttl = update.ttl.as_secs();
         Self {
             user_id: user.to_string(),
@@ -311,5 +343,39 @@ mod tests {
         let after = StoredPresence::from_update(&user(), offline, Some(&online), "n1", t1);
         assert_eq!(after.last_seen, online.last_seen);
         assert!(after.updated_at > online.updated_at);
+    }
+
+    #[test]
+    fn an_invisible_user_is_offline_to_others_and_as_written_to_the_owner() {
+        let t0 = Utc::now();
+        let online = PresenceUpdate::new("online", None, None, HOUR).unwrap();
+        let online = StoredPresence::from_update(&user(), online, None, "n1", t0);
+        let hiding = PresenceUpdate::new("invisible", Some("away from all".into()), Some(60), HOUR).unwrap();
+        let t1 = t0 + chrono::Duration::seconds(10);
+        let stored = StoredPresence::from_update(&user(), hiding, Some(&online), "n2", t1);
+        assert_eq!(stored.last_seen, online.last_seen, "last_seen does not advance");
+        let held = CompactPresence::from(&stored);
+        let public = held.view("user123", t1);
+        assert_eq!((public.status, public.message, public.ttl), (Status::Offline, None, None));
+        assert_eq!((public.last_seen, public.updated_at), (online.last_seen, online.last_seen));
+        assert_eq!(held.shown_status(t1), Status::Offline);
+        let own = held.owner_view("user123", t1);
+        assert_eq!(
+            (own.status, own.message.as_deref(), own.ttl),
+            (Status::Invisible, Some("away from all"), Some(60))
+        );
+        let later = t1 + chrono::Duration::seconds(61);
+        assert_eq!(held.owner_view("user123", later).status, Status::Offline, "its ttl runs out");
+        assert!(!Status::Invisible.is_live(), "no expiry job, no expire event: others saw offline already");
+        let never_seen = StoredPresence::from_update(
+            &user(),
+            PresenceUpdate::new("invisible", None, None, HOUR).unwrap(),
+            None,
+            "n1",
+            t0,
+        );
+        let never_seen = CompactPresence::from(&never_seen);
+        let shown = never_seen.view("user123", t0);
+        assert_eq!((shown.last_seen, shown.updated_at, shown.node_id), (None, None, None));
     }
 }

@@ -19,7 +19,7 @@ pub(crate) struct PresenceUpdate {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UpdateError {
-    #[error("invalid status: must be one of online, away, busy, offline")]
+    #[error("invalid status: must be one of online, away, busy, offline, invisible")]
     Status,
     #[error("message too long: at most 256 characters")]
     MessageTooLong,

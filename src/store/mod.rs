@@ -25,7 +25,7 @@ pub(crate) use watch::{Change, Changes};
 
 use crate::{
     config::KvConfig,
-    model::{CompactPresence, PresenceUpdate, Record, Status, StoredPresence, UserId},
+    model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::{
         Binding, CallError, Caller,
         settings::{self, Authority, SettingsError, Shared},
@@ -192,7 +192,7 @@ impl PresenceStore {
         update: PresenceUpdate,
         node_id: &str,
     ) -> Result<(StoredPresence, u64), StoreError> {
-        if update.status != Status::Offline {
+        if update.status.is_live() {
             let record = StoredPresence::from_update(user, update, None, node_id, Utc::now());
             let kv = self.kv.get("put")?;
             return match self.caller.call("put", kv.put(key(user), encode(&record))).await {
@@ -276,7 +276,7 @@ impl PresenceStore {
         let Ok(presence) = serde_json::from_slice::<StoredPresence>(&message.payload) else {
             return Ok(None);
         };
-        if presence.status == Status::Offline {
+        if !presence.status.is_live() {
             return Ok(None);
         }
         Ok(Some(Held { user: user.to_string(), presence }))

@@ -395,3 +395,62 @@ async fn history_and_erasure_are_rate_limited_per_user() {
     assert_eq!(statuses(erasures), [200, 200, 429]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_invisible_user_reads_offline_to_everyone_but_themselves() {
+    let app = TestApp::spawn().await;
+    let seen = app.set("ivy", json!({"status": "online", "message": "here"})).await;
+    let last_seen = seen["last_seen"].clone();
+    let mut stream = crate::helpers::live::Sse::open(&app, "ivy", None).await;
+    stream.expect("snapshot", Duration::from_secs(5)).await;
+    let (_client, mut events) = subscribe(&nats_url(&app), "presence.*.ivy").await;
+
+    // Going invisible: the writer sees what they wrote.
+    let wrote = app.set("ivy", json!({"status": "invisible", "message": "hiding", "ttl": 2})).await;
+    assert_eq!(wrote["status"], "invisible");
+    assert_eq!(wrote["last_seen"], last_seen, "last_seen does not advance");
+
+    // Everyone else: offline, as if their last write had been when they were last seen.
+    let public = json!({"user_id": "ivy", "status": "offline", "last_seen": last_seen,
+                        "updated_at": last_seen, "node_id": "test-node"});
+    let (_, body) = json_of(app.read("ivy").await).await;
+    assert_eq!(body["data"]["ivy"], public, "a read without a token");
+    let other = app.http.get(app.url("/api/v2/presence/ivy")).bearer_auth(mint("eve")).send().await.unwrap();
+    assert_eq!(json_of(other).await.1["data"]["ivy"], public, "a read with someone else's token");
+    let (_, many) = json_of(app.read_many(&["ivy"]).await).await;
+    assert_eq!(many["data"]["ivy"], public, "a multi-user read");
+    let change = stream.expect("change", Duration::from_secs(5)).await;
+    assert_eq!(change.data["changes"][0]["presence"], public, "a live change");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+    let event: Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(event["presence"], public, "the event others receive");
+    assert_eq!(event["previous_status"], "online");
+    let forged =
+        app.http.get(app.url("/api/v2/presence/ivy")).bearer_auth("ivy-says-so").send().await.unwrap();
+    assert_eq!(json_of(forged).await.1["data"]["ivy"], public, "a token that does not verify");
+
+    // The owner, with their own token, sees it as it is.
+    let own = app.http.get(app.url("/api/v2/presence/ivy")).bearer_auth(mint("ivy")).send().await.unwrap();
+    let (_, own) = json_of(own).await;
+    assert_eq!(
+        (&own["data"]["ivy"]["status"], &own["data"]["ivy"]["message"]),
+        (&json!("invisible"), &json!("hiding"))
+    );
+
+    // Its ttl runs out: offline for the owner too, and nothing is announced (to others it was
+    // offline already). A visible user expiring at the same moment is announced meanwhile.
+    app.set("lux", json!({"status": "online", "ttl": 2})).await;
+    let (_lux_client, mut lux) = subscribe(&nats_url(&app), "presence.expire.lux").await;
+    let announced = tokio::time::timeout(Duration::from_secs(10), lux.next()).await;
+    assert!(announced.is_ok_and(|m| m.is_some()), "the expiry job has run past both");
+    let own = app.http.get(app.url("/api/v2/presence/ivy")).bearer_auth(mint("ivy")).send().await.unwrap();
+    assert_eq!(json_of(own).await.1["data"]["ivy"]["status"], "offline");
+    let quiet = drain(&mut events, Duration::from_millis(300)).await;
+    assert!(quiet.is_empty(), "an invisible presence's expiry is not announced: {quiet:?}");
+    assert!(stream.next_within(Duration::from_millis(300)).await.is_none(), "nor on the live stream");
+
+    // Visible again: last_seen moves on.
+    let back = app.set("ivy", json!({"status": "online"})).await;
+    assert_ne!(back["last_seen"], last_seen);
+    app.stop().await;
+}
