@@ -36,7 +36,7 @@ impl UntilPresenceExpires {
             return None;
         }
         // Already expired: the entry holds the final state and may stay.
-        (p.expires_at - Utc::now()).to_std().ok()
+        (p.expires_at() - Utc::now()).to_std().ok()
     }
 }
 

@@ -48,10 +48,10 @@ impl ExpiryQueue {
         if let Some(old) = previous.filter(|old| old.revision < revision)
             && let Some(p) = old.presence.as_ref().filter(|p| p.status.is_live())
         {
-            self.unschedule(old.revision, p.expires_at);
+            self.unschedule(old.revision, p.expires_at());
         }
         if let Some(p) = presence.filter(|p| p.status.is_live()) {
-            self.schedule_at(revision, p.expires_at);
+            self.schedule_at(revision, p.expires_at());
         }
     }
 
@@ -143,10 +143,9 @@ mod tests {
             status: Status::Online,
             message: None,
             last_seen: None,
-            updated_at: at,
+            updated_at: at - chrono::Duration::seconds(1),
             node_id: "n".into(),
             ttl: 1,
-            expires_at: at,
         }
     }
 

@@ -289,7 +289,7 @@ impl Hub {
             state.timers.pop_first();
             let Some(watched) = state.users.get_mut(&user) else { continue };
             let Some(record) = watched.record.clone() else { continue };
-            let due = record.presence.as_ref().is_some_and(|p| p.expires_at == at && p.is_expired(now));
+            let due = record.presence.as_ref().is_some_and(|p| p.expires_at() == at && p.is_expired(now));
             if !due || watched.expired {
                 continue;
             }
@@ -389,7 +389,7 @@ fn remember(
     let live = record.presence.as_ref().filter(|p| p.status.is_live());
     watched.expired = live.is_some_and(|p| p.is_expired(now) && !announce_expired);
     if let Some(p) = live.filter(|_| !watched.expired) {
-        timers.insert((p.expires_at, user.clone()));
+        timers.insert((p.expires_at(), user.clone()));
     }
     watched.record = Some(record);
 }
@@ -398,7 +398,7 @@ fn remember(
 /// otherwise leave an entry per refresh until each came due).
 fn untime(timers: &mut BTreeSet<(DateTime<Utc>, Arc<str>)>, watched: &Watched, user: &Arc<str>) {
     if let Some(p) = watched.record.as_ref().and_then(|r| r.presence.as_ref()) {
-        timers.remove(&(p.expires_at, user.clone()));
+        timers.remove(&(p.expires_at(), user.clone()));
     }
 }
 

@@ -122,7 +122,8 @@ pub(crate) struct CompactPresence {
     /// Shared between all presences written by the same node.
     pub node_id: Arc<str>,
     pub ttl: u32,
-    pub expires_at: DateTime<Utc>,
+    // No `expires_at`: every write makes it `updated_at + ttl` (and the expiry job keeps both),
+    // so it is computed, 12 bytes less for each of a million presences.
 }
 
 /// One shared copy of each node id (there are few nodes and a million presences).
@@ -149,14 +150,18 @@ impl From<&StoredPresence> for CompactPresence {
             updated_at: p.updated_at,
             node_id: intern(&p.node_id),
             ttl: u32::try_from(p.ttl).unwrap_or(u32::MAX),
-            expires_at: p.expires_at,
         }
     }
 }
 
 impl CompactPresence {
+    /// The moment this presence reads as offline: `updated_at + ttl`.
+    pub(crate) fn expires_at(&self) -> DateTime<Utc> {
+        self.updated_at + chrono::Duration::seconds(i64::from(self.ttl))
+    }
+
     pub(crate) fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        self.status != Status::Offline && now >= self.expires_at
+        self.status != Status::Offline && now >= self.expires_at()
     }
 
     /// What everyone but the owner sees at `now`: expiry applied, and an `invisible` user as an
