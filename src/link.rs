@@ -29,6 +29,8 @@ pub(crate) struct LinkState {
     clock_offset_ms: AtomicI64,
     /// Tells the watcher to start over from the bucket's history.
     rebuild: Notify,
+    /// Tells the watcher to start a new watch after its last applied revision.
+    resume: Notify,
     rebuilds: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl LinkState {
             lag: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(NO_OFFSET),
             rebuild: Notify::new(),
+            resume: Notify::new(),
             rebuilds: AtomicU64::new(0),
         })
     }
@@ -157,6 +160,17 @@ impl LinkState {
     /// Completes when a rebuild was requested.
     pub(crate) async fn rebuild_requested(&self) {
         self.rebuild.notified().await;
+    }
+
+    /// NATS is back after an outage: the watcher should not wait for its old watch to notice
+    /// (its consumer may be gone, found out only after missed heartbeats) but start a new one.
+    pub(crate) fn request_resume(&self) {
+        self.resume.notify_one();
+    }
+
+    /// Completes when a resume was requested (at once if one was while nobody waited).
+    pub(crate) async fn resume_requested(&self) {
+        self.resume.notified().await;
     }
 
     /// The watcher starts over from the beginning of the bucket.

@@ -78,6 +78,7 @@ fn unreachable(link: &LinkState) {
 fn reachable(link: &LinkState, head: Head, applied: u64) {
     if !link.set_reachable(true) {
         tracing::info!("NATS reachable again");
+        link.request_resume();
     }
     if head.last_revision < applied {
         // The bucket is not the one the cache came from (recreated, restored): the node cannot

@@ -43,6 +43,8 @@ enum Ended {
     Stopped,
     Rebuild,
     Broken,
+    /// The link came back: a new watch, after the last applied revision, at once.
+    Resume,
 }
 
 pub(super) async fn run(
@@ -84,6 +86,10 @@ pub(super) async fn run(
                 Ended::Broken => {
                     tracing::warn!("KV watch ended; resuming from the last applied revision");
                     backoff = BACKOFF_START;
+                }
+                Ended::Resume => {
+                    tracing::info!("NATS is back; resuming the KV watch from the last applied revision");
+                    continue;
                 }
             },
             Err(e) => {
@@ -166,6 +172,7 @@ async fn follow(
         let next = tokio::select! {
             () = stop.cancelled() => return Ended::Stopped,
             () = link.rebuild_requested() => return Ended::Rebuild,
+            () = link.resume_requested() => return Ended::Resume,
             next = changes.next() => next,
         };
         match next {
