@@ -86,13 +86,15 @@ pub(super) async fn send(
     let payload = Bytes::from(serde_json::to_vec(&request).expect("requests serialize"));
     let unconfirmed =
         |source: crate::nats::BoxError| WriteError::Unconfirmed(CallError::Failed { op: "forward", source });
-    let answer = match tokio::time::timeout(limit, client.request(FORWARD_SUBJECT, payload)).await {
-        Err(_) => return Err(WriteError::Unconfirmed(CallError::Timeout { op: "forward", limit })),
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Ok(Forwarded::NoCenter);
+    // The client's own request timeout is `nats.request_timeout`; this one may take twice that.
+    let request = async_nats::Request::new().payload(payload).timeout(Some(limit));
+    let answer = match client.send_request(FORWARD_SUBJECT, request).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Ok(Forwarded::NoCenter),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+            return Err(WriteError::Unconfirmed(CallError::Timeout { op: "forward", limit }));
         }
-        Ok(Err(e)) => return Err(unconfirmed(e.into())),
-        Ok(Ok(answer)) => answer,
+        Err(e) => return Err(unconfirmed(e.into())),
+        Ok(answer) => answer,
     };
     match serde_json::from_slice::<Reply>(&answer.payload) {
         Ok(Reply::Stored { presence, revision }) => Ok(Forwarded::Stored(presence, revision)),

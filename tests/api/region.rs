@@ -259,3 +259,52 @@ async fn a_leaf_starts_its_copy_over_when_the_centers_bucket_is_replaced_and_res
     leaf.stop().await;
     center.stop().await;
 }
+
+#[tokio::test]
+async fn a_link_cut_after_the_center_took_a_leafs_write_leaves_one_write_and_one_event() {
+    const ONE_WAY: Duration = Duration::from_millis(300);
+    let center = TestApp::spawn().await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    let leaf_port = proxy.port;
+    let leaf = TestApp::spawn_with(move |c| {
+        c.service.node_type = presence::config::NodeType::Leaf;
+        c.service.node_id = "leaf-a".into();
+        c.nats.center_url = Some(format!("nats-leaf://127.0.0.1:{leaf_port}"));
+        c.nats.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    leaf.set("cato", json!({"status": "online"})).await;
+    proxy.delay(ONE_WAY, ONE_WAY);
+
+    // The write reaches the center (after 300 ms) and is carried out; its answer is on its way
+    // back when the link goes.
+    let write = tokio::spawn({
+        let (http, url, token) =
+            (leaf.http.clone(), leaf.url("/api/v2/presence/cato"), crate::helpers::mint("cato"));
+        async move {
+            http.put(url).bearer_auth(token).json(&json!({"status": "busy", "message": "cut"})).send().await
+        }
+    });
+    eventually(Duration::from_secs(5), "the center has the write", || async {
+        let (_, data) = presence_of(center.read("cato").await).await;
+        (data["cato"]["message"] == "cut").then_some(())
+    })
+    .await;
+    proxy.cut();
+    let error = assert_error(write.await.unwrap().unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(error.contains("may or may not"), "the leaf cannot know: {error}");
+
+    proxy.delay(Duration::ZERO, Duration::ZERO);
+    proxy.heal();
+    wait_fresh(&leaf, "cato", "busy").await;
+    let (_, history) = json_of(center.history("cato", None).await).await;
+    let cut: Vec<&Value> = history["data"]["cato"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["presence"]["message"] == "cut")
+        .collect();
+    assert_eq!(cut.len(), 1, "one event for the one write: {history}");
+    leaf.stop().await;
+    center.stop().await;
+}
