@@ -308,3 +308,41 @@ async fn a_link_cut_after_the_center_took_a_leafs_write_leaves_one_write_and_one
     leaf.stop().await;
     center.stop().await;
 }
+
+#[tokio::test]
+async fn a_restarted_leaf_marks_what_it_remembers_stale_until_it_has_caught_up() {
+    let center = TestApp::spawn().await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    let leaf = leaf_app(proxy.port, "leaf-a", "us-east-1").await;
+    center.set("jo", json!({"status": "online", "message": "old"})).await;
+    copied(&leaf, &center).await;
+    proxy.cut();
+    let kept = leaf.stop_keeping().await;
+    center.set("jo", json!({"status": "busy", "message": "new"})).await;
+
+    // Back with a slow link: the leaf joins at start-up, but its watcher needs a while to hear of
+    // the newer write. Until it has, what the copy says must never be answered as fresh.
+    proxy.delay(Duration::ZERO, Duration::from_millis(150));
+    proxy.heal();
+    let leaf = TestApp::restart(kept).await;
+    let started = Instant::now();
+    let mut old_answers = 0;
+    loop {
+        let response = leaf.read("jo").await;
+        let stale = response.headers().get("x-presence-stale").is_some_and(|v| v == "true");
+        let (_, body) = json_of(response).await;
+        match body["data"]["jo"]["message"].as_str() {
+            Some("new") if !stale => break,
+            Some("old") => {
+                assert!(stale, "the copy's older record was answered as fresh");
+                old_answers += 1;
+            }
+            _ => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the leaf never caught up");
+    }
+    // Usually some (3 to 300 on this machine); none if the watcher was quicker than the first read.
+    eprintln!("{old_answers} answers from the copy, all stale, before the leaf caught up");
+    leaf.stop().await;
+    center.stop().await;
+}
