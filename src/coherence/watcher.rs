@@ -17,7 +17,7 @@ use crate::{
     link::LinkState,
     live::{Hub, Source},
     model::{CompactPresence, Record},
-    store::{Change, Head, PresenceStore, region},
+    store::{Change, PresenceStore, region},
 };
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -110,47 +110,38 @@ pub(super) async fn run(
 /// answers are stale: the copy may be behind the center.
 pub(super) async fn recall(copy: &PresenceStore, applier: &mut Applier) {
     let started = tokio::time::Instant::now();
-    let mut recalled = 0u64;
-    let head = copy.head().await;
-    if let Ok(Head { records: 1.., .. }) = head {
-        match copy.watch(0).await {
-            Ok(mut changes) => loop {
-                match tokio::time::timeout_at(started + RECALL_LIMIT, changes.next()).await {
-                    Ok(Some(Ok(change))) => {
-                        let last = change.pending == 0;
-                        applier.apply(change).await;
-                        recalled += 1;
-                        if last {
-                            break;
-                        }
-                    }
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!(error = %crate::telemetry::chain(&e), "reading the region's copy failed");
-                        break;
-                    }
-                    Ok(None) | Err(_) => {
-                        tracing::warn!(
-                            recalled,
-                            "reading the region's copy did not finish; going on with what was read"
-                        );
-                        break;
-                    }
-                }
-            },
-            Err(e) => tracing::warn!(error = %crate::telemetry::chain(&e), "cannot read the region's copy"),
-        }
-    } else if let Err(e) = head {
-        tracing::warn!(error = %crate::telemetry::chain(&e), "cannot read the region's copy");
+    if let Err(e) = replay(copy, applier, started + RECALL_LIMIT).await {
+        tracing::warn!(error = %crate::telemetry::chain(&e), "reading the region's copy failed; going on with what was read");
     }
-    if recalled > 0 {
+    // Whatever was replayed (nothing had been applied before) may be older than the center.
+    let revision = applier.link.applied_revision();
+    if revision > 0 {
         applier.link.mark_behind();
     }
-    tracing::info!(
-        recalled,
-        revision = applier.link.applied_revision(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "recalled the region's copy of the bucket"
-    );
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(revision, elapsed_ms, "recalled the region's copy of the bucket");
+}
+
+/// Applies the copy's records until the last one, or until `deadline`.
+async fn replay(
+    copy: &PresenceStore,
+    applier: &mut Applier,
+    deadline: tokio::time::Instant,
+) -> Result<(), crate::store::StoreError> {
+    if copy.head().await?.records == 0 {
+        return Ok(());
+    }
+    let mut changes = copy.watch(0).await?;
+    while let Ok(Some(change)) = tokio::time::timeout_at(deadline, changes.next()).await {
+        let change = change?;
+        let last = change.pending == 0;
+        applier.apply(change).await;
+        if last {
+            return Ok(());
+        }
+    }
+    tracing::warn!("reading the region's copy did not finish in time; going on with what was read");
+    Ok(())
 }
 
 /// Starts the region's copy over after the center's bucket was replaced.
