@@ -1,9 +1,9 @@
 //! Writes made at a leaf, carried out by the center: one round trip over the leafnode link
 //! instead of two (the KV put, then its update event, each waiting for the center's
 //! acknowledgement). The leaf has checked the token and the rate limit; it sends the validated
-//! write on [`FORWARD_SUBJECT`], a center node (any of them: a queue group) writes the record and stores
-//! its event exactly as for its own clients, and answers with the record as stored. The leaf
-//! then puts it in its cache before its 200 (read-your-writes). When no center node answers the
+//! write on [`FORWARD_SUBJECT`], a center node (any of them: a queue group) writes the record
+//! and stores its event exactly as for its own clients, and answers with the record as stored.
+//! The leaf then puts it in its cache before its 200 (read-your-writes). When no center node answers the
 //! subject (a center running NATS but not the service), the leaf writes through the link itself.
 //! See docs/architecture.md, "A region on its own".
 //!
@@ -163,7 +163,7 @@ async fn carry_out(directory: &Directory, payload: &[u8], default_ttl: Duration)
         return Reply::Failed { reason: Failure::Invalid };
     };
     match directory.apply(&user, update, &request.actor, &request.node_id).await {
-        Ok((presence, revision)) => Reply::Stored { presence, revision },
+        Ok(written) => Reply::Stored { presence: written.stored, revision: written.revision },
         Err(WriteError::Unconfirmed(_)) => Reply::Failed { reason: Failure::Unconfirmed },
         Err(WriteError::Store(StoreError::Contention)) => Reply::Failed { reason: Failure::Contention },
         Err(_) => Reply::Failed { reason: Failure::Unavailable },

@@ -9,7 +9,9 @@
 //!   (`offline` at the edge) without waiting for a timeout.
 //! - A write goes to the store and, once acknowledged, into this node's cache and expiry schedule
 //!   before the answer goes out (read-your-writes), and its update event is published. While NATS
-//!   is unreachable it fails at once.
+//!   is unreachable it fails at once. A leaf has a center node carry its writes out
+//!   ([`forward`]): one round trip over the link.
+//! - A leaf whose center is away reads a miss from its region's copy of the bucket.
 //! - Erasure removes the KV record with its history, then the user's events from the audit log.
 //!   Every write's event is stored before its 200, so nothing a client was told about outlives
 //!   an erasure that came after.
@@ -80,6 +82,13 @@ pub(crate) enum WriteError {
 
 /// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
 const SETTLE_FOR: Duration = Duration::from_secs(30);
+
+/// A write as stored, at its revision, and as this node now holds it.
+pub(crate) struct Written {
+    pub stored: StoredPresence,
+    pub revision: u64,
+    pub presence: CompactPresence,
+}
 
 /// A leaf's way to the center's write path.
 #[derive(Clone)]
@@ -229,13 +238,13 @@ impl Directory {
                 Forwarded::NoCenter => {}
             }
         }
-        let (stored, _) = self.apply(user, update, actor, &self.node_id).await?;
+        let written = self.apply(user, update, actor, &self.node_id).await?;
         self.metrics.updates.inc();
-        Ok(CompactPresence::from(&stored))
+        Ok(written.presence)
     }
 
-    /// Writes `update` by `actor`, made at `node_id`, and stores its event: the record as stored
-    /// and its revision, once JetStream acknowledged both.
+    /// Writes `update` by `actor`, made at `node_id`, and stores its event: what was written,
+    /// once JetStream acknowledged both.
     ///
     /// A write whose acknowledgement was lost is looked up once: if the bucket holds it, it
     /// succeeded. Otherwise its outcome is unknown (the answer says so; repeating it is safe),
@@ -246,7 +255,7 @@ impl Directory {
         update: PresenceUpdate,
         actor: &str,
         node_id: &str,
-    ) -> Result<(StoredPresence, u64), WriteError> {
+    ) -> Result<Written, WriteError> {
         self.guard()?;
         let previous = self.cache.peek(user).await;
         let (stored, revision) = match self.store.write(user, update, node_id).await {
@@ -267,8 +276,8 @@ impl Directory {
                 return Err(e.into());
             }
         };
-        self.stored(user, &stored, revision, previous, (actor, node_id)).await;
-        Ok((stored, revision))
+        let presence = self.stored(user, &stored, revision, previous, (actor, node_id)).await;
+        Ok(Written { stored, revision, presence })
     }
 
     /// What follows a write JetStream holds: this node's cache and expiry schedule, and the
@@ -280,7 +289,7 @@ impl Directory {
         revision: u64,
         previous: Option<Arc<Record>>,
         (actor, node_id): (&str, &str),
-    ) {
+    ) -> CompactPresence {
         let presence = self.remember(user, stored, revision, previous.clone()).await;
         let now = Utc::now();
         let previous_status = previous.and_then(|e| e.presence.as_ref().map(|p| p.shown_status(now)));
@@ -297,6 +306,7 @@ impl Directory {
         // Stored before the answer goes out: a 200 means the record and its event are both in
         // JetStream, so an erasure that follows finds and removes both.
         self.events.publish(&event, format!("update-{user}-{revision}")).await;
+        presence
     }
 
     /// A stored write into this node's expiry schedule, cache and live feed (read-your-writes).
