@@ -1,7 +1,8 @@
 //! The extractors that authenticate a request: [`AuthUser`] (a valid bearer token), [`Owner`]
-//! (a valid token whose subject is the path's user) and [`Reader`] (a valid token if any). A handler that takes one can only run for a
-//! request that passed it. Every token failure answers the same 401 body, so that the answer tells
-//! an attacker nothing about which check failed; the access log says which (one line).
+//! (a valid token whose subject is the path's user) and [`Reader`] (a valid token if any). A
+//! handler that takes one of the first two can only run for a request that passed it. Every
+//! token failure answers the same 401 body, so that the answer tells an attacker nothing about
+//! which check failed; the access log says which (one line).
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 

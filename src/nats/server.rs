@@ -193,8 +193,9 @@ fn leaf_admission(config: &Config, leaf_password: Option<&Secret>) -> String {
 /// What a leaf may send to the center and receive from it: the presence bucket's and the audit
 /// log's JetStream API in the center's domain (information, direct gets, consumers, the put
 /// acknowledgements, a purge of one user's history), presence events and heartbeats, and
-/// replies; its writes for the center to carry out; and what the leaf's copy of the bucket (a mirror) receives. Not the rest of the JetStream API (no stream is created, updated or deleted from a
-/// leaf), nor any other subject.
+/// replies; its writes for the center to carry out; and what the leaf's copy of the bucket (a
+/// mirror) receives. Not the rest of the JetStream API (no stream is created, updated or deleted
+/// from a leaf), nor any other subject.
 fn leaf_permissions(config: &Config) -> String {
     let bucket = format!("KV_{}", config.nats.kv.bucket);
     let events = &config.events.stream;
