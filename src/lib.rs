@@ -32,6 +32,9 @@
 //!   copy of the bucket is replayed through the watcher's applier at start-up.
 //! - `directory`: the read and write paths: cache first, store behind, degradation without NATS;
 //!   a leaf's writes carried out by the center (`directory::forward`).
+//! - `sessions`: presence that follows connections: the device sessions this node holds
+//!   (hello, activity, idle, the grace after an abrupt drop), kept in the user's record by
+//!   transitions only, and the sessions of a dead node ended.
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,
@@ -70,5 +73,6 @@ pub(crate) mod lifecycle;
 pub(crate) mod link;
 pub(crate) mod live;
 pub(crate) mod model;
+pub(crate) mod sessions;
 pub(crate) mod store;
 pub(crate) mod topology;

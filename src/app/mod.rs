@@ -21,6 +21,7 @@ use crate::{
     },
     live::Hub,
     nats::{self, EmbeddedServer},
+    sessions::Sessions,
     telemetry::Metrics,
     tls::ServerTls,
 };
@@ -100,7 +101,7 @@ impl Application {
             jetstream,
             expiry: coherent.expiry.clone(),
             hub: coherent.hub.clone(),
-            registry,
+            registry: registry.clone(),
             metrics: metrics.clone(),
             embedded: embedded.as_ref().map(EmbeddedServer::status),
             certificates: startup::certificates(&config),
@@ -125,8 +126,11 @@ impl Application {
             let ttl = config.nats.kv.ttl;
             background.tasks.spawn(directory::forward::serve(serve, client.clone(), ttl, stop));
         }
+        let sessions = Sessions::new(directory.clone(), coherent.holdings, registry, config.sessions.clone());
+        sessions.spawn(&mut background.tasks, &background.stop);
         let state = AppState::new(Shared {
             directory,
+            sessions,
             health,
             auth,
             limits: RateLimits::new(&config.rate_limit),

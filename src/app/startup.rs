@@ -28,7 +28,7 @@ use crate::{
     store::{PresenceStore, StoreError, region},
     telemetry::Metrics,
     tls::ServerTls,
-    topology::{self, Registry},
+    topology::{self, Holdings, Registry},
 };
 
 /// Background tasks: stopped together by [`Background::shutdown`], or cancelled and aborted when
@@ -219,6 +219,7 @@ pub(super) struct Coherent {
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
     pub hub: Arc<Hub>,
+    pub holdings: Arc<Holdings>,
 }
 
 /// Steps 3 and 4: the cache kept coherent with the bucket (and the live feed it feeds), and the
@@ -240,6 +241,7 @@ pub(super) async fn start_coherence(
     }
     let expiry = ExpiryQueue::new();
     let hub = Hub::new(config.stream.clone(), link.clone(), metrics.clone());
+    let holdings = Holdings::new();
     let Background { stop, tasks } = background;
     let parts = coherence::Parts {
         store: store.clone(),
@@ -249,6 +251,7 @@ pub(super) async fn start_coherence(
         link: link.clone(),
         expiry: expiry.clone(),
         hub: hub.clone(),
+        holdings: holdings.clone(),
         region,
     };
     coherence::start(tasks, parts, stop).await;
@@ -263,7 +266,7 @@ pub(super) async fn start_coherence(
         node_id: config.node_id(),
     };
     tasks.spawn(expirer.run(stop.clone()));
-    Coherent { cache, link, expiry, hub }
+    Coherent { cache, link, expiry, hub, holdings }
 }
 
 /// Step 5: heartbeats out, everyone's heartbeats into the registry.

@@ -32,7 +32,7 @@ pub(super) struct UntilPresenceExpires {
 impl UntilPresenceExpires {
     fn remaining(&self, value: &Record) -> Option<Duration> {
         let Some(p) = value.presence.as_ref() else { return Some(self.negative_ttl) };
-        if !p.status.is_live() {
+        if !p.status.expires() {
             return None;
         }
         // Already expired: the entry holds the final state and may stay.

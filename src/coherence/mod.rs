@@ -23,7 +23,7 @@ pub(crate) use clock::CLOCK_TOLERANCE;
 
 use crate::{
     cache::PresenceCache, config::KvConfig, lifecycle::ExpiryQueue, link::LinkState, live::Hub,
-    store::PresenceStore,
+    store::PresenceStore, topology::Holdings,
 };
 
 /// A leaf's copy of the bucket in its own JetStream (see [`crate::store::region`]), with what
@@ -47,6 +47,8 @@ pub(crate) struct Parts {
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
     pub hub: Arc<Hub>,
+    /// Which nodes hold which users' sessions, as the records say.
+    pub holdings: Arc<Holdings>,
     pub region: Option<RegionCopy>,
 }
 
@@ -54,8 +56,8 @@ pub(crate) struct Parts {
 /// replays the region's copy into the cache: the node serves what its region remembers from its
 /// first request, marked stale until the center's bucket has been caught up with.
 pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
-    let Parts { store, client, server_name, cache, link, expiry, hub, region } = parts;
-    let mut applier = watcher::Applier::new(cache, link.clone(), expiry, hub);
+    let Parts { store, client, server_name, cache, link, expiry, hub, holdings, region } = parts;
+    let mut applier = watcher::Applier::new(cache, link.clone(), expiry, hub, holdings);
     if let Some(region) = &region {
         watcher::recall(&region.copy, &mut applier).await;
     }

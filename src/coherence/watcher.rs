@@ -18,6 +18,7 @@ use crate::{
     live::{Hub, Source},
     model::{CompactPresence, Record},
     store::{Change, PresenceStore, region},
+    topology::Holdings,
 };
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -31,6 +32,7 @@ pub(super) struct Applier {
     link: Arc<LinkState>,
     expiry: Arc<ExpiryQueue>,
     hub: Arc<Hub>,
+    holdings: Arc<Holdings>,
     clock: ClockEstimate,
     /// The bucket's last revision when the current watch started: changes up to it are history
     /// (replayed, however old), changes after it were written while this node watched. Only
@@ -183,8 +185,10 @@ impl Applier {
         link: Arc<LinkState>,
         expiry: Arc<ExpiryQueue>,
         hub: Arc<Hub>,
+        holdings: Arc<Holdings>,
     ) -> Self {
-        Self { cache, link, expiry, hub, clock: ClockEstimate::default(), live_after: u64::MAX }
+        let clock = ClockEstimate::default();
+        Self { cache, link, expiry, hub, holdings, clock, live_after: u64::MAX }
     }
 
     async fn apply(&mut self, change: Change) {
@@ -202,6 +206,7 @@ impl Applier {
                 self.expiry.replace(previous.as_deref(), change.revision, record.presence.as_ref());
                 self.cache.upsert(user, Record::clone(&record)).await;
             }
+            self.holdings.observe(user, record.presence.as_ref());
             let before = previous.as_deref().filter(|p| p.revision < change.revision);
             self.hub.publish(user, before, record, Source::Watcher);
         }

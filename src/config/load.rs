@@ -277,6 +277,10 @@ mod tests {
             ("stream: { batch_window: 2s }", "stream.batch_window"),
             ("stream: { write_timeout: 10ms }", "stream.write_timeout"),
             ("stream: { keep_alive: 90s }", "stream.keep_alive"),
+            ("sessions: { idle_after: 0s }", "sessions.idle_after"),
+            ("sessions: { grace: 2h }", "sessions.grace"),
+            ("sessions: { node_timeout: 2s }", "sessions.node_timeout"),
+            ("sessions: { max_devices: 0 }", "sessions.max_devices"),
             (
                 "service: { cors: { allowed_origins: [\"https://app.example/\"] } }",
                 "service.cors.allowed_origins",

@@ -33,6 +33,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub events: EventsConfig,
     pub stream: StreamConfig,
+    pub sessions: SessionsConfig,
     /// The discovery layout (README, "Regions"): where the center is.
     pub center_node: Option<CenterNodeConfig>,
     /// The discovery layout: the leaves by region (informational, and the
@@ -87,6 +88,7 @@ impl Config {
         self.validate_rate_limits()?;
         self.validate_links()?;
         self.validate_stream()?;
+        self.validate_sessions()?;
         self.validate_cache_auth_logging()
     }
 
@@ -156,6 +158,24 @@ impl Config {
                     "each must be `*` or an origin like https://app.example.com (scheme and host, no path)",
                 );
             }
+        }
+        Ok(())
+    }
+
+    fn validate_sessions(&self) -> Result<(), ConfigError> {
+        let sessions = &self.sessions;
+        if sessions.idle_after < Duration::from_secs(1) {
+            return fail("sessions.idle_after", "must be at least 1s");
+        }
+        if sessions.grace < Duration::from_millis(100) || sessions.grace > Duration::from_secs(3600) {
+            return fail("sessions.grace", "must be between 100ms and 1h");
+        }
+        // Heartbeats go out every 2 s: a shorter timeout would take live nodes for dead.
+        if sessions.node_timeout < Duration::from_secs(5) {
+            return fail("sessions.node_timeout", "must be at least 5s");
+        }
+        if !(1..=100).contains(&sessions.max_devices) {
+            return fail("sessions.max_devices", "must be between 1 and 100");
         }
         Ok(())
     }

@@ -153,6 +153,37 @@ impl Default for StreamConfig {
     }
 }
 
+/// `sessions`: presence that follows connections (README, "Sessions").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// A device with no `activity` for this long is idle; a user whose devices are all idle
+    /// reads `away`.
+    #[serde(with = "units::duration")]
+    pub idle_after: Duration,
+    /// How long a session that ended without a close frame is kept: a device that reconnects
+    /// within it continues its session and nobody sees a change.
+    #[serde(with = "units::duration")]
+    pub grace: Duration,
+    /// A node not heard from for this long (then the grace) is taken for dead: the sessions it
+    /// held end.
+    #[serde(with = "units::duration")]
+    pub node_timeout: Duration,
+    /// Devices one user may have connected at once; a further `hello` is refused.
+    pub max_devices: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            idle_after: Duration::from_secs(600),
+            grace: Duration::from_secs(15),
+            node_timeout: Duration::from_secs(30),
+            max_devices: 10,
+        }
+    }
+}
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {

@@ -27,7 +27,7 @@ use crate::{
     lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
     link::LinkState,
     live::{Hub, Source},
-    model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
+    model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId, same_view},
     nats::retry_for,
     store::{PresenceStore, StoreError},
     telemetry::{Metrics, chain, metrics::OutcomeLabels},
@@ -243,6 +243,26 @@ impl Directory {
         Ok(written.presence)
     }
 
+    /// A change of `user`'s record made by this node on behalf of `actor` (a session's
+    /// transition, the sessions of a dead node ended): `change` makes the new record from the
+    /// current one (`None`: nothing to write; then no KV call is made if the cache is current).
+    /// What follows a write follows: cache, live feed, and an event if others see a change.
+    /// True if something was written.
+    pub(crate) async fn modify(
+        &self,
+        user: &UserId,
+        actor: &str,
+        change: impl FnMut(Option<&StoredPresence>) -> Option<StoredPresence>,
+    ) -> Result<bool, WriteError> {
+        self.guard()?;
+        let previous = self.cache.peek(user).await;
+        let Some((stored, revision)) = self.store.modify(user, previous.as_deref(), change).await? else {
+            return Ok(false);
+        };
+        self.stored(user, &stored, revision, previous, (actor, &self.node_id)).await;
+        Ok(true)
+    }
+
     /// Writes `update` by `actor`, made at `node_id`, and stores its event: what was written,
     /// once JetStream acknowledged both.
     ///
@@ -258,7 +278,7 @@ impl Directory {
     ) -> Result<Written, WriteError> {
         self.guard()?;
         let previous = self.cache.peek(user).await;
-        let (stored, revision) = match self.store.write(user, update, node_id).await {
+        let (stored, revision) = match self.store.write(user, update, node_id, previous.as_deref()).await {
             Ok(done) => done,
             Err(StoreError::Unconfirmed { record, source }) => match self.store.holds(user, &record).await {
                 Ok(Some(revision)) => (*record, revision),
@@ -292,7 +312,12 @@ impl Directory {
     ) -> CompactPresence {
         let presence = self.remember(user, stored, revision, previous.clone()).await;
         let now = Utc::now();
-        let previous_status = previous.and_then(|e| e.presence.as_ref().map(|p| p.shown_status(now)));
+        let before = previous.as_ref().map(|e| e.presence.as_ref());
+        if before.is_some_and(|before| same_view(user, before, Some(&presence), now)) {
+            // To everyone but the user nothing changed (a write while invisible): no event.
+            return presence;
+        }
+        let previous_status = before.flatten().map(|p| p.shown_status(now));
         let event = PresenceEvent {
             kind: EventKind::Update,
             user_id: user.to_string(),

@@ -45,6 +45,11 @@ impl AuthUser {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| reject("Authorization is not a bearer token"))?;
+        Self::verify_token(token, state)
+    }
+
+    /// The subject of `token`, or why it is refused.
+    pub(super) fn verify_token(token: &str, state: &AppState) -> Result<Self, String> {
         let verified = state.auth.verify(token).map_err(|e| chain(&e).to_string())?;
         if verified.signed_with_previous {
             state.metrics.tokens_previous_secret.inc();

@@ -28,6 +28,10 @@ pub(crate) enum ApiError {
     Unauthorized(String),
     #[error("a token may only write its own subject's presence")]
     Forbidden,
+    #[error("the token's subject is not a valid user id")]
+    SubjectNotAUser,
+    #[error("{0}")]
+    Conflict(String),
     #[error("this API is served over HTTPS only; plain HTTP is refused, not redirected")]
     HttpsRequired,
     #[error("{0}")]
@@ -63,7 +67,11 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::HttpsRequired | ApiError::OriginRefused => StatusCode::FORBIDDEN,
+            ApiError::Forbidden
+            | ApiError::SubjectNotAUser
+            | ApiError::HttpsRequired
+            | ApiError::OriginRefused => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

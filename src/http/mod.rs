@@ -44,6 +44,7 @@ use crate::{
     auth::Authenticator,
     directory::Directory,
     health::Health,
+    sessions::Sessions,
     telemetry::{
         Metrics,
         metrics::{self, HttpLabels},
@@ -63,6 +64,8 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     /// The read and write paths.
     pub directory: Directory,
+    /// The device sessions this node holds.
+    pub sessions: Arc<Sessions>,
     /// What the node knows about itself.
     pub health: Health,
     pub auth: Authenticator,

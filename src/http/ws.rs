@@ -1,8 +1,14 @@
-//! `GET /api/v2/ws`: live presence over a WebSocket, JSON text messages with a `type`.
+//! `GET /api/v2/ws`: live presence over a WebSocket, JSON text messages with a `type`, and the
+//! connection that holds a device's session.
 //!
-//! Client to server: `subscribe` (`users`: replaces the watch list), `unsubscribe` (`users`),
-//! `ping`. Server to client: `snapshot` after each subscribe, `changes`, `stale`, `fresh`,
-//! `pong`, and `error` for a message it cannot take (the connection stays open). Protocol pings
+//! Client to server: `hello` (`token`, `device`, `kind`: starts a session), `activity`,
+//! `subscribe` (`users`: replaces the watch list), `unsubscribe` (`users`), `ping`. Server to
+//! client: `welcome` after a hello (or at once, when the upgrade request carried the token in
+//! `Authorization` and `device` and `kind` in its query), `snapshot` after each subscribe,
+//! `changes`, `stale`, `fresh`, `pong`, and `error` for a message it cannot take (the connection
+//! stays open, except after a refused token: close code 4401, or 4403). A session ends at once
+//! when the client closes with a close frame, and after `sessions.grace` when the connection
+//! just breaks (see [`crate::sessions`]). Protocol pings
 //! go out every `stream.keep_alive`; a peer that answers none within two is dropped, and so is
 //! one that leaves changes unread for `stream.write_timeout` (close code 1008).
 //!
@@ -38,8 +44,15 @@ use tokio_tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, AppState, limits::ReadLimited, listener::ClientAddr, live, presence::parse_user_list};
-use crate::live::{Dropped, LinkEvent, Pacer, StreamKind, Subscription};
+use super::{
+    ApiError, AppState, auth::AuthUser, limits::ReadLimited, listener::ClientAddr, live,
+    presence::parse_user_list,
+};
+use crate::{
+    live::{Dropped, LinkEvent, Pacer, StreamKind, Subscription},
+    model::UserId,
+    sessions::{HelloError, Session as DeviceSession},
+};
 
 /// The largest message a client may send: a subscribe with 1000 ids of 128 characters.
 const MAX_MESSAGE: usize = 144 * 1024;
@@ -49,6 +62,9 @@ const READ_BUFFER: usize = 1024;
 /// Close codes (RFC 6455): policy violation (too slow), going away (no pong, shutdown).
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close codes of the application's range (4000-4999), after a refused `hello`: 401 and 403.
+const CLOSE_UNAUTHORIZED: u16 = 4401;
+const CLOSE_FORBIDDEN: u16 = 4403;
 /// Messages longer than this go out in frames of this size.
 const FRAGMENT: usize = 4 * 1024;
 
@@ -60,8 +76,10 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
     path = "/api/v2/ws",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: JSON text messages (`subscribe`, `unsubscribe`, `ping`; `snapshot`, `changes`, `stale`, `fresh`, `pong`, `error`)"),
-        (status = 400, description = "Not a WebSocket upgrade", body = super::ErrorResponse),
-        (status = 403, description = "A browser page from an origin not in `service.cors.allowed_origins`", body = super::ErrorResponse),
+        (status = 400, description = "Not a WebSocket upgrade; or, with `Authorization`, no valid `device` and `kind` in the query", body = super::ErrorResponse),
+        (status = 401, description = "An `Authorization` header whose token is refused", body = super::ErrorResponse),
+        (status = 403, description = "A browser page from an origin not in `service.cors.allowed_origins`, or a token whose subject is not a user id", body = super::ErrorResponse),
+        (status = 409, description = "The user has `sessions.max_devices` devices connected already", body = super::ErrorResponse),
         (status = 429, description = "Over the per-IP read limit, or too many streams from this address", body = super::ErrorResponse),
         (status = 503, description = "The node has `stream.max_connections` streams open", body = super::ErrorResponse),
     ),
@@ -79,6 +97,10 @@ pub(super) async fn upgrade(
     }
     let accept = handshake(headers)?;
     let ip: IpAddr = state.limits.client_ip(headers, peer.ip());
+    let device = match headers.contains_key(header::AUTHORIZATION) {
+        true => Some(session_from_header(&state, &mut request).await?),
+        false => None,
+    };
     // The upgraded connection leaves the HTTP server's loop: this session closes it itself.
     let subscription = live::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
     let upgrading = hyper::upgrade::on(&mut request);
@@ -91,7 +113,7 @@ pub(super) async fn upgrade(
             .max_frame_size(Some(MAX_MESSAGE));
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        Session { state, limited, subscription, socket }.run().await;
+        Session { state, limited, subscription, socket, device, closing: false, refused: None }.run().await;
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
@@ -125,10 +147,37 @@ fn handshake(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
+/// A session asked for on the upgrade request: the token in `Authorization`, `device` and
+/// `kind` in the query.
+async fn session_from_header(state: &AppState, request: &mut Request) -> Result<DeviceSession, ApiError> {
+    #[derive(Deserialize)]
+    struct Wanted {
+        device: Option<String>,
+        kind: Option<String>,
+    }
+    let (mut parts, body) = std::mem::take(request).into_parts();
+    let verified =
+        <AuthUser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await;
+    *request = Request::from_parts(parts, body);
+    let AuthUser(subject) = verified?;
+    let user = UserId::parse(&subject).map_err(|_| ApiError::SubjectNotAUser)?;
+    let query = axum::extract::Query::<Wanted>::try_from_uri(request.uri()).ok();
+    let Some((device, kind)) = query.and_then(|q| q.0.device.zip(q.0.kind)) else {
+        let why = "a session needs `device` and `kind` in the query (or a `hello` message)";
+        return Err(ApiError::BadRequest(why.into()));
+    };
+    state.sessions.connect(&user, &device, &kind).await.map_err(|e| match e {
+        HelloError::TooManyDevices(_) => ApiError::Conflict(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    })
+}
+
 /// What a client may send.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 enum ClientMessage {
+    Hello { token: String, device: String, kind: String },
+    Activity,
     Subscribe { users: Vec<String> },
     Unsubscribe { users: Vec<String> },
     Ping,
@@ -139,13 +188,21 @@ struct Session {
     limited: ReadLimited,
     subscription: Subscription,
     socket: Socket,
+    /// The device's session this connection holds, once it said hello.
+    device: Option<DeviceSession>,
+    /// The client sent a close frame: its session ends at once, not after the grace.
+    closing: bool,
+    /// A `hello` whose token was refused: the connection is closed with this code.
+    refused: Option<u16>,
 }
 
-/// Why a session ends.
+/// Why a connection ends.
 enum End {
     /// The client closed, or the connection broke.
     Gone,
     Dropped(Dropped),
+    /// A `hello` was refused.
+    Refused(u16),
 }
 
 impl Session {
@@ -155,6 +212,9 @@ impl Session {
         let mut pings = tokio::time::interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
         let mut heard = Instant::now();
         let mut pacer = Pacer::new(settings.batch_window);
+        if self.device.is_some() && self.welcome(settings.write_timeout).await.is_err() {
+            return;
+        }
         let end = loop {
             tokio::select! {
                 incoming = self.socket.next() => match incoming {
@@ -162,6 +222,9 @@ impl Session {
                         heard = Instant::now();
                         if self.answer(message, settings.write_timeout).await.is_err() {
                             break End::Gone;
+                        }
+                        if let Some(code) = self.refused {
+                            break End::Refused(code);
                         }
                     }
                     _ => break End::Gone,
@@ -195,17 +258,60 @@ impl Session {
                 }
             }
         };
-        if let End::Dropped(reason) = end {
-            let code = if reason == Dropped::Slow { CLOSE_POLICY } else { CLOSE_GOING_AWAY };
-            let reason = match reason {
-                Dropped::Slow => "too slow: changes were left unread",
-                Dropped::Dead => "no answer to pings",
-                Dropped::Shutdown => "the node is shutting down",
-            };
-            let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-            // Best effort: a client that reads nothing will not read this either.
-            let _ = self.send(Message::Close(Some(frame)), Duration::from_secs(1)).await;
+        // A close frame ends the device's session at once; anything else only after the grace.
+        if let Some(device) = self.device.take()
+            && self.closing
+        {
+            device.close();
         }
+        let (code, reason) = match end {
+            End::Gone => return,
+            End::Refused(code) => (code, "token refused"),
+            End::Dropped(Dropped::Slow) => (CLOSE_POLICY, "too slow: changes were left unread"),
+            End::Dropped(Dropped::Dead) => (CLOSE_GOING_AWAY, "no answer to pings"),
+            End::Dropped(Dropped::Shutdown) => (CLOSE_GOING_AWAY, "the node is shutting down"),
+        };
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        // Best effort: a client that reads nothing will not read this either.
+        let _ = self.send(Message::Close(Some(frame)), Duration::from_secs(1)).await;
+    }
+
+    async fn welcome(&mut self, limit: Duration) -> Result<(), ()> {
+        let Some(device) = &self.device else { return Ok(()) };
+        let text =
+            serde_json::json!({"type": "welcome", "user_id": device.user(), "device": device.device()});
+        self.send_text(text.to_string(), limit).await
+    }
+
+    /// A `hello`: the token as a write's (401, 403), then the device.
+    async fn hello(&mut self, token: &str, device: &str, kind: &str, limit: Duration) -> Result<(), ()> {
+        if self.device.is_some() {
+            return self.error("this connection holds a session already", limit).await;
+        }
+        let refused = match AuthUser::verify_token(token, &self.state) {
+            Err(reason) => {
+                self.state.metrics.tokens_refused.inc();
+                tracing::info!(reason = %reason, "hello refused: token");
+                Some((CLOSE_UNAUTHORIZED, ApiError::Unauthorized(reason)))
+            }
+            Ok(AuthUser(subject)) => match UserId::parse(&subject) {
+                Ok(user) => match self.state.sessions.connect(&user, device, kind).await {
+                    Ok(session) => {
+                        self.device = Some(session);
+                        return self.welcome(limit).await;
+                    }
+                    Err(e) => return self.error(&e.to_string(), limit).await,
+                },
+                Err(_) => Some((CLOSE_FORBIDDEN, ApiError::SubjectNotAUser)),
+            },
+        };
+        if let Some((code, e)) = refused {
+            let status = e.status().as_u16();
+            let text = serde_json::json!({"type": "error", "status": status, "error": e.to_string()});
+            self.send_text(text.to_string(), limit).await?;
+            self.refused = Some(code);
+        }
+        Ok(())
     }
 
     /// Sends `message`, or fails if the client does not take it within `limit`.
@@ -250,8 +356,12 @@ impl Session {
     async fn answer(&mut self, message: Message, limit: Duration) -> Result<(), ()> {
         let text = match message {
             Message::Text(text) => text,
-            // Pongs, pings (answered by the protocol layer) and close frames need nothing here.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return Ok(()),
+            Message::Close(_) => {
+                self.closing = true;
+                return Ok(());
+            }
+            // Pongs, pings (answered by the protocol layer) need nothing here.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
             Message::Binary(_) => return self.error("messages are JSON text", limit).await,
         };
         let request = match serde_json::from_str::<ClientMessage>(text.as_str()) {
@@ -262,6 +372,14 @@ impl Session {
             }
         };
         match request {
+            ClientMessage::Hello { token, device, kind } => self.hello(&token, &device, &kind, limit).await,
+            ClientMessage::Activity => match &self.device {
+                Some(device) => {
+                    device.activity();
+                    Ok(())
+                }
+                None => self.error("say hello first: activity belongs to a session", limit).await,
+            },
             ClientMessage::Ping => self.send_text(r#"{"type":"pong"}"#.into(), limit).await,
             ClientMessage::Unsubscribe { users } => {
                 self.subscription.unwatch(&users);

@@ -107,11 +107,18 @@ impl Expirer {
             return Ok(());
         };
         self.metrics.expired.inc();
+        let (before, after) = (CompactPresence::from(&held.presence), CompactPresence::from(&record));
+        let until = held.presence.expires_at - chrono::Duration::milliseconds(1);
+        let shown = before.view(&held.user, until);
+        if shown == after.view(&held.user, now) {
+            // To others nothing changed (an `invisible` user without a session): no event.
+            return Ok(());
+        }
         let event = PresenceEvent {
             kind: EventKind::Expire,
-            presence: CompactPresence::from(&record).view(&held.user, now).into_owned(),
+            presence: after.view(&held.user, now).into_owned(),
             user_id: held.user.clone(),
-            previous_status: Some(held.presence.status),
+            previous_status: Some(shown.status),
             revision: new_revision,
             node_id: self.node_id.clone(),
             actor: SYSTEM_ACTOR.into(),

@@ -46,11 +46,11 @@ impl ExpiryQueue {
         presence: Option<&CompactPresence>,
     ) {
         if let Some(old) = previous.filter(|old| old.revision < revision)
-            && let Some(p) = old.presence.as_ref().filter(|p| p.status.is_live())
+            && let Some(p) = old.presence.as_ref().filter(|p| p.status.expires())
         {
             self.unschedule(old.revision, p.expires_at());
         }
-        if let Some(p) = presence.filter(|p| p.status.is_live()) {
+        if let Some(p) = presence.filter(|p| p.status.expires()) {
             self.schedule_at(revision, p.expires_at());
         }
     }
@@ -146,6 +146,7 @@ mod tests {
             updated_at: at - chrono::Duration::seconds(1),
             node_id: "n".into(),
             ttl: 1,
+            devices: None,
         }
     }
 

@@ -25,7 +25,7 @@ impl ChangeKind {
     pub(crate) fn of(previous: Option<&Record>, record: &Record) -> Self {
         let Some(now) = &record.presence else { return ChangeKind::Erase };
         let expired_from = previous.and_then(|p| p.presence.as_ref()).is_some_and(|p| {
-            p.status.is_live() && now.status == Status::Offline && p.updated_at == now.updated_at
+            p.status.expires() && now.status == Status::Offline && p.updated_at == now.updated_at
         });
         if expired_from { ChangeKind::Expire } else { ChangeKind::Update }
     }

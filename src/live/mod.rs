@@ -198,13 +198,32 @@ impl Hub {
             None if source == Source::Node => return,
             None => (Arc::from(user), ChangeKind::of(previous, &record)),
         };
-        if let Some(watched) = state.users.get_mut(&user) {
+        let watched = state.users.get_mut(&user);
+        let before = watched.as_ref().and_then(|w| w.record.as_deref()).or(previous);
+        let announced_expiry = watched.as_ref().is_some_and(|w| w.expired);
+        let unchanged = before.is_some_and(|before| match (&before.presence, &record.presence) {
+            (Some(was), Some(is)) => {
+                // Subscribers were told of `before` as it reads now, unless it expired since and
+                // nobody announced that yet: then as it read just before.
+                let told_at = match was.is_expired(now) && !announced_expiry {
+                    true => was.expires_at() - chrono::Duration::milliseconds(1),
+                    false => now,
+                };
+                was.view(&user, told_at) == is.view(&user, now)
+            }
+            (was, is) => was.is_none() && is.is_none(),
+        });
+        if let Some(watched) = watched {
             let announced = kind == ChangeKind::Expire && watched.expired;
             remember(&mut state.timers, watched, &user, record.clone(), now, false);
-            if announced {
-                // The hub told its subscribers of this expiry when it happened.
+            if announced || unchanged {
+                // The hub told its subscribers of this expiry when it happened, or the change
+                // shows nothing new (a device that moved to another node, a write while
+                // invisible): nobody sees a flicker.
                 return;
             }
+        } else if unchanged {
+            return;
         }
         let change = state.append(user, kind, &record, now, self.settings.resume_buffer);
         self.deliver(state, &change);
@@ -289,11 +308,18 @@ impl Hub {
             state.timers.pop_first();
             let Some(watched) = state.users.get_mut(&user) else { continue };
             let Some(record) = watched.record.clone() else { continue };
-            let due = record.presence.as_ref().is_some_and(|p| p.expires_at() == at && p.is_expired(now));
-            if !due || watched.expired {
+            let Some(p) = record.presence.as_ref().filter(|p| p.expires_at() == at && p.is_expired(now))
+            else {
+                continue;
+            };
+            if watched.expired {
                 continue;
             }
             watched.expired = true;
+            let until = at - chrono::Duration::milliseconds(1);
+            if p.view(&user, until) == p.view(&user, now) {
+                continue; // To others nothing changed (an `invisible` user without a session).
+            }
             let change = state.append(user, ChangeKind::Expire, &record, now, self.settings.resume_buffer);
             self.deliver(state, &change);
         }
@@ -386,7 +412,7 @@ fn remember(
     announce_expired: bool,
 ) {
     untime(timers, watched, user);
-    let live = record.presence.as_ref().filter(|p| p.status.is_live());
+    let live = record.presence.as_ref().filter(|p| p.status.expires());
     watched.expired = live.is_some_and(|p| p.is_expired(now) && !announce_expired);
     if let Some(p) = live.filter(|_| !watched.expired) {
         timers.insert((p.expires_at(), user.clone()));
@@ -541,7 +567,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::model::{CompactPresence, PresenceUpdate, StoredPresence, UserId};
+    use crate::model::{CompactPresence, DeviceKind, PresenceUpdate, StoredDevice, StoredPresence, UserId};
 
     fn hub(settings: StreamConfig) -> Arc<Hub> {
         Hub::new(settings, LinkState::new(), Arc::new(Metrics::new()))
@@ -622,6 +648,35 @@ mod tests {
         assert!(a.subscriber().take().is_empty(), "one announcement per expiry");
         drop(a);
         assert!(hub.lock().timers.is_empty() && hub.lock().users.is_empty(), "nothing left of alice");
+    }
+
+    #[test]
+    fn a_change_nobody_else_can_see_is_not_announced() {
+        let hub = hub(StreamConfig::default());
+        let a = open(&hub, &["alice"]);
+        let now = Utc::now();
+        let on = |revision, node: &str| {
+            let mut record = Record::clone(&record(revision, "offline", 60, now));
+            let device = StoredDevice { kind: DeviceKind::Web, node: node.into(), idle: false };
+            let mut stored = record.presence.as_ref().unwrap().to_stored("alice");
+            stored.devices.insert("tab".into(), device);
+            record.presence = Some(CompactPresence::from(&stored));
+            Arc::new(record)
+        };
+        hub.publish("alice", None, on(1, "n1"), Source::Watcher);
+        assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 1, ChangeKind::Update)]);
+        hub.publish("alice", None, on(2, "n2"), Source::Watcher);
+        assert!(a.subscriber().take().is_empty(), "the device moved to another node: nothing to see");
+        assert_eq!(hub.lock().users["alice"].record.as_ref().unwrap().revision, 2, "but it is remembered");
+        // The expiry job's record before the hub's own tick: the expiry is announced.
+        let written = now;
+        hub.publish("alice", None, record(3, "busy", 60, written), Source::Watcher);
+        a.subscriber().take();
+        let mut job = Record::clone(&record(3, "busy", 60, written));
+        job.revision = 4;
+        job.presence.as_mut().unwrap().status = Status::Offline;
+        hub.publish("alice", None, Arc::new(job), Source::Watcher);
+        assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 4, ChangeKind::Expire)]);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! Validation lives in the typed constructors, so that an invalid value cannot exist past the
 //! HTTP edge. The bottom layer: it imports nothing else of the crate.
 
+mod device;
 mod presence;
 mod record;
 mod update;
 mod user_id;
 
-pub(crate) use presence::{CompactPresence, Presence, Status, StoredPresence, rfc3339_millis};
+pub(crate) use device::{DeviceKind, StoredDevice, StoredDevices};
+pub(crate) use presence::{CompactPresence, Presence, Status, StoredPresence, rfc3339_millis, same_view};
 pub(crate) use record::Record;
 pub(crate) use update::{MAX_TTL, PresenceUpdate, UpdateError};
 pub(crate) use user_id::{UserId, is_valid_token};

@@ -8,7 +8,7 @@
 
 use std::{
     borrow::Cow,
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     str::FromStr,
     sync::{Arc, Mutex, OnceLock},
 };
@@ -17,7 +17,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
-use super::{PresenceUpdate, UpdateError, UserId};
+use super::{
+    PresenceUpdate, UpdateError, UserId,
+    device::{Device, DeviceKind, StoredDevice, StoredDevices, by_kind, derived},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -42,10 +45,15 @@ impl Status {
         }
     }
 
-    /// Seen by others as present: the statuses the expiry job turns `offline` (and announces)
-    /// when their ttl runs out. `invisible` has a ttl too, but to others it is `offline` already.
+    /// Seen by others as present: a write of one of these moves `last_seen`.
     pub(crate) fn is_live(self) -> bool {
         matches!(self, Status::Online | Status::Away | Status::Busy)
+    }
+
+    /// A status a client set that holds for its ttl: every status but `offline`. The expiry job
+    /// turns it `offline` when the ttl runs out (for `invisible`, others may see nothing change).
+    pub(crate) fn expires(self) -> bool {
+        self != Status::Offline
     }
 }
 
@@ -82,6 +90,9 @@ pub(crate) struct StoredPresence {
     /// `updated_at + ttl`, in UTC: the moment this presence reads as offline.
     #[serde(serialize_with = "rfc3339_millis")]
     pub expires_at: DateTime<Utc>,
+    /// The devices the user holds sessions on, by device id (none for a user without one).
+    #[serde(default, skip_serializing_if = "StoredDevices::is_empty")]
+    pub devices: StoredDevices,
 }
 
 /// A presence as the API shows it (README, "What a user of the API must know"). It
@@ -106,10 +117,14 @@ pub(crate) struct Presence<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub node_id: Option<Cow<'a, str>>,
-    /// Seconds the status holds without a refresh; present only while the status is online,
-    /// away or busy (not once it is offline, by a write or by expiry).
+    /// Seconds the status a client set holds without a refresh; present only while it holds
+    /// (not once it is offline, by a write or by expiry, nor for a status that sessions derive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    /// Each kind of device the user holds a session on, with its status; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HashMap<String, Status>>, example = json!({"web": "online", "mobile": "away"}))]
+    pub devices: Option<BTreeMap<DeviceKind, Status>>,
 }
 
 /// A presence as a node holds it in memory: about half the size of [`StoredPresence`].
@@ -122,9 +137,15 @@ pub(crate) struct CompactPresence {
     /// Shared between all presences written by the same node.
     pub node_id: Arc<str>,
     pub ttl: u32,
+    /// The devices the user holds sessions on (one pointer for the many users without any).
+    pub devices: Option<Box<Devices>>,
     // No `expires_at`: every write makes it `updated_at + ttl` (and the expiry job keeps both),
     // so it is computed, 12 bytes less for each of a million presences.
 }
+
+/// The devices of a user, as a node holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Devices(pub Vec<Device>);
 
 /// One shared copy of each node id (there are few nodes and a million presences).
 fn intern(node_id: &str) -> Arc<str> {
@@ -150,6 +171,15 @@ impl From<&StoredPresence> for CompactPresence {
             updated_at: p.updated_at,
             node_id: intern(&p.node_id),
             ttl: u32::try_from(p.ttl).unwrap_or(u32::MAX),
+            devices: (!p.devices.is_empty()).then(|| {
+                let devices = p.devices.iter().map(|(id, d)| Device {
+                    id: Box::from(id.as_str()),
+                    kind: d.kind,
+                    node: intern(&d.node),
+                    idle: d.idle,
+                });
+                Box::new(Devices(devices.collect()))
+            }),
         }
     }
 }
@@ -161,44 +191,106 @@ impl CompactPresence {
     }
 
     pub(crate) fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        self.status != Status::Offline && now >= self.expires_at()
+        self.status.expires() && now >= self.expires_at()
     }
 
-    /// What everyone but the owner sees at `now`: expiry applied, and an `invisible` user as an
-    /// `offline` one whose last write was when they were last seen.
+    /// The devices the user holds sessions on.
+    pub(crate) fn devices(&self) -> &[Device] {
+        self.devices.as_deref().map_or(&[], |d| &d.0)
+    }
+
+    /// The status a client set, while its ttl holds.
+    fn manual(&self, now: DateTime<Utc>) -> Option<Status> {
+        (self.status.expires() && !self.is_expired(now)).then_some(self.status)
+    }
+
+    /// The status at `now` as the owner sees it (README, "Sessions", the precedence rule): the
+    /// status a client set while its ttl holds (`invisible`, `busy`, `away`, `online`), else
+    /// what the devices say (`online` if any is active, `away` if all are idle), else `offline`.
+    pub(crate) fn owner_status(&self, now: DateTime<Utc>) -> Status {
+        self.manual(now).or_else(|| derived(self.devices())).unwrap_or(Status::Offline)
+    }
+
+    /// What everyone but the owner sees at `now`: expiry applied, the status derived from the
+    /// sessions, and an `invisible` user as an `offline` one whose last write was when they were
+    /// last seen.
+    ///
+    /// An `invisible` write stays hidden after its ttl ran out too (then the devices decide the
+    /// status, as for anyone).
     pub(crate) fn view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
         if self.status != Status::Invisible {
             return self.owner_view(user_id, now);
         }
+        let hiding = self.manual(now).is_some();
         Presence {
             user_id: Cow::Borrowed(user_id),
-            status: Status::Offline,
+            status: if hiding { Status::Offline } else { self.owner_status(now) },
             message: None,
             last_seen: self.last_seen,
             updated_at: self.last_seen,
             node_id: self.last_seen.map(|_| Cow::Borrowed(&*self.node_id)),
             ttl: None,
+            devices: if hiding { None } else { self.devices.as_ref().map(|d| by_kind(&d.0)) },
         }
     }
 
     /// The status everyone but the owner sees at `now`.
     pub(crate) fn shown_status(&self, now: DateTime<Utc>) -> Status {
-        if self.is_expired(now) || self.status == Status::Invisible { Status::Offline } else { self.status }
+        match self.owner_status(now) {
+            Status::Invisible => Status::Offline,
+            status => status,
+        }
     }
 
-    /// What the owner sees at `now`: expiry applied, `invisible` as it is.
+    /// What the owner sees at `now`: as [`CompactPresence::view`], with `invisible` as it is.
+    /// The message and the ttl belong to the status a client set: shown while it holds.
     pub(crate) fn owner_view<'a>(&'a self, user_id: &'a str, now: DateTime<Utc>) -> Presence<'a> {
-        let status = if self.is_expired(now) { Status::Offline } else { self.status };
-        let live = status != Status::Offline;
+        let manual = self.manual(now).is_some();
+        let devices = self.devices.as_ref().map(|d| by_kind(&d.0));
         Presence {
             user_id: Cow::Borrowed(user_id),
-            status,
-            message: if live { self.message.as_deref().map(Cow::Borrowed) } else { None },
+            status: self.owner_status(now),
+            message: if manual { self.message.as_deref().map(Cow::Borrowed) } else { None },
             last_seen: self.last_seen,
             updated_at: Some(self.updated_at),
             node_id: Some(Cow::Borrowed(&self.node_id)),
-            ttl: live.then_some(u64::from(self.ttl)),
+            ttl: manual.then_some(u64::from(self.ttl)),
+            devices,
         }
+    }
+
+    /// The record as the KV stores it (every field of it is held here).
+    pub(crate) fn to_stored(&self, user_id: &str) -> StoredPresence {
+        let devices = self.devices().iter().map(|d| {
+            let stored = StoredDevice { kind: d.kind, node: d.node.to_string(), idle: d.idle };
+            (d.id.to_string(), stored)
+        });
+        StoredPresence {
+            user_id: user_id.to_string(),
+            status: self.status,
+            message: self.message.as_deref().map(str::to_string),
+            last_seen: self.last_seen,
+            updated_at: self.updated_at,
+            node_id: self.node_id.to_string(),
+            ttl: u64::from(self.ttl),
+            expires_at: self.expires_at(),
+            devices: devices.collect(),
+        }
+    }
+}
+
+/// Whether two presences of `user` look the same to everyone but the owner at `now`: a change
+/// between them is not announced (a device that moved to another node, a write while invisible).
+pub(crate) fn same_view(
+    user: &str,
+    a: Option<&CompactPresence>,
+    b: Option<&CompactPresence>,
+    now: DateTime<Utc>,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.view(user, now) == b.view(user, now),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -226,6 +318,7 @@ impl<'a> Presence<'a> {
             updated_at: self.updated_at,
             node_id: self.node_id.map(|n| Cow::Owned(n.into_owned())),
             ttl: self.ttl,
+            devices: self.devices,
         }
     }
 
@@ -244,13 +337,15 @@ impl<'a> Presence<'a> {
             updated_at: None,
             node_id: None,
             ttl: None,
+            devices: None,
         }
     }
 }
 
 impl StoredPresence {
     /// The record a write produces. `last_seen` moves with every write of a live status; an
-    /// `offline` or `invisible` write keeps what the previous record knew.
+    /// `offline` or `invisible` write keeps what the previous record knew. The devices are the
+    /// previous record's: a client's status does not end anyone's sessions.
     pub(crate) fn from_update(
         user: &UserId,
         update: PresenceUpdate,
@@ -270,15 +365,25 @@ impl StoredPresence {
             node_id: node_id.to_string(),
             ttl,
             expires_at: now + chrono::Duration::seconds(ttl as i64),
+            devices: previous.map(|p| p.devices.clone()).unwrap_or_default(),
         }
     }
 }
 
 impl StoredPresence {
     /// The record an expiry transition writes: `offline`, message cleared, everything else
-    /// (`last_seen`, `updated_at` of the user's last write, `expires_at`) kept.
+    /// (`last_seen`, `updated_at` of the user's last write, `expires_at`, the devices) kept. An
+    /// `invisible` user's last write stays hidden: `updated_at` becomes the time they were last
+    /// seen, as others saw it all along.
     pub(crate) fn expired(&self) -> StoredPresence {
-        StoredPresence { status: Status::Offline, message: None, ..self.clone() }
+        let mut expired = StoredPresence { status: Status::Offline, message: None, ..self.clone() };
+        if self.status == Status::Invisible
+            && let Some(seen) = self.last_seen
+        {
+            expired.updated_at = seen;
+            expired.expires_at = seen + chrono::Duration::seconds(self.ttl as i64);
+        }
+        expired
     }
 }
 
@@ -371,7 +476,7 @@ mod tests {
         );
         let later = t1 + chrono::Duration::seconds(61);
         assert_eq!(held.owner_view("user123", later).status, Status::Offline, "its ttl runs out");
-        assert!(!Status::Invisible.is_live(), "no expiry job, no expire event: others saw offline already");
+        assert!(!Status::Invisible.is_live(), "last_seen does not move");
         let never_seen = StoredPresence::from_update(
             &user(),
             PresenceUpdate::new("invisible", None, None, HOUR).unwrap(),
@@ -382,5 +487,93 @@ mod tests {
         let never_seen = CompactPresence::from(&never_seen);
         let shown = never_seen.view("user123", t0);
         assert_eq!((shown.last_seen, shown.updated_at, shown.node_id), (None, None, None));
+    }
+
+    fn with_devices(
+        status: &str,
+        ttl: i64,
+        devices: &[(&str, &str, bool)],
+        at: DateTime<Utc>,
+    ) -> CompactPresence {
+        let update = PresenceUpdate::new(status, Some("set".into()), Some(ttl), HOUR).unwrap();
+        let mut stored = StoredPresence::from_update(&user(), update, None, "n1", at);
+        for (id, kind, idle) in devices {
+            let device = StoredDevice { kind: kind.parse().unwrap(), node: "n1".into(), idle: *idle };
+            stored.devices.insert(id.to_string(), device);
+        }
+        CompactPresence::from(&stored)
+    }
+
+    /// README, "Sessions": the precedence rule, case by case. A status a client set holds for
+    /// its ttl and overrides the sessions; once it ran out (or was `offline`), the devices decide.
+    #[test]
+    fn the_precedence_rule() {
+        use Status::*;
+        let t0 = Utc::now();
+        let active = ("d1", "web", false);
+        let idle = ("d2", "mobile", true);
+        let idle_too = ("d3", "desktop", true);
+        #[rustfmt::skip]
+        type Devices<'a> = &'a [(&'a str, &'a str, bool)];
+        let table: &[(&str, Devices, Status, Status, Status)] = &[
+            // set status, devices,             shown while its ttl holds, after, owner while it holds
+            ("online", &[], Online, Offline, Online),
+            ("online", &[idle], Online, Away, Online),
+            ("online", &[active, idle], Online, Online, Online),
+            ("busy", &[active], Busy, Online, Busy),
+            ("busy", &[idle], Busy, Away, Busy),
+            ("away", &[active], Away, Online, Away),
+            ("away", &[], Away, Offline, Away),
+            ("offline", &[active], Online, Online, Online),
+            ("offline", &[idle, idle_too], Away, Away, Away),
+            ("offline", &[], Offline, Offline, Offline),
+            ("invisible", &[active], Offline, Online, Invisible),
+            ("invisible", &[], Offline, Offline, Invisible),
+        ];
+        let later = t0 + chrono::Duration::seconds(61);
+        for &(set, devices, holding, after, owner) in table {
+            let p = with_devices(set, 60, devices, t0);
+            let case = format!("{set} with {devices:?}");
+            assert_eq!(p.shown_status(t0), holding, "{case}: while its ttl holds");
+            assert_eq!(p.view("user123", t0).status, holding, "{case}: the view says the same");
+            assert_eq!(p.owner_view("user123", t0).status, owner, "{case}: the owner");
+            assert_eq!(p.shown_status(later), after, "{case}: once its ttl ran out");
+            let shown = p.view("user123", t0);
+            let set_holds = set != "offline" && set != "invisible";
+            assert_eq!(shown.message.is_some(), set_holds, "{case}: the message belongs to the set status");
+            assert_eq!(shown.ttl.is_some(), set_holds, "{case}: so does the ttl");
+        }
+    }
+
+    #[test]
+    fn devices_are_shown_by_kind_and_hidden_for_an_invisible_user() {
+        let t0 = Utc::now();
+        let devices = [("a", "web", true), ("b", "web", false), ("c", "mobile", true)];
+        let p = with_devices("offline", 60, &devices, t0);
+        let shown = serde_json::to_value(p.view("user123", t0)).unwrap();
+        assert_eq!(shown["devices"], serde_json::json!({"web": "online", "mobile": "away"}));
+        let none = serde_json::to_value(with_devices("online", 60, &[], t0).view("user123", t0)).unwrap();
+        assert!(none.get("devices").is_none(), "absent without a session");
+        let hiding = with_devices("invisible", 60, &devices, t0);
+        assert_eq!(hiding.view("user123", t0).devices, None);
+        assert!(hiding.owner_view("user123", t0).devices.is_some(), "the owner sees their devices");
+        let back = hiding.to_stored("user123");
+        assert_eq!(CompactPresence::from(&back), hiding, "held and stored forms say the same");
+    }
+
+    #[test]
+    fn an_expired_invisible_user_stays_as_others_saw_them() {
+        let t0 = Utc::now();
+        let online = PresenceUpdate::new("online", None, None, HOUR).unwrap();
+        let online = StoredPresence::from_update(&user(), online, None, "n1", t0);
+        let hiding = PresenceUpdate::new("invisible", None, Some(60), HOUR).unwrap();
+        let t1 = t0 + chrono::Duration::seconds(10);
+        let hidden = StoredPresence::from_update(&user(), hiding, Some(&online), "n1", t1);
+        let expired = hidden.expired();
+        let later = t1 + chrono::Duration::seconds(61);
+        let before = CompactPresence::from(&hidden);
+        let after = CompactPresence::from(&expired);
+        assert_eq!(before.view("user123", t1), after.view("user123", later), "nothing to see");
+        assert!(same_view("user123", Some(&before), Some(&after), later));
     }
 }

@@ -89,7 +89,7 @@ pub(crate) struct Head {
     pub records: u64,
 }
 
-/// A live presence as the bucket holds it at one revision, for the expiry job.
+/// A presence whose status expires, as the bucket holds it at one revision, for the expiry job.
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub user: String,
@@ -181,32 +181,47 @@ impl PresenceStore {
     }
 
     /// Applies `update` for `user` and returns the record as stored and acknowledged, with its
-    /// KV revision.
-    ///
-    /// A write with a live status needs nothing from the previous record and is a plain put. An
-    /// `offline` write keeps the previous `last_seen`, so it reads first and writes with
-    /// compare-and-set on the revision, retrying when another write came in between.
+    /// KV revision. The new record keeps what the write does not change (`last_seen` for an
+    /// `offline` write, the devices), so it is a compare-and-set on the revision it was made from;
+    /// see [`PresenceStore::modify`].
     pub(crate) async fn write(
         &self,
         user: &UserId,
         update: PresenceUpdate,
         node_id: &str,
+        known: Option<&Record>,
     ) -> Result<(StoredPresence, u64), StoreError> {
-        if update.status.is_live() {
-            let record = StoredPresence::from_update(user, update, None, node_id, Utc::now());
-            let kv = self.kv.get("put")?;
-            return match self.caller.call("put", kv.put(key(user), encode(&record))).await {
-                Ok(revision) => Ok((record, revision)),
-                Err(e) => Err(StoreError::unconfirmed(record, e)),
-            };
-        }
+        let written = self
+            .modify(user, known, |previous| {
+                Some(StoredPresence::from_update(user, update.clone(), previous, node_id, Utc::now()))
+            })
+            .await?;
+        // The closure always asks for a write.
+        written.ok_or(StoreError::Contention)
+    }
+
+    /// A read-modify-write of `user`'s record: `change` makes the new record from the current one
+    /// (`None`: nothing to write), which is written with compare-and-set on the revision it was
+    /// made from, again from a fresh read when another write came in between.
+    ///
+    /// `known` is what this node holds of the user (its cache): when it is current, the write
+    /// costs one KV call and no read. Returns what was written, or `None` if `change` had
+    /// nothing to write.
+    pub(crate) async fn modify(
+        &self,
+        user: &UserId,
+        known: Option<&Record>,
+        mut change: impl FnMut(Option<&StoredPresence>) -> Option<StoredPresence>,
+    ) -> Result<Option<(StoredPresence, u64)>, StoreError> {
+        let mut current = known.map(|r| (r.presence.as_ref().map(|p| p.to_stored(user)), r.revision));
         for _ in 0..CAS_ATTEMPTS {
-            let current = self.entry(user).await?;
-            let previous = current.as_ref().and_then(|(p, _)| p.as_ref());
-            let record = StoredPresence::from_update(user, update.clone(), previous, node_id, Utc::now());
-            let expected = current.as_ref().map_or(0, |(_, revision)| *revision);
+            let (previous, expected) = match current.take() {
+                Some(known) => known,
+                None => self.entry(user).await?.unwrap_or((None, 0)),
+            };
+            let Some(record) = change(previous.as_ref()) else { return Ok(None) };
             match self.compare_and_set(user, &record, expected).await {
-                Ok(Some(revision)) => return Ok((record, revision)),
+                Ok(Some(revision)) => return Ok(Some((record, revision))),
                 Ok(None) => continue,
                 Err(StoreError::Call(e)) => return Err(StoreError::unconfirmed(record, e)),
                 Err(e) => return Err(e),
@@ -258,8 +273,8 @@ impl PresenceStore {
         Ok(outcome)
     }
 
-    /// The live presence held at exactly `revision`, if that revision is still its key's latest
-    /// (with history 1, a superseded revision is gone from the stream) and still live.
+    /// The presence held at exactly `revision`, if that revision is still its key's latest (with
+    /// history 1, a superseded revision is gone from the stream) and holds a status that expires.
     pub(crate) async fn live_at(&self, revision: u64) -> Result<Option<Held>, StoreError> {
         let kv = self.kv.get("get_revision")?;
         let get = async {
@@ -276,7 +291,7 @@ impl PresenceStore {
         let Ok(presence) = serde_json::from_slice::<StoredPresence>(&message.payload) else {
             return Ok(None);
         };
-        if !presence.status.is_live() {
+        if !presence.status.expires() {
             return Ok(None);
         }
         Ok(Some(Held { user: user.to_string(), presence }))

@@ -69,6 +69,11 @@ pub(crate) struct Metrics {
     /// A leaf's writes sent to the center, by outcome: `stored`, `no_center` (written through
     /// the link instead), `failed`.
     pub writes_forwarded: Family<OutcomeLabels, Counter>,
+    /// Device sessions this node holds (in their grace too).
+    pub sessions_held: Gauge,
+    /// Writes of session transitions, by outcome: `written`, `unchanged` (the record said so
+    /// already: no KV write), `failed` (retried).
+    pub session_writes: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,6 +145,8 @@ impl Metrics {
             stream_clients_dropped: Family::default(),
             streams_refused: Family::default(),
             writes_forwarded: Family::default(),
+            sessions_held: Gauge::default(),
+            session_writes: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -272,6 +279,16 @@ impl Metrics {
             "A leaf's writes sent to the center to carry out (outcome: stored, no_center, failed)",
             m.writes_forwarded.clone(),
         );
+        r.register(
+            "sessions_held",
+            "Device sessions this node holds, in their grace too",
+            m.sessions_held.clone(),
+        );
+        r.register(
+            "session_writes",
+            "Session transitions synced to the bucket (outcome: written, unchanged, failed)",
+            m.session_writes.clone(),
+        );
         // Known label values start at zero, so that their series exist (and `rate` works) before
         // the first refusal or timeout.
         for reason in ["total", "per_ip"] {
@@ -294,6 +311,9 @@ impl Metrics {
         }
         for outcome in ["stored", "no_center", "failed"] {
             let _ = m.writes_forwarded.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["written", "unchanged", "failed"] {
+            let _ = m.session_writes.get_or_create(&OutcomeLabels { outcome });
         }
         r.register_with_unit(
             "clock_offset",

@@ -20,8 +20,10 @@ use utoipa::ToSchema;
 
 use crate::{cache::PresenceCache, config::NodeType, link::LinkState};
 
+mod holdings;
 mod registry;
 
+pub(crate) use holdings::Holdings;
 pub(crate) use registry::{NodeStatus, Registry};
 
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);

@@ -77,6 +77,11 @@ impl Registry {
         Ok(())
     }
 
+    /// When `node` was last heard from, if it was since this node started (and not forgotten).
+    pub(crate) fn last_heard(&self, node: &str) -> Option<Instant> {
+        self.nodes.lock().expect("registry lock").get(node).map(|seen| seen.at)
+    }
+
     /// Every node heard from and not yet forgotten, with its lag behind `newest_revision`.
     pub(crate) fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
         let nodes = self.nodes.lock().expect("registry lock");

@@ -447,7 +447,8 @@ async fn an_invisible_user_reads_offline_to_everyone_but_themselves() {
     assert_eq!(json_of(own).await.1["data"]["ivy"]["status"], "offline");
     let quiet = drain(&mut events, Duration::from_millis(300)).await;
     assert!(quiet.is_empty(), "an invisible presence's expiry is not announced: {quiet:?}");
-    assert!(stream.next_within(Duration::from_millis(300)).await.is_none(), "nor on the live stream");
+    let late = stream.next_within(Duration::from_millis(300)).await;
+    assert!(late.is_none(), "nor on the live stream: {late:?}");
 
     // Visible again: last_seen moves on.
     let back = app.set("ivy", json!({"status": "online"})).await;

@@ -18,5 +18,6 @@ mod races;
 mod reads;
 mod region;
 mod security;
+mod sessions;
 mod store;
 mod topology;

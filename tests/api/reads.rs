@@ -302,7 +302,7 @@ async fn metrics_are_prometheus_text_with_the_documented_series() {
         "presence_cache_evictions_total",
         "presence_cache_hit_ratio",
         "presence_cache_entries",
-        "presence_nats_request_duration_seconds_count{op=\"put\"}",
+        "presence_nats_request_duration_seconds_count{op=\"create\"}",
         "presence_http_open_connections",
         "presence_process_resident_memory_bytes",
         "presence_watcher_lag_revisions",

@@ -263,12 +263,23 @@ pub(crate) async fn external_app(nats: &NatsServer, node_id: &str) -> TestApp {
 
 /// A leaf node whose leafnode connection goes to `center_leaf_port` on loopback.
 pub(crate) async fn leaf_app(center_leaf_port: u16, node_id: &str, region: &str) -> TestApp {
+    leaf_app_with(center_leaf_port, node_id, region, |_| {}).await
+}
+
+/// The same, with `adjust` applied to its configuration.
+pub(crate) async fn leaf_app_with(
+    center_leaf_port: u16,
+    node_id: &str,
+    region: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
     let (node_id, region) = (node_id.to_string(), region.to_string());
     TestApp::spawn_with(move |c| {
         c.service.node_type = NodeType::Leaf;
         c.service.node_id = node_id;
         c.service.region = Some(region);
         c.nats.center_url = Some(format!("nats-leaf://127.0.0.1:{center_leaf_port}"));
+        adjust(c);
     })
     .await
 }

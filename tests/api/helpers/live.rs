@@ -129,6 +129,35 @@ impl Ws {
         Self { socket }
     }
 
+    /// A connection to the node at `addr` (another node than a `TestApp`, such as a process).
+    pub(crate) async fn connect_to(addr: std::net::SocketAddr) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v2/ws"))
+            .await
+            .expect("the WebSocket opens");
+        Self { socket }
+    }
+
+    /// A connection holding a session of `user`'s `device`: `hello`, then its `welcome`.
+    pub(crate) async fn session(app: &TestApp, user: &str, device: &str, kind: &str) -> Self {
+        let mut ws = Self::connect(app).await;
+        ws.hello(user, device, kind).await;
+        ws
+    }
+
+    /// Says hello for `user`'s `device` and waits for the welcome.
+    pub(crate) async fn hello(&mut self, user: &str, device: &str, kind: &str) {
+        let token = super::mint(user);
+        self.send(serde_json::json!({"type": "hello", "token": token, "device": device, "kind": kind})).await;
+        let welcome = self.expect("welcome", Duration::from_secs(5)).await;
+        assert_eq!((welcome["user_id"].as_str(), welcome["device"].as_str()), (Some(user), Some(device)));
+    }
+
+    /// Ends the connection with a close frame, and waits for the server's.
+    pub(crate) async fn close(mut self) {
+        self.socket.close(None).await.unwrap();
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), self.socket.next()).await {}
+    }
+
     pub(crate) async fn send(&mut self, message: Value) {
         self.socket.send(Message::text(message.to_string())).await.unwrap();
     }

@@ -26,7 +26,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 pub(crate) use app::{
-    LEAF_PASSWORD, OPERATOR, OPERATOR_PASSWORD, TestApp, external_app, leaf_app, test_config,
+    LEAF_PASSWORD, OPERATOR, OPERATOR_PASSWORD, TestApp, external_app, leaf_app, leaf_app_with, test_config,
 };
 pub(crate) use chaos::ChaosProxy;
 pub(crate) use cluster::NatsCluster;

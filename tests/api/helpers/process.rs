@@ -44,6 +44,13 @@ impl ServiceProcess {
             data = dir.join("nats-data").display(),
             leaf = LEAF_PASSWORD,
         );
+        let mut process = Self::start_yaml(dir, http_port, &yaml);
+        (process.nats_port, process.leaf_port) = (nats_port, leaf_port);
+        process
+    }
+
+    /// Starts the binary on `yaml`, written into `dir`, serving HTTP on `http_port`.
+    pub(crate) fn start_yaml(dir: &Path, http_port: u16, yaml: &str) -> Self {
         let config = dir.join("presence.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.join("service.log")).unwrap();
@@ -55,7 +62,7 @@ impl ServiceProcess {
             .stderr(log)
             .spawn()
             .unwrap();
-        Self { child, http_port, nats_port, leaf_port, dir: dir.to_path_buf() }
+        Self { child, http_port, nats_port: 0, leaf_port: 0, dir: dir.to_path_buf() }
     }
 
     pub(crate) fn ports(&self) -> (u16, u16, u16) {

@@ -1,0 +1,361 @@
+//! Sessions: presence that follows connections (README, "Sessions"; docs/architecture.md,
+//! "Sessions").
+//!
+//! A client holds a session over the WebSocket (`hello` → `welcome`): one device of one user.
+//! This node keeps a table of the sessions it holds, keyed by user and device, with what the
+//! record should say of each (kind, idle or active). The record itself is the user's one KV
+//! record, whose `devices` every node reads: a session is known everywhere as soon as its
+//! record's change arrives, and the cache, the live feed and the events need nothing else.
+//!
+//! The table changes at once and in memory; the record follows it. A change marks the user
+//! dirty, and a writer brings the user's record in line with the table ([`desired`]: a
+//! compare-and-set on the record the cache holds). That is idempotent and order-free: a burst of
+//! transitions costs at most one write after the first, a write that failed is simply tried
+//! again, and a leaf cut off from its center catches up by syncing every user it holds.
+//!
+//! Writes happen only on transitions: a connect, a device going idle or active again, a session
+//! ending (a close frame at once, an abrupt drop after `sessions.grace`). A connected, steady
+//! user costs nothing. A device that reconnects within its grace, here or at another node,
+//! shows nobody a change: here it is no write at all, elsewhere only the device's node changes,
+//! which the live feed does not announce.
+//!
+//! No ghosts: the node that is lowest by id among those up ends the sessions of a node not heard
+//! from for `sessions.node_timeout` plus the grace ([`crate::topology::Holdings`] says which
+//! users it held). A node that restarts ends, after the grace, the sessions its records still
+//! name but it no longer holds.
+
+mod table;
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::{Notify, mpsc::UnboundedReceiver};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use table::desired;
+use table::{Held, Table};
+
+use crate::{
+    config::SessionsConfig,
+    directory::Directory,
+    model::{DeviceKind, UserId, is_valid_token},
+    telemetry::{chain, metrics::OutcomeLabels},
+    topology::{Holdings, Registry},
+};
+
+/// How often the table's timers (grace, idle) and the link are looked at.
+const TICK: Duration = Duration::from_millis(250);
+/// Dirty users synced concurrently.
+const CONCURRENCY: usize = 64;
+/// The longest device id.
+const MAX_DEVICE_ID: usize = 128;
+
+/// Why a `hello` was refused (after its token was accepted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HelloError {
+    #[error("device must be 1 to 128 characters of A-Z a-z 0-9 _ -")]
+    Device,
+    #[error("kind must be one of web, mobile, desktop, other")]
+    Kind,
+    #[error("too many devices: at most {0} per user")]
+    TooManyDevices(usize),
+}
+
+/// The sessions this node holds, and the tasks that keep the records in line with them.
+pub(crate) struct Sessions {
+    table: Mutex<Table>,
+    /// Something was marked dirty.
+    wake: Notify,
+    directory: Directory,
+    holdings: Arc<Holdings>,
+    registry: Arc<Registry>,
+    settings: SessionsConfig,
+    started: Instant,
+}
+
+/// One connection's session: ends (abruptly, unless [`Session::close`] says otherwise) when
+/// dropped.
+pub(crate) struct Session {
+    sessions: Arc<Sessions>,
+    user: Arc<str>,
+    device: Arc<str>,
+    closed: bool,
+}
+
+impl Session {
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub(crate) fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The person is active on this device.
+    pub(crate) fn activity(&self) {
+        let mut table = self.sessions.lock();
+        if table.activity(&self.user, &self.device, Instant::now()) {
+            self.sessions.mark(&mut table, self.user.clone());
+        }
+    }
+
+    /// The client closed the connection properly: the session ends at once.
+    pub(crate) fn close(mut self) {
+        self.closed = true;
+        self.sessions.end(&self.user, &self.device, true);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.sessions.end(&self.user, &self.device, false);
+        }
+    }
+}
+
+impl Sessions {
+    pub(crate) fn new(
+        directory: Directory,
+        holdings: Arc<Holdings>,
+        registry: Arc<Registry>,
+        settings: SessionsConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            table: Mutex::new(Table::starting()),
+            wake: Notify::new(),
+            directory,
+            holdings,
+            registry,
+            settings,
+            started: Instant::now(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().expect("sessions lock")
+    }
+
+    fn mark(&self, table: &mut Table, user: Arc<str>) {
+        if table.dirty.insert(user) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A `hello` from `user` (its token accepted) for `device` of `kind`: the session starts,
+    /// or continues if the device is in its grace (then nobody sees a change).
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        user: &UserId,
+        device: &str,
+        kind: &str,
+    ) -> Result<Session, HelloError> {
+        if device.len() > MAX_DEVICE_ID || !is_valid_token(device) {
+            return Err(HelloError::Device);
+        }
+        let kind: DeviceKind = kind.parse().map_err(|()| HelloError::Kind)?;
+        // Devices held at other nodes count too, as far as this node knows of them.
+        let elsewhere: Vec<Box<str>> = match self.directory.cache.peek(user).await {
+            Some(record) => record.presence.as_ref().map_or_else(Vec::new, |p| {
+                let mine = &*self.directory.node_id;
+                p.devices().iter().filter(|d| &*d.node != mine).map(|d| d.id.clone()).collect()
+            }),
+            None => Vec::new(),
+        };
+        let user: Arc<str> = Arc::from(user.as_str());
+        let device: Arc<str> = Arc::from(device);
+        let mut table = self.lock();
+        let count = table.devices_besides(&user, &device, &elsewhere);
+        if count >= self.settings.max_devices {
+            return Err(HelloError::TooManyDevices(self.settings.max_devices));
+        }
+        if table.connect(&user, &device, kind, Instant::now()) {
+            self.mark(&mut table, user.clone());
+        }
+        self.directory.metrics.sessions_held.set(table.len() as i64);
+        Ok(Session { sessions: self.clone(), user, device, closed: false })
+    }
+
+    fn end(&self, user: &Arc<str>, device: &str, clean: bool) {
+        let mut table = self.lock();
+        let until = (!clean).then(|| Instant::now() + self.settings.grace);
+        if table.disconnect(user, device, until) {
+            self.mark(&mut table, user.clone());
+        }
+        self.directory.metrics.sessions_held.set(table.len() as i64);
+    }
+
+    /// The sessions' tasks, until `stop`: the timers and the reaper, the writer.
+    pub(crate) fn spawn(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>, stop: &CancellationToken) {
+        let touched = self.holdings.listen(&self.directory.node_id);
+        tasks.spawn(self.clone().tick(stop.clone()));
+        tasks.spawn(self.clone().write(stop.clone()));
+        if let Some(touched) = touched {
+            tasks.spawn(self.clone().follow(touched, stop.clone()));
+        }
+    }
+
+    /// Every [`TICK`]: graces that ran out and devices gone idle; once a second, failed syncs
+    /// again, the sessions of dead nodes, and (when the link came back) every user held here.
+    async fn tick(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reachable_since: Option<Instant> = None;
+        let mut own_cleaned = false;
+        let mut last_second = Instant::now();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let now = Instant::now();
+            {
+                let mut table = self.lock();
+                let changed = table.timers(now, self.settings.idle_after);
+                for user in changed {
+                    self.mark(&mut table, user);
+                }
+                self.directory.metrics.sessions_held.set(table.len() as i64);
+            }
+            let reachable = self.directory.link.reachable();
+            match (reachable, reachable_since) {
+                (true, None) => {
+                    reachable_since = Some(now);
+                    // Back (or up for the first time): whatever failed or was missed meanwhile.
+                    let mut table = self.lock();
+                    let users: Vec<Arc<str>> = table.users().collect();
+                    for user in users {
+                        self.mark(&mut table, user);
+                    }
+                }
+                (false, Some(_)) => reachable_since = None,
+                _ => {}
+            }
+            if now.duration_since(last_second) < Duration::from_secs(1) {
+                continue;
+            }
+            last_second = now;
+            {
+                let mut table = self.lock();
+                let failed: Vec<Arc<str>> = table.failed.drain().collect();
+                for user in failed {
+                    self.mark(&mut table, user);
+                }
+            }
+            let Some(since) = reachable_since else { continue };
+            if !own_cleaned && self.started.elapsed() >= self.settings.grace {
+                own_cleaned = true;
+                self.lock().seen = None;
+                self.mark_held_at(|node| node == self.directory.node_id);
+            }
+            // Only a node that has heard heartbeats for a while can tell who is silent.
+            if since.elapsed() >= self.settings.node_timeout && self.is_reaper() {
+                self.mark_held_at(|node| self.dead(node));
+            }
+        }
+    }
+
+    /// Marks dirty every user with a device held at a node for which `at` is true.
+    fn mark_held_at(&self, at: impl Fn(&str) -> bool) {
+        let found = self.holdings.held_at(at);
+        if found.is_empty() {
+            return;
+        }
+        let mut table = self.lock();
+        for (user, _) in found {
+            self.mark(&mut table, user);
+        }
+    }
+
+    /// Whether `node` has not been heard from for `sessions.node_timeout` plus the grace (never,
+    /// since this node started, counts from the start).
+    fn dead(&self, node: &str) -> bool {
+        if node == self.directory.node_id {
+            return false;
+        }
+        let silent = self.registry.last_heard(node).unwrap_or(self.started).elapsed();
+        silent >= self.settings.node_timeout + self.settings.grace
+    }
+
+    /// Whether this node is the one that ends dead nodes' sessions: the lowest id among the
+    /// nodes up. (Should two nodes disagree for a moment, each write is a compare-and-set.)
+    fn is_reaper(&self) -> bool {
+        let me = &self.directory.node_id;
+        let nodes = self.registry.nodes(0);
+        !nodes.iter().any(|n| n.up && n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id))
+    }
+
+    /// Brings the records of dirty users in line with the table, [`CONCURRENCY`] at a time.
+    async fn write(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let dirty: Vec<Arc<str>> = {
+                let mut table = self.lock();
+                table.dirty.drain().collect()
+            };
+            if dirty.is_empty() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.wake.notified() => continue,
+                }
+            }
+            futures::stream::iter(dirty)
+                .for_each_concurrent(CONCURRENCY, |user| {
+                    let this = self.clone();
+                    async move { this.sync(user).await }
+                })
+                .await;
+        }
+    }
+
+    /// Users whose record changed and named this node before or after: if the record no longer
+    /// says what the table does (another node's write, the reaper after an outage), sync it.
+    async fn follow(self: Arc<Self>, mut touched: UnboundedReceiver<Arc<str>>, stop: CancellationToken) {
+        loop {
+            let user = tokio::select! {
+                () = stop.cancelled() => return,
+                user = touched.recv() => match user {
+                    Some(user) => user,
+                    None => return,
+                },
+            };
+            let mut table = self.lock();
+            self.mark(&mut table, user);
+        }
+    }
+
+    /// Makes `user`'s record say what the table says of the devices held here (and drops the
+    /// devices of dead nodes).
+    async fn sync(&self, user: Arc<str>) {
+        let Ok(id) = UserId::parse(&user) else { return };
+        let node = self.directory.node_id.as_str();
+        let first_grace = self.started + self.settings.grace;
+        let result = self
+            .directory
+            .modify(&id, &user, |previous| {
+                let held: Vec<Held> = {
+                    let mut table = self.lock();
+                    if let Some(record) = previous {
+                        table.adopt(&user, record, node, first_grace);
+                    }
+                    table.held(&user)
+                };
+                desired(&user, previous, &held, node, &|n: &str| self.dead(n), Utc::now())
+            })
+            .await;
+        let outcome = match result {
+            Ok(true) => "written",
+            Ok(false) => "unchanged",
+            Err(e) => {
+                tracing::debug!(user = %user, error = %chain(&e), "session sync failed; retrying");
+                let mut table = self.lock();
+                table.failed.insert(user);
+                "failed"
+            }
+        };
+        self.directory.metrics.session_writes.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}

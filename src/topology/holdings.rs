@@ -1,0 +1,69 @@
+//! Which nodes hold sessions of which users, as the records in the bucket say: the watcher keeps
+//! it up to date with every change it applies. It is how a node finds the sessions of a node
+//! that died (README, "Sessions"), and, after a restart, the sessions it held before.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::model::CompactPresence;
+
+/// The nodes one user's devices are held at.
+type Nodes = Box<[Arc<str>]>;
+
+/// User → the nodes its devices are held at, for every user with a device.
+#[derive(Default)]
+pub(crate) struct Holdings {
+    users: Mutex<HashMap<Arc<str>, Nodes>>,
+    /// This node, and who hears of every user whose record names it, or named it before.
+    listener: OnceLock<(Arc<str>, UnboundedSender<Arc<str>>)>,
+}
+
+impl Holdings {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// `user`'s record now holds `presence` (none: erased).
+    pub(crate) fn observe(&self, user: &str, presence: Option<&CompactPresence>) {
+        let mut nodes: Vec<Arc<str>> =
+            presence.map(|p| p.devices().iter().map(|d| d.node.clone()).collect()).unwrap_or_default();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let mut users = self.users.lock().expect("holdings lock");
+        let before = if nodes.is_empty() {
+            users.remove(user)
+        } else {
+            users.insert(Arc::from(user), nodes.clone().into_boxed_slice())
+        };
+        if let Some((me, to)) = self.listener.get() {
+            let names = |nodes: &[Arc<str>]| nodes.iter().any(|n| n == me);
+            if names(&nodes) || before.as_deref().is_some_and(names) {
+                let _ = to.send(Arc::from(user));
+            }
+        }
+    }
+
+    /// From now on, every user whose record names `node`, or named it before the change, is
+    /// sent to the receiver (once per change). Only the first call takes effect.
+    pub(crate) fn listen(&self, node: &str) -> Option<UnboundedReceiver<Arc<str>>> {
+        let (to, from) = unbounded_channel();
+        self.listener.set((Arc::from(node), to)).ok()?;
+        Some(from)
+    }
+
+    /// The users with a device held at a node for which `at` is true, with that node.
+    pub(crate) fn held_at(&self, at: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Arc<str>)> {
+        let users = self.users.lock().expect("holdings lock");
+        let mut found = Vec::new();
+        for (user, nodes) in users.iter() {
+            for node in nodes.iter().filter(|n| at(n)) {
+                found.push((user.clone(), node.clone()));
+            }
+        }
+        found
+    }
+}
