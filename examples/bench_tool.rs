@@ -44,7 +44,7 @@
 //! - `sessions-churn --url URL --watch-url URL --tokens FILE --users M --rate R --seconds S`:
 //!   with the last M users of FILE, half of them connected at first, R connects and R clean
 //!   disconnects per second at URL for S seconds, while subscribers at WATCH-URL (another node)
-//!   watch all M: the delay from each `welcome` (or close frame sent) until the other node shows
+//!   watch all M: the delay from each `hello` (or close frame) sent until the other node shows
 //!   the user online (offline), p50 and p99.
 //!
 //! Results are printed as one JSON object on stdout.
@@ -811,8 +811,9 @@ async fn live_propagation(args: &[String]) {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A device session of `user` at `authority`: connected, `hello` said, `welcome` received.
-async fn open_session(authority: &str, token: &str, device: &str) -> Socket {
+/// A device session at `authority`: connected, `hello` said, `welcome` received; with the moment
+/// the hello went out.
+async fn open_session(authority: &str, token: &str, device: &str) -> (Socket, Instant) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
     let config = WebSocketConfig::default().read_buffer_size(4096);
@@ -821,10 +822,11 @@ async fn open_session(authority: &str, token: &str, device: &str) -> Socket {
         .await
         .expect("the WebSocket opens");
     let hello = json!({"type": "hello", "token": token, "device": device, "kind": "web"});
+    let sent = Instant::now();
     socket.send(Message::text(hello.to_string())).await.unwrap();
     loop {
         match socket.next().await {
-            Some(Ok(Message::Text(text))) if text.contains(r#""type":"welcome""#) => return socket,
+            Some(Ok(Message::Text(text))) if text.contains(r#""type":"welcome""#) => return (socket, sent),
             Some(Ok(Message::Text(text))) => panic!("hello refused: {text}"),
             Some(Ok(_)) => continue,
             other => panic!("the session did not open: {other:?}"),
@@ -847,7 +849,7 @@ async fn sessions_hold(args: &[String]) {
         let (authority, opened, gate) = (authority.clone(), opened.clone(), gate.clone());
         held.spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let mut socket = open_session(&authority, &token, "bench").await;
+            let (mut socket, _) = open_session(&authority, &token, "bench").await;
             drop(permit);
             opened.fetch_add(1, Relaxed);
             // Activity at a random phase, then every `every`; reading answers the pings.
@@ -937,8 +939,8 @@ async fn sessions_churn(args: &[String]) {
         let (authority, (user, token)) = (authority.clone(), pool[i].clone());
         let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let mut socket = open_session(&authority, &token, "churn").await;
-            let _ = done.send((user.clone(), true, Instant::now()));
+            let (mut socket, sent) = open_session(&authority, &token, "churn").await;
+            let _ = done.send((user.clone(), true, sent));
             tokio::select! {
                 _ = close_rx => {}
                 () = async { while let Some(Ok(_)) = socket.next().await {} } => return,

@@ -404,6 +404,13 @@ mod tests {
     }
 
     #[test]
+    fn a_held_presence_stays_small() {
+        // A million of them, with the cache's own overhead, must stay under 512 MiB (BENCHMARKS.md):
+        // the devices of the few users with sessions cost one pointer in everyone else's.
+        assert!(std::mem::size_of::<CompactPresence>() <= 80, "{}", std::mem::size_of::<CompactPresence>());
+    }
+
+    #[test]
     fn node_ids_are_shared_between_presences() {
         let a = intern("node-interned-test");
         let b = intern("node-interned-test");
