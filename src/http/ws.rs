@@ -97,12 +97,14 @@ pub(super) async fn upgrade(
     }
     let accept = handshake(headers)?;
     let ip: IpAddr = state.limits.client_ip(headers, peer.ip());
-    let device = match headers.contains_key(header::AUTHORIZATION) {
+    let wants_session = headers.contains_key(header::AUTHORIZATION);
+    // The upgraded connection leaves the HTTP server's loop: this session closes it itself.
+    let subscription = live::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
+    // Last: a session that starts is one the connection will hold.
+    let device = match wants_session {
         true => Some(session_from_header(&state, &mut request).await?),
         false => None,
     };
-    // The upgraded connection leaves the HTTP server's loop: this session closes it itself.
-    let subscription = live::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
     let upgrading = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrading.await else { return };

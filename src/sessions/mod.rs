@@ -32,8 +32,10 @@ use std::{
 };
 
 use chrono::Utc;
-use futures::StreamExt;
-use tokio::sync::{Notify, mpsc::UnboundedReceiver};
+use tokio::{
+    sync::{Notify, Semaphore, mpsc::UnboundedReceiver},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use table::desired;
@@ -290,24 +292,39 @@ impl Sessions {
     }
 
     /// Brings the records of dirty users in line with the table, [`CONCURRENCY`] at a time.
+    /// A user is synced by one task at a time; one marked dirty meanwhile is synced again after.
     async fn write(self: Arc<Self>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut running = JoinSet::new();
         loop {
-            let dirty: Vec<Arc<str>> = {
+            let ready: Vec<Arc<str>> = {
                 let mut table = self.lock();
-                table.dirty.drain().collect()
-            };
-            if dirty.is_empty() {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = self.wake.notified() => continue,
+                let Table { dirty, syncing, .. } = &mut *table;
+                let ready: Vec<Arc<str>> = dirty.iter().filter(|u| !syncing.contains(*u)).cloned().collect();
+                for user in &ready {
+                    dirty.remove(user);
+                    syncing.insert(user.clone());
                 }
+                ready
+            };
+            for user in ready {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let this = self.clone();
+                running.spawn(async move {
+                    this.sync(user.clone()).await;
+                    drop(slot);
+                    let mut table = this.lock();
+                    table.syncing.remove(&user);
+                    if table.dirty.contains(&user) {
+                        this.wake.notify_one();
+                    }
+                });
+                while running.try_join_next().is_some() {}
             }
-            futures::stream::iter(dirty)
-                .for_each_concurrent(CONCURRENCY, |user| {
-                    let this = self.clone();
-                    async move { this.sync(user).await }
-                })
-                .await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+            }
         }
     }
 

@@ -36,10 +36,14 @@ pub(crate) struct Held {
 #[derive(Default)]
 pub(super) struct Table {
     users: HashMap<Arc<str>, HashMap<Arc<str>, Session>>,
+    /// Sessions held, in their grace too.
+    count: usize,
     /// Users whose record may not say what the table says.
     pub(super) dirty: HashSet<Arc<str>>,
     /// Users whose sync failed: tried again a second later.
     pub(super) failed: HashSet<Arc<str>>,
+    /// Users being synced now: not synced again until that is done.
+    pub(super) syncing: HashSet<Arc<str>>,
     /// Every session held since start-up, while the first grace lasts: the others the records
     /// name at this node are from before a restart.
     pub(super) seen: Option<HashSet<(Arc<str>, Arc<str>)>>,
@@ -53,7 +57,7 @@ impl Table {
 
     /// Sessions held, in their grace too.
     pub(super) fn len(&self) -> usize {
-        self.users.values().map(HashMap::len).sum()
+        self.count
     }
 
     pub(super) fn users(&self) -> impl Iterator<Item = Arc<str>> + '_ {
@@ -90,6 +94,7 @@ impl Table {
             }
             Entry::Vacant(slot) => {
                 slot.insert(Session { kind, connections: 1, active_at: now, idle: false, grace_until: None });
+                self.count += 1;
             }
         }
         if let Some(seen) = &mut self.seen {
@@ -115,7 +120,9 @@ impl Table {
                 idle: device.idle,
                 grace_until: Some(until),
             };
-            self.users.entry(user.clone()).or_default().insert(id, held);
+            if self.users.entry(user.clone()).or_default().insert(id, held).is_none() {
+                self.count += 1;
+            }
         }
     }
 
@@ -142,6 +149,7 @@ impl Table {
             }
             None => {
                 devices.remove(device);
+                self.count -= 1;
                 if devices.is_empty() {
                     self.users.remove(user);
                 }
@@ -154,9 +162,11 @@ impl Table {
     /// `idle_after`: the users whose records must change.
     pub(super) fn timers(&mut self, now: Instant, idle_after: Duration) -> Vec<Arc<str>> {
         let mut changed = Vec::new();
+        let mut ended = 0;
         self.users.retain(|user, devices| {
             let before = devices.len();
             devices.retain(|_, held| held.grace_until.is_none_or(|until| now < until));
+            ended += before - devices.len();
             let mut change = devices.len() != before;
             for held in devices.values_mut() {
                 if held.connections > 0 && !held.idle && now.duration_since(held.active_at) >= idle_after {
@@ -169,6 +179,7 @@ impl Table {
             }
             !devices.is_empty()
         });
+        self.count -= ended;
         changed
     }
 

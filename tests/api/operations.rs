@@ -46,7 +46,7 @@ fn the_systemd_units_verify() {
 #[test]
 fn the_alert_rules_check_and_pass_their_unit_tests() {
     let said = run("promtool", &["check", "rules", deploy("prometheus/alerts.yml").to_str().unwrap()]);
-    assert!(said.contains("SUCCESS: 16 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 17 rules found"), "{said}");
     run("promtool", &["test", "rules", deploy("prometheus/alerts.test.yml").to_str().unwrap()]);
 }
 
@@ -187,7 +187,7 @@ async fn a_real_prometheus_scrapes_a_node_with_the_shipped_rules() {
         Some(group["rules"].as_array()?.clone())
     })
     .await;
-    assert_eq!(rules.len(), 16);
+    assert_eq!(rules.len(), 17);
     let healthy = eventually(Duration::from_secs(30), "every rule evaluated", || async {
         let data = prometheus.api("/api/v1/rules").await?;
         let group = data["groups"].as_array()?.iter().find(|g| g["name"] == "presence")?.clone();

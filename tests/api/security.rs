@@ -135,6 +135,14 @@ async fn a_leaf_with_its_certificate_works_end_to_end_with_only_a_leafs_rights()
     .await;
     let (_, history) = json_of(leaf.history("lea", None).await).await;
     assert_eq!(history["data"]["lea"][0]["kind"], "update", "{history}");
+    // A device session at the leaf is written into the center's bucket with a leaf's rights.
+    let session = crate::helpers::live::Ws::session(&leaf, "lea", "tab", "web").await;
+    eventually(Duration::from_secs(5), "the leaf's session reaches the center", || async {
+        let shown = json_of(center.read("lea").await).await.1;
+        (shown["data"]["lea"]["devices"] == json!({"web": "online"})).then_some(())
+    })
+    .await;
+    session.close().await;
     assert_eq!(leaf.erase("lea").await.status(), StatusCode::OK);
     assert_error(center.read("lea").await, StatusCode::NOT_FOUND).await;
 

@@ -322,6 +322,31 @@ async fn an_invisible_user_with_sessions_is_offline_to_others_and_nothing_gives_
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_restarted_node_keeps_the_sessions_that_come_back_and_ends_the_others() {
+    let app = TestApp::spawn_with(|c| c.sessions.grace = 3 * SECOND).await;
+    let _rui = Ws::session(&app, "rui", "d", "web").await;
+    let _sol = Ws::session(&app, "sol", "d", "mobile").await;
+    for user in ["rui", "sol"] {
+        wait_for(&app, user, "online", |p| p["status"] == "online").await;
+    }
+    let rui_before = read(&app, "rui").await;
+    // Stopped (its clients' connections go with it) and started again with the same id.
+    let app = TestApp::restart(app.stop_keeping().await).await;
+    let restarted = tokio::time::Instant::now();
+    let _rui = Ws::session(&app, "rui", "d", "web").await;
+    let mut rui = watcher(&app, "rui").await;
+    wait_for(&app, "sol", "offline: their device never came back", |p| p["status"] == "offline").await;
+    assert!(
+        restarted.elapsed() >= Duration::from_millis(2900),
+        "not before the grace: {:?}",
+        restarted.elapsed()
+    );
+    assert!(changes_within(&mut rui, SECOND).await.is_empty(), "rui came back in time: nothing to see");
+    assert_eq!(read(&app, "rui").await, rui_before);
+    app.stop().await;
+}
+
 /// The leaf `node_id` as a process of its own: a center's leaf, with a short node timeout and
 /// grace.
 fn leaf_process(dir: &std::path::Path, center_leaf_port: u16, node_id: &str) -> ServiceProcess {
