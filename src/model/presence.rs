@@ -555,10 +555,10 @@ mod tests {
     #[test]
     fn devices_are_shown_by_kind_and_hidden_for_an_invisible_user() {
         let t0 = Utc::now();
-        let devices = [("a", "web", true), ("b", "web", false), ("c", "mobile", true)];
+        let devices = [("a", "web", true), ("b", "web", false), ("c", "mobile", true), ("d", "other", true)];
         let p = with_devices("offline", 60, &devices, t0);
         let shown = serde_json::to_value(p.view("user123", t0)).unwrap();
-        assert_eq!(shown["devices"], serde_json::json!({"web": "online", "mobile": "away"}));
+        assert_eq!(shown["devices"], serde_json::json!({"web": "online", "mobile": "away", "other": "away"}));
         let none = serde_json::to_value(with_devices("online", 60, &[], t0).view("user123", t0)).unwrap();
         assert!(none.get("devices").is_none(), "absent without a session");
         let hiding = with_devices("invisible", 60, &devices, t0);

@@ -67,3 +67,43 @@ impl Holdings {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CompactPresence, DeviceKind, PresenceUpdate, StoredDevice, StoredPresence, UserId};
+
+    fn with_devices(user: &str, nodes: &[&str]) -> CompactPresence {
+        let update = PresenceUpdate::new("offline", None, None, std::time::Duration::from_secs(60)).unwrap();
+        let id = UserId::parse(user).unwrap();
+        let mut stored = StoredPresence::from_update(&id, update, None, "n", chrono::Utc::now());
+        for (i, node) in nodes.iter().enumerate() {
+            let device = StoredDevice { kind: DeviceKind::Web, node: node.to_string(), idle: false };
+            stored.devices.insert(format!("d{i}"), device);
+        }
+        CompactPresence::from(&stored)
+    }
+
+    #[test]
+    fn holdings_say_who_holds_whom_and_tell_a_node_of_its_users() {
+        let holdings = Holdings::new();
+        let mut told = holdings.listen("a").unwrap();
+        assert!(holdings.listen("a").is_none(), "one listener");
+        holdings.observe("ann", Some(&with_devices("ann", &["a", "b", "a"])));
+        holdings.observe("ben", Some(&with_devices("ben", &["b"])));
+        holdings.observe("cat", Some(&with_devices("cat", &[])));
+        let mut at_b = holdings.held_at(|n| n == "b");
+        at_b.sort();
+        assert_eq!(at_b, [(Arc::from("ann"), Arc::from("b")), (Arc::from("ben"), Arc::from("b"))]);
+        assert_eq!(holdings.held_at(|n| n == "a"), [(Arc::from("ann"), Arc::from("a"))], "once per node");
+        assert_eq!(told.try_recv().ok().as_deref(), Some("ann"), "a record naming this node");
+        assert!(told.try_recv().is_err(), "ben's and cat's do not");
+        // Ann's devices at a end; then she is erased.
+        holdings.observe("ann", Some(&with_devices("ann", &["b"])));
+        assert_eq!(told.try_recv().ok().as_deref(), Some("ann"), "it named this node before");
+        assert!(holdings.held_at(|n| n == "a").is_empty());
+        holdings.observe("ann", None);
+        assert_eq!(holdings.held_at(|n| n == "b"), [(Arc::from("ben"), Arc::from("b"))]);
+        assert!(told.try_recv().is_err());
+    }
+}
