@@ -157,12 +157,21 @@ async fn a_session_may_start_on_the_upgrade_and_bad_hellos_get_clear_answers() {
     let mut ws = Ws::connect(&app).await;
     ws.send(json!({"type": "activity"})).await;
     assert!(ws.expect("error", 5 * SECOND).await["error"].as_str().unwrap().contains("hello"));
-    for (device, kind, why) in [("", "web", "device"), ("a b", "web", "device"), ("d", "fridge", "kind")] {
+    let long = "d".repeat(129);
+    for (device, kind, why) in
+        [("", "web", "device"), ("a b", "web", "device"), (&long, "web", "device"), ("d", "fridge", "kind")]
+    {
         let hello = json!({"type": "hello", "token": mint("noor"), "device": device, "kind": kind});
         ws.send(hello).await;
         let error = ws.expect("error", 5 * SECOND).await;
         assert!(error["error"].as_str().unwrap().contains(why), "{error}");
     }
+    // The longest device id is 128 characters.
+    ws.send(json!({"type": "hello", "token": mint("noor"), "device": "d".repeat(128), "kind": "web"})).await;
+    ws.expect("welcome", 5 * SECOND).await;
+    ws.send(json!({"type": "hello", "token": mint("noor"), "device": "again", "kind": "web"})).await;
+    assert!(ws.expect("error", 5 * SECOND).await["error"].as_str().unwrap().contains("already"));
+    let mut ws = Ws::connect(&app).await;
     // A bad token: the error with its status, then a close with 4401.
     ws.send(json!({"type": "hello", "token": "forged", "device": "d", "kind": "web"})).await;
     let error = ws.expect("error", 5 * SECOND).await;
@@ -176,6 +185,26 @@ async fn a_session_may_start_on_the_upgrade_and_bad_hellos_get_clear_answers() {
     assert_eq!(ws.expect("closed", 5 * SECOND).await["frame"][0], 4403);
     assert_eq!(read(&app, "noor").await["status"], "online", "nothing stored was lost");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_has_at_most_max_devices_counting_those_at_other_nodes() {
+    let center = TestApp::spawn_with(|c| c.sessions.max_devices = 2).await;
+    let a =
+        leaf_app_with(center.config.nats.leaf_port, "leaf-a", "us-east-1", |c| c.sessions.max_devices = 2)
+            .await;
+    let _phone = Ws::session(&a, "vic", "phone", "mobile").await;
+    wait_for(&center, "vic", "on the phone", |p| p["devices"] == json!({"mobile": "online"})).await;
+    let _laptop = Ws::session(&center, "vic", "laptop", "desktop").await;
+    let mut third = Ws::connect(&center).await;
+    third.send(json!({"type": "hello", "token": mint("vic"), "device": "tablet", "kind": "web"})).await;
+    let refused = third.expect("error", 5 * SECOND).await;
+    assert!(refused["error"].as_str().unwrap().contains("at most 2"), "{refused}");
+    // A device already connected may connect again (a second tab, a reconnect).
+    let _again = Ws::session(&center, "vic", "laptop", "desktop").await;
+    for app in [a, center] {
+        app.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -413,8 +442,12 @@ async fn a_leaf_cut_off_briefly_flips_nobody_and_after_long_its_users_come_back(
     let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
     let a = leaf_app_with(proxy.port, "leaf-a", "us-east-1", quick).await;
     let device = Ws::session(&a, "pia", "tab", "web").await;
+    // A user held at the center: a leaf back from an outage must not take the center for dead.
+    let _ian = Ws::session(&center, "ian", "tab", "web").await;
     wait_for(&center, "pia", "online", |p| p["status"] == "online").await;
+    wait_for(&a, "ian", "online", |p| p["status"] == "online").await;
     let mut at_center = watcher(&center, "pia").await;
+    let mut ian = watcher(&center, "ian").await;
 
     proxy.cut();
     tokio::time::sleep(2 * SECOND).await; // the outage itself: shorter than node_timeout + grace
@@ -429,6 +462,9 @@ async fn a_leaf_cut_off_briefly_flips_nobody_and_after_long_its_users_come_back(
     // The leaf still holds the session: once back, it puts it in the record again.
     let change = next_change(&mut at_center, 20 * SECOND).await;
     assert_eq!(change["presence"]["status"], "online", "{change}");
+    // Longer than node_timeout + grace after the link returned: the leaf judged nobody dead.
+    let seen = changes_within(&mut ian, 7 * SECOND).await;
+    assert!(seen.is_empty(), "the center's user never flickered: {seen:#?}");
     drop(device);
     for app in [a, center] {
         app.stop().await;
