@@ -92,10 +92,15 @@ const WRITE_STRIPES: usize = 256;
 /// (measured: see BENCHMARKS.md).
 pub(crate) const ENTRY_OVERHEAD: u64 = 320;
 
+/// Bytes a device of a user with sessions costs beyond its id (its entry, its share of the list).
+pub(crate) const DEVICE_OVERHEAD: u64 = 48;
+
 /// The approximate cost in bytes of caching `value` under `key`.
 pub(crate) fn cost(key: &str, value: &Record) -> u32 {
-    let message = value.presence.as_ref().and_then(|p| p.message.as_ref()).map_or(0, |m| m.len());
-    (ENTRY_OVERHEAD + key.len() as u64 + message as u64) as u32
+    let Some(p) = value.presence.as_ref() else { return (ENTRY_OVERHEAD + key.len() as u64) as u32 };
+    let message = p.message.as_ref().map_or(0, |m| m.len()) as u64;
+    let devices: u64 = p.devices().iter().map(|d| DEVICE_OVERHEAD + d.id.len() as u64).sum();
+    (ENTRY_OVERHEAD + key.len() as u64 + message + devices).min(u64::from(u32::MAX)) as u32
 }
 
 impl PresenceCache {
@@ -249,15 +254,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_entry_costs_its_overhead_key_and_message() {
+    async fn an_entry_costs_its_overhead_key_message_and_devices() {
         let cache = PresenceCache::new(1 << 20);
         let user = UserId::parse("costly").unwrap();
         let update =
             PresenceUpdate::new("busy", Some("in a meeting".into()), Some(60), Duration::from_secs(60))
                 .unwrap();
-        let stored = StoredPresence::from_update(&user, update, None, "n", Utc::now());
+        let mut stored = StoredPresence::from_update(&user, update, None, "n", Utc::now());
+        let device =
+            crate::model::StoredDevice { kind: crate::model::DeviceKind::Web, node: "n".into(), idle: false };
+        stored.devices.insert("tab-1".into(), device);
         let record = Record { revision: 1, presence: Some(CompactPresence::from(&stored)) };
-        let expected = ENTRY_OVERHEAD + "costly".len() as u64 + "in a meeting".len() as u64;
+        let devices = DEVICE_OVERHEAD + "tab-1".len() as u64;
+        let expected = ENTRY_OVERHEAD + "costly".len() as u64 + "in a meeting".len() as u64 + devices;
         assert_eq!(u64::from(cost("costly", &record)), expected);
         cache.upsert(&user, record).await;
         cache.cleanup().await;
