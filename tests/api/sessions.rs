@@ -129,29 +129,19 @@ async fn a_session_may_start_on_the_upgrade_and_bad_hellos_get_clear_answers() {
     wait_for(&app, "noor", "online on mobile", |p| p["devices"] == json!({"mobile": "online"})).await;
 
     // The same with a refused token is refused before the upgrade, with the error envelope.
-    let refused = app
-        .http
-        .get(app.url("/api/v2/ws?device=d&kind=web"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .unwrap();
+    let upgrade = |path: &'static str, token: String| {
+        app.http
+            .get(app.url(path))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .bearer_auth(token)
+            .send()
+    };
+    let refused = upgrade("/api/v2/ws?device=d&kind=web", "not-a-token".into()).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let missing = app
-        .http
-        .get(app.url("/api/v2/ws"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .bearer_auth(mint("noor"))
-        .send()
-        .await
-        .unwrap();
+    let missing = upgrade("/api/v2/ws", mint("noor")).await.unwrap();
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST, "no device and kind in the query");
 
     let mut ws = Ws::connect(&app).await;
