@@ -4,7 +4,10 @@
 //! token failure answers the same 401 body, so that the answer tells an attacker nothing about
 //! which check failed; the access log says which (one line).
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, request::Parts},
+};
 
 use super::{ApiError, AppState, extract::UserPath};
 use crate::{model::UserId, telemetry::chain};
@@ -20,18 +23,24 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Self::verify(parts, state).map_err(|reason| {
-            state.metrics.tokens_refused.inc();
-            ApiError::Unauthorized(reason)
-        })
+        Self::from_headers(&parts.headers, state)
     }
 }
 
 impl AuthUser {
+    /// The subject of the bearer token in `headers`, or a 401 (counted as a refused token).
+    pub(super) fn from_headers(headers: &HeaderMap, state: &AppState) -> Result<Self, ApiError> {
+        Self::verify(headers, state).map_err(|reason| refused(state, reason))
+    }
+
+    /// The subject of `token` (a WebSocket `hello`'s), or a 401 (counted as a refused token).
+    pub(super) fn from_token(token: &str, state: &AppState) -> Result<Self, ApiError> {
+        Self::verify_token(token, state).map_err(|reason| refused(state, reason))
+    }
+
     /// The token's subject, or why the token is refused.
-    fn verify(parts: &Parts, state: &AppState) -> Result<Self, String> {
-        let header = parts
-            .headers
+    fn verify(headers: &HeaderMap, state: &AppState) -> Result<Self, String> {
+        let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| reject("no Authorization header"))?;
         if header.len() > MAX_AUTH_HEADER {
@@ -49,7 +58,7 @@ impl AuthUser {
     }
 
     /// The subject of `token`, or why it is refused.
-    pub(super) fn verify_token(token: &str, state: &AppState) -> Result<Self, String> {
+    fn verify_token(token: &str, state: &AppState) -> Result<Self, String> {
         let verified = state.auth.verify(token).map_err(|e| chain(&e).to_string())?;
         if verified.signed_with_previous {
             state.metrics.tokens_previous_secret.inc();
@@ -70,7 +79,7 @@ impl FromRequestParts<AppState> for Reader {
         if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
             return Ok(Reader(None));
         }
-        Ok(Reader(AuthUser::verify(parts, state).ok().map(|AuthUser(subject)| subject)))
+        Ok(Reader(AuthUser::verify(&parts.headers, state).ok().map(|AuthUser(subject)| subject)))
     }
 }
 
@@ -90,6 +99,12 @@ impl FromRequestParts<AppState> for Owner {
         }
         Ok(Owner(user))
     }
+}
+
+/// A refused token: counted, and answered with the one 401 whose reason only the log sees.
+fn refused(state: &AppState, reason: String) -> ApiError {
+    state.metrics.tokens_refused.inc();
+    ApiError::Unauthorized(reason)
 }
 
 fn reject(why: &str) -> String {

@@ -102,7 +102,7 @@ pub(super) async fn upgrade(
     let subscription = live::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
     // Last: a session that starts is one the connection will hold.
     let device = match wants_session {
-        true => Some(session_from_header(&state, &mut request).await?),
+        true => Some(session_from_header(&state, request.headers(), request.uri()).await?),
         false => None,
     };
     let upgrading = hyper::upgrade::on(&mut request);
@@ -151,19 +151,19 @@ fn handshake(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// A session asked for on the upgrade request: the token in `Authorization`, `device` and
 /// `kind` in the query.
-async fn session_from_header(state: &AppState, request: &mut Request) -> Result<DeviceSession, ApiError> {
+async fn session_from_header(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<DeviceSession, ApiError> {
     #[derive(Deserialize)]
     struct Wanted {
         device: Option<String>,
         kind: Option<String>,
     }
-    let (mut parts, body) = std::mem::take(request).into_parts();
-    let verified =
-        <AuthUser as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await;
-    *request = Request::from_parts(parts, body);
-    let AuthUser(subject) = verified?;
+    let AuthUser(subject) = AuthUser::from_headers(headers, state)?;
     let user = UserId::parse(&subject).map_err(|_| ApiError::SubjectNotAUser)?;
-    let query = axum::extract::Query::<Wanted>::try_from_uri(request.uri()).ok();
+    let query = axum::extract::Query::<Wanted>::try_from_uri(uri).ok();
     let Some((device, kind)) = query.and_then(|q| q.0.device.zip(q.0.kind)) else {
         let why = "a session needs `device` and `kind` in the query (or a `hello` message)";
         return Err(ApiError::BadRequest(why.into()));
@@ -290,11 +290,10 @@ impl Session {
         if self.device.is_some() {
             return self.error("this connection holds a session already", limit).await;
         }
-        let refused = match AuthUser::verify_token(token, &self.state) {
-            Err(reason) => {
-                self.state.metrics.tokens_refused.inc();
-                tracing::info!(reason = %reason, "hello refused: token");
-                Some((CLOSE_UNAUTHORIZED, ApiError::Unauthorized(reason)))
+        let refused = match AuthUser::from_token(token, &self.state) {
+            Err(e) => {
+                tracing::info!(error = ?e, "hello refused: token");
+                Some((CLOSE_UNAUTHORIZED, e))
             }
             Ok(AuthUser(subject)) => match UserId::parse(&subject) {
                 Ok(user) => match self.state.sessions.connect(&user, device, kind).await {
