@@ -38,8 +38,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use table::desired;
-use table::{Held, Table};
+use table::{Held, Table, desired};
 
 use crate::{
     config::SessionsConfig,
@@ -53,8 +52,6 @@ use crate::{
 const TICK: Duration = Duration::from_millis(250);
 /// Dirty users synced concurrently.
 const CONCURRENCY: usize = 64;
-/// The longest device id.
-const MAX_DEVICE_ID: usize = 128;
 
 /// Why a `hello` was refused (after its token was accepted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,7 +153,7 @@ impl Sessions {
         device: &str,
         kind: &str,
     ) -> Result<Session, HelloError> {
-        if device.len() > MAX_DEVICE_ID || !is_valid_token(device) {
+        if !is_valid_token(device) {
             return Err(HelloError::Device);
         }
         let kind: DeviceKind = kind.parse().map_err(|()| HelloError::Kind)?;
@@ -175,10 +172,8 @@ impl Sessions {
         if count >= self.settings.max_devices {
             return Err(HelloError::TooManyDevices(self.settings.max_devices));
         }
-        if table.connect(&user, &device, kind, Instant::now()) {
-            self.mark(&mut table, user.clone());
-        }
-        self.directory.metrics.sessions_held.set(table.len() as i64);
+        table.connect(&user, &device, kind, Instant::now());
+        self.mark(&mut table, user.clone());
         Ok(Session { sessions: self.clone(), user, device, closed: false })
     }
 
@@ -188,7 +183,14 @@ impl Sessions {
         if table.disconnect(user, device, until) {
             self.mark(&mut table, user.clone());
         }
-        self.directory.metrics.sessions_held.set(table.len() as i64);
+    }
+
+    /// Marks every one of `users` dirty.
+    fn mark_all(&self, users: impl IntoIterator<Item = Arc<str>>) {
+        let mut table = self.lock();
+        for user in users {
+            self.mark(&mut table, user);
+        }
     }
 
     /// The sessions' tasks, until `stop`: the timers and the reaper, the writer.
@@ -228,11 +230,8 @@ impl Sessions {
                 (true, None) => {
                     reachable_since = Some(now);
                     // Back (or up for the first time): whatever failed or was missed meanwhile.
-                    let mut table = self.lock();
-                    let users: Vec<Arc<str>> = table.users().collect();
-                    for user in users {
-                        self.mark(&mut table, user);
-                    }
+                    let users: Vec<Arc<str>> = self.lock().users().collect();
+                    self.mark_all(users);
                 }
                 (false, Some(_)) => reachable_since = None,
                 _ => {}
@@ -241,13 +240,8 @@ impl Sessions {
                 continue;
             }
             last_second = now;
-            {
-                let mut table = self.lock();
-                let failed: Vec<Arc<str>> = table.failed.drain().collect();
-                for user in failed {
-                    self.mark(&mut table, user);
-                }
-            }
+            let failed: Vec<Arc<str>> = self.lock().failed.drain().collect();
+            self.mark_all(failed);
             let Some(since) = reachable_since else { continue };
             if !own_cleaned && self.started.elapsed() >= self.settings.grace {
                 own_cleaned = true;
@@ -263,14 +257,7 @@ impl Sessions {
 
     /// Marks dirty every user with a device held at a node for which `at` is true.
     fn mark_held_at(&self, at: impl Fn(&str) -> bool) {
-        let found = self.holdings.held_at(at);
-        if found.is_empty() {
-            return;
-        }
-        let mut table = self.lock();
-        for (user, _) in found {
-            self.mark(&mut table, user);
-        }
+        self.mark_all(self.holdings.held_at(at).into_iter().map(|(user, _)| user));
     }
 
     /// Whether `node` has not been heard from for `sessions.node_timeout` plus the grace (never,
