@@ -14,9 +14,10 @@ use utoipa::ToSchema;
 use crate::{
     cache::{CacheMetrics, PresenceCache},
     coherence::CLOCK_TOLERANCE,
-    config::NodeType,
+    config::{Config, NodeType},
     lifecycle::ExpiryQueue,
     link::LinkState,
+    live::Hub,
     nats::ServerStatus,
     store::PresenceStore,
     telemetry::{Metrics, metrics::LinkLabels},
@@ -27,24 +28,67 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The parts of a node that health looks at.
 pub(crate) struct Health {
-    pub node_id: String,
-    pub node_type: NodeType,
-    pub started: Instant,
-    pub link: Arc<LinkState>,
-    pub cache: PresenceCache,
-    pub max_cost: u64,
-    pub store: PresenceStore,
-    pub client: async_nats::Client,
-    pub jetstream: async_nats::jetstream::Context,
-    pub expiry: Arc<ExpiryQueue>,
-    pub hub: Arc<crate::live::Hub>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
+    node_id: String,
+    node_type: NodeType,
+    started: Instant,
+    link: Arc<LinkState>,
+    cache: PresenceCache,
+    max_cost: u64,
+    store: PresenceStore,
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    expiry: Arc<ExpiryQueue>,
+    hub: Arc<Hub>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     /// The embedded server's state; `None` on an external NATS.
-    pub embedded: Option<Arc<ServerStatus>>,
+    embedded: Option<Arc<ServerStatus>>,
     /// The configured certificates, by the link they secure (read at each scrape, so that a
     /// rotated file shows its new expiry).
-    pub certificates: Vec<(&'static str, PathBuf)>,
+    certificates: Vec<(&'static str, PathBuf)>,
+}
+
+/// What health asks of NATS: the client, its JetStream context, the bucket, and the embedded
+/// server (`None` on an external NATS).
+pub(crate) type Probed =
+    (async_nats::Client, async_nats::jetstream::Context, PresenceStore, Option<Arc<ServerStatus>>);
+
+/// What the node keeps, whose state health reports.
+pub(crate) type Kept = (PresenceCache, Arc<LinkState>, Arc<ExpiryQueue>, Arc<Hub>, Arc<Registry>);
+
+impl Health {
+    pub(crate) fn new(config: &Config, probed: Probed, kept: Kept, metrics: Arc<Metrics>) -> Self {
+        let (client, jetstream, store, embedded) = probed;
+        let (cache, link, expiry, hub, registry) = kept;
+        Self {
+            node_id: config.node_id(),
+            node_type: config.service.node_type,
+            started: Instant::now(),
+            link,
+            cache,
+            max_cost: config.cache.max_cost,
+            store,
+            client,
+            jetstream,
+            expiry,
+            hub,
+            registry,
+            metrics,
+            embedded,
+            certificates: certificates(config),
+        }
+    }
+}
+
+/// The certificate files this node presents, by the link they secure (for their expiry metric).
+fn certificates(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let https = config.service.tls.as_ref().and_then(|t| t.cert_file.clone());
+    let leafnode = config.nats.leaf_tls.as_ref().map(|t| t.cert_file.clone());
+    let nats = config.nats.tls.as_ref().and_then(|t| t.cert_file.clone());
+    [("https", https), ("leafnode", leafnode), ("nats", nats)]
+        .into_iter()
+        .filter_map(|(link, path)| path.map(|p| (link, p)))
+        .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -61,7 +61,6 @@ pub mod config;
 pub mod nats;
 pub mod telemetry;
 pub mod tls;
-pub mod watch;
 
 // Everything else is the crate's own.
 pub(crate) mod cache;

@@ -7,7 +7,7 @@ mod startup;
 
 pub use reload::Reloader;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Instant};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use tokio_util::sync::CancellationToken;
 
@@ -89,47 +89,42 @@ impl Application {
             startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
-        let health = Health {
-            node_id: node_id.clone(),
-            node_type: config.service.node_type,
-            started: Instant::now(),
-            link: coherent.link.clone(),
-            cache: coherent.cache.clone(),
-            max_cost: config.cache.max_cost,
-            store: store.clone(),
-            client: client.clone(),
-            jetstream,
-            expiry: coherent.expiry.clone(),
-            hub: coherent.hub.clone(),
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-            embedded: embedded.as_ref().map(EmbeddedServer::status),
-            certificates: startup::certificates(&config),
-        };
+        let probed =
+            (client.clone(), jetstream, store.clone(), embedded.as_ref().map(EmbeddedServer::status));
+        let kept = (
+            coherent.cache.clone(),
+            coherent.link.clone(),
+            coherent.expiry.clone(),
+            coherent.hub.clone(),
+            registry.clone(),
+        );
+        let health = Health::new(&config, probed, kept, metrics.clone());
         let hub = coherent.hub.clone();
         let forward = (config.service.node_type == NodeType::Leaf)
-            .then(|| Forwarding { client: client.clone(), limit: config.nats.request_timeout * 2 });
-        let directory = Directory {
-            store,
-            region: copy,
-            forward,
-            cache: coherent.cache,
-            link: coherent.link,
-            events,
-            expiry: coherent.expiry,
-            hub: coherent.hub,
-            metrics: metrics.clone(),
+            .then(|| Forwarding::new(client.clone(), config.nats.request_timeout));
+        let directory = Directory::new(
             node_id,
-        };
+            (store, copy, events),
+            (coherent.cache, coherent.landing, coherent.link),
+            forward,
+            metrics.clone(),
+        );
         if config.service.node_type == NodeType::Center {
             let (serve, stop) = (directory.clone(), background.stop.clone());
             let ttl = config.nats.kv.ttl;
             background.tasks.spawn(directory::forward::serve(serve, client.clone(), ttl, stop));
         }
-        let sessions = Sessions::new(directory.clone(), coherent.holdings, registry, config.sessions.clone());
+        let sessions = Sessions::new(
+            directory.clone(),
+            coherent.holdings,
+            registry,
+            config.sessions.clone(),
+            metrics.clone(),
+        );
         sessions.spawn(&mut background.tasks, &background.stop);
         let state = AppState::new(Shared {
             directory,
+            hub: hub.clone(),
             sessions,
             health,
             auth,

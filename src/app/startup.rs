@@ -17,8 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::secret::{self, SecretSource},
     cache::{ENTRY_OVERHEAD, Negative, PresenceCache},
-    coherence,
-    coherence::RegionCopy,
+    coherence::{self, Landing, RegionCopy},
     config::{CENTER_DOMAIN, Config, NodeType, ServiceTls, TlsMode},
     http::listener::{Caps, CountingListener},
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
@@ -219,6 +218,8 @@ pub(super) struct Coherent {
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
     pub hub: Arc<Hub>,
+    /// Where records land: the expiry schedule, the cache and the live feed above.
+    pub landing: Landing,
     pub holdings: Arc<Holdings>,
 }
 
@@ -242,15 +243,14 @@ pub(super) async fn start_coherence(
     let expiry = ExpiryQueue::new();
     let hub = Hub::new(config.stream.clone(), link.clone(), metrics.clone());
     let holdings = Holdings::new();
+    let landing = Landing::new(cache.clone(), expiry.clone(), hub.clone());
     let Background { stop, tasks } = background;
     let parts = coherence::Parts {
         store: store.clone(),
         client: client.clone(),
         server_name,
-        cache: cache.clone(),
+        landing: landing.clone(),
         link: link.clone(),
-        expiry: expiry.clone(),
-        hub: hub.clone(),
         holdings: holdings.clone(),
         region,
     };
@@ -266,7 +266,7 @@ pub(super) async fn start_coherence(
         node_id: config.node_id(),
     };
     tasks.spawn(expirer.run(stop.clone()));
-    Coherent { cache, link, expiry, hub, holdings }
+    Coherent { cache, link, expiry, hub, landing, holdings }
 }
 
 /// Step 5: heartbeats out, everyone's heartbeats into the registry.
@@ -311,17 +311,6 @@ pub(super) async fn listen(
         exempt: config.rate_limit.trusted_proxies.clone(),
     };
     Ok((CountingListener::new(tcp, caps, metrics.clone()), local_addr, https))
-}
-
-/// The certificate files this node presents, by the link they secure (for their expiry metric).
-pub(super) fn certificates(config: &Config) -> Vec<(&'static str, std::path::PathBuf)> {
-    let https = config.service.tls.as_ref().and_then(|t| t.cert_file.clone());
-    let leafnode = config.nats.leaf_tls.as_ref().map(|t| t.cert_file.clone());
-    let nats = config.nats.tls.as_ref().and_then(|t| t.cert_file.clone());
-    [("https", https), ("leafnode", leafnode), ("nats", nats)]
-        .into_iter()
-        .filter_map(|(link, path)| path.map(|p| (link, p)))
-        .collect()
 }
 
 /// The JWT secret: configured, or generated on first start into the data directory.

@@ -171,7 +171,8 @@ impl PresenceCache {
     /// Stores `value` unless the cache already holds the same or a newer revision; returns the
     /// entry the cache holds for the user afterwards (or `value`, if the cache declined to admit
     /// it).
-    pub(crate) async fn upsert(&self, user_id: &str, value: Record) -> Entry {
+    pub(crate) async fn upsert(&self, user_id: &str, value: impl Into<Entry>) -> Entry {
+        let value: Entry = value.into();
         let stripe = &self.stripes
             [std::hash::BuildHasher::hash_one(&self.hasher, user_id) as usize % self.stripes.len()];
         let _serialised = stripe.lock().await;
@@ -181,7 +182,7 @@ impl PresenceCache {
             // A user the cache knew nothing of, whom the bucket does not know either: remembered
             // only while there is room for such entries.
             None if value.presence.is_none() && self.counters.negative.load(Relaxed) >= self.negative.max => {
-                return Arc::new(value);
+                return value;
             }
             None => {
                 self.counters.keys_added.fetch_add(1, Relaxed);
@@ -191,9 +192,8 @@ impl PresenceCache {
             self.counters.negative.fetch_add(1, Relaxed);
         }
         self.counters.cost_added.fetch_add(cost(user_id, &value) as u64, Relaxed);
-        let entry = Arc::new(value);
-        self.inner.insert(user_id.to_string(), entry.clone()).await;
-        entry
+        self.inner.insert(user_id.to_string(), value.clone()).await;
+        value
     }
 
     /// Drops every entry.

@@ -1,5 +1,7 @@
 //! Keeping this node's cache coherent with the bucket, and knowing when it may not be.
 //!
+//! - [`landing`]: where a record lands on this node (expiry schedule, cache, live feed), for
+//!   the watcher and the write path alike.
 //! - [`watcher`] follows the bucket's changes into the cache and the expiry schedule: first every
 //!   current record (warming the cache up to its capacity), then every put, delete and purge as it
 //!   happens, resumed after the last applied revision whenever the watch breaks.
@@ -11,6 +13,7 @@
 //! coherence".
 
 mod clock;
+mod landing;
 mod monitor;
 mod watcher;
 
@@ -20,11 +23,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use clock::CLOCK_TOLERANCE;
+pub(crate) use landing::Landing;
 
-use crate::{
-    cache::PresenceCache, config::KvConfig, lifecycle::ExpiryQueue, link::LinkState, live::Hub,
-    store::PresenceStore, topology::Holdings,
-};
+use crate::{config::KvConfig, link::LinkState, store::PresenceStore, topology::Holdings};
 
 /// A leaf's copy of the bucket in its own JetStream (see [`crate::store::region`]), with what
 /// renewing it takes.
@@ -43,10 +44,9 @@ pub(crate) struct Parts {
     /// The embedded server's name for this run: a connection to any other server is no link at
     /// all. `None` for an external NATS.
     pub server_name: Option<String>,
-    pub cache: PresenceCache,
+    /// Where the watcher's records land: the expiry schedule, the cache, the live feed.
+    pub landing: Landing,
     pub link: Arc<LinkState>,
-    pub expiry: Arc<ExpiryQueue>,
-    pub hub: Arc<Hub>,
     /// Which nodes hold which users' sessions, as the records say.
     pub holdings: Arc<Holdings>,
     pub region: Option<RegionCopy>,
@@ -56,8 +56,8 @@ pub(crate) struct Parts {
 /// replays the region's copy into the cache: the node serves what its region remembers from its
 /// first request, marked stale until the center's bucket has been caught up with.
 pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
-    let Parts { store, client, server_name, cache, link, expiry, hub, holdings, region } = parts;
-    let mut applier = watcher::Applier::new(cache, link.clone(), expiry, hub, holdings);
+    let Parts { store, client, server_name, landing, link, holdings, region } = parts;
+    let mut applier = watcher::Applier::new(landing, link.clone(), holdings);
     if let Some(region) = &region {
         watcher::recall(&region.copy, &mut applier).await;
     }

@@ -8,14 +8,12 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    RegionCopy,
+    Landing, RegionCopy,
     clock::{self, ClockEstimate},
 };
 use crate::{
-    cache::PresenceCache,
-    lifecycle::ExpiryQueue,
     link::LinkState,
-    live::{Hub, Source},
+    live::Source,
     model::{CompactPresence, Record},
     store::{Change, PresenceStore, region},
     topology::Holdings,
@@ -28,10 +26,8 @@ const RECALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Applies watched changes to what the node keeps.
 pub(super) struct Applier {
-    cache: PresenceCache,
+    landing: Landing,
     link: Arc<LinkState>,
-    expiry: Arc<ExpiryQueue>,
-    hub: Arc<Hub>,
     holdings: Arc<Holdings>,
     clock: ClockEstimate,
     /// The bucket's last revision when the current watch started: changes up to it are history
@@ -76,8 +72,7 @@ pub(super) async fn run(
                 Ended::Stopped => return,
                 Ended::Rebuild => {
                     // Start over: nothing this watcher applied can be trusted.
-                    applier.cache.clear();
-                    applier.hub.reset();
+                    applier.landing.forget_all();
                     link.reset_applied();
                     if let Some(region) = &region {
                         renew(region).await;
@@ -180,15 +175,9 @@ async fn follow(
 }
 
 impl Applier {
-    pub(super) fn new(
-        cache: PresenceCache,
-        link: Arc<LinkState>,
-        expiry: Arc<ExpiryQueue>,
-        hub: Arc<Hub>,
-        holdings: Arc<Holdings>,
-    ) -> Self {
+    pub(super) fn new(landing: Landing, link: Arc<LinkState>, holdings: Arc<Holdings>) -> Self {
         let clock = ClockEstimate::default();
-        Self { cache, link, expiry, hub, holdings, clock, live_after: u64::MAX }
+        Self { landing, link, holdings, clock, live_after: u64::MAX }
     }
 
     async fn apply(&mut self, change: Change) {
@@ -196,19 +185,12 @@ impl Applier {
             self.sample_clock(&change);
         }
         if let Some(user) = change.user() {
-            let previous = self.cache.peek(user).await;
-            let record = Arc::new(Record {
-                revision: change.revision,
-                presence: change.presence().as_ref().map(CompactPresence::from),
-            });
-            // This node's own writes are in the cache and the schedule already.
-            if previous.as_ref().is_none_or(|e| e.revision < change.revision) {
-                self.expiry.replace(previous.as_deref(), change.revision, record.presence.as_ref());
-                self.cache.upsert(user, Record::clone(&record)).await;
-            }
+            let presence = change.presence().as_ref().map(CompactPresence::from);
+            let record = Arc::new(Record { revision: change.revision, presence });
+            self.landing.land(user, record.clone(), Source::Watcher).await;
+            // Every record, in revision order, whether or not this node held it already: which
+            // nodes hold the user's sessions is the record's to say.
             self.holdings.observe(user, record.presence.as_ref());
-            let before = previous.as_deref().filter(|p| p.revision < change.revision);
-            self.hub.publish(user, before, record, Source::Watcher);
         }
         self.link.record_applied(change.revision);
         // Nothing pending behind this change: the watcher is caught up.

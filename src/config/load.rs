@@ -14,7 +14,7 @@ use super::{Config, LogFormat};
 
 const ENV_PREFIX: &str = "PRESENCE_";
 /// Environment variables with the prefix that are not key overrides.
-/// (The key variables are the names the README suggests for `${...}` in the file, and what the
+/// (The key variables are the names the documentation suggests for `${...}` in the file, and what the
 /// embedded server reads.)
 const ENV_RESERVED: &[&str] = &["PRESENCE_CONFIG", super::KEY_VAR, super::PREVIOUS_KEY_VAR];
 

@@ -1,4 +1,4 @@
-//! The service's configuration (README, "Configuration"): sections `service`, `nats`, `cache`,
+//! The service's configuration (docs/configuration.md, "Configuration"): sections `service`, `nats`, `cache`,
 //! `auth`, `logging`, `rate_limit`, `events` and the discovery layout, built-in defaults, and
 //! validation that names the offending key.
 //!
@@ -34,7 +34,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub stream: StreamConfig,
     pub sessions: SessionsConfig,
-    /// The discovery layout (README, "Regions"): where the center is.
+    /// The discovery layout (docs/regions.md, "Regions"): where the center is.
     pub center_node: Option<CenterNodeConfig>,
     /// The discovery layout: the leaves by region (informational, and the
     /// registry's list of nodes to expect).

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::units;
 
-/// `center_node:` of the discovery layout (README, "Regions").
+/// `center_node:` of the discovery layout (docs/regions.md, "Regions").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CenterNodeConfig {
@@ -153,7 +153,7 @@ impl Default for StreamConfig {
     }
 }
 
-/// `sessions`: presence that follows connections (README, "Sessions").
+/// `sessions`: presence that follows connections (docs/sessions.md, "Sessions").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {

@@ -1,7 +1,7 @@
 //! What secures each link and the store: `service.tls` (HTTPS, or a TLS-terminating proxy in
 //! front), `nats.tls` (the client port), `nats.leaf_tls` (leafnode links, mutual TLS) and
 //! `nats.jetstream.encryption` (the store at rest), and the rule that binds them: nothing listens
-//! beyond loopback without authentication and TLS (README, "Security").
+//! beyond loopback without authentication and TLS (docs/security.md, "Security").
 
 use std::path::PathBuf;
 
@@ -96,7 +96,7 @@ impl Cipher {
     }
 }
 
-/// The environment variable the README suggests for `encryption.key` (`${PRESENCE_JS_KEY}`),
+/// The environment variable the documentation (docs/security.md) suggests for `encryption.key` (`${PRESENCE_JS_KEY}`),
 /// and the one the embedded server reads it from.
 pub const KEY_VAR: &str = "PRESENCE_JS_KEY";
 /// The same for `encryption.previous_key`.

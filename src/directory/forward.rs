@@ -162,7 +162,7 @@ async fn carry_out(directory: &Directory, payload: &[u8], default_ttl: Duration)
     let (Ok(user), Ok(update)) = (UserId::parse(&request.user), update) else {
         return Reply::Failed { reason: Failure::Invalid };
     };
-    match directory.apply(&user, update, &request.actor, &request.node_id).await {
+    match directory.carry_out(&user, update, &request.actor, &request.node_id).await {
         Ok(written) => Reply::Stored { presence: written.stored, revision: written.revision },
         Err(WriteError::Unconfirmed(_)) => Reply::Failed { reason: Failure::Unconfirmed },
         Err(WriteError::Store(StoreError::Contention)) => Reply::Failed { reason: Failure::Contention },

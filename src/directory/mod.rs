@@ -7,33 +7,31 @@
 //! - When NATS is unreachable (or the circuit breaker is open), cached entries are still served,
 //!   marked stale while the watcher may have missed updates; misses are answered as degraded
 //!   (`offline` at the edge) without waiting for a timeout.
-//! - A write goes to the store and, once acknowledged, into this node's cache and expiry schedule
-//!   before the answer goes out (read-your-writes), and its update event is published. While NATS
-//!   is unreachable it fails at once. A leaf has a center node carry its writes out
-//!   ([`forward`]): one round trip over the link.
 //! - A leaf whose center is away reads a miss from its region's copy of the bucket.
+//! - [`write`]: a write goes to the store and, once acknowledged, lands on this node (expiry
+//!   schedule, cache, live feed) before the answer goes out (read-your-writes), and its update
+//!   event is stored. While NATS is unreachable it fails at once. A leaf has a center node carry
+//!   its writes out ([`forward`]): one round trip over the link.
 //! - Erasure removes the KV record with its history, then the user's events from the audit log.
 //!   Every write's event is stored before its 200, so nothing a client was told about outlives
 //!   an erasure that came after.
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
-use forward::Forwarded;
 use futures::{StreamExt, stream};
 
 use crate::{
-    cache::PresenceCache,
-    lifecycle::{EventError, EventKind, Events, ExpiryQueue, PresenceEvent},
+    cache::{Entry, PresenceCache},
+    coherence::Landing,
+    lifecycle::{EventError, Events, PresenceEvent},
     link::LinkState,
-    live::{Hub, Source},
-    model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId, same_view},
-    nats::retry_for,
+    model::{Record, UserId},
     store::{PresenceStore, StoreError},
-    telemetry::{Metrics, chain, metrics::OutcomeLabels},
+    telemetry::{Metrics, chain},
 };
 
 pub(crate) mod forward;
+mod write;
 
 /// Concurrent KV reads one multi-user request may have in flight.
 pub(crate) const MISS_CONCURRENCY: usize = 64;
@@ -80,43 +78,66 @@ pub(crate) enum WriteError {
     Events(#[from] EventError),
 }
 
-/// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
-const SETTLE_FOR: Duration = Duration::from_secs(30);
-
-/// A write as stored, at its revision, and as this node now holds it.
-pub(crate) struct Written {
-    pub stored: StoredPresence,
-    pub revision: u64,
-    pub presence: CompactPresence,
-}
-
 /// A leaf's way to the center's write path.
 #[derive(Clone)]
 pub(crate) struct Forwarding {
-    pub client: async_nats::Client,
+    client: async_nats::Client,
     /// How long a forwarded write may take: the center's KV write and its event, each bounded
     /// by `nats.request_timeout`.
-    pub limit: Duration,
+    limit: Duration,
 }
+
+impl Forwarding {
+    pub(crate) fn new(client: async_nats::Client, request_timeout: Duration) -> Self {
+        Self { client, limit: request_timeout * 2 }
+    }
+}
+
+/// Where the directory's records are kept: the bucket, a leaf's copy of it (read on a miss
+/// while the center is away), and the audit log.
+pub(crate) type Storage = (PresenceStore, Option<PresenceStore>, Events);
 
 /// The read and write paths of one node: a cheap `Clone` handle.
 #[derive(Clone)]
 pub(crate) struct Directory {
-    pub store: PresenceStore,
-    /// A leaf's copy of the bucket, read on a miss while the center is away.
-    pub region: Option<PresenceStore>,
+    store: PresenceStore,
+    region: Option<PresenceStore>,
+    events: Events,
+    cache: PresenceCache,
+    landing: Landing,
+    link: Arc<LinkState>,
     /// On a leaf: where its writes go to be carried out by the center.
-    pub forward: Option<Forwarding>,
-    pub cache: PresenceCache,
-    pub link: Arc<LinkState>,
-    pub events: Events,
-    pub expiry: Arc<ExpiryQueue>,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub node_id: String,
+    forward: Option<Forwarding>,
+    metrics: Arc<Metrics>,
+    node_id: String,
 }
 
 impl Directory {
+    pub(crate) fn new(
+        node_id: String,
+        (store, region, events): Storage,
+        (cache, landing, link): (PresenceCache, Landing, Arc<LinkState>),
+        forward: Option<Forwarding>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { store, region, events, cache, landing, link, forward, metrics, node_id }
+    }
+
+    /// The node this directory writes as.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// True while NATS answers: writes are taken.
+    pub(crate) fn reachable(&self) -> bool {
+        self.link.reachable()
+    }
+
+    /// What this node's cache holds for `user`, without counting a lookup.
+    pub(crate) async fn peek(&self, user: &str) -> Option<Entry> {
+        self.cache.peek(user).await
+    }
+
     /// True when answers from the cache may miss recent updates.
     pub(crate) fn stale(&self) -> bool {
         self.link.stale()
@@ -181,7 +202,7 @@ impl Directory {
         match self.cache.get_or_load(user, async move { store.get(&owned).await }).await {
             Ok(entry) => {
                 // Newer than what this node's watchers of the user heard, if the watcher lags.
-                self.hub.publish(user, None, entry.clone(), Source::Node);
+                self.landing.loaded(user, entry.clone());
                 Lookup::Known(entry)
             }
             Err(e) => {
@@ -209,169 +230,6 @@ impl Directory {
         }
     }
 
-    /// Stores `update` by `actor` and returns what was stored, once JetStream acknowledged it.
-    /// A leaf has the center carry it out (one round trip over the link instead of two; see
-    /// [`forward`]), and writes through the link itself when no center node takes it.
-    pub(crate) async fn write(
-        &self,
-        user: &UserId,
-        update: PresenceUpdate,
-        actor: &str,
-    ) -> Result<CompactPresence, WriteError> {
-        self.guard()?;
-        if let Some(to) = &self.forward {
-            let previous = self.cache.peek(user).await;
-            let sent = forward::send(&to.client, to.limit, (user, &update, actor, &self.node_id)).await;
-            let outcome = match &sent {
-                Ok(Forwarded::Stored(..)) => "stored",
-                Ok(Forwarded::NoCenter) => "no_center",
-                Err(_) => "failed",
-            };
-            self.metrics.writes_forwarded.get_or_create(&OutcomeLabels { outcome }).inc();
-            match sent
-                .inspect_err(|e| tracing::warn!(user = %user, error = %chain(e), "forwarded write failed"))?
-            {
-                Forwarded::Stored(stored, revision) => {
-                    self.metrics.updates.inc();
-                    return Ok(self.remember(user, &stored, revision, previous).await);
-                }
-                Forwarded::NoCenter => {}
-            }
-        }
-        let written = self.apply(user, update, actor, &self.node_id).await?;
-        self.metrics.updates.inc();
-        Ok(written.presence)
-    }
-
-    /// A change of `user`'s record made by this node on behalf of `actor` (a session's
-    /// transition, the sessions of a dead node ended): `change` makes the new record from the
-    /// current one (`None`: nothing to write; then no KV call is made if the cache is current).
-    /// What follows a write follows: cache, live feed, and an event if others see a change.
-    /// True if something was written.
-    pub(crate) async fn modify(
-        &self,
-        user: &UserId,
-        actor: &str,
-        change: impl FnMut(Option<&StoredPresence>) -> Option<StoredPresence>,
-    ) -> Result<bool, WriteError> {
-        self.guard()?;
-        let previous = self.cache.peek(user).await;
-        let Some((stored, revision)) = self.store.modify(user, previous.as_deref(), change).await? else {
-            return Ok(false);
-        };
-        self.stored(user, &stored, revision, previous, (actor, &self.node_id)).await;
-        Ok(true)
-    }
-
-    /// Writes `update` by `actor`, made at `node_id`, and stores its event: what was written,
-    /// once JetStream acknowledged both.
-    ///
-    /// A write whose acknowledgement was lost is looked up once: if the bucket holds it, it
-    /// succeeded. Otherwise its outcome is unknown (the answer says so; repeating it is safe),
-    /// and it is followed up in the background so that, if it did land, its event is published.
-    pub(crate) async fn apply(
-        &self,
-        user: &UserId,
-        update: PresenceUpdate,
-        actor: &str,
-        node_id: &str,
-    ) -> Result<Written, WriteError> {
-        self.guard()?;
-        let previous = self.cache.peek(user).await;
-        let (stored, revision) = match self.store.write(user, update, node_id, previous.as_deref()).await {
-            Ok(done) => done,
-            Err(StoreError::Unconfirmed { record, source }) => match self.store.holds(user, &record).await {
-                Ok(Some(revision)) => (*record, revision),
-                _ => {
-                    tracing::warn!(user = %user, error = %chain(&source), "write not acknowledged; its outcome is unknown");
-                    let made = (actor.to_string(), node_id.to_string());
-                    tokio::spawn(self.clone().settle(user.clone(), *record, previous, made));
-                    return Err(WriteError::Unconfirmed(source));
-                }
-            },
-            Err(e) => {
-                if !e.refused() {
-                    tracing::warn!(user = %user, error = %chain(&e), "write failed");
-                }
-                return Err(e.into());
-            }
-        };
-        let presence = self.stored(user, &stored, revision, previous, (actor, node_id)).await;
-        Ok(Written { stored, revision, presence })
-    }
-
-    /// What follows a write JetStream holds: this node's cache and expiry schedule, and the
-    /// update event, stored in the audit log.
-    async fn stored(
-        &self,
-        user: &UserId,
-        stored: &StoredPresence,
-        revision: u64,
-        previous: Option<Arc<Record>>,
-        (actor, node_id): (&str, &str),
-    ) -> CompactPresence {
-        let presence = self.remember(user, stored, revision, previous.clone()).await;
-        let now = Utc::now();
-        let before = previous.as_ref().map(|e| e.presence.as_ref());
-        if before.is_some_and(|before| same_view(user, before, Some(&presence), now)) {
-            // To everyone but the user nothing changed (a write while invisible): no event.
-            return presence;
-        }
-        let previous_status = before.flatten().map(|p| p.shown_status(now));
-        let event = PresenceEvent {
-            kind: EventKind::Update,
-            user_id: user.to_string(),
-            presence: presence.view(user, now).into_owned(),
-            previous_status,
-            revision,
-            node_id: node_id.to_string(),
-            actor: actor.to_string(),
-            timestamp: now,
-        };
-        // Stored before the answer goes out: a 200 means the record and its event are both in
-        // JetStream, so an erasure that follows finds and removes both.
-        self.events.publish(&event, format!("update-{user}-{revision}")).await;
-        presence
-    }
-
-    /// A stored write into this node's expiry schedule, cache and live feed (read-your-writes).
-    async fn remember(
-        &self,
-        user: &UserId,
-        stored: &StoredPresence,
-        revision: u64,
-        previous: Option<Arc<Record>>,
-    ) -> CompactPresence {
-        let presence = CompactPresence::from(stored);
-        self.expiry.replace(previous.as_deref(), revision, Some(&presence));
-        let entry = self.cache.upsert(user, Record { revision, presence: Some(presence.clone()) }).await;
-        self.hub.publish(user, previous.as_deref(), entry, Source::Node);
-        presence
-    }
-
-    /// Follows up a write whose outcome was unknown until the bucket says whether it holds it
-    /// (at most [`SETTLE_FOR`]). If it does, the write is completed as if acknowledged: the event
-    /// and the pair (KV record, event) stay consistent. If the key holds something else, the
-    /// write never landed or was overwritten since, and there is nothing to announce.
-    async fn settle(
-        self,
-        user: UserId,
-        record: StoredPresence,
-        previous: Option<Arc<Record>>,
-        (actor, node_id): (String, String),
-    ) {
-        match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
-            Some(Some(revision)) => {
-                tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
-                self.metrics.updates.inc();
-                self.stored(&user, &record, revision, previous, (&actor, &node_id)).await;
-            }
-            // The key holds something else: the write never landed, or was overwritten since.
-            Some(None) => {}
-            None => tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known"),
-        }
-    }
-
     /// The newest `limit` events of `user`, newest first.
     pub(crate) async fn history(
         &self,
@@ -383,29 +241,6 @@ impl Directory {
             tracing::warn!(user = %user, error = %chain(e), "history read failed");
         })?;
         Ok(events)
-    }
-
-    /// Erases `user`: the KV record with its history, then their events in the audit log.
-    pub(crate) async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
-        self.guard()?;
-        let erased = async {
-            // The record first: from then on no node serves the user, then the audit log.
-            self.store.purge(user).await?;
-            let events = self.events.erase(user).await?;
-            // A tombstone at the purge's revision: no older load or watched change can bring the
-            // user back into this node's cache.
-            let previous = self.cache.peek(user).await;
-            let tombstone = self.store.get(user).await?;
-            self.expiry.replace(previous.as_deref(), tombstone.revision, tombstone.presence.as_ref());
-            let entry = self.cache.upsert(user, tombstone).await;
-            self.hub.publish(user, previous.as_deref(), entry, Source::Node);
-            Ok::<_, WriteError>(events)
-        };
-        let events = erased.await.inspect_err(|e| {
-            tracing::warn!(user = %user, error = %chain(e), "erasure failed");
-        })?;
-        tracing::info!(user = %user, events, "erased");
-        Ok(())
     }
 
     /// Refuses at once while NATS is known to be away. (The store's breaker refuses too, once

@@ -9,13 +9,13 @@ mod extract;
 mod health;
 mod limits;
 pub(crate) mod listener;
-mod live;
 pub(crate) mod openapi;
 mod owner;
 mod page;
 pub(crate) mod presence;
 mod server;
 mod sse;
+mod subscribe;
 mod transport;
 mod ws;
 
@@ -44,6 +44,7 @@ use crate::{
     auth::Authenticator,
     directory::Directory,
     health::Health,
+    live::Hub,
     sessions::Sessions,
     telemetry::{
         Metrics,
@@ -64,6 +65,8 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     /// The read and write paths.
     pub directory: Directory,
+    /// The live feed: subscriptions of event streams and WebSockets.
+    pub hub: Arc<Hub>,
     /// The device sessions this node holds.
     pub sessions: Arc<Sessions>,
     /// What the node knows about itself.

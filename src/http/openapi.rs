@@ -68,7 +68,7 @@ pub(crate) fn document() -> &'static Value {
     })
 }
 
-/// A user id: DECISIONS section 3, as `model::UserId::parse` checks it.
+/// A user id (docs/api.md), as `model::UserId::parse` checks it.
 const USER_ID: &str = "^[A-Za-z0-9_-]{1,128}$";
 /// A `?users=` list: 1 to 1000 ids, within what a URI can hold (65,534 bytes in all).
 const USER_LIST: &str = "^[A-Za-z0-9_-]{1,128}(,[A-Za-z0-9_-]{1,128}){0,999}$";

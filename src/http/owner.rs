@@ -68,7 +68,7 @@ pub(crate) struct ErasedResponse {
     pub success: bool,
 }
 
-/// Erase your own presence and its history (see the README for what is and is not erased).
+/// Erase your own presence and its history (docs/lifecycle.md says what is and is not erased).
 #[utoipa::path(
     delete,
     path = "/api/v2/presence/{user_id}",

@@ -1,4 +1,4 @@
-//! The presence API (README, "The API"; docs/architecture.md, "A read" and "A write"): handlers
+//! The presence API (docs/api.md, "The API"; docs/architecture.md, "A read" and "A write"): handlers
 //! and their routes side by side.
 
 use std::collections::{BTreeMap, HashSet};

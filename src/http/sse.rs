@@ -26,9 +26,9 @@ use super::{
     extract::ApiQuery,
     limits::ReadLimited,
     listener::ClientAddr,
-    live,
     presence::{UsersQuery, parse_user_list},
     server::ConnectionCloser,
+    subscribe,
 };
 use crate::live::{Cursor, LinkEvent, Pacer, StreamKind, Subscription};
 
@@ -54,7 +54,7 @@ pub(super) async fn stream(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Result<Response, ApiError> {
-    if !live::origin_allowed(&state, &headers) {
+    if !subscribe::origin_allowed(&state, &headers) {
         return Err(ApiError::OriginRefused);
     }
     let raw =
@@ -62,15 +62,15 @@ pub(super) async fn stream(
     let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
     let ip = state.limits.client_ip(&headers, peer.ip());
     let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
-    let subscription = live::open(&state, StreamKind::Sse, ip, closer)?;
+    let subscription = subscribe::open(&state, StreamKind::Sse, ip, closer)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(Cursor::parse);
-    let start = live::watch(&state, &limited, &subscription, users, resume.as_ref()).await?;
+    let start = subscribe::follow(&state, &limited, &subscription, users, resume.as_ref()).await?;
     let mut first = VecDeque::new();
     if let Some(snapshot) = start.snapshot {
         let data = format!("{{\"data\":{snapshot}}}");
-        first.push_back(Event::default().event("snapshot").id(start.watching.cursor).data(data));
+        first.push_back(Event::default().event("snapshot").id(start.following.cursor).data(data));
     }
-    let settings = state.directory.hub.settings();
+    let settings = state.hub.settings();
     let keep_alive = KeepAlive::new().interval(settings.keep_alive).text("keep-alive");
     let feed =
         Feed { subscription: Arc::new(subscription), queue: first, pacer: Pacer::new(settings.batch_window) };
@@ -119,7 +119,7 @@ impl Feed {
         }
         if let Some(seq) = batch.last_seq() {
             let hub = self.subscription.hub();
-            let data = format!("{{\"changes\":{}}}", live::changes_json(&batch));
+            let data = format!("{{\"changes\":{}}}", subscribe::changes_json(&batch));
             self.queue.push_back(Event::default().event("change").id(hub.cursor(seq)).data(data));
             hub.delivered(batch.changes.len());
         }

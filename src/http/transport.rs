@@ -1,4 +1,4 @@
-//! HTTPS enforcement (README, "HTTPS"). With `service.tls` in `direct` mode every connection is
+//! HTTPS enforcement (docs/security.md, "HTTPS"). With `service.tls` in `direct` mode every connection is
 //! TLS and every answer carries `Strict-Transport-Security`. In `proxy` mode a TLS-terminating
 //! proxy in front says how the client came in (`Forwarded: proto=` or `X-Forwarded-Proto`), and
 //! it is believed only from `service.tls.trusted_proxies`: a request that did not arrive over

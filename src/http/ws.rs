@@ -45,13 +45,13 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ApiError, AppState, auth::AuthUser, limits::ReadLimited, listener::ClientAddr, live,
-    presence::parse_user_list,
+    ApiError, AppState, auth::AuthUser, limits::ReadLimited, listener::ClientAddr, presence::parse_user_list,
+    subscribe,
 };
 use crate::{
     live::{Dropped, LinkEvent, Pacer, StreamKind, Subscription},
     model::UserId,
-    sessions::{HelloError, Session as DeviceSession},
+    sessions::{HelloError, Session},
 };
 
 /// The largest message a client may send: a subscribe with 1000 ids of 128 characters.
@@ -92,14 +92,14 @@ pub(super) async fn upgrade(
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let headers = request.headers();
-    if !live::origin_allowed(&state, headers) {
+    if !subscribe::origin_allowed(&state, headers) {
         return Err(ApiError::OriginRefused);
     }
     let accept = handshake(headers)?;
     let ip: IpAddr = state.limits.client_ip(headers, peer.ip());
     let wants_session = headers.contains_key(header::AUTHORIZATION);
     // The upgraded connection leaves the HTTP server's loop: this session closes it itself.
-    let subscription = live::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
+    let subscription = subscribe::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;
     // Last: a session that starts is one the connection will hold.
     let device = match wants_session {
         true => Some(session_from_header(&state, request.headers(), request.uri()).await?),
@@ -115,7 +115,9 @@ pub(super) async fn upgrade(
             .max_frame_size(Some(MAX_MESSAGE));
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        Session { state, limited, subscription, socket, device, closing: false, refused: None }.run().await;
+        Connection { state, limited, subscription, socket, device, closing: false, refused: None }
+            .run()
+            .await;
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
@@ -155,7 +157,7 @@ async fn session_from_header(
     state: &AppState,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
-) -> Result<DeviceSession, ApiError> {
+) -> Result<Session, ApiError> {
     #[derive(Deserialize)]
     struct Wanted {
         device: Option<String>,
@@ -185,13 +187,13 @@ enum ClientMessage {
     Ping,
 }
 
-struct Session {
+struct Connection {
     state: AppState,
     limited: ReadLimited,
     subscription: Subscription,
     socket: Socket,
     /// The device's session this connection holds, once it said hello.
-    device: Option<DeviceSession>,
+    device: Option<Session>,
     /// The client sent a close frame: its session ends at once, not after the grace.
     closing: bool,
     /// A `hello` whose token was refused: the connection is closed with this code.
@@ -207,9 +209,9 @@ enum End {
     Refused(u16),
 }
 
-impl Session {
+impl Connection {
     async fn run(mut self) {
-        let settings = self.state.directory.hub.settings().clone();
+        let settings = self.state.hub.settings().clone();
         let subscriber = self.subscription.subscriber().clone();
         let mut pings = tokio::time::interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
         let mut heard = Instant::now();
@@ -244,17 +246,17 @@ impl Session {
                     }
                     pacer.sent(Instant::now());
                     if self.send_batch(&batch, settings.write_timeout).await.is_err() {
-                        self.state.directory.hub.drop_for(&subscriber, Dropped::Slow);
+                        self.state.hub.drop_for(&subscriber, Dropped::Slow);
                         break End::Dropped(Dropped::Slow);
                     }
                 }
                 _ = pings.tick() => {
                     if heard.elapsed() > settings.keep_alive * 2 {
-                        self.state.directory.hub.drop_for(&subscriber, Dropped::Dead);
+                        self.state.hub.drop_for(&subscriber, Dropped::Dead);
                         break End::Dropped(Dropped::Dead);
                     }
                     if self.send(Message::Ping(Default::default()), settings.write_timeout).await.is_err() {
-                        self.state.directory.hub.drop_for(&subscriber, Dropped::Slow);
+                        self.state.hub.drop_for(&subscriber, Dropped::Slow);
                         break End::Dropped(Dropped::Slow);
                     }
                 }
@@ -343,7 +345,7 @@ impl Session {
             self.send_text(r#"{"type":"stale"}"#.into(), limit).await?;
         }
         if !batch.changes.is_empty() {
-            let text = format!(r#"{{"type":"changes","changes":{}}}"#, live::changes_json(batch));
+            let text = format!(r#"{{"type":"changes","changes":{}}}"#, subscribe::changes_json(batch));
             self.send_text(text, limit).await?;
             self.subscription.hub().delivered(batch.changes.len());
         }
@@ -383,7 +385,7 @@ impl Session {
             },
             ClientMessage::Ping => self.send_text(r#"{"type":"pong"}"#.into(), limit).await,
             ClientMessage::Unsubscribe { users } => {
-                self.subscription.unwatch(&users);
+                self.subscription.unfollow(&users);
                 Ok(())
             }
             ClientMessage::Subscribe { users } => {
@@ -391,7 +393,8 @@ impl Session {
                     Ok(users) => users,
                     Err(e) => return self.error(&e.to_string(), limit).await,
                 };
-                let start = live::watch(&self.state, &self.limited, &self.subscription, users, None).await;
+                let start =
+                    subscribe::follow(&self.state, &self.limited, &self.subscription, users, None).await;
                 match start {
                     Ok(start) => {
                         let snapshot = start.snapshot.unwrap_or_else(|| "{}".into());

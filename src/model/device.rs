@@ -1,4 +1,4 @@
-//! The devices a user holds sessions on (README, "Sessions"): as the KV stores them, inside the
+//! The devices a user holds sessions on (docs/sessions.md, "Sessions"): as the KV stores them, inside the
 //! user's record ([`StoredDevice`], keyed by the client's device id), as a node holds them
 //! ([`Device`]), and how they add up to a status.
 

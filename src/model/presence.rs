@@ -95,7 +95,7 @@ pub(crate) struct StoredPresence {
     pub devices: StoredDevices,
 }
 
-/// A presence as the API shows it (README, "What a user of the API must know"). It
+/// A presence as the API shows it (docs/api.md, "What a user of the API must know"). It
 /// borrows from the cache on the read path; events own theirs (`Presence<'static>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Presence<'a> {
@@ -204,7 +204,7 @@ impl CompactPresence {
         (self.status.expires() && !self.is_expired(now)).then_some(self.status)
     }
 
-    /// The status at `now` as the owner sees it (README, "Sessions", the precedence rule): the
+    /// The status at `now` as the owner sees it (docs/sessions.md, "Sessions", the precedence rule): the
     /// status a client set while its ttl holds (`invisible`, `busy`, `away`, `online`), else
     /// what the devices say (`online` if any is active, `away` if all are idle), else `offline`.
     pub(crate) fn owner_status(&self, now: DateTime<Utc>) -> Status {
@@ -511,7 +511,7 @@ mod tests {
         CompactPresence::from(&stored)
     }
 
-    /// README, "Sessions": the precedence rule, case by case. A status a client set holds for
+    /// docs/sessions.md, "Sessions": the precedence rule, case by case. A status a client set holds for
     /// its ttl and overrides the sessions; once it ran out (or was `offline`), the devices decide.
     #[test]
     fn the_precedence_rule() {

@@ -1,5 +1,5 @@
 //! A validated write: what `PUT /api/v2/presence/{user_id}` asks for, checked once at the edge
-//! (DECISIONS section 3 as docs/architecture.md, "Errors and input", puts it).
+//! (docs/api.md, "What a user of the API must know"; docs/architecture.md, "Errors and input").
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Sessions: presence that follows connections (README, "Sessions"; docs/architecture.md,
+//! Sessions: presence that follows connections (docs/sessions.md, "Sessions"; docs/architecture.md,
 //! "Sessions").
 //!
 //! A client holds a session over the WebSocket (`hello` → `welcome`): one device of one user.
@@ -44,7 +44,7 @@ use crate::{
     config::SessionsConfig,
     directory::Directory,
     model::{DeviceKind, UserId, is_valid_token},
-    telemetry::{chain, metrics::OutcomeLabels},
+    telemetry::{Metrics, chain, metrics::OutcomeLabels},
     topology::{Holdings, Registry},
 };
 
@@ -73,6 +73,7 @@ pub(crate) struct Sessions {
     holdings: Arc<Holdings>,
     registry: Arc<Registry>,
     settings: SessionsConfig,
+    metrics: Arc<Metrics>,
     started: Instant,
 }
 
@@ -123,6 +124,7 @@ impl Sessions {
         holdings: Arc<Holdings>,
         registry: Arc<Registry>,
         settings: SessionsConfig,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::new(Table::starting()),
@@ -131,6 +133,7 @@ impl Sessions {
             holdings,
             registry,
             settings,
+            metrics,
             started: Instant::now(),
         })
     }
@@ -158,9 +161,9 @@ impl Sessions {
         }
         let kind: DeviceKind = kind.parse().map_err(|()| HelloError::Kind)?;
         // Devices held at other nodes count too, as far as this node knows of them.
-        let elsewhere: Vec<Box<str>> = match self.directory.cache.peek(user).await {
+        let elsewhere: Vec<Box<str>> = match self.directory.peek(user).await {
             Some(record) => record.presence.as_ref().map_or_else(Vec::new, |p| {
-                let mine = &*self.directory.node_id;
+                let mine = self.directory.node_id();
                 p.devices().iter().filter(|d| &*d.node != mine).map(|d| d.id.clone()).collect()
             }),
             None => Vec::new(),
@@ -195,7 +198,7 @@ impl Sessions {
 
     /// The sessions' tasks, until `stop`: the timers and the reaper, the writer.
     pub(crate) fn spawn(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>, stop: &CancellationToken) {
-        let touched = self.holdings.listen(&self.directory.node_id);
+        let touched = self.holdings.listen(self.directory.node_id());
         tasks.spawn(self.clone().tick(stop.clone()));
         tasks.spawn(self.clone().write(stop.clone()));
         if let Some(touched) = touched {
@@ -223,9 +226,9 @@ impl Sessions {
                 for user in changed {
                     self.mark(&mut table, user);
                 }
-                self.directory.metrics.sessions_held.set(table.len() as i64);
+                self.metrics.sessions_held.set(table.len() as i64);
             }
-            let reachable = self.directory.link.reachable();
+            let reachable = self.directory.reachable();
             match (reachable, reachable_since) {
                 (true, None) => {
                     reachable_since = Some(now);
@@ -246,7 +249,7 @@ impl Sessions {
             if !own_cleaned && self.started.elapsed() >= self.settings.grace {
                 own_cleaned = true;
                 self.lock().seen = None;
-                self.mark_held_at(|node| node == self.directory.node_id);
+                self.mark_held_at(|node| node == self.directory.node_id());
             }
             // Only a node that has heard heartbeats for a while can tell who is silent.
             if since.elapsed() >= self.settings.node_timeout && self.is_reaper() {
@@ -263,7 +266,7 @@ impl Sessions {
     /// Whether `node` has not been heard from for `sessions.node_timeout` plus the grace (never,
     /// since this node started, counts from the start).
     fn dead(&self, node: &str) -> bool {
-        if node == self.directory.node_id {
+        if node == self.directory.node_id() {
             return false;
         }
         let silent = self.registry.last_heard(node).unwrap_or(self.started).elapsed();
@@ -273,9 +276,9 @@ impl Sessions {
     /// Whether this node is the one that ends dead nodes' sessions: the lowest id among the
     /// nodes up. (Should two nodes disagree for a moment, each write is a compare-and-set.)
     fn is_reaper(&self) -> bool {
-        let me = &self.directory.node_id;
+        let me = self.directory.node_id();
         let nodes = self.registry.nodes(0);
-        !nodes.iter().any(|n| n.up && n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id))
+        !nodes.iter().any(|n| n.up && *n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id))
     }
 
     /// Brings the records of dirty users in line with the table, [`CONCURRENCY`] at a time.
@@ -335,7 +338,7 @@ impl Sessions {
     /// devices of dead nodes).
     async fn sync(&self, user: Arc<str>) {
         let Ok(id) = UserId::parse(&user) else { return };
-        let node = self.directory.node_id.as_str();
+        let node = self.directory.node_id();
         let first_grace = self.started + self.settings.grace;
         let result = self
             .directory
@@ -360,6 +363,6 @@ impl Sessions {
                 "failed"
             }
         };
-        self.directory.metrics.session_writes.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.metrics.session_writes.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 }

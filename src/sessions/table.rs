@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::model::{DeviceKind, Status, StoredDevice, StoredDevices, StoredPresence};
 
 /// One device's session at this node.
-struct Session {
+struct Slot {
     kind: DeviceKind,
     /// Open connections for this device (a client may reconnect before its old connection is
     /// found dead).
@@ -35,7 +35,7 @@ pub(crate) struct Held {
 /// The sessions, by user and device, and the users whose records must follow them.
 #[derive(Default)]
 pub(super) struct Table {
-    users: HashMap<Arc<str>, HashMap<Arc<str>, Session>>,
+    users: HashMap<Arc<str>, HashMap<Arc<str>, Slot>>,
     /// Sessions held, in their grace too.
     count: usize,
     /// Users whose record may not say what the table says.
@@ -87,7 +87,7 @@ impl Table {
                 held.idle = false;
             }
             Entry::Vacant(slot) => {
-                slot.insert(Session { kind, connections: 1, active_at: now, idle: false, grace_until: None });
+                slot.insert(Slot { kind, connections: 1, active_at: now, idle: false, grace_until: None });
                 self.count += 1;
             }
         }
@@ -106,7 +106,7 @@ impl Table {
             if !seen.insert((user.clone(), id.clone())) {
                 continue;
             }
-            let held = Session {
+            let held = Slot {
                 kind: device.kind,
                 connections: 0,
                 active_at: until,

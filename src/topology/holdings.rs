@@ -1,6 +1,6 @@
 //! Which nodes hold sessions of which users, as the records in the bucket say: the watcher keeps
 //! it up to date with every change it applies. It is how a node finds the sessions of a node
-//! that died (README, "Sessions"), and, after a restart, the sessions it held before.
+//! that died (docs/sessions.md, "Sessions"), and, after a restart, the sessions it held before.
 
 use std::{
     collections::HashMap,

@@ -1,5 +1,9 @@
 //! The command line: `presence [serve]` runs a node, `presence token` mints a JWT, `presence
-//! certs` writes development certificates, `presence watch` follows users live.
+//! certs` writes development certificates, `presence watch` follows users live (`tail`).
+
+mod tail;
+
+pub use tail::Tail;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -20,7 +24,7 @@ use crate::{
     about = "Who is online, away, busy or offline: a presence service on NATS JetStream."
 )]
 pub struct Cli {
-    /// The YAML configuration file (README, "Configuration"); built-in defaults without one.
+    /// The YAML configuration file (docs/configuration.md, "Configuration"); built-in defaults without one.
     #[arg(long, short, global = true, env = "PRESENCE_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -171,12 +175,12 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .flat_map(|u| u.split(','))
         .map(|u| UserId::parse(u.trim()).map(|u| u.to_string()))
         .collect::<Result<_, _>>()?;
-    let watch = crate::watch::Watch { url: args.url, users, ca: args.ca };
+    let tail = Tail { url: args.url, users, ca: args.ca };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut stdout = tokio::io::stdout();
         tokio::select! {
-            result = watch.run(&mut stdout) => result,
+            result = tail.run(&mut stdout) => result,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })

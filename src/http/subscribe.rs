@@ -1,4 +1,4 @@
-//! Live presence over HTTP (README, "Live presence"): what the two protocols share. A stream
+//! Live presence over HTTP (docs/live.md, "Live presence"): what the two protocols share. A stream
 //! opens within the caps, watches a list of users (the same rules as a multi-user read), and
 //! gets a snapshot (exactly what a multi-user read shows) before the changes that follow it.
 //! [`super::sse`] speaks Server-Sent Events, [`super::ws`] WebSocket.
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     directory::Lookup,
-    live::{Batch, Cursor, Refused, StreamKind, Subscription, Watching},
+    live::{Batch, Cursor, Following, Refused, StreamKind, Subscription},
     model::{Record, UserId},
 };
 
@@ -27,7 +27,7 @@ pub(super) fn open(
     ip: IpAddr,
     closer: CancellationToken,
 ) -> Result<Subscription, ApiError> {
-    state.directory.hub.subscribe(kind, ip, closer).map_err(|refused| match refused {
+    state.hub.subscribe(kind, ip, closer).map_err(|refused| match refused {
         Refused::Full => ApiError::StreamsFull,
         Refused::PerIp => ApiError::TooManyStreams,
     })
@@ -35,7 +35,7 @@ pub(super) fn open(
 
 /// What a watch list starts with.
 pub(super) struct Start {
-    pub watching: Watching,
+    pub following: Following,
     /// `{user_id: presence, ...}`, as a multi-user read shows them; `None` after a resume.
     pub snapshot: Option<String>,
 }
@@ -43,7 +43,7 @@ pub(super) struct Start {
 /// Makes `users` the subscription's watch list and reads where they stand (charged to the
 /// client as a multi-user read: one per user not in the node's cache). With a `resume` cursor
 /// this node can resume from, the changes since are queued instead of a snapshot.
-pub(super) async fn watch(
+pub(super) async fn follow(
     state: &AppState,
     limited: &ReadLimited,
     subscription: &Subscription,
@@ -52,7 +52,7 @@ pub(super) async fn watch(
 ) -> Result<Start, ApiError> {
     // Registered first, read after: whatever changes in between is queued, and the snapshot
     // shows at least everything up to the cursor.
-    let watching = subscription.watch(&users, resume);
+    let following = subscription.follow(&users, resume);
     let partial = state.directory.read_cached(users).await;
     limited.charge(state, partial.misses())?;
     let found = Box::pin(state.directory.complete(partial)).await;
@@ -65,13 +65,13 @@ pub(super) async fn watch(
             Lookup::Degraded => None,
         })
         .collect();
-    subscription.seen(&records, now, !watching.resumed);
-    if watching.resumed {
-        return Ok(Start { watching, snapshot: None });
+    subscription.seen(&records, now, !following.resumed);
+    if following.resumed {
+        return Ok(Start { following, snapshot: None });
     }
     let presences = presence::shown(&found.entries, now);
     let snapshot = serde_json::to_string(&DataMap(&presences)).map_err(|_| ApiError::Internal)?;
-    Ok(Start { watching, snapshot: Some(snapshot) })
+    Ok(Start { following, snapshot: Some(snapshot) })
 }
 
 /// `[change, ...]` of a batch, as JSON.

@@ -1,5 +1,5 @@
-//! `presence watch --url URL alice bob`: follows users from a terminal over the node's
-//! Server-Sent Events stream, one line per change. It reconnects by itself (with
+//! `presence watch --url URL alice bob`, a tail of presence changes: follows users from a
+//! terminal over the node's Server-Sent Events stream, one line per change. It reconnects by itself (with
 //! `Last-Event-ID`, so that nothing is missed) until interrupted.
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -19,7 +19,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// Where to connect and whom to follow.
 #[derive(Debug)]
-pub struct Watch {
+pub struct Tail {
     /// `http://host:port` or `https://host:port`.
     pub url: String,
     pub users: Vec<String>,
@@ -58,7 +58,7 @@ struct Presence {
     message: Option<String>,
 }
 
-impl Watch {
+impl Tail {
     /// Follows the users until the process is interrupted, writing lines to `out`.
     pub async fn run(&self, out: &mut (impl tokio::io::AsyncWrite + Unpin)) -> anyhow::Result<()> {
         let target = Target::parse(&self.url, self.ca.as_deref())?;

@@ -1,0 +1,63 @@
+//! Where a record lands on this node. Every path that learns of a user's record at a revision
+//! (this node's writes and erasures, the watcher's changes) hands it to [`Landing::land`], which
+//! tells the node's consumers in one order under one revision rule:
+//!
+//! 1. the expiry schedule (the revision it supersedes taken out, the new one timed),
+//! 2. the cache,
+//! 3. the live feed.
+//!
+//! The rule: a record is scheduled and cached only if it is newer than what the cache holds, so a
+//! late watcher change never replaces this node's own newer write, and a write the watcher
+//! brought first is not scheduled twice. The live feed is told either way; it keeps its own
+//! order per user (see [`crate::live::Hub::publish`]), and the watcher's changes fill its resume
+//! buffer in revision order. A new consumer of "this node now holds revision R" is added here.
+
+use std::sync::Arc;
+
+use crate::{
+    cache::{Entry, PresenceCache},
+    lifecycle::ExpiryQueue,
+    live::{Hub, Source},
+};
+
+/// The node's consumers of records: a cheap `Clone` handle.
+#[derive(Clone)]
+pub(crate) struct Landing {
+    cache: PresenceCache,
+    expiry: Arc<ExpiryQueue>,
+    hub: Arc<Hub>,
+}
+
+impl Landing {
+    pub(crate) fn new(cache: PresenceCache, expiry: Arc<ExpiryQueue>, hub: Arc<Hub>) -> Self {
+        Self { cache, expiry, hub }
+    }
+
+    /// `record` is `user`'s at its revision, as `source` learned it. Returns what the cache held
+    /// before, whatever its revision.
+    pub(crate) async fn land(&self, user: &str, record: Entry, source: Source) -> Option<Entry> {
+        let previous = self.cache.peek(user).await;
+        let before = previous.as_deref().filter(|p| p.revision < record.revision);
+        if previous.is_none() || before.is_some() {
+            self.expiry.replace(before, record.revision, record.presence.as_ref());
+            // The cache checks the revision again under its own lock: a concurrent newer record
+            // that got there first stays.
+            self.cache.upsert(user, record.clone()).await;
+        }
+        self.hub.publish(user, before, record, source);
+        previous
+    }
+
+    /// A record a cache miss loaded (the cache admitted it under the same rule): watchers of the
+    /// user hear of it now, if it is newer than what they were told, rather than when the
+    /// watcher brings it.
+    pub(crate) fn loaded(&self, user: &str, entry: Entry) {
+        self.hub.publish(user, None, entry, Source::Node);
+    }
+
+    /// The bucket was replaced: nothing this node holds can be trusted.
+    pub(crate) fn forget_all(&self) {
+        self.cache.clear();
+        self.hub.reset();
+    }
+}

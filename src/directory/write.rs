@@ -1,0 +1,211 @@
+//! The write side of the directory: a client's write, a session's change and a leaf's write
+//! carried out here all end the same way. Once JetStream acknowledged the record, it lands on
+//! this node (expiry schedule, cache, live feed: [`crate::coherence::Landing`]) and its update
+//! event is stored in the audit log, both before the answer goes out. Erasure removes the record
+//! with its history, then the user's events.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+
+use super::{
+    Directory, WriteError,
+    forward::{self, Forwarded},
+};
+use crate::{
+    cache::Entry,
+    lifecycle::{EventKind, PresenceEvent},
+    live::Source,
+    model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId, same_view},
+    nats::retry_for,
+    store::StoreError,
+    telemetry::{chain, metrics::OutcomeLabels},
+};
+
+/// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
+const SETTLE_FOR: Duration = Duration::from_secs(30);
+
+/// A write as stored, at its revision, and as this node now holds it.
+pub(crate) struct Written {
+    pub stored: StoredPresence,
+    pub revision: u64,
+    pub presence: CompactPresence,
+}
+
+/// Who made a change, and at which node.
+type Made<'a> = (&'a str, &'a str);
+
+impl Directory {
+    /// Stores a client's `update` by `actor` and returns what was stored, once JetStream
+    /// acknowledged it. A leaf has the center carry it out (one round trip over the link instead
+    /// of two; see [`forward`]), and writes through the link itself when no center node takes it.
+    pub(crate) async fn write(
+        &self,
+        user: &UserId,
+        update: PresenceUpdate,
+        actor: &str,
+    ) -> Result<CompactPresence, WriteError> {
+        self.guard()?;
+        if let Some(to) = &self.forward {
+            let sent = forward::send(&to.client, to.limit, (user, &update, actor, &self.node_id)).await;
+            let outcome = match &sent {
+                Ok(Forwarded::Stored(..)) => "stored",
+                Ok(Forwarded::NoCenter) => "no_center",
+                Err(_) => "failed",
+            };
+            self.metrics.writes_forwarded.get_or_create(&OutcomeLabels { outcome }).inc();
+            match sent
+                .inspect_err(|e| tracing::warn!(user = %user, error = %chain(e), "forwarded write failed"))?
+            {
+                Forwarded::Stored(stored, revision) => {
+                    self.metrics.updates.inc();
+                    // The center announced it; this node only holds it (read-your-writes).
+                    let presence = CompactPresence::from(&stored);
+                    let record = Arc::new(Record { revision, presence: Some(presence.clone()) });
+                    self.landing.land(user, record, Source::Node).await;
+                    return Ok(presence);
+                }
+                Forwarded::NoCenter => {}
+            }
+        }
+        let written = self.carry_out(user, update, actor, &self.node_id).await?;
+        self.metrics.updates.inc();
+        Ok(written.presence)
+    }
+
+    /// A change of `user`'s record made by this node on behalf of `actor` (a session's
+    /// transition, the sessions of a dead node ended): `change` makes the new record from the
+    /// current one (`None`: nothing to write; then no KV call is made if the cache is current).
+    /// What follows a write follows. True if something was written.
+    pub(crate) async fn modify(
+        &self,
+        user: &UserId,
+        actor: &str,
+        change: impl FnMut(Option<&StoredPresence>) -> Option<StoredPresence>,
+    ) -> Result<bool, WriteError> {
+        self.guard()?;
+        let previous = self.cache.peek(user).await;
+        let Some((stored, revision)) = self.store.modify(user, previous.as_deref(), change).await? else {
+            return Ok(false);
+        };
+        self.finish(user, &stored, revision, previous, (actor, &self.node_id)).await;
+        Ok(true)
+    }
+
+    /// Writes `update` by `actor`, made at `node_id` (this node, or a leaf whose write a center
+    /// node carries out), and stores its event: what was written, once JetStream acknowledged
+    /// both.
+    ///
+    /// A write whose acknowledgement was lost is looked up once: if the bucket holds it, it
+    /// succeeded. Otherwise its outcome is unknown (the answer says so; repeating it is safe),
+    /// and it is followed up in the background so that, if it did land, its event is published.
+    pub(super) async fn carry_out(
+        &self,
+        user: &UserId,
+        update: PresenceUpdate,
+        actor: &str,
+        node_id: &str,
+    ) -> Result<Written, WriteError> {
+        self.guard()?;
+        let previous = self.cache.peek(user).await;
+        let (stored, revision) = match self.store.write(user, update, node_id, previous.as_deref()).await {
+            Ok(done) => done,
+            Err(StoreError::Unconfirmed { record, source }) => match self.store.holds(user, &record).await {
+                Ok(Some(revision)) => (*record, revision),
+                _ => {
+                    tracing::warn!(user = %user, error = %chain(&source), "write not acknowledged; its outcome is unknown");
+                    let made = (actor.to_string(), node_id.to_string());
+                    tokio::spawn(self.clone().settle(user.clone(), *record, previous, made));
+                    return Err(WriteError::Unconfirmed(source));
+                }
+            },
+            Err(e) => {
+                if !e.refused() {
+                    tracing::warn!(user = %user, error = %chain(&e), "write failed");
+                }
+                return Err(e.into());
+            }
+        };
+        let presence = self.finish(user, &stored, revision, previous, (actor, node_id)).await;
+        Ok(Written { stored, revision, presence })
+    }
+
+    /// What follows a write JetStream holds: the record lands on this node, and its update event
+    /// is stored in the audit log. `previous` is the record the write was made from.
+    async fn finish(
+        &self,
+        user: &UserId,
+        stored: &StoredPresence,
+        revision: u64,
+        previous: Option<Entry>,
+        (actor, node_id): Made<'_>,
+    ) -> CompactPresence {
+        let presence = CompactPresence::from(stored);
+        let record = Arc::new(Record { revision, presence: Some(presence.clone()) });
+        self.landing.land(user, record, Source::Node).await;
+        let now = Utc::now();
+        let before = previous.as_ref().map(|e| e.presence.as_ref());
+        if before.is_some_and(|before| same_view(user, before, Some(&presence), now)) {
+            // To everyone but the user nothing changed (a write while invisible): no event.
+            return presence;
+        }
+        let previous_status = before.flatten().map(|p| p.shown_status(now));
+        let event = PresenceEvent {
+            kind: EventKind::Update,
+            user_id: user.to_string(),
+            presence: presence.view(user, now).into_owned(),
+            previous_status,
+            revision,
+            node_id: node_id.to_string(),
+            actor: actor.to_string(),
+            timestamp: now,
+        };
+        // Stored before the answer goes out: a 200 means the record and its event are both in
+        // JetStream, so an erasure that follows finds and removes both.
+        self.events.publish(&event, format!("update-{user}-{revision}")).await;
+        presence
+    }
+
+    /// Follows up a write whose outcome was unknown until the bucket says whether it holds it
+    /// (at most [`SETTLE_FOR`]). If it does, the write is completed as if acknowledged: the event
+    /// and the pair (KV record, event) stay consistent. If the key holds something else, the
+    /// write never landed or was overwritten since, and there is nothing to announce.
+    async fn settle(
+        self,
+        user: UserId,
+        record: StoredPresence,
+        previous: Option<Entry>,
+        (actor, node_id): (String, String),
+    ) {
+        match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
+            Some(Some(revision)) => {
+                tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
+                self.metrics.updates.inc();
+                self.finish(&user, &record, revision, previous, (&actor, &node_id)).await;
+            }
+            // The key holds something else: the write never landed, or was overwritten since.
+            Some(None) => {}
+            None => tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known"),
+        }
+    }
+
+    /// Erases `user`: the KV record with its history, then their events in the audit log.
+    pub(crate) async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
+        self.guard()?;
+        let erased = async {
+            // The record first: from then on no node serves the user, then the audit log.
+            self.store.purge(user).await?;
+            let events = self.events.erase(user).await?;
+            // A tombstone at the purge's revision: no older load or watched change can bring the
+            // user back into this node's cache.
+            let tombstone = self.store.get(user).await?;
+            self.landing.land(user, Arc::new(tombstone), Source::Node).await;
+            Ok::<_, WriteError>(events)
+        };
+        let events = erased.await.inspect_err(|e| {
+            tracing::warn!(user = %user, error = %chain(e), "erasure failed");
+        })?;
+        tracing::info!(user = %user, events, "erased");
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! The hub's unit tests: ordering, expiry, resume, snapshots, caps and slow clients.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::model::{
+    CompactPresence, DeviceKind, PresenceUpdate, Status, StoredDevice, StoredPresence, UserId,
+};
+
+fn hub(settings: StreamConfig) -> Arc<Hub> {
+    Hub::new(settings, LinkState::new(), Arc::new(Metrics::new()))
+}
+
+fn record(revision: u64, status: &str, ttl: i64, at: DateTime<Utc>) -> Arc<Record> {
+    let user = UserId::parse("u").unwrap();
+    let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();
+    let stored = StoredPresence::from_update(&user, update, None, "n", at);
+    Arc::new(Record { revision, presence: Some(CompactPresence::from(&stored)) })
+}
+
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn open(hub: &Arc<Hub>, users: &[&str]) -> Subscription {
+    let subscription = hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).unwrap();
+    subscription.follow(users, None);
+    subscription
+}
+
+fn revisions(batch: &Batch) -> Vec<(String, u64, ChangeKind)> {
+    batch.changes.iter().map(|c| (c.user.to_string(), c.revision, c.kind)).collect()
+}
+
+#[test]
+fn watchers_get_their_users_changes_in_order_and_nothing_older() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice", "bob"]);
+    let b = open(&hub, &["bob"]);
+    let now = Utc::now();
+    hub.publish("alice", None, record(2, "online", 60, now), Source::Node);
+    hub.publish("alice", None, record(2, "online", 60, now), Source::Watcher);
+    hub.publish("alice", None, record(1, "busy", 60, now), Source::Watcher);
+    hub.publish("carol", None, record(3, "online", 60, now), Source::Watcher);
+    hub.publish("bob", None, record(4, "away", 60, now), Source::Watcher);
+    let taken = a.subscriber().take();
+    assert_eq!(
+        revisions(&taken),
+        [("alice".into(), 2, ChangeKind::Update), ("bob".into(), 4, ChangeKind::Update)],
+        "once each, never older, in feed order"
+    );
+    assert_eq!(revisions(&b.subscriber().take()), [("bob".into(), 4, ChangeKind::Update)]);
+    // Newer replaces older while unread: one pending change per user.
+    hub.publish("bob", None, record(5, "busy", 60, now), Source::Watcher);
+    hub.publish("bob", None, record(6, "online", 60, now), Source::Watcher);
+    assert_eq!(revisions(&b.subscriber().take()), [("bob".into(), 6, ChangeKind::Update)]);
+    // The resume buffer holds every change of the bucket, watched or not, but nothing twice.
+    let users: Vec<String> = hub.lock().log.iter().map(|c| format!("{}{}", c.user, c.revision)).collect();
+    assert_eq!(users, ["alice2", "carol3", "bob4", "bob5", "bob6"]);
+    // Never seen: not a change.
+    a.subscriber().take();
+    hub.publish("alice", None, Arc::new(Record::NEVER_SEEN), Source::Watcher);
+    assert!(a.subscriber().take().is_empty());
+}
+
+#[test]
+fn an_expiry_is_announced_once_when_it_happens_and_timers_do_not_pile_up() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice"]);
+    let written = Utc::now() - chrono::Duration::seconds(30);
+    for (revision, ttl) in [(1, 40), (2, 50), (3, 60)] {
+        hub.publish("alice", None, record(revision, "online", ttl, written), Source::Watcher);
+    }
+    assert_eq!(hub.lock().timers.len(), 1, "a refresh replaces the expiry it supersedes");
+    a.subscriber().take();
+    let expires = written + chrono::Duration::seconds(60);
+    hub.expire_due(expires - chrono::Duration::milliseconds(1));
+    assert!(a.subscriber().take().is_empty(), "not before its time");
+    hub.expire_due(expires);
+    let expired = a.subscriber().take();
+    assert_eq!(revisions(&expired), [("alice".into(), 3, ChangeKind::Expire)]);
+    assert_eq!(expired.changes[0].presence.status, Status::Offline);
+    // The expiry job's record of the same presence says nothing new.
+    let mut job = Record::clone(&record(3, "online", 60, written));
+    job.revision = 4;
+    job.presence.as_mut().unwrap().status = Status::Offline;
+    hub.publish("alice", Some(&record(3, "online", 60, written)), Arc::new(job), Source::Watcher);
+    assert!(a.subscriber().take().is_empty(), "one announcement per expiry");
+    drop(a);
+    assert!(hub.lock().timers.is_empty() && hub.lock().users.is_empty(), "nothing left of alice");
+}
+
+#[test]
+fn a_change_nobody_else_can_see_is_not_announced() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice"]);
+    let now = Utc::now();
+    let on = |revision, node: &str| {
+        let mut record = Record::clone(&record(revision, "offline", 60, now));
+        let device = StoredDevice { kind: DeviceKind::Web, node: node.into(), idle: false };
+        let mut stored = record.presence.as_ref().unwrap().to_stored("alice");
+        stored.devices.insert("tab".into(), device);
+        record.presence = Some(CompactPresence::from(&stored));
+        Arc::new(record)
+    };
+    hub.publish("alice", None, on(1, "n1"), Source::Watcher);
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 1, ChangeKind::Update)]);
+    hub.publish("alice", None, on(2, "n2"), Source::Watcher);
+    assert!(a.subscriber().take().is_empty(), "the device moved to another node: nothing to see");
+    assert_eq!(hub.lock().users["alice"].record.as_ref().unwrap().revision, 2, "but it is remembered");
+    // The expiry job's record before the hub's own tick: the expiry is announced.
+    let written = now;
+    hub.publish("alice", None, record(3, "busy", 60, written), Source::Watcher);
+    a.subscriber().take();
+    let mut job = Record::clone(&record(3, "busy", 60, written));
+    job.revision = 4;
+    job.presence.as_mut().unwrap().status = Status::Offline;
+    hub.publish("alice", None, Arc::new(job), Source::Watcher);
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 4, ChangeKind::Expire)]);
+}
+
+#[test]
+fn a_cursor_resumes_only_on_this_run_and_within_the_buffer() {
+    let hub = hub(StreamConfig { resume_buffer: 3, ..StreamConfig::default() });
+    let now = Utc::now();
+    let first = open(&hub, &["alice"]);
+    hub.publish("alice", None, record(1, "online", 60, now), Source::Watcher);
+    let cursor = Cursor::parse(&hub.cursor(1)).unwrap();
+    hub.publish("bob", None, record(2, "online", 60, now), Source::Watcher);
+    hub.publish("alice", None, record(3, "away", 60, now), Source::Watcher);
+    drop(first);
+
+    let back = hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).unwrap();
+    let watching = back.follow(&["alice"], Some(&cursor));
+    assert!(watching.resumed);
+    assert_eq!(revisions(&back.subscriber().take()), [("alice".into(), 3, ChangeKind::Update)]);
+    assert_eq!(watching.cursor, hub.cursor(3));
+
+    let elsewhere = Cursor::parse("0badcafe-1").unwrap();
+    assert!(!back.follow(&["alice"], Some(&elsewhere)).resumed, "another run's cursor");
+    for revision in 4..=6 {
+        hub.publish("carol", None, record(revision, "online", 60, now), Source::Watcher);
+    }
+    assert!(!back.follow(&["alice"], Some(&cursor)).resumed, "older than the buffer");
+    let ahead = Cursor::parse(&hub.cursor(99)).unwrap();
+    assert!(!back.follow(&["alice"], Some(&ahead)).resumed, "a cursor from the future");
+    assert_eq!(Cursor::parse("garbage"), None);
+}
+
+#[test]
+fn a_snapshot_drops_what_it_shows_and_keeps_what_is_newer() {
+    let hub = hub(StreamConfig::default());
+    let now = Utc::now();
+    let a = open(&hub, &["alice", "bob"]);
+    hub.publish("alice", None, record(5, "online", 60, now), Source::Node);
+    hub.publish("bob", None, record(7, "busy", 60, now), Source::Node);
+    // The snapshot read found alice at 5 and bob still at 6.
+    a.seen(&[("alice", record(5, "online", 60, now)), ("bob", record(6, "away", 60, now))], now, true);
+    assert_eq!(revisions(&a.subscriber().take()), [("bob".into(), 7, ChangeKind::Update)]);
+}
+
+#[test]
+fn caps_refuse_and_a_closed_subscription_frees_its_place() {
+    let hub = hub(StreamConfig { max_connections: 2, max_connections_per_ip: 1, ..StreamConfig::default() });
+    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let one = hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).unwrap();
+    assert_eq!(hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).err(), Some(Refused::PerIp));
+    let two = hub.subscribe(StreamKind::WebSocket, other, CancellationToken::new()).unwrap();
+    let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(hub.subscribe(StreamKind::Sse, third, CancellationToken::new()).err(), Some(Refused::Full));
+    assert_eq!(hub.open(), 2);
+    drop(one);
+    assert!(hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).is_ok());
+    drop(two);
+}
+
+#[test]
+fn a_subscriber_that_leaves_changes_unread_is_dropped_and_its_connection_closed() {
+    let hub = hub(StreamConfig { write_timeout: Duration::from_millis(100), ..StreamConfig::default() });
+    let closer = CancellationToken::new();
+    let slow = hub.subscribe(StreamKind::Sse, IP, closer.clone()).unwrap();
+    slow.follow(&["alice"], None);
+    let fine = open(&hub, &["alice"]);
+    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Watcher);
+    fine.subscriber().take();
+    hub.drop_slow(Instant::now() + Duration::from_millis(50));
+    assert_eq!(slow.subscriber().dropped(), None, "not yet");
+    hub.drop_slow(Instant::now() + Duration::from_millis(150));
+    assert_eq!(slow.subscriber().dropped(), Some(Dropped::Slow));
+    assert!(closer.is_cancelled(), "its connection is closed");
+    assert_eq!(fine.subscriber().dropped(), None, "a client that reads is not");
+}
