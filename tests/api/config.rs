@@ -1,4 +1,4 @@
-//! Configuration as a user writes it: the design document's YAML, and errors that name the key.
+//! Configuration as a user writes it: the design document's YAML (docs/design.md, 9.1), and errors that name the key.
 
 use std::{process::Command, time::Duration};
 

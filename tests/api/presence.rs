@@ -1,4 +1,4 @@
-//! The four endpoints and the design document's response shape.
+//! The four endpoints and the design document's response shape (docs/design.md, 4.2).
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -206,7 +206,7 @@ async fn a_nats_server_that_keeps_dying_is_reported_in_health() {
     app.stop().await;
 }
 
-/// With the design document's logging (`info`, `json`) and the default `logging.requests:
+/// With the design document's (docs/design.md) logging (`info`, `json`) and the default `logging.requests:
 /// errors`, a successful request writes no line and a refused token exactly one, with its reason;
 /// `requests: all` adds one line per request.
 #[tokio::test]

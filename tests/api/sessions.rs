@@ -1,4 +1,4 @@
-//! Presence that follows connections (README, "Sessions"): real WebSocket clients holding device
+//! Presence that follows connections (docs/sessions.md, "Sessions"): real WebSocket clients holding device
 //! sessions at real nodes, read and watched from others.
 
 use std::time::Duration;
