@@ -8,6 +8,7 @@
 mod load;
 mod nats;
 mod sections;
+mod service;
 mod tls;
 pub mod units;
 
@@ -20,6 +21,7 @@ use crate::model::{MAX_TTL, is_valid_token};
 pub use load::{ConfigError, Overrides, from_sources, load};
 pub use nats::*;
 pub use sections::*;
+pub use service::*;
 pub use tls::*;
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,25 +2,16 @@
 //! the text format at `GET /metrics`. Names follow Prometheus conventions: prefix `presence_`,
 //! counters end in `_total`, durations in `_seconds`, sizes in `_bytes`.
 
+mod labels;
+
 use std::{sync::atomic::AtomicU64, time::Duration};
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct HttpLabels {
-    pub method: &'static str,
-    pub route: String,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct NatsLabels {
-    pub op: &'static str,
-}
+pub(crate) use labels::*;
 
 fn latency_buckets() -> Histogram {
     // 50 µs to about 3 s.
@@ -74,34 +65,6 @@ pub(crate) struct Metrics {
     /// Writes of session transitions, by outcome: `written`, `unchanged` (the record said so
     /// already: no KV write), `failed` (retried).
     pub session_writes: Family<OutcomeLabels, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct OutcomeLabels {
-    pub outcome: &'static str,
-}
-
-/// Which link a certificate secures: `https`, `leafnode`, `nats`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct LinkLabels {
-    pub link: &'static str,
-}
-
-/// Which protocol a live stream speaks: `sse`, `websocket`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct StreamLabels {
-    pub kind: &'static str,
-}
-
-/// Why a connection was refused or closed.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct ReasonLabels {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct RateLabels {
-    pub kind: &'static str,
 }
 
 impl Metrics {
@@ -353,19 +316,4 @@ pub(crate) fn resident_memory_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
     pages * page
-}
-
-/// A method's name without allocating; other methods share one label value.
-pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::PUT => "PUT",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "OTHER",
-    }
 }

@@ -1,0 +1,20 @@
+//! A presence as the KV stores it ([`StoredPresence`], JSON), as a node holds it in memory
+//! ([`CompactPresence`]: no user id, which is the cache key, and a shared node id), and as a
+//! reader sees it ([`Presence`], borrowing from the compact form).
+//!
+//! Expiry is evaluated when a compact presence is turned into a view, at read time: a presence
+//! whose `ttl` ran out reads as `offline` with its message cleared and `last_seen` kept, whatever
+//! a background job has or has not done yet.
+
+mod compact;
+mod status;
+mod stored;
+mod view;
+
+pub(crate) use compact::{CompactPresence, same_view};
+pub(crate) use status::Status;
+pub(crate) use stored::StoredPresence;
+pub(crate) use view::{Presence, rfc3339_millis};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+//! The embedded server's unit tests: its configuration file and version checks.
+
+use super::*;
+
+#[test]
+fn versions_parse_and_compare() {
+    assert_eq!(parse_version("nats-server: v2.15.1"), Some((2, 15, 1)));
+    assert_eq!(parse_version("nats-server: v2.11.0-RC.1"), Some((2, 11, 0)));
+    assert!(parse_version("nats-server: v2.9.10").unwrap() < MIN_VERSION);
+    assert_eq!(parse_version("garbage"), None);
+}
+
+#[test]
+fn config_has_domain_limits_and_leaf_listener() {
+    let pw = Secret::new("service-password-0123456789".into());
+    let text = render_config(&Config::default(), "center-1", Path::new("/tmp/x"), &pw, Some(&pw));
+    for needle in
+        ["domain: \"center\"", "max_file_store: 10000000000", "no_advertise: true", "\"127.0.0.1:7422\""]
+    {
+        assert!(text.contains(needle), "{needle} missing in\n{text}");
+    }
+    let mut leaf = Config::default();
+    leaf.service.node_type = NodeType::Leaf;
+    leaf.service.node_id = "leaf-eu".into();
+    leaf.nats.center_url = Some("center-a.example:7422, nats-leaf://center-b.example:7422".into());
+    let text = render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None);
+    for needle in [
+        "domain: \"leaf-eu\"",
+        "\"nats-leaf://center-a.example:7422\", \"nats-leaf://center-b.example:7422\"",
+        "ping_interval: \"3s\"",
+        "s2_auto",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in\n{text}");
+    }
+    assert!(!text.contains("no_advertise"), "a leaf opens no leafnode listener");
+    assert!(!text.contains("sync_interval"), "nats-server's default unless configured");
+    leaf.nats.jetstream.sync_interval = Some(SyncInterval::Always);
+    assert!(
+        render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None).contains("  sync_interval: always\n")
+    );
+    leaf.nats.jetstream.sync_interval = Some(SyncInterval::Every(std::time::Duration::from_secs(10)));
+    assert!(
+        render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None)
+            .contains("  sync_interval: \"10s\"\n")
+    );
+}

@@ -1,0 +1,190 @@
+//! The sessions' background tasks: the ticker (graces, idleness, failed syncs, the sessions of
+//! dead nodes, a re-sync when the link comes back), the writer that brings each dirty user's
+//! record in line with the table, and the follower of records that name this node.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use tokio::{
+    sync::{Semaphore, mpsc::UnboundedReceiver},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    CONCURRENCY, Sessions, TICK,
+    table::{Held, Table, desired},
+};
+use crate::{
+    model::UserId,
+    telemetry::{chain, metrics::OutcomeLabels},
+};
+
+impl Sessions {
+    /// Every [`TICK`]: graces that ran out and devices gone idle; once a second, failed syncs
+    /// again, the sessions of dead nodes, and (when the link came back) every user held here.
+    pub(super) async fn tick(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reachable_since: Option<Instant> = None;
+        let mut own_cleaned = false;
+        let mut last_second = Instant::now();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let now = Instant::now();
+            {
+                let mut table = self.lock();
+                let changed = table.timers(now, self.settings.idle_after);
+                for user in changed {
+                    self.mark(&mut table, user);
+                }
+                self.metrics.sessions_held.set(table.len() as i64);
+            }
+            let reachable = self.directory.reachable();
+            match (reachable, reachable_since) {
+                (true, None) => {
+                    reachable_since = Some(now);
+                    // Back (or up for the first time): whatever failed or was missed meanwhile.
+                    let users: Vec<Arc<str>> = self.lock().users().collect();
+                    self.mark_all(users);
+                }
+                (false, Some(_)) => reachable_since = None,
+                _ => {}
+            }
+            if now.duration_since(last_second) < Duration::from_secs(1) {
+                continue;
+            }
+            last_second = now;
+            let failed: Vec<Arc<str>> = self.lock().failed.drain().collect();
+            self.mark_all(failed);
+            let Some(since) = reachable_since else { continue };
+            if !own_cleaned && self.started.elapsed() >= self.settings.grace {
+                own_cleaned = true;
+                self.lock().seen = None;
+                self.mark_held_at(|node| node == self.directory.node_id());
+            }
+            // Only a node that has heard heartbeats for a while can tell who is silent.
+            if since.elapsed() >= self.settings.node_timeout && self.is_reaper() {
+                self.mark_held_at(|node| self.dead(node));
+            }
+        }
+    }
+
+    /// Marks dirty every user with a device held at a node for which `at` is true.
+    fn mark_held_at(&self, at: impl Fn(&str) -> bool) {
+        self.mark_all(self.holdings.held_at(at).into_iter().map(|(user, _)| user));
+    }
+
+    /// Whether `node` has not been heard from for `sessions.node_timeout` plus the grace (never,
+    /// since this node started, counts from the start).
+    fn dead(&self, node: &str) -> bool {
+        if node == self.directory.node_id() {
+            return false;
+        }
+        let silent = self.registry.last_heard(node).unwrap_or(self.started).elapsed();
+        silent >= self.settings.node_timeout + self.settings.grace
+    }
+
+    /// Whether this node is the one that ends dead nodes' sessions: the lowest id among the
+    /// nodes up. (Should two nodes disagree for a moment, each write is a compare-and-set.)
+    fn is_reaper(&self) -> bool {
+        let me = self.directory.node_id();
+        let nodes = self.registry.nodes(0);
+        !nodes.iter().any(|n| n.up && *n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id))
+    }
+
+    /// Brings the records of dirty users in line with the table, [`CONCURRENCY`] at a time.
+    /// A user is synced by one task at a time; one marked dirty meanwhile is synced again after.
+    pub(super) async fn write(self: Arc<Self>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut running = JoinSet::new();
+        loop {
+            let ready: Vec<Arc<str>> = {
+                let mut table = self.lock();
+                let Table { dirty, syncing, .. } = &mut *table;
+                let ready: Vec<Arc<str>> = dirty.iter().filter(|u| !syncing.contains(*u)).cloned().collect();
+                for user in &ready {
+                    dirty.remove(user);
+                    syncing.insert(user.clone());
+                }
+                ready
+            };
+            for user in ready {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let this = self.clone();
+                running.spawn(async move {
+                    this.sync(user.clone()).await;
+                    drop(slot);
+                    let mut table = this.lock();
+                    table.syncing.remove(&user);
+                    if table.dirty.contains(&user) {
+                        this.wake.notify_one();
+                    }
+                });
+                while running.try_join_next().is_some() {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Users whose record changed and named this node before or after: if the record no longer
+    /// says what the table does (another node's write, the reaper after an outage), sync it.
+    pub(super) async fn follow(
+        self: Arc<Self>,
+        mut touched: UnboundedReceiver<Arc<str>>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let user = tokio::select! {
+                () = stop.cancelled() => return,
+                user = touched.recv() => match user {
+                    Some(user) => user,
+                    None => return,
+                },
+            };
+            let mut table = self.lock();
+            self.mark(&mut table, user);
+        }
+    }
+
+    /// Makes `user`'s record say what the table says of the devices held here (and drops the
+    /// devices of dead nodes).
+    async fn sync(&self, user: Arc<str>) {
+        let Ok(id) = UserId::parse(&user) else { return };
+        let node = self.directory.node_id();
+        let first_grace = self.started + self.settings.grace;
+        let result = self
+            .directory
+            .modify(&id, &user, |previous| {
+                let held: Vec<Held> = {
+                    let mut table = self.lock();
+                    if let Some(record) = previous {
+                        table.adopt(&user, record, node, first_grace);
+                    }
+                    table.held(&user)
+                };
+                desired(&user, previous, &held, node, &|n: &str| self.dead(n), Utc::now())
+            })
+            .await;
+        let outcome = match result {
+            Ok(true) => "written",
+            Ok(false) => "unchanged",
+            Err(e) => {
+                tracing::debug!(user = %user, error = %chain(&e), "session sync failed; retrying");
+                let mut table = self.lock();
+                table.failed.insert(user);
+                "failed"
+            }
+        };
+        self.metrics.session_writes.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
