@@ -27,9 +27,11 @@
 //! - `live`: the live feed: every change the node learns of, numbered, kept for resuming
 //!   clients and handed to the subscribers that watch its user; expiries announced as they
 //!   happen, the link's stale and fresh, slow clients dropped.
-//! - `coherence`: the watcher (bucket changes into the cache, the expiry schedule and the live
-//!   feed) and the monitor (link checks, watcher lag, rebuild of a replaced bucket); a leaf's
-//!   copy of the bucket is replayed through the watcher's applier at start-up.
+//! - `coherence`: where a record lands on this node (`Landing`: the expiry schedule, the cache
+//!   and the live feed, in that order, under one revision rule, for the watcher and the write
+//!   path alike), the watcher (the bucket's changes, landed) and the monitor (link checks,
+//!   watcher lag, rebuild of a replaced bucket); a leaf's copy of the bucket is replayed through
+//!   the watcher at start-up.
 //! - `directory`: the read and write paths: cache first, store behind, degradation without NATS;
 //!   a leaf's writes carried out by the center (`directory::forward`).
 //! - `sessions`: presence that follows connections: the device sessions this node holds
@@ -38,20 +40,21 @@
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,
-//!   the JSON error envelope, the OpenAPI document.
+//!   the JSON error envelope, the OpenAPI document; live streams (`sse`, `ws`, over what they
+//!   share in `subscribe`), where a WebSocket connection may hold a device's session.
 //! - `app`: start-up in named steps and shutdown; tests go through the same path on port 0.
-//! - `watch`: the `presence watch` client (follows users over the node's event stream).
-//! - `cli`: the `presence` command line (`serve`, `token`, `certs`, `watch`); `main.rs` only
-//!   calls it.
+//! - `cli`: the `presence` command line (`serve`, `token`, `certs`, `watch`, the last a tail of
+//!   users' changes over the node's event stream, `cli::tail`); `main.rs` only calls it.
 //!
 //! A read (`GET /api/v2/presence/{user_id}`) goes router → `http::presence` → `directory` →
 //! `cache` (or, on a miss, one `store` get shared by concurrent readers) →
 //! `CompactPresence::view`, which turns an expired presence into `offline`. A write (`PUT`) passes
 //! the `http::Owner` extractor (a valid token whose `sub` is the path's user) and the rate limit,
 //! is validated into a `model::PresenceUpdate`, and answers 200 only after JetStream acknowledged
-//! the `store` put, this node's cache and expiry schedule hold the new record, and its update event
-//! is on its way. An expiry goes `lifecycle::expiry` → `store::live_at` (is that revision still the
-//! latest?) → `store::compare_and_set` (`offline`) → one expire event.
+//! the `store` put, the record landed on this node (`coherence::Landing`: expiry schedule, cache,
+//! live feed), and its update event is stored. An expiry goes `lifecycle::expiry` →
+//! `store::live_at` (is that revision still the latest?) → `store::compare_and_set` (`offline`)
+//! → one expire event.
 
 // The public face: what the binary, the integration tests and the benchmark tool use.
 pub mod app;

@@ -8,6 +8,7 @@ mod errors;
 mod helpers;
 mod hostile;
 mod https;
+mod layout;
 mod lifecycle;
 mod live;
 mod openapi;

@@ -1,0 +1,150 @@
+//! The ceilings Presence is compared against (a minimal axum handler, raw KV calls) and the
+//! fixed-rate load generator.
+
+use super::*;
+
+pub(crate) async fn http_ceiling(args: &[String]) {
+    let port = num(args, "--port", 0) as u16;
+    let body: &'static [u8] = std::fs::read(arg(args, "--body").expect("--body FILE")).unwrap().leak();
+    let app = axum::Router::new()
+        .fallback(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+pub(crate) fn value_of_200_bytes(i: u64) -> bytes::Bytes {
+    let now = chrono::Utc::now();
+    let v = json!({"user_id": format!("k{i}"), "status": "online", "message": "benchmark value",
+        "last_seen": now, "updated_at": now, "node_id": "bench", "ttl": 3600,
+        "expires_at": now + chrono::Duration::hours(1)});
+    serde_json::to_vec(&v).unwrap().into()
+}
+
+pub(crate) async fn kv(args: &[String]) {
+    let url = arg(args, "--url").expect("--url");
+    let op = arg(args, "--op").unwrap_or_else(|| "put".into());
+    let concurrency = num(args, "--concurrency", 64);
+    let seconds = num(args, "--seconds", 10);
+    let client = connect(&url).await;
+    let js = jetstream::new(client);
+    let kv = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "ceiling".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    if op == "put-event" {
+        let config = jetstream::stream::Config {
+            name: "CEILING_EVENTS".into(),
+            subjects: vec!["ceiling.events.>".into()],
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.unwrap();
+    }
+    let keys = 10_000u64;
+    if op == "get" {
+        for i in 0..keys {
+            kv.put(format!("k{i}"), value_of_200_bytes(i)).await.unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (kv, op, stop, done, js) = (kv.clone(), op.clone(), stop.clone(), done.clone(), js.clone());
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new(3).unwrap();
+                let mut i = w;
+                while !stop.load(Relaxed) {
+                    let t = Instant::now();
+                    let key = format!("k{}", i % keys);
+                    if op == "put" {
+                        kv.put(key, value_of_200_bytes(i)).await.unwrap();
+                    } else if op == "put-event" {
+                        kv.put(key.clone(), value_of_200_bytes(i)).await.unwrap();
+                        let event = bytes::Bytes::from(vec![b'x'; 500]);
+                        // Acknowledged before the next write, as the service does before its 200.
+                        js.publish(format!("ceiling.events.{key}"), event).await.unwrap().await.unwrap();
+                    } else {
+                        kv.get(key).await.unwrap();
+                    }
+                    hist.record(t.elapsed().as_micros() as u64).unwrap();
+                    done.fetch_add(1, Relaxed);
+                    i += concurrency;
+                }
+                hist
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Relaxed);
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for w in workers {
+        hist.add(w.await.unwrap()).unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    js.delete_key_value("ceiling").await.unwrap();
+    if op == "put-event" {
+        js.delete_stream("CEILING_EVENTS").await.unwrap();
+    }
+    print_result(&op, done.load(Relaxed) as f64 / elapsed, &hist);
+}
+
+pub(crate) fn print_result(what: &str, rps: f64, hist: &Histogram<u64>) {
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        json!({"what": what, "rps": rps.round(), "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0, "count": hist.len()})
+    );
+}
+
+pub(crate) async fn fixed_rate(args: &[String]) {
+    let url = arg(args, "--url").expect("--url");
+    let rate = num(args, "--rate", 10_000);
+    let seconds = num(args, "--seconds", 10);
+    let body: Option<bytes::Bytes> = arg(args, "--body").map(|f| std::fs::read(f).unwrap().into());
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let per_tick = (rate / 1000).max(1);
+    let tick = Duration::from_millis(1).max(Duration::from_secs_f64(per_tick as f64 / rate as f64));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let ticks = (seconds as f64 / tick.as_secs_f64()) as u64;
+    for _ in 0..ticks {
+        ticker.tick().await;
+        for _ in 0..per_tick {
+            let (client, url, hist, errors, body) =
+                (client.clone(), url.clone(), hist.clone(), errors.clone(), body.clone());
+            tasks.spawn(async move {
+                let sent = Instant::now();
+                let request = match body {
+                    Some(b) => client.post(&url).header("content-type", "application/json").body(b),
+                    None => client.get(&url),
+                };
+                match request.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        hist.lock().unwrap().record((sent.elapsed().as_micros() as u64).max(1)).unwrap();
+                    }
+                    _ => {
+                        errors.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = start.elapsed().as_secs_f64();
+    let hist = hist.lock().unwrap();
+    assert_eq!(errors.load(Relaxed), 0, "requests failed");
+    let achieved = hist.len() as f64 / elapsed;
+    assert!(achieved > rate as f64 * 0.95, "the generator reached only {achieved:.0} of {rate} requests/s");
+    print_result("fixed-rate", achieved, &hist);
+}
