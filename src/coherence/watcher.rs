@@ -15,7 +15,7 @@ use crate::{
     link::LinkState,
     live::Source,
     model::{CompactPresence, Record},
-    store::{Change, PresenceStore, region},
+    store::{BucketChange, PresenceStore, region},
     topology::Holdings,
 };
 
@@ -151,7 +151,7 @@ async fn renew(region: &RegionCopy) {
 
 /// Applies changes until the watch ends, a rebuild is requested, or `stop`.
 async fn follow(
-    mut changes: crate::store::Changes,
+    mut changes: crate::store::BucketChanges,
     applier: &mut Applier,
     stop: &CancellationToken,
 ) -> Ended {
@@ -180,7 +180,7 @@ impl Applier {
         Self { landing, link, holdings, clock, live_after: u64::MAX }
     }
 
-    async fn apply(&mut self, change: Change) {
+    async fn apply(&mut self, change: BucketChange) {
         if change.revision > self.live_after {
             self.sample_clock(&change);
         }
@@ -199,7 +199,7 @@ impl Applier {
         }
     }
 
-    fn sample_clock(&mut self, change: &Change) {
+    fn sample_clock(&mut self, change: &BucketChange) {
         let estimate = self.clock.sample(change.stored_at, chrono::Utc::now());
         let before = self.link.set_clock_offset(estimate);
         if clock::off(estimate) && before.is_none_or(|b| !clock::off(b)) {

@@ -23,7 +23,7 @@ use crate::{
     model::{Presence, Status, UserId},
     nats::{
         self, Binding, CallError, Caller, retry_for,
-        settings::{Authority, SettingsError, Shared},
+        settings::{Authority, SettingsError, SharedStream},
     },
     telemetry::{Metrics, chain},
 };
@@ -123,7 +123,7 @@ impl Events {
             max_messages_per_subject: i64::from(max_per_user),
             ..Default::default()
         };
-        let wanted = Shared { replicas, retention, per_subject: i64::from(max_per_user) };
+        let wanted = SharedStream { replicas, retention, per_subject: i64::from(max_per_user) };
         let existing = nats::settings::check(js, caller, name, authority, wanted).await?;
         let stream = match existing {
             None => caller.bounded("stream_create", js.create_stream(config)).await?,

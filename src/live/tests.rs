@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 
+use futures::FutureExt;
+
 use super::*;
 use crate::model::{
     CompactPresence, DeviceKind, PresenceUpdate, Status, StoredDevice, StoredPresence, UserId,
@@ -187,4 +189,132 @@ fn a_subscriber_that_leaves_changes_unread_is_dropped_and_its_connection_closed(
     assert_eq!(slow.subscriber().dropped(), Some(Dropped::Slow));
     assert!(closer.is_cancelled(), "its connection is closed");
     assert_eq!(fine.subscriber().dropped(), None, "a client that reads is not");
+}
+
+/// A presence written `ago` before now with `ttl` seconds: expired once `ago` passes `ttl`.
+fn written_ago(revision: u64, status: &str, ttl: i64, ago: chrono::Duration) -> Arc<Record> {
+    record(revision, status, ttl, Utc::now() - ago)
+}
+
+#[test]
+fn what_this_node_learns_first_of_users_nobody_watches_is_not_kept_for_resuming() {
+    let hub = hub(StreamConfig::default());
+    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Node);
+    assert!(hub.lock().log.is_empty(), "the watcher brings it, once");
+    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Watcher);
+    assert_eq!(hub.lock().log.len(), 1);
+}
+
+#[test]
+fn an_expiry_the_ticker_has_not_announced_yet_is_announced_with_the_expiry_jobs_record() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice"]);
+    // Live when the hub hears of it, expired 50 ms later; the ticker does not run here.
+    let live = written_ago(1, "busy", 60, chrono::Duration::milliseconds(59_950));
+    hub.publish("alice", None, live.clone(), Source::Watcher);
+    a.subscriber().take();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !live.presence.as_ref().unwrap().is_expired(Utc::now()) {
+        assert!(std::time::Instant::now() < deadline, "the presence expires");
+        std::thread::yield_now();
+    }
+    let mut job = Record::clone(&live);
+    job.revision = 2;
+    job.presence.as_mut().unwrap().status = Status::Offline;
+    hub.publish("alice", Some(&live), Arc::new(job), Source::Watcher);
+    let told = a.subscriber().take();
+    assert_eq!(revisions(&told), [("alice".into(), 2, ChangeKind::Expire)], "subscribers saw it busy");
+}
+
+#[test]
+fn an_erasure_and_a_write_after_it_are_announced() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice"]);
+    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Watcher);
+    a.subscriber().take();
+    hub.publish("alice", None, Arc::new(Record { revision: 2, presence: None }), Source::Watcher);
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 2, ChangeKind::Erase)]);
+    hub.publish("alice", None, record(3, "online", 60, Utc::now()), Source::Watcher);
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 3, ChangeKind::Update)]);
+}
+
+#[test]
+fn the_resume_buffer_keeps_exactly_its_size_and_a_reset_forgets_it_all() {
+    let hub = hub(StreamConfig { resume_buffer: 3, ..StreamConfig::default() });
+    let a = open(&hub, &["alice"]);
+    for (revision, status) in (1..=5).zip(["online", "away", "busy", "online", "away"]) {
+        hub.publish("alice", None, record(revision, status, 60, Utc::now()), Source::Watcher);
+    }
+    assert_eq!(hub.lock().log.len(), 3);
+    assert_eq!(hub.lock().resumable_from(), 2, "changes 3 to 5 are kept");
+    let kept = Cursor::parse(&hub.cursor(2)).unwrap();
+    assert!(a.follow(&["alice"], Some(&kept)).resumed, "the oldest cursor still resumable");
+    a.subscriber().take();
+    // The bucket was replaced: its revisions start over, and no cursor resumes.
+    hub.reset();
+    assert!(!a.follow(&["alice"], Some(&kept)).resumed);
+    hub.publish("alice", None, record(1, "busy", 60, Utc::now()), Source::Watcher);
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 1, ChangeKind::Update)]);
+}
+
+#[test]
+fn subscribers_hear_when_the_link_goes_stale_and_fresh_once_each() {
+    let link = LinkState::new();
+    let hub = Hub::new(StreamConfig::default(), link.clone(), Arc::new(Metrics::new()));
+    let a = open(&hub, &["alice"]);
+    hub.follow_link();
+    assert!(a.subscriber().take().is_empty(), "fresh from the start: nothing to say");
+    link.mark_behind();
+    hub.follow_link();
+    let told = a.subscriber().take();
+    assert_eq!((told.link, told.changes.len()), (Some(LinkEvent::Stale), 0));
+    assert!(!told.is_empty() && told.last_seq().is_none());
+    hub.follow_link();
+    assert!(a.subscriber().take().is_empty(), "told once");
+    link.mark_caught_up();
+    hub.follow_link();
+    assert_eq!(a.subscriber().take().link, Some(LinkEvent::Fresh));
+    let late = open(&hub, &["bob"]);
+    link.mark_behind();
+    hub.follow_link();
+    assert_eq!(late.subscriber().take().link, Some(LinkEvent::Stale), "every subscriber");
+}
+
+#[test]
+fn a_batch_says_what_it_holds_and_its_last_sequence_number() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice", "bob"]);
+    assert!(a.subscriber().ready().now_or_never().is_none(), "nothing queued: it waits");
+    for (user, revision) in [("alice", 7), ("bob", 8)] {
+        hub.publish(user, None, record(revision, "online", 60, Utc::now()), Source::Watcher);
+    }
+    let batch = a.subscriber().take();
+    assert!(!batch.is_empty());
+    assert_eq!(batch.last_seq(), Some(2), "two changes numbered 1 and 2");
+    hub.delivered(batch.changes.len());
+    assert_eq!(hub.metrics.stream_changes_delivered.get(), 2);
+    assert!(a.subscriber().take().is_empty() && a.subscriber().take().last_seq().is_none());
+}
+
+#[test]
+fn unfollowing_a_user_drops_what_was_queued_for_them() {
+    let hub = hub(StreamConfig::default());
+    let a = open(&hub, &["alice", "bob"]);
+    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Watcher);
+    hub.publish("bob", None, record(2, "online", 60, Utc::now()), Source::Watcher);
+    a.unfollow(&["alice"]);
+    assert_eq!(revisions(&a.subscriber().take()), [("bob".into(), 2, ChangeKind::Update)]);
+}
+
+#[test]
+fn shutdown_ends_every_subscription_and_names_why() {
+    let hub = hub(StreamConfig::default());
+    let closer = CancellationToken::new();
+    let a = hub.subscribe(StreamKind::Sse, IP, closer.clone()).unwrap();
+    hub.shutdown();
+    assert_eq!(a.subscriber().dropped(), Some(Dropped::Shutdown));
+    assert!(!closer.is_cancelled(), "the stream says why and ends by itself");
+    assert!(a.subscriber().ready().now_or_never().is_some(), "a dropped subscriber waits for nothing");
+    assert_eq!(Dropped::Shutdown.as_str(), "shutdown");
+    assert_eq!(Dropped::Slow.as_str(), "slow");
 }

@@ -38,8 +38,8 @@ pub(crate) async fn check(
     caller: &Caller,
     name: &str,
     authority: Authority,
-    wanted: Shared,
-) -> Result<Option<Shared>, SettingsError> {
+    wanted: SharedStream,
+) -> Result<Option<SharedStream>, SettingsError> {
     let existing = current(js, caller, name).await?;
     match (authority, existing) {
         (Authority::Bind, None) => Err(SettingsError::NotYet(name.to_string())),
@@ -63,10 +63,14 @@ pub(crate) async fn check(
 }
 
 /// The stream's settings as the server has them now, if it exists.
-async fn current(js: &jetstream::Context, caller: &Caller, name: &str) -> Result<Option<Shared>, CallError> {
+async fn current(
+    js: &jetstream::Context,
+    caller: &Caller,
+    name: &str,
+) -> Result<Option<SharedStream>, CallError> {
     let get = async {
         match js.get_stream(name).await {
-            Ok(stream) => Ok(Some(Shared::from(&stream.cached_info().config))),
+            Ok(stream) => Ok(Some(SharedStream::from(&stream.cached_info().config))),
             Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
                 Ok(None)
             }
@@ -87,7 +91,7 @@ pub(crate) enum Authority {
 
 /// The settings of a shared stream that this node's configuration speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Shared {
+pub(crate) struct SharedStream {
     pub replicas: usize,
     /// `max_age`; zero means no limit.
     pub retention: Duration,
@@ -95,7 +99,7 @@ pub(crate) struct Shared {
     pub per_subject: i64,
 }
 
-impl From<&stream::Config> for Shared {
+impl From<&stream::Config> for SharedStream {
     fn from(c: &stream::Config) -> Self {
         Self {
             replicas: c.num_replicas.max(1),
@@ -116,7 +120,7 @@ fn retention_text(d: Duration) -> String {
 }
 
 /// Why updating `existing` to `wanted` would reduce the stream, if it would.
-pub(crate) fn reduction(name: &str, existing: Shared, wanted: Shared) -> Option<String> {
+pub(crate) fn reduction(name: &str, existing: SharedStream, wanted: SharedStream) -> Option<String> {
     let shorter =
         !existing.retention.is_zero() && !wanted.retention.is_zero() && wanted.retention < existing.retention
             || existing.retention.is_zero() && !wanted.retention.is_zero();
@@ -152,7 +156,7 @@ pub(crate) fn reduction(name: &str, existing: Shared, wanted: Shared) -> Option<
 }
 
 /// Where `existing` differs from what this node's configuration says, for a leaf's warning.
-pub(crate) fn differences(existing: Shared, configured: Shared) -> Vec<String> {
+pub(crate) fn differences(existing: SharedStream, configured: SharedStream) -> Vec<String> {
     let mut out = Vec::new();
     if existing.replicas != configured.replicas {
         out.push(format!("replicas {} (configured here: {})", existing.replicas, configured.replicas));
@@ -179,8 +183,8 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn shared(replicas: usize, days: u64) -> Shared {
-        Shared { replicas, retention: DAY * days as u32, per_subject: 0 }
+    fn shared(replicas: usize, days: u64) -> SharedStream {
+        SharedStream { replicas, retention: DAY * days as u32, per_subject: 0 }
     }
 
     #[test]
@@ -191,7 +195,7 @@ mod tests {
         assert!(reduction("s", shared(1, 7), shared(3, 30)).is_none());
         assert!(reduction("s", shared(1, 7), shared(1, 0)).is_none(), "finite to unlimited");
         assert_eq!(differences(shared(3, 30), shared(1, 30)).len(), 1);
-        let capped = |n| Shared { per_subject: n, ..shared(1, 30) };
+        let capped = |n| SharedStream { per_subject: n, ..shared(1, 30) };
         assert!(reduction("s", capped(0), capped(1000)).unwrap().contains("per subject"));
         assert!(reduction("s", capped(1000), capped(500)).is_some());
         assert!(reduction("s", capped(1000), capped(0)).is_none());

@@ -21,14 +21,14 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use chrono::Utc;
 
-pub(crate) use watch::{Change, Changes};
+pub(crate) use watch::{BucketChange, BucketChanges};
 
 use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::{
         Binding, CallError, Caller,
-        settings::{self, Authority, SettingsError, Shared},
+        settings::{self, Authority, SettingsError, SharedStream},
     },
 };
 
@@ -91,7 +91,7 @@ pub(crate) struct Head {
 
 /// A presence whose status expires, as the bucket holds it at one revision, for the expiry job.
 #[derive(Debug, Clone)]
-pub(crate) struct Held {
+pub(crate) struct Expiring {
     pub user: String,
     pub presence: StoredPresence,
 }
@@ -131,7 +131,7 @@ impl PresenceStore {
         authority: Authority,
     ) -> Result<(), StoreError> {
         let caller = &self.caller;
-        let wanted = Shared { replicas: cfg.replicas, retention: cfg.retention, per_subject: 1 };
+        let wanted = SharedStream { replicas: cfg.replicas, retention: cfg.retention, per_subject: 1 };
         let stream = format!("KV_{}", cfg.bucket);
         settings::check(js, caller, &stream, authority, wanted).await?;
         if authority == Authority::Bind {
@@ -275,7 +275,7 @@ impl PresenceStore {
 
     /// The presence held at exactly `revision`, if that revision is still its key's latest (with
     /// history 1, a superseded revision is gone from the stream) and holds a status that expires.
-    pub(crate) async fn live_at(&self, revision: u64) -> Result<Option<Held>, StoreError> {
+    pub(crate) async fn live_at(&self, revision: u64) -> Result<Option<Expiring>, StoreError> {
         let kv = self.kv.get("get_revision")?;
         let get = async {
             match kv.stream.direct_get(revision).await {
@@ -294,7 +294,7 @@ impl PresenceStore {
         if !presence.status.expires() {
             return Ok(None);
         }
-        Ok(Some(Held { user: user.to_string(), presence }))
+        Ok(Some(Expiring { user: user.to_string(), presence }))
     }
 
     /// Removes `user`'s record and its history from the bucket (a purge marker remains).
@@ -303,7 +303,7 @@ impl PresenceStore {
     }
 
     /// Every change after `revision` (with `0`: every current record first), as it happens.
-    pub(crate) async fn watch(&self, after: u64) -> Result<Changes, StoreError> {
+    pub(crate) async fn watch(&self, after: u64) -> Result<BucketChanges, StoreError> {
         watch::start(self.kv.get("watch")?, &self.caller, after).await
     }
 

@@ -13,16 +13,16 @@ use crate::{
     nats::{BoxError, CallError, Caller},
 };
 
-/// Changes of the bucket in revision order.
-pub(crate) type Changes = BoxStream<'static, Result<Change, StoreError>>;
+/// BucketChanges of the bucket in revision order.
+pub(crate) type BucketChanges = BoxStream<'static, Result<BucketChange, StoreError>>;
 
 /// One change of one key. The value is decoded only when asked for: a node skips decoding its
 /// own writes, which its cache holds already.
 #[derive(Debug, Clone)]
-pub(crate) struct Change {
+pub(crate) struct BucketChange {
     key: String,
     pub revision: u64,
-    /// Changes the server holds after this one (0: the watcher is caught up).
+    /// BucketChanges the server holds after this one (0: the watcher is caught up).
     pub pending: u64,
     /// When the server stored it, by the server's clock.
     pub stored_at: DateTime<Utc>,
@@ -30,7 +30,7 @@ pub(crate) struct Change {
     value: bytes::Bytes,
 }
 
-impl Change {
+impl BucketChange {
     /// The user whose presence changed; `None` for a key that is not a presence.
     pub(crate) fn user(&self) -> Option<&str> {
         user_of(&self.key)
@@ -43,7 +43,7 @@ impl Change {
     }
 }
 
-impl From<kv::Entry> for Change {
+impl From<kv::Entry> for BucketChange {
     fn from(entry: kv::Entry) -> Self {
         let nanos = entry.created.unix_timestamp_nanos();
         let stored_at =
@@ -59,7 +59,7 @@ impl From<kv::Entry> for Change {
     }
 }
 
-pub(super) async fn start(kv: &kv::Store, caller: &Caller, after: u64) -> Result<Changes, StoreError> {
+pub(super) async fn start(kv: &kv::Store, caller: &Caller, after: u64) -> Result<BucketChanges, StoreError> {
     let watch = if after == 0 {
         caller.bounded("watch", kv.watch_with_history(">")).await?
     } else {
@@ -67,7 +67,7 @@ pub(super) async fn start(kv: &kv::Store, caller: &Caller, after: u64) -> Result
     };
     Ok(watch
         .map(|next| {
-            next.map(Change::from)
+            next.map(BucketChange::from)
                 .map_err(|e| StoreError::from(CallError::Failed { op: "watch", source: BoxError::from(e) }))
         })
         .boxed())

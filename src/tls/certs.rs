@@ -20,7 +20,7 @@ const VALID_DAYS: i64 = 365;
 
 /// The files written: the CA's certificate and key, then a certificate and key per host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
+pub struct CertFiles {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub hosts: Vec<HostFiles>,
@@ -52,7 +52,7 @@ pub enum CertError {
 
 /// Writes `ca.pem`, `ca-key.pem` and, for each host, `{host}.pem` and `{host}-key.pem` into
 /// `dir` (created if missing). Keys are written readable by their owner only.
-pub fn generate(dir: &Path, hosts: &[String]) -> Result<Written, CertError> {
+pub fn generate(dir: &Path, hosts: &[String]) -> Result<CertFiles, CertError> {
     if hosts.is_empty() {
         return Err(CertError::NoHosts);
     }
@@ -70,7 +70,7 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Written, CertError> {
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut ca_params);
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    let written = Written {
+    let written = CertFiles {
         ca_cert: write(dir, "ca.pem", &ca_cert.pem(), false)?,
         ca_key: write(dir, "ca-key.pem", &ca_key.serialize_pem(), true)?,
         hosts: Vec::new(),
