@@ -1,36 +1,6 @@
-//! The hub's unit tests: ordering, expiry, resume, snapshots, caps and slow clients.
-
-use std::net::Ipv4Addr;
-
-use futures::FutureExt;
+//! The feed: order, expiry, resume, the link's stale and fresh.
 
 use super::*;
-use crate::model::{
-    CompactPresence, DeviceKind, PresenceUpdate, Status, StoredDevice, StoredPresence, UserId,
-};
-
-fn hub(settings: StreamConfig) -> Arc<Hub> {
-    Hub::new(settings, LinkState::new(), Arc::new(Metrics::new()))
-}
-
-fn record(revision: u64, status: &str, ttl: i64, at: DateTime<Utc>) -> Arc<Record> {
-    let user = UserId::parse("u").unwrap();
-    let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();
-    let stored = StoredPresence::from_update(&user, update, None, "n", at);
-    Arc::new(Record { revision, presence: Some(CompactPresence::from(&stored)) })
-}
-
-const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn open(hub: &Arc<Hub>, users: &[&str]) -> Subscription {
-    let subscription = hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).unwrap();
-    subscription.follow(users, None);
-    subscription
-}
-
-fn revisions(batch: &Batch) -> Vec<(String, u64, ChangeKind)> {
-    batch.changes.iter().map(|c| (c.user.to_string(), c.revision, c.kind)).collect()
-}
 
 #[test]
 fn watchers_get_their_users_changes_in_order_and_nothing_older() {
@@ -148,55 +118,6 @@ fn a_cursor_resumes_only_on_this_run_and_within_the_buffer() {
 }
 
 #[test]
-fn a_snapshot_drops_what_it_shows_and_keeps_what_is_newer() {
-    let hub = hub(StreamConfig::default());
-    let now = Utc::now();
-    let a = open(&hub, &["alice", "bob"]);
-    hub.publish("alice", None, record(5, "online", 60, now), Source::Node);
-    hub.publish("bob", None, record(7, "busy", 60, now), Source::Node);
-    // The snapshot read found alice at 5 and bob still at 6.
-    a.seen(&[("alice", record(5, "online", 60, now)), ("bob", record(6, "away", 60, now))], now, true);
-    assert_eq!(revisions(&a.subscriber().take()), [("bob".into(), 7, ChangeKind::Update)]);
-}
-
-#[test]
-fn caps_refuse_and_a_closed_subscription_frees_its_place() {
-    let hub = hub(StreamConfig { max_connections: 2, max_connections_per_ip: 1, ..StreamConfig::default() });
-    let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-    let one = hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).unwrap();
-    assert_eq!(hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).err(), Some(Refused::PerIp));
-    let two = hub.subscribe(StreamKind::WebSocket, other, CancellationToken::new()).unwrap();
-    let third = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-    assert_eq!(hub.subscribe(StreamKind::Sse, third, CancellationToken::new()).err(), Some(Refused::Full));
-    assert_eq!(hub.open(), 2);
-    drop(one);
-    assert!(hub.subscribe(StreamKind::Sse, IP, CancellationToken::new()).is_ok());
-    drop(two);
-}
-
-#[test]
-fn a_subscriber_that_leaves_changes_unread_is_dropped_and_its_connection_closed() {
-    let hub = hub(StreamConfig { write_timeout: Duration::from_millis(100), ..StreamConfig::default() });
-    let closer = CancellationToken::new();
-    let slow = hub.subscribe(StreamKind::Sse, IP, closer.clone()).unwrap();
-    slow.follow(&["alice"], None);
-    let fine = open(&hub, &["alice"]);
-    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Watcher);
-    fine.subscriber().take();
-    hub.drop_slow(Instant::now() + Duration::from_millis(50));
-    assert_eq!(slow.subscriber().dropped(), None, "not yet");
-    hub.drop_slow(Instant::now() + Duration::from_millis(150));
-    assert_eq!(slow.subscriber().dropped(), Some(Dropped::Slow));
-    assert!(closer.is_cancelled(), "its connection is closed");
-    assert_eq!(fine.subscriber().dropped(), None, "a client that reads is not");
-}
-
-/// A presence written `ago` before now with `ttl` seconds: expired once `ago` passes `ttl`.
-fn written_ago(revision: u64, status: &str, ttl: i64, ago: chrono::Duration) -> Arc<Record> {
-    record(revision, status, ttl, Utc::now() - ago)
-}
-
-#[test]
 fn what_this_node_learns_first_of_users_nobody_watches_is_not_kept_for_resuming() {
     let hub = hub(StreamConfig::default());
     hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Node);
@@ -249,7 +170,10 @@ fn the_resume_buffer_keeps_exactly_its_size_and_a_reset_forgets_it_all() {
     assert_eq!(hub.lock().resumable_from(), 2, "changes 3 to 5 are kept");
     let kept = Cursor::parse(&hub.cursor(2)).unwrap();
     assert!(a.follow(&["alice"], Some(&kept)).resumed, "the oldest cursor still resumable");
-    a.subscriber().take();
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 5, ChangeKind::Update)]);
+    let now_cursor = Cursor::parse(&hub.cursor(5)).unwrap();
+    assert!(a.follow(&["alice"], Some(&now_cursor)).resumed, "nothing since: resumed, nothing queued");
+    assert!(a.subscriber().take().is_empty());
     // The bucket was replaced: its revisions start over, and no cursor resumes.
     hub.reset();
     assert!(!a.follow(&["alice"], Some(&kept)).resumed);
@@ -281,40 +205,26 @@ fn subscribers_hear_when_the_link_goes_stale_and_fresh_once_each() {
 }
 
 #[test]
-fn a_batch_says_what_it_holds_and_its_last_sequence_number() {
+fn a_presence_expired_when_the_hub_hears_of_it_is_not_announced_again() {
     let hub = hub(StreamConfig::default());
-    let a = open(&hub, &["alice", "bob"]);
-    assert!(a.subscriber().ready().now_or_never().is_none(), "nothing queued: it waits");
-    for (user, revision) in [("alice", 7), ("bob", 8)] {
-        hub.publish(user, None, record(revision, "online", 60, Utc::now()), Source::Watcher);
-    }
-    let batch = a.subscriber().take();
-    assert!(!batch.is_empty());
-    assert_eq!(batch.last_seq(), Some(2), "two changes numbered 1 and 2");
-    hub.delivered(batch.changes.len());
-    assert_eq!(hub.metrics.stream_changes_delivered.get(), 2);
-    assert!(a.subscriber().take().is_empty() && a.subscriber().take().last_seq().is_none());
+    let a = open(&hub, &["alice"]);
+    hub.publish("alice", None, written_ago(1, "busy", 60, chrono::Duration::seconds(61)), Source::Watcher);
+    a.subscriber().take();
+    hub.expire_due(Utc::now());
+    assert!(a.subscriber().take().is_empty(), "its change already showed it offline");
+    assert!(hub.lock().timers.is_empty());
 }
 
 #[test]
-fn unfollowing_a_user_drops_what_was_queued_for_them() {
+fn an_expiry_comes_due_at_its_exact_time() {
     let hub = hub(StreamConfig::default());
-    let a = open(&hub, &["alice", "bob"]);
-    hub.publish("alice", None, record(1, "online", 60, Utc::now()), Source::Watcher);
-    hub.publish("bob", None, record(2, "online", 60, Utc::now()), Source::Watcher);
-    a.unfollow(&["alice"]);
-    assert_eq!(revisions(&a.subscriber().take()), [("bob".into(), 2, ChangeKind::Update)]);
-}
-
-#[test]
-fn shutdown_ends_every_subscription_and_names_why() {
-    let hub = hub(StreamConfig::default());
-    let closer = CancellationToken::new();
-    let a = hub.subscribe(StreamKind::Sse, IP, closer.clone()).unwrap();
-    hub.shutdown();
-    assert_eq!(a.subscriber().dropped(), Some(Dropped::Shutdown));
-    assert!(!closer.is_cancelled(), "the stream says why and ends by itself");
-    assert!(a.subscriber().ready().now_or_never().is_some(), "a dropped subscriber waits for nothing");
-    assert_eq!(Dropped::Shutdown.as_str(), "shutdown");
-    assert_eq!(Dropped::Slow.as_str(), "slow");
+    let a = open(&hub, &["alice"]);
+    let live = record(1, "online", 60, Utc::now());
+    let at = live.presence.as_ref().unwrap().expires_at();
+    hub.publish("alice", None, live, Source::Watcher);
+    a.subscriber().take();
+    hub.expire_due(at - chrono::Duration::milliseconds(1));
+    assert!(a.subscriber().take().is_empty());
+    hub.expire_due(at);
+    assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 1, ChangeKind::Expire)]);
 }
