@@ -169,6 +169,7 @@ fn the_resume_buffer_keeps_exactly_its_size_and_a_reset_forgets_it_all() {
     assert_eq!(hub.lock().log.len(), 3);
     assert_eq!(hub.lock().resumable_from(), 2, "changes 3 to 5 are kept");
     let kept = Cursor::parse(&hub.cursor(2)).unwrap();
+    a.subscriber().take();
     assert!(a.follow(&["alice"], Some(&kept)).resumed, "the oldest cursor still resumable");
     assert_eq!(revisions(&a.subscriber().take()), [("alice".into(), 5, ChangeKind::Update)]);
     let now_cursor = Cursor::parse(&hub.cursor(5)).unwrap();

@@ -151,3 +151,23 @@ fn a_slow_client_stays_slow_when_it_unfollows_some_of_its_users() {
     hub.drop_slow(Instant::now() + Duration::from_millis(150));
     assert_eq!(a.subscriber().dropped(), Some(Dropped::Slow), "bob's change still waits");
 }
+
+#[test]
+fn a_snapshot_drops_queued_expiries_older_than_what_it_shows_and_keeps_the_queue_timed() {
+    let hub = hub(StreamConfig { write_timeout: Duration::from_millis(100), ..StreamConfig::default() });
+    let a = open(&hub, &["alice", "bob"]);
+    let now = Utc::now();
+    let alice = record(5, "online", 60, now);
+    let at = alice.presence.as_ref().unwrap().expires_at();
+    hub.publish("alice", None, alice, Source::Watcher);
+    hub.publish("bob", None, record(6, "online", 60, now), Source::Watcher);
+    a.subscriber().take();
+    hub.expire_due(at);
+    hub.publish("bob", None, record(9, "away", 60, now), Source::Watcher);
+    // The snapshot read alice after a newer write (7, online) and bob before his (at 6).
+    let before = at - chrono::Duration::milliseconds(1);
+    a.seen(&[("alice", record(7, "online", 60, now)), ("bob", record(6, "online", 60, now))], before, true);
+    hub.drop_slow(Instant::now() + Duration::from_millis(150));
+    assert_eq!(a.subscriber().dropped(), Some(Dropped::Slow), "bob's change still waits unread");
+    assert_eq!(revisions(&a.subscriber().take()), [("bob".into(), 9, ChangeKind::Update)]);
+}
