@@ -2,6 +2,7 @@
 //! [`Application::run_until`] serves until told to stop, then drains requests, the background
 //! tasks, the NATS client and the embedded server, in that order.
 
+mod claim;
 mod reload;
 mod startup;
 
@@ -42,6 +43,8 @@ pub struct Application {
     config: Config,
     https: Option<Arc<ServerTls>>,
     hub: Arc<Hub>,
+    /// Held while the node lives: no other node starts on its data directory.
+    _data_dir: Option<claim::DataDirLock>,
 }
 
 impl Application {
@@ -49,11 +52,18 @@ impl Application {
     /// [`Application::local_addr`] says which one the OS chose. A failure stops what was
     /// started already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Before anything is started or written: the data directory is this node's alone, and
+        // the ports it will open are free.
+        let data_dir = claim::data_dir(&config)?;
+        claim::ports(&config)?;
         let (secret, source) = startup::jwt_secret(&config)?;
         startup::announce(&config, &source);
         let auth = Authenticator::new(&secret, &config.auth);
         let (mut embedded, url) = startup::start_nats(&config, &config.node_id()).await?;
-        let built = Self::assemble(config, auth, &url, &mut embedded).await;
+        let built = Self::assemble(config, auth, &url, &mut embedded).await.map(|mut app| {
+            app._data_dir = data_dir;
+            app
+        });
         if built.is_err()
             && let Some(server) = embedded.take()
         {
@@ -138,7 +148,19 @@ impl Application {
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
         let router = http::router(state, HttpsPolicy::new(&config.service));
         let embedded = embedded.take();
-        Ok(Self { listener, local_addr, router, client, embedded, background, metrics, config, https, hub })
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            client,
+            embedded,
+            background,
+            metrics,
+            config,
+            https,
+            hub,
+            _data_dir: None,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -303,7 +303,7 @@ pub(super) async fn listen(
     let addr = SocketAddr::new(config.service.host, config.service.port);
     let tcp = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (service.host, service.port)"))?;
+        .with_context(|| format!("service.port (--port): cannot listen on {addr}"))?;
     let local_addr = tcp.local_addr()?;
     let caps = Caps {
         total: config.service.max_connections,

@@ -249,7 +249,7 @@ async fn wait_ready(
             Answer::Foreign(other) => {
                 return Err(NatsError::Start(format!(
                     "another nats-server (server_name {other:?}) already answers at {url}; stop it, or give \
-                     this node a free nats.port"
+                     this node a free nats.port (--nats-port)"
                 )));
             }
             Answer::Nothing => {}

@@ -122,18 +122,70 @@ async fn presence_token_uses_the_generated_secret_that_serve_uses() {
     assert!(!log.contains(secret.trim()));
 }
 
+/// nats-server failing for a reason of its own (here: its store directory is a file) is
+/// explained with the server's own log lines.
 #[tokio::test]
 async fn a_nats_server_that_cannot_start_is_explained_with_its_own_words() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::helpers::test_config(dir.path());
-    config.nats.port = taken.local_addr().unwrap().port();
+    let config = crate::helpers::test_config(dir.path());
+    std::fs::create_dir_all(&config.nats.data_dir).unwrap();
+    std::fs::write(config.nats.data_dir.join("jetstream"), "not a directory").unwrap();
     let error = match presence::app::Application::build(config).await {
-        Ok(_) => panic!("started on a port that is taken"),
+        Ok(_) => panic!("started on a store it cannot use"),
         Err(e) => format!("{e:#}"),
     };
     assert!(error.contains("exited during start-up"), "{error}");
-    assert!(error.contains("address already in use"), "the server's own log line is quoted: {error}");
+    assert!(
+        error.contains("[FTL]") || error.contains("[ERR]"),
+        "the server's own log lines are quoted: {error}"
+    );
+}
+
+/// Every port a node opens, when taken, is named in one line with its setting and flag, before
+/// anything is started.
+#[tokio::test]
+async fn a_taken_port_is_named_in_one_line_with_its_setting_and_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases: [(&str, &str, fn(&mut presence::config::Config, u16)); 3] = [
+        ("service.port", "--port", |c, p| c.service.port = p),
+        ("nats.port", "--nats-port", |c, p| c.nats.port = p),
+        ("nats.leaf_port", "--leaf-port", |c, p| c.nats.leaf_port = p),
+    ];
+    for (setting, flag, take) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::helpers::test_config(dir.path());
+        take(&mut config, port);
+        let error = match presence::app::Application::build(config).await {
+            Ok(_) => panic!("started with {setting} taken"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert!(error.contains(&format!("{setting} ({flag})")) && error.contains("taken"), "{error}");
+        assert!(!dir.path().join("nats-data/nats-server.conf").exists(), "nothing started: {setting}");
+    }
+}
+
+/// A second node on a data directory in use refuses to start, naming the directory and the
+/// process that has it; once the first stops, it starts.
+#[tokio::test]
+async fn two_nodes_cannot_share_a_data_directory() {
+    let first = TestApp::spawn().await;
+    let data_dir = first.data_dir().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.nats.data_dir = data_dir.clone();
+    let error = match presence::app::Application::build(config.clone()).await {
+        Ok(_) => panic!("a second node started on a data directory in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("is in use by another Presence node"), "{error}");
+    assert!(error.contains(&format!("pid {}", std::process::id())), "names the holder: {error}");
+    assert!(error.contains(&*data_dir.to_string_lossy()), "names the directory: {error}");
+    let kept = first.stop_keeping().await;
+    let second = presence::app::Application::build(config).await.expect("the directory is free again");
+    second.run_until(async {}).await.unwrap();
+    drop(kept);
 }
 
 /// A stock nats-server already listening on the embedded server's port is not adopted: the start
@@ -148,7 +200,7 @@ async fn a_foreign_nats_server_on_the_port_is_refused_at_start() {
         Ok(_) => panic!("adopted a foreign nats-server"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(error.contains("another nats-server"), "{error}");
+    assert!(error.contains("nats.port (--nats-port)") && error.contains("taken"), "{error}");
     let js = async_nats::jetstream::new(async_nats::connect(foreign.url()).await.unwrap());
     assert!(js.get_key_value("presence").await.is_err(), "no bucket made in the foreign server");
 }
