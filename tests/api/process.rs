@@ -147,7 +147,8 @@ async fn a_nats_server_that_cannot_start_is_explained_with_its_own_words() {
 async fn a_taken_port_is_named_in_one_line_with_its_setting_and_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cases: [(&str, &str, fn(&mut presence::config::Config, u16)); 3] = [
+    type Take = fn(&mut presence::config::Config, u16);
+    let cases: [(&str, &str, Take); 3] = [
         ("service.port", "--port", |c, p| c.service.port = p),
         ("nats.port", "--nats-port", |c, p| c.nats.port = p),
         ("nats.leaf_port", "--leaf-port", |c, p| c.nats.leaf_port = p),
