@@ -29,6 +29,28 @@ pub fn resolve(config: &Config) -> std::io::Result<(Secret, SecretSource)> {
     load_or_generate(&config.nats.data_dir.join(SECRET_FILE))
 }
 
+/// The secret a running node uses, found as [`resolve`] finds it, but never made up: for a
+/// client of the node (`presence token`), a new secret would sign tokens the node refuses.
+pub fn find(config: &Config) -> std::io::Result<(Secret, SecretSource)> {
+    if let Some(secret) = &config.auth.jwt_secret {
+        return Ok((secret.clone(), SecretSource::Configured));
+    }
+    let path = config.nats.data_dir.join(SECRET_FILE);
+    if !path.exists() {
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "no JWT secret: auth.jwt_secret is not configured and {} does not exist; run this where \
+                 the node runs, or name its data directory (--data-dir) or its configuration (--config)",
+                shown.display()
+            ),
+        ));
+    }
+    let secret = read(&path)?;
+    Ok((secret, SecretSource::Existing(path)))
+}
+
 /// The secret kept at `path`, generated (32 random bytes, hex) and written with mode 0600 if
 /// there is none yet.
 pub(crate) fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSource)> {
@@ -46,22 +68,27 @@ pub(crate) fn load_or_generate(path: &Path) -> std::io::Result<(Secret, SecretSo
         }
         // Another process (or an earlier start) made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the JWT secret file is readable by others; chmod 600 it");
-            }
-            let text = std::fs::read_to_string(path)?;
-            let secret = text.trim().to_string();
-            if secret.len() < 32 {
-                return Err(std::io::Error::other(format!(
-                    "{} holds fewer than 32 bytes; delete it to generate a new secret",
-                    path.display()
-                )));
-            }
-            Ok((Secret::new(secret), SecretSource::Existing(path.to_path_buf())))
+            Ok((read(path)?, SecretSource::Existing(path.to_path_buf())))
         }
         Err(e) => Err(e),
     }
+}
+
+/// The secret kept at `path`, which exists.
+fn read(path: &Path) -> std::io::Result<Secret> {
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the JWT secret file is readable by others; chmod 600 it");
+    }
+    let text = std::fs::read_to_string(path)?;
+    let secret = text.trim().to_string();
+    if secret.len() < 32 {
+        return Err(std::io::Error::other(format!(
+            "{} holds fewer than 32 bytes; delete it to generate a new secret",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(secret))
 }
 
 #[cfg(test)]

@@ -202,9 +202,16 @@ fn token(file: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
     let overrides = Overrides { data_dir: args.data_dir, ..Default::default() };
     let config = config::load(file.as_deref(), &overrides)?;
     let user = UserId::parse(&args.user)?;
-    let (secret, source) = secret::resolve(&config)?;
-    if let secret::SecretSource::Generated(path) = source {
-        eprintln!("presence: generated a development JWT secret at {}", path.display());
+    let (secret, source) = secret::find(&config)?;
+    match (source, file.as_deref()) {
+        (secret::SecretSource::Configured, Some(file)) => {
+            eprintln!("presence: signed with auth.jwt_secret of {}", file.display())
+        }
+        (secret::SecretSource::Configured, None) => eprintln!("presence: signed with auth.jwt_secret"),
+        (secret::SecretSource::Existing(path) | secret::SecretSource::Generated(path), _) => {
+            let path = std::path::absolute(&path).unwrap_or(path);
+            eprintln!("presence: signed with the node's generated secret in {}", path.display())
+        }
     }
     let ttl = args.ttl.unwrap_or(config.auth.jwt_ttl);
     anyhow::ensure!(

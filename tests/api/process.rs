@@ -107,7 +107,13 @@ async fn presence_token_uses_the_generated_secret_that_serve_uses() {
         .arg(service.config_path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    let used = dir.path().join("nats-data/jwt-secret");
+    assert!(
+        said.contains(&format!("signed with the node's generated secret in {}", used.display())),
+        "{said}"
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let client = reqwest::Client::new();
     let response =
@@ -120,6 +126,25 @@ async fn presence_token_uses_the_generated_secret_that_serve_uses() {
     assert!(log.contains("generated development JWT secret"), "the service warns about its generated secret");
     let secret = std::fs::read_to_string(dir.path().join("nats-data/jwt-secret")).unwrap();
     assert!(!log.contains(secret.trim()));
+}
+
+/// `presence token` run where no node keeps its secret makes none up (its tokens would be
+/// refused): it fails, saying where it looked, and leaves nothing behind.
+#[test]
+fn presence_token_where_no_node_runs_makes_up_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["token", "--user", "ivy"])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "no token without a secret");
+    assert!(out.stdout.is_empty());
+    let looked = dir.path().canonicalize().unwrap().join("nats-data/jwt-secret");
+    assert!(said.contains("no JWT secret") && said.contains(&*looked.to_string_lossy()), "{said}");
+    assert!(!dir.path().join("nats-data").exists(), "nothing created");
 }
 
 /// nats-server failing for a reason of its own (here: its store directory is a file) is
