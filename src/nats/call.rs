@@ -41,6 +41,24 @@ impl CallError {
     pub(crate) fn refused(&self) -> bool {
         matches!(self, CallError::Refused { .. } | CallError::Unbound { .. })
     }
+
+    /// A publish that no stream took: the server answered at once that nobody listens on the
+    /// subject (a stream without a leader, during a failover). Nothing was stored.
+    pub(crate) fn reached_no_stream(&self) -> bool {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        let CallError::Failed { source, .. } = self else { return false };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(error) = next {
+            if error
+                .downcast_ref::<PublishError>()
+                .is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound)
+            {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
 }
 
 /// Tries `attempt` again after waits that double from 100 ms (at most 2 s), until it succeeds or

@@ -71,9 +71,10 @@ impl StoreError {
         matches!(self, StoreError::Call(e) if e.refused())
     }
 
-    /// A write that failed after it was sent: nothing can be said about its outcome.
+    /// A write that failed after it was sent: nothing can be said about its outcome, unless it
+    /// was never made (refused) or no stream took it (nothing stored: the write is unavailable).
     fn unconfirmed(record: StoredPresence, source: CallError) -> Self {
-        if source.refused() {
+        if source.refused() || source.reached_no_stream() {
             StoreError::Call(source)
         } else {
             StoreError::Unconfirmed { record: Box::new(record), source }

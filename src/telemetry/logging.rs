@@ -22,9 +22,17 @@ pub fn init(config: &LoggingConfig) -> Option<WorkerGuard> {
         LogFormat::Json => registry
             .with(fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(writer))
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_writer(writer)).try_init(),
+        // Colours for a person at a terminal; none in a file, a pipe or the journal.
+        LogFormat::Text => registry.with(fmt::layer().with_ansi(colours()).with_writer(writer)).try_init(),
     };
     installed.is_ok().then_some(guard)
+}
+
+/// Whether text lines may carry ANSI colours: only when stdout is a terminal, and `NO_COLOR` is not
+/// set (no-color.org).
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// async-nats reports every connection event at info; our own NATS events say what matters.

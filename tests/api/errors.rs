@@ -196,3 +196,21 @@ async fn the_largest_valid_multi_reads_fit() {
     assert_eq!(body["data"].as_object().unwrap().len(), 1000);
     app.stop().await;
 }
+
+/// A write that no stream takes (the bucket's stream is gone, as during a failover before a new
+/// leader answers) is refused as unavailable with nothing stored, not as an unknown outcome: the
+/// server said at once that nobody listens.
+#[tokio::test]
+async fn a_write_no_stream_takes_is_unavailable_not_unknown() {
+    let app = TestApp::spawn().await;
+    app.set("ulla", json!({"status": "online"})).await;
+    let js = async_nats::jetstream::new(crate::helpers::nats_connect(&app.nats_url()).await);
+    js.delete_stream("KV_presence").await.unwrap();
+    let response = app.put("ulla", json!({"status": "busy"})).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (_, body) = json_of(response).await;
+    let said = body["error"].as_str().unwrap();
+    assert!(said.contains("unavailable, nothing was stored"), "{said}");
+    assert!(!said.contains("may or may not"), "{said}");
+    app.stop().await;
+}

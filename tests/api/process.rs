@@ -317,3 +317,19 @@ async fn access_logs_are_a_choice_and_a_refused_token_costs_one_line() {
         assert_eq!(reads, 5 * lines_per_ok, "{requests}: lines for five 404 reads\n{log}");
     }
 }
+
+/// Text lines written to a file (as under systemd, or a pipe) carry no ANSI colour codes.
+#[tokio::test]
+async fn text_logs_in_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service =
+        ServiceProcess::start_logging(dir.path(), None, Some(SECRET), "level: info\n  format: text");
+    service.wait_healthy().await;
+    let log = eventually(Duration::from_secs(5), "the node logs that it serves", || async {
+        let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap_or_default();
+        log.contains("serving").then_some(log)
+    })
+    .await;
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes in a file:\n{log}");
+}
