@@ -56,16 +56,50 @@ struct Presence {
     user_id: String,
     status: String,
     message: Option<String>,
+    last_seen: Option<String>,
+    updated_at: Option<String>,
+}
+
+/// The columns of a presence line: user, status, last seen, updated, then message and notes.
+struct Columns {
+    user: usize,
+}
+
+/// The widest status (`offline`) and an RFC 3339 time with milliseconds.
+const STATUS_WIDTH: usize = 7;
+const TIME_WIDTH: usize = 24;
+
+impl Columns {
+    fn header(&self) -> String {
+        self.row("USER", "STATUS", "LAST SEEN", "UPDATED", "MESSAGE")
+    }
+
+    fn row(&self, user: &str, status: &str, last_seen: &str, updated: &str, rest: &str) -> String {
+        let width = self.user;
+        let row = format!(
+            "{user:<width$}  {status:<STATUS_WIDTH$}  {last_seen:<TIME_WIDTH$}  {updated:<TIME_WIDTH$}  {rest}"
+        );
+        row.trim_end().to_string()
+    }
+
+    fn presence(&self, p: &Presence, note: &str) -> String {
+        let message = p.message.as_deref().map(|m| format!("{m:?}")).unwrap_or_default();
+        let rest = [message.as_str(), note].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
+        let (seen, updated) = (p.last_seen.as_deref().unwrap_or("-"), p.updated_at.as_deref().unwrap_or("-"));
+        self.row(&p.user_id, &p.status, seen, updated, &rest.join("  "))
+    }
 }
 
 impl Tail {
     /// Follows the users until the process is interrupted, writing lines to `out`.
     pub async fn run(&self, out: &mut (impl tokio::io::AsyncWrite + Unpin)) -> anyhow::Result<()> {
         let target = Target::parse(&self.url, self.ca.as_deref())?;
+        let columns = Columns { user: self.users.iter().map(String::len).max().unwrap_or(0).max(4) };
+        out.write_all(format!("{}\n", columns.header()).as_bytes()).await?;
         let mut last_id: Option<String> = None;
         let mut connected_once = false;
         loop {
-            match self.follow(&target, &mut last_id, out).await {
+            match self.follow(&target, &columns, &mut last_id, out).await {
                 Ok(()) => line(out, "-- the node ended the stream; reconnecting").await?,
                 Err(e) if !connected_once && last_id.is_none() => return Err(e),
                 Err(e) => line(out, &format!("-- {e:#}; reconnecting")).await?,
@@ -79,6 +113,7 @@ impl Tail {
     async fn follow(
         &self,
         target: &Target,
+        columns: &Columns,
         last_id: &mut Option<String>,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> anyhow::Result<()> {
@@ -109,7 +144,7 @@ impl Tail {
                 if let Some(id) = &event.id {
                     *last_id = Some(id.clone());
                 }
-                for text in render(&event) {
+                for text in render(columns, &event) {
                     line(out, &text).await?;
                 }
             }
@@ -118,12 +153,9 @@ impl Tail {
     }
 }
 
-/// The lines an event prints.
-fn render(event: &Event) -> Vec<String> {
-    let show = |p: &Presence, note: &str| {
-        let message = p.message.as_deref().map(|m| format!(" {m:?}")).unwrap_or_default();
-        format!("{}  {}{message}{note}", p.user_id, p.status)
-    };
+/// The lines an event prints: a presence with its own times, or a notice.
+fn render(columns: &Columns, event: &Event) -> Vec<String> {
+    let show = |p: &Presence, note: &str| columns.presence(p, note);
     match event.name.as_str() {
         "snapshot" => match serde_json::from_str::<Snapshot>(&event.data) {
             Ok(s) => s.data.values().map(|p| show(p, "")).collect(),
@@ -134,8 +166,8 @@ fn render(event: &Event) -> Vec<String> {
                 .changes
                 .iter()
                 .map(|c| match c.kind.as_str() {
-                    "expire" => show(&c.presence, "  (expired)"),
-                    "erase" => format!("{}  erased", c.presence.user_id),
+                    "expire" => show(&c.presence, "(expired)"),
+                    "erase" => columns.row(&c.presence.user_id, "erased", "-", "-", ""),
                     _ => show(&c.presence, ""),
                 })
                 .collect(),
@@ -148,9 +180,13 @@ fn render(event: &Event) -> Vec<String> {
     }
 }
 
+/// Writes a line; a notice (`-- ...`) says when it happened, a presence has its own times.
 async fn line(out: &mut (impl tokio::io::AsyncWrite + Unpin), text: &str) -> anyhow::Result<()> {
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    out.write_all(format!("{now}  {text}\n").as_bytes()).await?;
+    let text = match text.strip_prefix("-- ") {
+        Some(notice) => format!("-- {}  {notice}", Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => text.to_string(),
+    };
+    out.write_all(format!("{text}\n").as_bytes()).await?;
     out.flush().await?;
     Ok(())
 }
@@ -279,9 +315,24 @@ mod tests {
     }
 
     #[test]
-    fn changes_print_one_line_each() {
-        let data = r#"{"changes":[{"user_id":"a","kind":"update","presence":{"user_id":"a","status":"busy","message":"Call"},"revision":4},{"user_id":"b","kind":"expire","presence":{"user_id":"b","status":"offline"},"revision":5},{"user_id":"c","kind":"erase","presence":{"user_id":"c","status":"offline"},"revision":6}]}"#;
-        let event = Event { name: "change".into(), id: None, data: data.into() };
-        assert_eq!(render(&event), vec!["a  busy \"Call\"", "b  offline  (expired)", "c  erased"]);
+    fn changes_print_one_aligned_line_each_with_the_presences_own_times() {
+        let t = "2026-12-05T08:00:00.000Z";
+        let data = format!(
+            r#"{{"changes":[{{"user_id":"a","kind":"update","presence":{{"user_id":"a","status":"busy","message":"Call","last_seen":"{t}","updated_at":"{t}"}},"revision":4}},{{"user_id":"bob","kind":"expire","presence":{{"user_id":"bob","status":"offline","updated_at":"{t}"}},"revision":5}},{{"user_id":"c","kind":"erase","presence":{{"user_id":"c","status":"offline"}},"revision":6}}]}}"#
+        );
+        let event = Event { name: "change".into(), id: None, data };
+        let columns = Columns { user: 4 };
+        let lines = render(&columns, &event);
+        assert_eq!(
+            lines,
+            vec![
+                format!("a     busy     {t}  {t}  \"Call\""),
+                format!("bob   offline  -                         {t}  (expired)"),
+                "c     erased   -                         -".to_string(),
+            ]
+        );
+        let header = columns.header();
+        assert_eq!(header.find("STATUS"), lines[0].find("busy"), "aligned under the header");
+        assert_eq!(header.find("UPDATED"), lines[1].rfind(t), "{header}\n{}", lines[1]);
     }
 }

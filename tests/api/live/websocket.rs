@@ -160,13 +160,21 @@ async fn presence_watch_prints_a_line_per_change() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
     let mut next = async || tokio::time::timeout(FIVE, lines.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(next().await.ends_with("  mia  offline"));
-    assert!(next().await.ends_with("  ned  offline"));
-    app.set("ned", json!({"status": "busy", "message": "Call"})).await;
-    assert!(next().await.ends_with("  ned  busy \"Call\""));
-    app.set("mia", json!({"status": "online", "ttl": 1})).await;
-    assert!(next().await.ends_with("  mia  online"));
-    assert!(next().await.ends_with("  mia  offline  (expired)"));
+    let header = next().await;
+    assert!(header.starts_with("USER  STATUS   LAST SEEN"), "{header}");
+    assert_eq!(next().await, "mia   offline  -                         -");
+    assert_eq!(next().await, "ned   offline  -                         -");
+    let ned = app.set("ned", json!({"status": "busy", "message": "Call"})).await;
+    let (seen, updated) = (ned["last_seen"].as_str().unwrap(), ned["updated_at"].as_str().unwrap());
+    assert_eq!(
+        next().await,
+        format!("ned   busy     {seen}  {updated}  \"Call\""),
+        "the presence's own times"
+    );
+    let mia = app.set("mia", json!({"status": "online", "ttl": 1})).await;
+    let (seen, updated) = (mia["last_seen"].as_str().unwrap(), mia["updated_at"].as_str().unwrap());
+    assert_eq!(next().await, format!("mia   online   {seen}  {updated}"));
+    assert_eq!(next().await, format!("mia   offline  {seen}  {updated}  (expired)"));
     watch.kill().await.unwrap();
 
     // A refused request says why and exits.
