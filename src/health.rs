@@ -15,12 +15,15 @@ use crate::{
     cache::{CacheMetrics, PresenceCache},
     coherence::CLOCK_TOLERANCE,
     config::{Config, NodeType},
-    lifecycle::ExpiryQueue,
+    lifecycle::{Events, ExpiryQueue},
     link::LinkState,
     live::Hub,
-    nats::ServerStatus,
+    nats::{Placement, ServerStatus},
     store::PresenceStore,
-    telemetry::{Metrics, metrics::LinkLabels},
+    telemetry::{
+        Metrics,
+        metrics::{JetStreamLabels, LinkLabels},
+    },
     topology::{NodeStatus, Registry},
 };
 
@@ -37,6 +40,7 @@ pub(crate) struct Health {
     store: PresenceStore,
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
+    events: Events,
     expiry: Arc<ExpiryQueue>,
     hub: Arc<Hub>,
     registry: Arc<Registry>,
@@ -48,17 +52,17 @@ pub(crate) struct Health {
     certificates: Vec<(&'static str, PathBuf)>,
 }
 
-/// What health asks of NATS: the client, its JetStream context, the bucket, and the embedded
-/// server (`None` on an external NATS).
+/// What health asks of NATS: the client, its JetStream context, the bucket, the audit log, and
+/// the embedded server (`None` on an external NATS).
 pub(crate) type Probed =
-    (async_nats::Client, async_nats::jetstream::Context, PresenceStore, Option<Arc<ServerStatus>>);
+    (async_nats::Client, async_nats::jetstream::Context, (PresenceStore, Events), Option<Arc<ServerStatus>>);
 
 /// What the node keeps, whose state health reports.
 pub(crate) type Kept = (PresenceCache, Arc<LinkState>, Arc<ExpiryQueue>, Arc<Hub>, Arc<Registry>);
 
 impl Health {
     pub(crate) fn new(config: &Config, probed: Probed, kept: Kept, metrics: Arc<Metrics>) -> Self {
-        let (client, jetstream, store, embedded) = probed;
+        let (client, jetstream, (store, events), embedded) = probed;
         let (cache, link, expiry, hub, registry) = kept;
         Self {
             node_id: config.node_id(),
@@ -70,6 +74,7 @@ impl Health {
             store,
             client,
             jetstream,
+            events,
             expiry,
             hub,
             registry,
@@ -143,11 +148,22 @@ pub(crate) struct NatsHealth {
     pub jetstream: bool,
     /// The presence bucket answered a status request.
     pub bucket: bool,
+    /// Where the shared streams live: the server that leads each and its replicas (a single
+    /// server leads with none; null when the stream does not answer).
+    pub streams: SharedStreams,
     pub watcher: WatcherHealth,
     /// Whether the circuit breaker in front of NATS writes is open (writes refused at once).
     pub breaker_open: bool,
     /// Whether the one in front of KV reads is open (misses answered degraded at once).
     pub read_breaker_open: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct SharedStreams {
+    /// The presence bucket's stream.
+    pub bucket: Option<Placement>,
+    /// The audit log's stream.
+    pub audit_log: Option<Placement>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -214,8 +230,18 @@ impl Health {
     /// The NATS link, JetStream, the bucket and the watcher, probed now.
     pub(crate) async fn nats(&self) -> NatsHealth {
         let connection = crate::nats::probe(&self.client, &self.jetstream, PROBE_TIMEOUT).await;
-        let bucket = connection.connected
-            && tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.is_ok_and(|r| r.is_ok());
+        let head = match connection.connected {
+            true => tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.ok().and_then(Result::ok),
+            false => None,
+        };
+        let bucket = head.is_some();
+        let streams = SharedStreams {
+            bucket: head.and_then(|h| h.placement),
+            audit_log: match connection.connected {
+                true => self.audit_log_placement().await,
+                false => None,
+            },
+        };
         let link = self.link.snapshot();
         NatsHealth {
             connected: connection.connected,
@@ -223,6 +249,7 @@ impl Health {
             rtt_ms: connection.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
             jetstream: connection.jetstream,
             bucket,
+            streams,
             watcher: WatcherHealth {
                 connected: !link.stale,
                 applied_revision: link.applied_revision,
@@ -232,6 +259,10 @@ impl Health {
             breaker_open: self.store.caller().breaker().is_open(),
             read_breaker_open: self.store.caller().read_breaker().is_open(),
         }
+    }
+
+    async fn audit_log_placement(&self) -> Option<Placement> {
+        tokio::time::timeout(PROBE_TIMEOUT, self.events.placement()).await.ok().and_then(Result::ok).flatten()
     }
 
     /// Cache statistics (the `CacheMetrics` of the design), current as of now.
@@ -279,6 +310,16 @@ impl Health {
         for (link, path) in &self.certificates {
             if let Some(not_after) = crate::tls::not_after(path) {
                 m.certificate_expiry.get_or_create(&LinkLabels { link }).set(not_after);
+            }
+        }
+        let bucket = tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.ok().and_then(Result::ok);
+        let placements =
+            [("bucket", bucket.and_then(|h| h.placement)), ("audit_log", self.audit_log_placement().await)];
+        for (stream, placement) in placements {
+            if let Some(placement) = placement {
+                m.jetstream_replicas_current
+                    .get_or_create(&JetStreamLabels { stream })
+                    .set(placement.current() as i64);
             }
         }
         if let Some(offset) = link.clock_offset {

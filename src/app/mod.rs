@@ -99,8 +99,12 @@ impl Application {
             startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
-        let probed =
-            (client.clone(), jetstream, store.clone(), embedded.as_ref().map(EmbeddedServer::status));
+        let probed = (
+            client.clone(),
+            jetstream,
+            (store.clone(), events.clone()),
+            embedded.as_ref().map(EmbeddedServer::status),
+        );
         let kept = (
             coherent.cache.clone(),
             coherent.link.clone(),

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use crate::{
     model::{Presence, Status, UserId},
     nats::{
-        self, Binding, CallError, Caller, retry_for,
+        self, Binding, CallError, Caller, Placement, retry_for,
         settings::{Authority, SettingsError, SharedStream},
     },
     telemetry::{Metrics, chain},
@@ -220,6 +220,13 @@ impl Events {
     }
 
     /// Removes every event of `user` from the audit log.
+    /// The audit log's leader and replicas, from a fresh stream-info request.
+    pub(crate) async fn placement(&self) -> Result<Option<Placement>, EventError> {
+        let mut stream = self.stream.get("events_info")?.clone();
+        let info = self.caller.bounded("events_info", stream.info()).await?;
+        Ok(Placement::of(info.cluster.as_ref()))
+    }
+
     pub(crate) async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
         let stream = self.stream.get("events_purge")?;
         let purge = async { stream.purge().filter(format!("presence.*.{user}")).await };

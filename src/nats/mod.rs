@@ -6,6 +6,7 @@ pub(crate) mod at_rest;
 mod binding;
 pub(crate) mod breaker;
 mod call;
+mod placement;
 pub mod server;
 pub(crate) mod settings;
 mod status;
@@ -17,6 +18,7 @@ use async_nats::{Client, ConnectOptions, Event};
 
 pub(crate) use binding::Binding;
 pub(crate) use call::{BoxError, CallError, Caller, retry_for};
+pub(crate) use placement::Placement;
 pub(crate) use status::ServerStatus;
 pub(crate) use supervisor::EmbeddedServer;
 

@@ -27,7 +27,7 @@ use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::{
-        Binding, CallError, Caller,
+        Binding, CallError, Caller, Placement,
         settings::{self, Authority, SettingsError, SharedStream},
     },
 };
@@ -83,11 +83,13 @@ impl StoreError {
 }
 
 /// The bucket's position, as a fresh stream-info request sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub last_revision: u64,
     /// Records in the bucket (0 for an empty one).
     pub records: u64,
+    /// Its leader and replicas (none on a server without clustering).
+    pub placement: Option<Placement>,
 }
 
 /// A presence whose status expires, as the bucket holds it at one revision, for the expiry job.
@@ -313,7 +315,8 @@ impl PresenceStore {
     pub(crate) async fn head(&self) -> Result<Head, StoreError> {
         let mut stream = self.kv.get("stream_info")?.stream.clone();
         let info = self.caller.bounded("stream_info", stream.info()).await?;
-        Ok(Head { last_revision: info.state.last_sequence, records: info.state.messages })
+        let placement = Placement::of(info.cluster.as_ref());
+        Ok(Head { last_revision: info.state.last_sequence, records: info.state.messages, placement })
     }
 
     /// The latest entry for `user`: the decoded presence (None for a delete marker or a value

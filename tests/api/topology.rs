@@ -199,7 +199,26 @@ async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
 
     // Kill the server that leads the bucket: the worst one to lose.
     let leader = bucket.info().await.unwrap().cluster.clone().and_then(|c| c.leader).expect("a leader");
+    // The node shows where the shared streams live, and how many copies are current.
+    let (_, nats) = center.nats_health().await;
+    assert_eq!(nats["streams"]["bucket"]["leader"], leader.as_str(), "{nats}");
+    assert_eq!(nats["streams"]["bucket"]["replicas"].as_array().unwrap().len(), 2, "{nats}");
+    assert!(nats["streams"]["audit_log"]["leader"].is_string(), "{nats}");
+    let metrics = center.metrics().await;
+    assert!(metrics.contains("presence_jetstream_replicas_current{stream=\"bucket\"} 3"), "{metrics}");
     cluster.kill(leader.trim_start_matches('c').parse().unwrap());
+    eventually(Duration::from_secs(30), "a new leader, the killed server not current", || async {
+        let (_, nats) = center.nats_health().await;
+        let bucket = &nats["streams"]["bucket"];
+        let moved = bucket["leader"].as_str().is_some_and(|l| l != leader);
+        let behind = bucket["replicas"].as_array().is_some_and(|peers| {
+            peers
+                .iter()
+                .any(|p| p["name"] == leader.as_str() && (p["current"] == false || p["offline"] == true))
+        });
+        (moved && behind).then_some(())
+    })
+    .await;
     eventually(Duration::from_secs(30), "writes go through with two of three servers", || async {
         (center.put("olive", json!({"status": "busy"})).await.status() == StatusCode::OK).then_some(())
     })

@@ -56,3 +56,9 @@ pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
         _ => "OTHER",
     }
 }
+
+/// Which shared JetStream stream: `bucket` (the presence KV) or `audit_log`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct JetStreamLabels {
+    pub stream: &'static str,
+}

@@ -52,6 +52,7 @@ pub(crate) struct Metrics {
     pub embedded_nats_running: Gauge,
     pub embedded_nats_restarts: Gauge,
     pub certificate_expiry: Family<LinkLabels, Gauge>,
+    pub jetstream_replicas_current: Family<JetStreamLabels, Gauge>,
     pub streams_open: Family<StreamLabels, Gauge>,
     pub stream_changes_delivered: Counter,
     pub stream_changes_coalesced: Counter,
@@ -102,6 +103,7 @@ impl Metrics {
             embedded_nats_running: Gauge::default(),
             embedded_nats_restarts: Gauge::default(),
             certificate_expiry: Family::default(),
+            jetstream_replicas_current: Family::default(),
             streams_open: Family::default(),
             stream_changes_delivered: Counter::default(),
             stream_changes_coalesced: Counter::default(),
@@ -215,6 +217,12 @@ impl Metrics {
             "When each configured certificate expires (Unix time), by link: https, leafnode, nats",
             Unit::Seconds,
             m.certificate_expiry.clone(),
+        );
+        r.register(
+            "jetstream_replicas_current",
+            "Copies of each shared stream (bucket, audit_log) caught up with its leader, the leader \
+             included (1 on a single server); 0 while it has no leader",
+            m.jetstream_replicas_current.clone(),
         );
         r.register("streams_open", "Open live streams by kind: sse, websocket", m.streams_open.clone());
         r.register(

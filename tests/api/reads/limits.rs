@@ -44,6 +44,12 @@ async fn health_endpoints_report_their_fields() {
     assert_eq!(nats["connected"], true);
     assert_eq!(nats["jetstream"], true);
     assert_eq!(nats["bucket"], true);
+    for stream in ["bucket", "audit_log"] {
+        // One embedded server: it leads both streams, named `{node_id}-{8 hex digits}`.
+        let placement = &nats["streams"][stream];
+        assert!(placement["leader"].as_str().unwrap().starts_with("test-node-"), "{placement}");
+        assert_eq!(placement["replicas"], json!([]), "{placement}");
+    }
     assert!(nats["server_version"].as_str().unwrap().starts_with("2."));
     let rtt = nats["rtt_ms"].as_f64().unwrap();
     assert!(rtt > 0.0 && rtt < 1000.0, "one round trip on loopback, within the probe's deadline: {rtt}");
