@@ -22,7 +22,7 @@ use crate::{
     store::PresenceStore,
     telemetry::{
         Metrics,
-        metrics::{JetStreamLabels, LinkLabels},
+        metrics::{JetStreamLabels, JetStreamLeaderLabels, LinkLabels},
     },
     topology::{NodeStatus, Registry},
 };
@@ -315,11 +315,14 @@ impl Health {
         let bucket = tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.ok().and_then(Result::ok);
         let placements =
             [("bucket", bucket.and_then(|h| h.placement)), ("audit_log", self.audit_log_placement().await)];
-        for (stream, placement) in placements {
-            if let Some(placement) = placement {
-                m.jetstream_replicas_current
-                    .get_or_create(&JetStreamLabels { stream })
-                    .set(placement.current() as i64);
+        // A leader that moved leaves no series behind.
+        m.jetstream_leader.clear();
+        for (stream, placement) in placements.into_iter().filter_map(|(s, p)| Some((s, p?))) {
+            m.jetstream_replicas_current
+                .get_or_create(&JetStreamLabels { stream })
+                .set(placement.current() as i64);
+            if let Some(server) = placement.leader {
+                m.jetstream_leader.get_or_create(&JetStreamLeaderLabels { stream, server }).set(1);
             }
         }
         if let Some(offset) = link.clock_offset {

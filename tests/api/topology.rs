@@ -206,6 +206,8 @@ async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
     assert!(nats["streams"]["audit_log"]["leader"].is_string(), "{nats}");
     let metrics = center.metrics().await;
     assert!(metrics.contains("presence_jetstream_replicas_current{stream=\"bucket\"} 3"), "{metrics}");
+    let leads = format!("presence_jetstream_leader{{stream=\"bucket\",server=\"{leader}\"}} 1");
+    assert!(metrics.contains(&leads), "{metrics}");
     cluster.kill(leader.trim_start_matches('c').parse().unwrap());
     eventually(Duration::from_secs(30), "a new leader, the killed server not current", || async {
         let (_, nats) = center.nats_health().await;
@@ -219,6 +221,8 @@ async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
         (moved && behind).then_some(())
     })
     .await;
+    let metrics = center.metrics().await;
+    assert!(!metrics.contains(&leads), "the old leader's series is gone:\n{metrics}");
     eventually(Duration::from_secs(30), "writes go through with two of three servers", || async {
         (center.put("olive", json!({"status": "busy"})).await.status() == StatusCode::OK).then_some(())
     })

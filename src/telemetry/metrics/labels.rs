@@ -62,3 +62,10 @@ pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
 pub(crate) struct JetStreamLabels {
     pub stream: &'static str,
 }
+
+/// A shared stream and the server that leads it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct JetStreamLeaderLabels {
+    pub stream: &'static str,
+    pub server: String,
+}

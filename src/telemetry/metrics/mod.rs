@@ -53,6 +53,7 @@ pub(crate) struct Metrics {
     pub embedded_nats_restarts: Gauge,
     pub certificate_expiry: Family<LinkLabels, Gauge>,
     pub jetstream_replicas_current: Family<JetStreamLabels, Gauge>,
+    pub jetstream_leader: Family<JetStreamLeaderLabels, Gauge>,
     pub streams_open: Family<StreamLabels, Gauge>,
     pub stream_changes_delivered: Counter,
     pub stream_changes_coalesced: Counter,
@@ -104,6 +105,7 @@ impl Metrics {
             embedded_nats_restarts: Gauge::default(),
             certificate_expiry: Family::default(),
             jetstream_replicas_current: Family::default(),
+            jetstream_leader: Family::default(),
             streams_open: Family::default(),
             stream_changes_delivered: Counter::default(),
             stream_changes_coalesced: Counter::default(),
@@ -223,6 +225,11 @@ impl Metrics {
             "Copies of each shared stream (bucket, audit_log) caught up with its leader, the leader \
              included (1 on a single server); 0 while it has no leader",
             m.jetstream_replicas_current.clone(),
+        );
+        r.register(
+            "jetstream_leader",
+            "1 for the server that leads each shared stream (bucket, audit_log), by its name",
+            m.jetstream_leader.clone(),
         );
         r.register("streams_open", "Open live streams by kind: sse, websocket", m.streams_open.clone());
         r.register(
