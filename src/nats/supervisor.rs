@@ -58,8 +58,9 @@ pub(crate) struct EmbeddedServer {
 struct Launch {
     bin: PathBuf,
     conf: PathBuf,
-    /// Set in (or, when `None`, removed from) the child's environment: the encryption keys.
-    env: Vec<(&'static str, Option<Secret>)>,
+    /// Set in (or, when `None`, removed from) the child's environment: the encryption keys, and
+    /// on a leaf the center URLs with its password.
+    env: Vec<(String, Option<Secret>)>,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -100,7 +101,10 @@ impl EmbeddedServer {
             context: format!("cannot write {}", conf.display()),
             source,
         })?;
-        let launch = Launch { bin, conf, env: at_rest::environment(config), tail: Arc::default() };
+        let mut env: Vec<(String, Option<Secret>)> =
+            at_rest::environment(config).into_iter().map(|(name, value)| (name.to_string(), value)).collect();
+        env.extend(server::leaf_remotes(config).into_iter().map(|(name, url)| (name, Some(url))));
+        let launch = Launch { bin, conf, env, tail: Arc::default() };
         let (mut child, log) = launch.spawn()?;
         let connect_host = match config.nats.host {
             IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),

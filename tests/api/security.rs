@@ -299,3 +299,40 @@ async fn an_external_nats_in_operator_mode_takes_a_creds_file() {
     let missing = try_external(&server, |c| c.nats.credentials = Some("/nonexistent.creds".into())).await;
     assert!(missing.err().unwrap().contains("nats.credentials"), "the error names the key");
 }
+
+/// The nats-server configurations a center and a leaf generate hold no usable secret: the
+/// passwords the server accepts as bcrypt hashes, and the leaf's center URLs (which carry its
+/// password) through the server's environment. Everyone still gets in with their password.
+#[tokio::test]
+async fn the_generated_server_configurations_hold_no_password() {
+    let center = TestApp::spawn_with(|c| {
+        c.nats.event_readers =
+            vec![NatsUser { user: READER.into(), password: Secret::new(READER_PASSWORD.into()) }];
+    })
+    .await;
+    let leaf = crate::helpers::leaf_app(center.config.nats.leaf_port, "leaf-h", "eu-west").await;
+    assert_eq!(
+        leaf.put("hana", json!({"status": "online"})).await.status(),
+        StatusCode::OK,
+        "the leaf got in"
+    );
+    for app in [&center, &leaf] {
+        let conf = std::fs::read_to_string(app.data_dir().join("nats-server.conf")).unwrap();
+        let service = std::fs::read_to_string(app.data_dir().join("nats-password")).unwrap();
+        let secrets =
+            [service.trim(), crate::helpers::OPERATOR_PASSWORD, READER_PASSWORD, "test-leaf-password"];
+        for secret in secrets {
+            assert!(!conf.contains(secret), "{secret} in {}:\n{conf}", app.config.service.node_id);
+        }
+        assert!(conf.contains("password: \"$2a$10$"), "bcrypt hashes:\n{conf}");
+    }
+    let leaf_conf = std::fs::read_to_string(leaf.data_dir().join("nats-server.conf")).unwrap();
+    assert!(leaf_conf.contains("urls: [$PRESENCE_LEAF_REMOTE_0]"), "{leaf_conf}");
+    crate::helpers::nats_connect(&center.nats_url()).await; // the operator, by its password
+    let reader = async_nats::ConnectOptions::with_user_and_password(READER.into(), READER_PASSWORD.into())
+        .connect(url(&center))
+        .await;
+    assert!(reader.is_ok(), "the event reader, by its password");
+    leaf.stop().await;
+    center.stop().await;
+}

@@ -142,9 +142,13 @@ fn leafnodes(config: &Config, leaf_password: Option<&Secret>) -> (String, String
             let urls = config
                 .center_urls()
                 .iter()
-                .map(|u| match &nats.leaf_tls {
-                    Some(_) => quote(&over_tls(u)),
-                    None => quote(&with_leaf_credentials(u, nats.leaf_password.as_ref())),
+                .enumerate()
+                .map(|(i, u)| match (&nats.leaf_tls, &nats.leaf_password) {
+                    (Some(_), _) => quote(&over_tls(u)),
+                    // The URL carries the leaf password: it reaches the server through its
+                    // environment (`leaf_remotes`), never through this file.
+                    (None, Some(_)) => format!("${}", remote_var(i)),
+                    (None, None) => quote(u),
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -185,7 +189,7 @@ fn leaf_admission(config: &Config, leaf_password: Option<&Secret>) -> String {
             tls_files(&tls.cert_file, &tls.key_file, Some(&tls.ca_file))
         ),
         None => leaf_password.map_or_else(String::new, |p| {
-            format!("  authorization {{ user: {}, password: {} }}\n", quote(LEAF_USER), quote(p.expose()))
+            format!("  authorization {{ user: {}, password: {} }}\n", quote(LEAF_USER), quote(&hashed(p)))
         }),
     }
 }
@@ -250,6 +254,38 @@ fn over_tls(url: &str) -> String {
     }
 }
 
+/// The environment variable that carries a leaf's `i`th center URL, with its credentials.
+fn remote_var(i: usize) -> String {
+    format!("PRESENCE_LEAF_REMOTE_{i}")
+}
+
+/// What a leaf's server gets in its environment: each center URL with the leaf password in it,
+/// as the configuration file names them (nothing without a leaf password, or over TLS).
+pub(crate) fn leaf_remotes(config: &Config) -> Vec<(String, Secret)> {
+    let nats = &config.nats;
+    match (config.service.node_type, &nats.leaf_tls, &nats.leaf_password) {
+        (NodeType::Leaf, None, Some(password)) => config
+            .center_urls()
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (remote_var(i), Secret::new(with_leaf_credentials(u, Some(password)))))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A password as the server's configuration holds it: a bcrypt hash, which lets the server check
+/// a password without the file holding one.
+fn hashed(password: &Secret) -> String {
+    bcrypt::hash_with_result(password.expose(), BCRYPT_COST)
+        .expect("bcrypt takes any password at a valid cost")
+        .format_for_version(bcrypt::Version::TwoA)
+}
+
+/// bcrypt's cost: 2^10 rounds, about 50 ms a check on this kind of machine (the server checks
+/// the password at each connection, which the service makes once).
+const BCRYPT_COST: u32 = 10;
+
 /// `url` with `leaf:{password}@` after its scheme, the password percent-encoded.
 fn with_leaf_credentials(url: &str, password: Option<&Secret>) -> String {
     let (Some(password), Some((scheme, rest))) = (password, url.split_once("://")) else {
@@ -275,7 +311,7 @@ fn with_leaf_credentials(url: &str, password: Option<&Secret>) -> String {
 fn authorization(config: &Config, password: &Secret) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let user = |name: &str, password: &Secret, permissions: &str| {
-        format!("    {{ user: {}, password: {}{permissions} }}\n", quote(name), quote(password.expose()))
+        format!("    {{ user: {}, password: {}{permissions} }}\n", quote(name), quote(&hashed(password)))
     };
     let reader = ", permissions: { publish: { deny: [\">\"] }, subscribe: { allow: \
                   [\"presence.update.>\", \"presence.expire.>\", \"presence.sync.>\"] } }";
