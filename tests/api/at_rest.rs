@@ -126,3 +126,49 @@ async fn keys_rotate_and_a_plaintext_store_is_converted() {
     let error = refused(store.path(), encryption(KEY, None)).await;
     assert!(error.contains("did not load"), "the old key no longer opens the store: {error}");
 }
+
+/// Whether the leaf's copy of the bucket (a mirror in its own JetStream) holds a record yet.
+async fn copy_holds_a_record(leaf: &TestApp) -> bool {
+    let js = async_nats::jetstream::new(crate::helpers::nats_connect(&leaf.nats_url()).await);
+    match js.get_stream("KV_presence").await {
+        Ok(mut copy) => copy.info().await.is_ok_and(|info| info.state.messages >= 1),
+        Err(_) => false,
+    }
+}
+
+/// A leaf keeps a copy of the bucket on its own disk: with `nats.jetstream.encryption` that copy
+/// is as unreadable as the center's store; without it, the same check finds the write.
+#[tokio::test]
+async fn a_leafs_copy_of_the_bucket_is_encrypted_like_the_centers_store() {
+    let (center_store, sealed_store, open_store) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let center = node(center_store.path(), encryption(KEY, None)).await;
+    let port = center.config.nats.leaf_port;
+    let sealed_dir = sealed_store.path().to_path_buf();
+    let sealed = crate::helpers::leaf_app_with(port, "leaf-sealed", "eu-west", move |c| {
+        c.nats.data_dir = sealed_dir;
+        c.nats.jetstream.encryption = encryption(NEXT_KEY, None);
+    })
+    .await;
+    let open_dir = open_store.path().to_path_buf();
+    let open =
+        crate::helpers::leaf_app_with(port, "leaf-open", "us-east", move |c| c.nats.data_dir = open_dir)
+            .await;
+    center.set(USER, json!({"status": "busy", "message": MARKER})).await;
+    for leaf in [&sealed, &open] {
+        crate::helpers::eventually(
+            std::time::Duration::from_secs(30),
+            "the leaf's copy holds the write",
+            || async { copy_holds_a_record(leaf).await.then_some(()) },
+        )
+        .await;
+    }
+    assert!(store_contains(open_store.path(), MARKER), "an unencrypted copy shows it (the check can see it)");
+    for store in [center_store.path(), sealed_store.path()] {
+        assert!(!store_contains(store, MARKER), "a message in plaintext in {}", store.display());
+        assert!(!store_contains(store, USER), "a user id in plaintext in {}", store.display());
+    }
+    for app in [open, sealed, center] {
+        app.stop().await;
+    }
+}
