@@ -37,7 +37,7 @@ pub struct Cli {
 enum Command {
     /// Run a node (the default).
     Serve(ServeArgs),
-    /// Print a JWT for a user, signed with the configured (or generated) secret.
+    /// Print a JWT for a user, signed with the secret the node uses (never a new one).
     Token(TokenArgs),
     /// Write a development CA and a certificate per host, to try TLS links on one machine.
     Certs(CertsArgs),

@@ -33,9 +33,8 @@ impl Landing {
         Self { cache, expiry, hub }
     }
 
-    /// `record` is `user`'s at its revision, as `source` learned it. Returns what the cache held
-    /// before, whatever its revision.
-    pub(crate) async fn land(&self, user: &str, record: Entry, source: Source) -> Option<Entry> {
+    /// `record` is `user`'s at its revision, as `source` learned it.
+    pub(crate) async fn land(&self, user: &str, record: Entry, source: Source) {
         let previous = self.cache.peek(user).await;
         let before = previous.as_deref().filter(|p| p.revision < record.revision);
         if previous.is_none() || before.is_some() {
@@ -45,7 +44,6 @@ impl Landing {
             self.cache.upsert(user, record.clone()).await;
         }
         self.hub.publish(user, before, record, source);
-        previous
     }
 
     /// A record a cache miss loaded (the cache admitted it under the same rule): watchers of the

@@ -219,7 +219,6 @@ impl Events {
         Ok(newest.into_iter().rev().collect())
     }
 
-    /// Removes every event of `user` from the audit log.
     /// The audit log's leader and replicas, from a fresh stream-info request.
     pub(crate) async fn placement(&self) -> Result<Option<Placement>, EventError> {
         let mut stream = self.stream.get("events_info")?.clone();
@@ -227,6 +226,7 @@ impl Events {
         Ok(Placement::of(info.cluster.as_ref()))
     }
 
+    /// Removes every event of `user` from the audit log.
     pub(crate) async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
         let stream = self.stream.get("events_purge")?;
         let purge = async { stream.purge().filter(format!("presence.*.{user}")).await };

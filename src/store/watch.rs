@@ -13,7 +13,7 @@ use crate::{
     nats::{BoxError, CallError, Caller},
 };
 
-/// BucketChanges of the bucket in revision order.
+/// The bucket's changes, in revision order.
 pub(crate) type BucketChanges = BoxStream<'static, Result<BucketChange, StoreError>>;
 
 /// One change of one key. The value is decoded only when asked for: a node skips decoding its
@@ -22,7 +22,7 @@ pub(crate) type BucketChanges = BoxStream<'static, Result<BucketChange, StoreErr
 pub(crate) struct BucketChange {
     key: String,
     pub revision: u64,
-    /// BucketChanges the server holds after this one (0: the watcher is caught up).
+    /// Changes the server holds after this one (0: the watcher is caught up).
     pub pending: u64,
     /// When the server stored it, by the server's clock.
     pub stored_at: DateTime<Utc>,
