@@ -158,7 +158,7 @@ pub(crate) struct NatsHealth {
     pub read_breaker_open: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub(crate) struct SharedStreams {
     /// The presence bucket's stream.
     pub bucket: Option<Placement>,
@@ -230,17 +230,9 @@ impl Health {
     /// The NATS link, JetStream, the bucket and the watcher, probed now.
     pub(crate) async fn nats(&self) -> NatsHealth {
         let connection = crate::nats::probe(&self.client, &self.jetstream, PROBE_TIMEOUT).await;
-        let head = match connection.connected {
-            true => tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.ok().and_then(Result::ok),
-            false => None,
-        };
-        let bucket = head.is_some();
-        let streams = SharedStreams {
-            bucket: head.and_then(|h| h.placement),
-            audit_log: match connection.connected {
-                true => self.audit_log_placement().await,
-                false => None,
-            },
+        let (bucket, streams) = match connection.connected {
+            true => self.shared_streams().await,
+            false => (false, SharedStreams::default()),
         };
         let link = self.link.snapshot();
         NatsHealth {
@@ -261,8 +253,20 @@ impl Health {
         }
     }
 
-    async fn audit_log_placement(&self) -> Option<Placement> {
-        tokio::time::timeout(PROBE_TIMEOUT, self.events.placement()).await.ok().and_then(Result::ok).flatten()
+    /// Whether the bucket answers, and where the bucket and the audit log live (both asked at
+    /// once, each within the probe's deadline).
+    async fn shared_streams(&self) -> (bool, SharedStreams) {
+        let (head, audit_log) = tokio::join!(
+            tokio::time::timeout(PROBE_TIMEOUT, self.store.head()),
+            tokio::time::timeout(PROBE_TIMEOUT, self.events.placement()),
+        );
+        let head = head.ok().and_then(Result::ok);
+        let answers = head.is_some();
+        let streams = SharedStreams {
+            bucket: head.and_then(|h| h.placement),
+            audit_log: audit_log.ok().and_then(Result::ok).flatten(),
+        };
+        (answers, streams)
     }
 
     /// Cache statistics (the `CacheMetrics` of the design), current as of now.
@@ -312,16 +316,14 @@ impl Health {
                 m.certificate_expiry.get_or_create(&LinkLabels { link }).set(not_after);
             }
         }
-        let bucket = tokio::time::timeout(PROBE_TIMEOUT, self.store.head()).await.ok().and_then(Result::ok);
-        let placements =
-            [("bucket", bucket.and_then(|h| h.placement)), ("audit_log", self.audit_log_placement().await)];
-        // A leader that moved leaves no series behind.
+        let (_, streams) = self.shared_streams().await;
+        // A leader that moved leaves no series behind; a stream that does not answer has no copy
+        // this node can count on.
         m.jetstream_leader.clear();
-        for (stream, placement) in placements.into_iter().filter_map(|(s, p)| Some((s, p?))) {
-            m.jetstream_replicas_current
-                .get_or_create(&JetStreamLabels { stream })
-                .set(placement.current() as i64);
-            if let Some(server) = placement.leader {
+        for (stream, placement) in [("bucket", streams.bucket), ("audit_log", streams.audit_log)] {
+            let current = placement.as_ref().map_or(0, Placement::current);
+            m.jetstream_replicas_current.get_or_create(&JetStreamLabels { stream }).set(current as i64);
+            if let Some(server) = placement.and_then(|p| p.leader) {
                 m.jetstream_leader.get_or_create(&JetStreamLeaderLabels { stream, server }).set(1);
             }
         }

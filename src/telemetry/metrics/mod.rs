@@ -223,7 +223,7 @@ impl Metrics {
         r.register(
             "jetstream_replicas_current",
             "Copies of each shared stream (bucket, audit_log) caught up with its leader, the leader \
-             included (1 on a single server); 0 while it has no leader",
+             included (1 on a single server); 0 while it has no leader or does not answer",
             m.jetstream_replicas_current.clone(),
         );
         r.register(
