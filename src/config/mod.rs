@@ -223,6 +223,9 @@ impl Config {
         if self.nats.user.is_some() != self.nats.password.is_some() {
             return fail("nats.password", "nats.user and nats.password go together");
         }
+        if self.nats.leaf_password.as_ref().is_some_and(|p| p.expose().len() > MAX_PASSWORD_BYTES) {
+            return fail("nats.leaf_password", PASSWORD_TOO_LONG);
+        }
         let users = self.nats.operators.iter().map(|u| ("nats.operators", u));
         let mut seen = std::collections::HashSet::new();
         for (key, u) in users.chain(self.nats.event_readers.iter().map(|u| ("nats.event_readers", u))) {
@@ -231,6 +234,9 @@ impl Config {
             }
             if u.password.expose().len() < 16 {
                 return fail(key, "a password must be at least 16 characters");
+            }
+            if u.password.expose().len() > MAX_PASSWORD_BYTES {
+                return fail(key, PASSWORD_TOO_LONG);
             }
             if !seen.insert(u.user.as_str()) {
                 return fail(key, "a user name appears twice");

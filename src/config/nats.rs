@@ -7,6 +7,12 @@ use serde::Deserialize;
 
 use super::{Encryption, LeafTls, NatsTls, Secret, units};
 
+/// The longest password the embedded server can check: it keeps bcrypt hashes, and bcrypt reads
+/// at most 72 bytes, the last of them a terminator.
+pub const MAX_PASSWORD_BYTES: usize = 71;
+pub(super) const PASSWORD_TOO_LONG: &str =
+    "a password may be at most 71 bytes (the embedded server keeps bcrypt hashes, which read no more)";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {

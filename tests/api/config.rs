@@ -58,6 +58,9 @@ fn config_errors_name_the_key_and_exit_non_zero() {
         ("nats:\n  leaf_tls: {cert_file: a, key_file: b, ca_file: c}\n", "nats.leaf_tls.leaves"),
         ("nats:\n  jetstream:\n    encryption: {key: short}\n", "nats.jetstream.encryption.key"),
         ("nats:\n  jetstream:\n    encryption: {key: \"\"}\n", "nats.jetstream.encryption.key"),
+        // The embedded server keeps bcrypt hashes, which read no more than 71 bytes of a password.
+        (&format!("nats:\n  leaf_password: {}\n", "x".repeat(72)), "nats.leaf_password"),
+        (&format!("nats:\n  operators: [{{user: ops, password: {}}}]\n", "x".repeat(72)), "nats.operators"),
         // A rotation's previous secret is as long as a secret, and not the current one.
         (
             "auth:\n  jwt_secret: 0123456789abcdef0123456789abcdef\n  previous_jwt_secret: short\n",

@@ -44,3 +44,40 @@ fn config_has_domain_limits_and_leaf_listener() {
             .contains("  sync_interval: \"10s\"\n")
     );
 }
+
+#[test]
+fn the_file_holds_hashes_and_a_leaf_finds_its_credentials_in_its_environment() {
+    let pw = Secret::new("service-password-0123456789".into());
+    let leaf_pw = Secret::new("leaf password/with@signs".into());
+    let center = render_config(&Config::default(), "center-1", Path::new("/tmp/x"), &pw, Some(&leaf_pw));
+    assert!(!center.contains(pw.expose()) && !center.contains("leaf password"), "{center}");
+    assert_eq!(center.matches("password: \"$2a$10$").count(), 2, "the service's and the leaf's:\n{center}");
+    let service_line = center.lines().find(|l| l.contains(&format!("user: \"{SERVICE_USER}\""))).unwrap();
+    let hash = service_line.split('"').find(|s| s.starts_with("$2a$")).unwrap();
+    assert!(bcrypt::verify(pw.expose(), hash).unwrap(), "the hash is of the service's password");
+
+    let mut leaf = Config::default();
+    leaf.service.node_type = NodeType::Leaf;
+    leaf.nats.center_url = Some("center-a.example:7422, nats-leaf://center-b.example:7422".into());
+    leaf.nats.leaf_password = Some(leaf_pw);
+    let text = render_config(&leaf, "leaf-eu", Path::new("/tmp/x"), &pw, None);
+    assert!(text.contains("urls: [$PRESENCE_LEAF_REMOTE_0, $PRESENCE_LEAF_REMOTE_1]"), "{text}");
+    assert!(!text.contains("leaf%20password") && !text.contains("leaf password"), "{text}");
+    let remotes: Vec<(String, String)> =
+        leaf_remotes(&leaf).into_iter().map(|(name, url)| (name, url.expose().to_string())).collect();
+    assert_eq!(
+        remotes,
+        [
+            (
+                "PRESENCE_LEAF_REMOTE_0".into(),
+                "nats-leaf://leaf:leaf%20password%2Fwith%40signs@center-a.example:7422".into()
+            ),
+            (
+                "PRESENCE_LEAF_REMOTE_1".into(),
+                "nats-leaf://leaf:leaf%20password%2Fwith%40signs@center-b.example:7422".into()
+            ),
+        ]
+    );
+    leaf.nats.leaf_password = None;
+    assert!(leaf_remotes(&leaf).is_empty(), "nothing to carry without a password");
+}
