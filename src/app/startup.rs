@@ -277,14 +277,7 @@ pub(super) fn start_topology(
     background: &mut Background,
 ) -> Arc<Registry> {
     let registry = Registry::new();
-    let local = topology::Local {
-        node_id: config.node_id(),
-        node_type: config.service.node_type,
-        region: config.service.region.clone(),
-        cache: coherent.cache.clone(),
-        link: coherent.link.clone(),
-        started: Instant::now(),
-    };
+    let local = topology::Local::new(config, coherent.cache.clone(), coherent.link.clone());
     topology::spawn(&mut background.tasks, client.clone(), local, registry.clone(), &background.stop);
     registry
 }

@@ -14,6 +14,7 @@ use super::AppState;
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
 const STYLE: &str = include_str!("page/app.css");
+const ICON: &[u8] = include_bytes!("page/favicon.ico");
 
 /// Only this node: its own scripts, styles and API.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -24,9 +25,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/page/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/page/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/favicon.ico", get(|| async { asset("image/x-icon", ICON) }))
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

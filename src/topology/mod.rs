@@ -18,7 +18,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::{cache::PresenceCache, config::NodeType, link::LinkState};
+use crate::{
+    cache::PresenceCache,
+    config::{Config, NodeType},
+    link::LinkState,
+};
 
 mod holdings;
 mod registry;
@@ -44,6 +48,12 @@ pub(crate) struct Heartbeat {
     pub uptime_seconds: u64,
     /// Whether the node reaches NATS and its cache is fresh.
     pub fresh: bool,
+    /// Whether the node's embedded server encrypts its store at rest (`None`: an external
+    /// server, which the node cannot speak for). Heard by the other nodes, never served by
+    /// `GET /api/v2/nodes`: a leaf warns when its center encrypts and it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub encrypts_store: Option<bool>,
     #[schema(value_type = String, format = DateTime)]
     #[serde(serialize_with = "crate::model::rfc3339_millis")]
     pub sent_at: DateTime<Utc>,
@@ -57,9 +67,24 @@ pub(crate) struct Local {
     pub cache: PresenceCache,
     pub link: Arc<LinkState>,
     pub started: Instant,
+    /// See [`Heartbeat::encrypts_store`].
+    pub encrypts_store: Option<bool>,
 }
 
 impl Local {
+    /// This node, as of now.
+    pub(crate) fn new(config: &Config, cache: PresenceCache, link: Arc<LinkState>) -> Self {
+        Self {
+            node_id: config.node_id(),
+            node_type: config.service.node_type,
+            region: config.service.region.clone(),
+            cache,
+            link,
+            started: Instant::now(),
+            encrypts_store: config.nats.embedded.then_some(config.nats.jetstream.encryption.is_some()),
+        }
+    }
+
     fn heartbeat(&self) -> Heartbeat {
         Heartbeat {
             node_id: self.node_id.clone(),
@@ -70,6 +95,7 @@ impl Local {
             cache_entries: self.cache.entry_count(),
             uptime_seconds: self.started.elapsed().as_secs(),
             fresh: !self.link.stale(),
+            encrypts_store: self.encrypts_store,
             sent_at: Utc::now(),
         }
     }
@@ -83,8 +109,9 @@ pub(crate) fn spawn(
     registry: Arc<Registry>,
     stop: &CancellationToken,
 ) {
+    let plaintext_leaf = local.node_type == NodeType::Leaf && local.encrypts_store == Some(false);
     tasks.spawn(publish(client.clone(), local, stop.clone()));
-    tasks.spawn(listen(client, registry, stop.clone()));
+    tasks.spawn(listen(client, registry, plaintext_leaf, stop.clone()));
 }
 
 /// Sends this node's heartbeat every [`HEARTBEAT_EVERY`].
@@ -105,8 +132,16 @@ async fn publish(client: async_nats::Client, local: Local, stop: CancellationTok
     }
 }
 
-/// Records every node's heartbeats (this one's included) in the registry.
-async fn listen(client: async_nats::Client, registry: Arc<Registry>, stop: CancellationToken) {
+/// Records every node's heartbeats (this one's included) in the registry. A leaf that keeps its
+/// store in plaintext (`plaintext_leaf`) warns once when it hears a center that encrypts its own:
+/// the leaf holds a copy of the whole bucket.
+async fn listen(
+    client: async_nats::Client,
+    registry: Arc<Registry>,
+    plaintext_leaf: bool,
+    stop: CancellationToken,
+) {
+    let mut warn_plaintext = plaintext_leaf;
     loop {
         let mut heard = match client.subscribe("presence.sync.>").await {
             Ok(sub) => sub,
@@ -126,7 +161,17 @@ async fn listen(client: async_nats::Client, registry: Arc<Registry>, stop: Cance
             let heartbeat = (message.payload.len() <= MAX_HEARTBEAT_BYTES)
                 .then(|| serde_json::from_slice::<Heartbeat>(&message.payload).ok())
                 .flatten();
+            let encrypting_center =
+                heartbeat.as_ref().is_some_and(|h| h.node_type == "center" && h.encrypts_store == Some(true));
             match heartbeat.map(|h| registry.record(sender, h)) {
+                Some(Ok(())) if warn_plaintext && encrypting_center => {
+                    warn_plaintext = false;
+                    tracing::warn!(
+                        center = sender,
+                        "the center encrypts its store at rest and this leaf does not: this leaf's copy of \
+                         the bucket is plaintext on disk; set nats.jetstream.encryption here too (docs/security.md)"
+                    );
+                }
                 Some(Ok(())) => {}
                 Some(Err(why)) => tracing::debug!(subject = %message.subject, why, "heartbeat refused"),
                 None => tracing::debug!(subject = %message.subject, "not a heartbeat"),

@@ -82,7 +82,8 @@ impl Registry {
         self.nodes.lock().expect("registry lock").get(node).map(|seen| seen.at)
     }
 
-    /// Every node heard from and not yet forgotten, with its lag behind `newest_revision`.
+    /// Every node heard from and not yet forgotten, with its lag behind `newest_revision`; what
+    /// a node says about its store at rest stays between the nodes.
     pub(crate) fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
         let nodes = self.nodes.lock().expect("registry lock");
         nodes
@@ -92,7 +93,7 @@ impl Registry {
                 lag: newest_revision.saturating_sub(seen.heartbeat.applied_revision),
                 up: seen.at.elapsed() < DOWN_AFTER,
                 last_heartbeat: seen.at_utc,
-                heartbeat: seen.heartbeat.clone(),
+                heartbeat: Heartbeat { encrypts_store: None, ..seen.heartbeat.clone() },
             })
             .collect()
     }
@@ -128,8 +129,18 @@ mod tests {
             cache_entries: 0,
             uptime_seconds: 0,
             fresh: true,
+            encrypts_store: Some(true),
             sent_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn what_a_node_says_about_its_store_is_not_served() {
+        let r = Registry::default();
+        r.record("a", beat("a")).unwrap();
+        let served = serde_json::to_value(r.nodes(0)).unwrap();
+        assert_eq!(served[0]["node_id"], "a");
+        assert!(served[0].get("encrypts_store").is_none(), "{served}");
     }
 
     #[test]

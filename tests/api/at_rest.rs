@@ -2,13 +2,18 @@
 //! or none, stops before anything is created and loses nothing; keys rotate with `previous_key`;
 //! a plaintext store is converted on its first encrypted start.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use presence::config::{Cipher, Encryption, Secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, json_of, test_config};
+use crate::helpers::{
+    OPERATOR, OPERATOR_PASSWORD, ServiceProcess, TestApp, eventually, json_of, test_config,
+};
 
 const KEY: &str = "first-encryption-key-of-32-bytes-or-more";
 const NEXT_KEY: &str = "second-encryption-key-of-32-bytes-or-more";
@@ -128,8 +133,8 @@ async fn keys_rotate_and_a_plaintext_store_is_converted() {
 }
 
 /// Whether the leaf's copy of the bucket (a mirror in its own JetStream) holds a record yet.
-async fn copy_holds_a_record(leaf: &TestApp) -> bool {
-    let js = async_nats::jetstream::new(crate::helpers::nats_connect(&leaf.nats_url()).await);
+async fn copy_holds_a_record(leaf_nats_url: &str) -> bool {
+    let js = async_nats::jetstream::new(crate::helpers::nats_connect(leaf_nats_url).await);
     match js.get_stream("KV_presence").await {
         Ok(mut copy) => copy.info().await.is_ok_and(|info| info.state.messages >= 1),
         Err(_) => false,
@@ -137,10 +142,11 @@ async fn copy_holds_a_record(leaf: &TestApp) -> bool {
 }
 
 /// A leaf keeps a copy of the bucket on its own disk: with `nats.jetstream.encryption` that copy
-/// is as unreadable as the center's store; without it, the same check finds the write.
+/// is as unreadable as the center's store; without it, the same check finds the write, and that
+/// leaf (a process of its own, to read its log) warns that its center encrypts and it does not.
 #[tokio::test]
 async fn a_leafs_copy_of_the_bucket_is_encrypted_like_the_centers_store() {
-    let (center_store, sealed_store, open_store) =
+    let (center_store, sealed_store, open_dir) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let center = node(center_store.path(), encryption(KEY, None)).await;
     let port = center.config.nats.leaf_port;
@@ -150,25 +156,35 @@ async fn a_leafs_copy_of_the_bucket_is_encrypted_like_the_centers_store() {
         c.nats.jetstream.encryption = encryption(NEXT_KEY, None);
     })
     .await;
-    let open_dir = open_store.path().to_path_buf();
-    let open =
-        crate::helpers::leaf_app_with(port, "leaf-open", "us-east", move |c| c.nats.data_dir = open_dir)
-            .await;
+    let operator = format!("  operators: [{{user: {OPERATOR}, password: {OPERATOR_PASSWORD}}}]\n");
+    let mut open = ServiceProcess::start_leaf(open_dir.path(), port, "leaf-open", &operator, "");
+    open.wait_healthy().await;
     center.set(USER, json!({"status": "busy", "message": MARKER})).await;
-    for leaf in [&sealed, &open] {
-        crate::helpers::eventually(
-            std::time::Duration::from_secs(30),
-            "the leaf's copy holds the write",
-            || async { copy_holds_a_record(leaf).await.then_some(()) },
-        )
+    let open_nats = format!("nats://{OPERATOR}:{OPERATOR_PASSWORD}@127.0.0.1:{}", open.nats_port);
+    for leaf in [sealed.nats_url(), open_nats] {
+        eventually(Duration::from_secs(30), "the leaf's copy holds the write", || async {
+            copy_holds_a_record(&leaf).await.then_some(())
+        })
         .await;
     }
-    assert!(store_contains(open_store.path(), MARKER), "an unencrypted copy shows it (the check can see it)");
+    let open_store = open_dir.path().join("nats-data");
+    assert!(store_contains(&open_store, MARKER), "an unencrypted copy shows it (the check can see it)");
     for store in [center_store.path(), sealed_store.path()] {
         assert!(!store_contains(store, MARKER), "a message in plaintext in {}", store.display());
         assert!(!store_contains(store, USER), "a user id in plaintext in {}", store.display());
     }
-    for app in [open, sealed, center] {
+    eventually(Duration::from_secs(10), "the plaintext leaf warns", || async {
+        let log = open.log();
+        log.lines()
+            .find(|l| {
+                l.contains("WARN")
+                    && l.contains("the center encrypts its store at rest and this leaf does not")
+            })
+            .map(str::to_string)
+    })
+    .await;
+    drop(open);
+    for app in [sealed, center] {
         app.stop().await;
     }
 }

@@ -1,4 +1,5 @@
-//! The node's page in a real browser (headless Chromium): what someone watching it sees.
+//! The node's page in a real browser (headless Chromium): what someone watching it sees, at a
+//! desktop's width and a phone's.
 
 use std::time::{Duration, Instant};
 
@@ -9,12 +10,23 @@ use crate::helpers::{TestApp, browser::Browser, eventually, json_of, mint};
 /// The status the page shows for `user`, if it shows the user.
 async fn shown(browser: &Browser, user: &str) -> Option<String> {
     let script = format!(
-        "const row = document.querySelector('tr[data-user=\"{user}\"]'); return row ? row.cells[1].textContent : null;"
+        "const row = document.querySelector('tr[data-user=\"{user}\"]'); \
+         return row ? row.cells[1].querySelector('.status').textContent : null;"
     );
     match browser.run(&script).await {
         Value::String(status) => Some(status),
         _ => None,
     }
+}
+
+/// What `script` returns, as text.
+async fn text(browser: &Browser, script: &str) -> String {
+    browser.run(script).await.as_str().unwrap_or_default().to_string()
+}
+
+async fn watch(browser: &Browser, users: &str) {
+    browser.type_into("#users", users).await;
+    browser.click("#watch").await;
 }
 
 #[tokio::test]
@@ -23,8 +35,7 @@ async fn the_page_shows_a_change_made_through_the_api_within_a_second() {
     app.set("alice", json!({"status": "online"})).await;
     let browser = Browser::start().await;
     browser.open(&app.url("/")).await;
-    browser.type_into("#users", "alice, bob").await;
-    browser.click("#watch").await;
+    watch(&browser, "alice, bob").await;
     eventually(Duration::from_secs(10), "the page shows the snapshot", || async {
         (shown(&browser, "alice").await.as_deref() == Some("online")
             && shown(&browser, "bob").await.as_deref() == Some("offline"))
@@ -41,7 +52,8 @@ async fn the_page_shows_a_change_made_through_the_api_within_a_second() {
     let took = written.elapsed();
     assert!(took < Duration::from_secs(1), "{took:?}");
     let message =
-        browser.run("return document.querySelector('tr[data-user=\"alice\"]').cells[2].textContent;").await;
+        text(&browser, "return document.querySelector('tr[data-user=\"alice\"] .message').textContent;")
+            .await;
     assert_eq!(message, "Deep work");
 
     // Setting your own status from the page, with a token pasted in.
@@ -61,6 +73,100 @@ async fn the_page_shows_a_change_made_through_the_api_within_a_second() {
     assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"), "{policy}");
     let html = page.text().await.unwrap();
     assert!(!html.contains("http://") && !html.contains("https://"), "no outside resources");
+    drop(browser);
+    app.stop().await;
+}
+
+/// At 1280 and at 400 pixels wide: nothing wider than the screen (long ids and messages
+/// included), an empty state before anything is watched, the right command for a token, and an
+/// icon the browser finds.
+#[tokio::test]
+async fn the_page_fits_a_desktop_and_a_phone() {
+    let app = TestApp::spawn().await;
+    let long_id = format!("user-{}", "x".repeat(100));
+    let long_message = "a-very-long-message-without-any-space-".repeat(6);
+    app.set(&long_id, json!({"status": "busy", "message": long_message})).await;
+    let browser = Browser::start().await;
+    for width in [1280, 400] {
+        browser.resize(width, 900).await;
+        browser.open(&app.url("/")).await;
+        let viewport = browser.run("return window.innerWidth;").await.as_u64().unwrap();
+        assert!(viewport.abs_diff(u64::from(width)) <= 20, "the window is {viewport} px wide, not {width}");
+        let empty = text(
+            &browser,
+            "const e = document.getElementById('empty'); return e.hidden ? '' : e.textContent;",
+        )
+        .await;
+        assert!(empty.contains("Nobody is watched yet"), "{empty}");
+        let hint = text(&browser, "return document.querySelector('label[for=token]').textContent;").await;
+        assert!(hint.contains("presence token --user"), "{hint}");
+
+        watch(&browser, &format!("{long_id} alice")).await;
+        eventually(Duration::from_secs(10), "the page shows the snapshot", || async {
+            (shown(&browser, &long_id).await.as_deref() == Some("busy")).then_some(())
+        })
+        .await;
+        let (page_width, screen) = (
+            browser.run("return document.documentElement.scrollWidth;").await.as_u64().unwrap(),
+            browser.run("return document.documentElement.clientWidth;").await.as_u64().unwrap(),
+        );
+        assert!(page_width <= screen, "at {width} px the page is {page_width} px wide, wider than {screen}");
+        let empty_hidden = browser.run("return document.getElementById('empty').hidden;").await;
+        assert_eq!(empty_hidden, json!(true), "the empty state goes once users are watched");
+    }
+
+    let icon = app.get("/favicon.ico").await;
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/x-icon");
+    let loaded = browser
+        .run("const i = new Image(); i.src = '/favicon.ico'; return i.decode().then(() => i.naturalWidth);")
+        .await;
+    assert_eq!(loaded, json!(32), "the icon is an image the browser decodes");
+    drop(browser);
+    app.stop().await;
+}
+
+/// Last seen reads "5 minutes ago" with the exact time on hover, "now" for someone present, and
+/// an owner who goes invisible sees "invisible" (with a word on what others see) while everyone
+/// else reads offline.
+#[tokio::test]
+async fn times_are_relative_and_the_owner_sees_their_invisible_status() {
+    let app = TestApp::spawn().await;
+    app.set("carol", json!({"status": "online"})).await;
+    app.set("carol", json!({"status": "offline"})).await;
+    app.set("dave", json!({"status": "online"})).await;
+    let browser = Browser::start().await;
+    browser.open(&app.url("/?users=carol,dave,erin")).await;
+    eventually(Duration::from_secs(10), "the page watches the users in its address", || async {
+        (shown(&browser, "dave").await.as_deref() == Some("online")).then_some(())
+    })
+    .await;
+    let cell = |user: &str| format!("return document.querySelector('tr[data-user=\"{user}\"]').cells[2]");
+    assert_eq!(text(&browser, &format!("{}.textContent;", cell("carol"))).await, "just now");
+    let exact = text(&browser, &format!("{}.querySelector('time').title;", cell("carol"))).await;
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert!(exact.contains(&year), "the exact time on hover: {exact}");
+    assert_eq!(text(&browser, &format!("{}.textContent;", cell("dave"))).await, "now");
+    assert_eq!(text(&browser, &format!("{}.textContent;", cell("erin"))).await, "never");
+    let five = text(&browser, "return ago(new Date(Date.now() - 5 * 60000).toISOString());").await;
+    assert_eq!(five, "5 minutes ago");
+    let days = text(&browser, "return ago(new Date(Date.now() - 3 * 86400000).toISOString());").await;
+    assert_eq!(days, "3 days ago");
+
+    browser.type_into("#token", &mint("dave")).await;
+    browser.run("document.getElementById('status').value = 'invisible';").await;
+    browser.click("#set").await;
+    eventually(Duration::from_secs(5), "the owner sees invisible", || async {
+        (shown(&browser, "dave").await.as_deref() == Some("invisible")).then_some(())
+    })
+    .await;
+    let note =
+        text(&browser, "return document.querySelector('tr[data-user=\"dave\"] .note').textContent;").await;
+    assert!(note.contains("everyone else sees offline"), "{note}");
+    let result = text(&browser, "return document.getElementById('status-result').textContent;").await;
+    assert!(result.contains("invisible") && result.contains("offline"), "{result}");
+    let public = json_of(app.read("dave").await).await.1;
+    assert_eq!(public["data"]["dave"]["status"], "offline", "everyone else reads offline");
     drop(browser);
     app.stop().await;
 }

@@ -4,6 +4,9 @@
 
 const $ = (id) => document.getElementById(id);
 let source = null;
+// Who the pasted token is for and the status they last set here: their own row says
+// "invisible" where everyone else (and the public stream) sees "offline".
+let me = null;
 
 function setLink(text, kind) {
   const link = $("link");
@@ -11,24 +14,87 @@ function setLink(text, kind) {
   link.className = "link" + (kind ? " link-" + kind : "");
 }
 
+const UNITS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
+const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+// "just now", "5 minutes ago", "yesterday", ... for an RFC 3339 time.
+function ago(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  if (Math.abs(seconds) < 45) return "just now";
+  for (const [unit, size] of UNITS) {
+    if (Math.abs(seconds) >= size) return RELATIVE.format(Math.round(seconds / size), unit);
+  }
+  return RELATIVE.format(-1, "minute");
+}
+
+function exact(iso) {
+  return new Date(iso).toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
+}
+
+// A <time> showing `iso` relative to now, exact on hover; refreshed by `tick`.
+function timeOf(iso) {
+  const time = document.createElement("time");
+  time.dateTime = iso;
+  time.title = exact(iso);
+  time.textContent = ago(iso);
+  return time;
+}
+
+function tick() {
+  for (const time of document.querySelectorAll("time[data-relative]")) time.textContent = ago(time.dateTime);
+}
+setInterval(tick, 15000);
+
+const PRESENT = ["online", "away", "busy"];
+
 function show(presence) {
   const body = $("presences").tBodies[0];
   let row = body.querySelector(`tr[data-user="${CSS.escape(presence.user_id)}"]`);
   if (!row) {
     row = body.insertRow();
     row.dataset.user = presence.user_id;
-    for (let i = 0; i < 4; i++) row.insertCell();
+    for (let i = 0; i < 3; i++) row.insertCell();
     row.cells[0].textContent = presence.user_id;
   }
-  row.cells[1].textContent = presence.status;
-  row.cells[1].className = "status status-" + presence.status;
-  row.cells[2].textContent = presence.message || "";
-  row.cells[3].textContent = presence.last_seen ? new Date(presence.last_seen).toLocaleString() : "never";
+  if (me && me.user === presence.user_id && presence.status !== "offline") me = null;
+  const invisible = me && me.user === presence.user_id && me.status === "invisible";
+  const status = invisible ? "invisible" : presence.status;
+  const badge = document.createElement("span");
+  badge.className = "status status-" + status;
+  badge.textContent = status;
+  const parts = [badge];
+  if (invisible) parts.push(line("note", "you: everyone else sees offline"));
+  if (presence.message) parts.push(line("message", presence.message));
+  row.cells[1].replaceChildren(...parts);
+  row.cells[2].replaceChildren(seen(presence));
+}
+
+function line(kind, text) {
+  const div = document.createElement("div");
+  div.className = kind;
+  div.textContent = text;
+  return div;
+}
+
+// "now" for someone present; otherwise when they last were, or "never".
+function seen(presence) {
+  if (PRESENT.includes(presence.status)) {
+    const now = document.createElement("span");
+    now.textContent = "now";
+    if (presence.updated_at) now.title = "Status set " + exact(presence.updated_at);
+    return now;
+  }
+  if (!presence.last_seen) return document.createTextNode("never");
+  const time = timeOf(presence.last_seen);
+  time.dataset.relative = "";
+  return time;
 }
 
 function watch(users) {
   if (source) source.close();
   $("presences").tBodies[0].replaceChildren();
+  $("presences").hidden = false;
+  $("empty").hidden = true;
   $("watch-error").textContent = "";
   const params = new URLSearchParams({ users: users.join(",") });
   history.replaceState(null, "", "?" + params);
@@ -50,7 +116,10 @@ function watch(users) {
 $("watch-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const users = $("users").value.split(/[\s,]+/).filter(Boolean);
-  if (users.length === 0) return;
+  if (users.length === 0) {
+    $("watch-error").textContent = "Enter at least one user id.";
+    return;
+  }
   // Ask once with a plain read first, so that a bad list gets its error message shown.
   const check = await fetch("/api/v2/presence?users=" + encodeURIComponent(users.join(",")));
   if (!check.ok) {
@@ -74,8 +143,10 @@ $("status-form").addEventListener("submit", async (e) => {
   const token = $("token").value.trim();
   const user = subjectOf(token);
   const result = $("status-result");
+  result.className = "";
   if (!user) {
     result.textContent = "That does not look like a token.";
+    result.className = "error";
     return;
   }
   const body = { status: $("status").value };
@@ -86,7 +157,18 @@ $("status-form").addEventListener("submit", async (e) => {
     body: JSON.stringify(body),
   });
   const answer = await response.json();
-  result.textContent = response.ok ? `${user} is ${answer.data[user].status}.` : answer.error;
+  if (!response.ok) {
+    result.textContent = answer.error;
+    result.className = "error";
+    return;
+  }
+  const presence = answer.data[user];
+  me = { user, status: presence.status };
+  result.textContent = presence.status === "invisible"
+    ? `${user} is invisible: everyone else sees ${user} as offline.`
+    : `${user} is ${presence.status}.`;
+  const row = $("presences").tBodies[0].querySelector(`tr[data-user="${CSS.escape(user)}"]`);
+  if (row && presence.status === "invisible") show({ ...presence, status: "offline" });
 });
 
 const initial = new URLSearchParams(location.search).get("users");

@@ -75,6 +75,12 @@ impl Browser {
         self.call(reqwest::Method::POST, &self.session_path("/url"), json!({"url": url})).await;
     }
 
+    /// Sets the window's size; a headless window has no frame, so this is the viewport's too.
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
+        let body = json!({"width": width, "height": height});
+        self.call(reqwest::Method::POST, &self.session_path("/window/rect"), body).await;
+    }
+
     /// Runs `script` (a function body) in the page and returns what it returns.
     pub(crate) async fn run(&self, script: &str) -> Value {
         let body = json!({"script": script, "args": []});

@@ -10,7 +10,7 @@ use std::{
 
 use reqwest::StatusCode;
 
-use super::{ISSUER, LEAF_PASSWORD, free_port};
+use super::{ISSUER, LEAF_PASSWORD, SECRET, free_port};
 
 /// The real `presence` binary, run against its own data directory and ports.
 pub(crate) struct ServiceProcess {
@@ -47,6 +47,33 @@ impl ServiceProcess {
         let mut process = Self::start_yaml(dir, http_port, &yaml);
         (process.nats_port, process.leaf_port) = (nats_port, leaf_port);
         process
+    }
+
+    /// A leaf of the center whose leafnode port is `center_leaf_port`, with `extra` (top-level
+    /// YAML sections) appended and `nats_extra` (lines under `nats:`, each indented) added.
+    pub(crate) fn start_leaf(
+        dir: &Path,
+        center_leaf_port: u16,
+        node_id: &str,
+        nats_extra: &str,
+        extra: &str,
+    ) -> Self {
+        let (http, nats, leaf) = (free_port(), free_port(), free_port());
+        let yaml = format!(
+            "service:\n  host: 127.0.0.1\n  port: {http}\n  node_id: {node_id}\n  node_type: leaf\n  region: ap-south-1\n\
+             nats:\n  embedded: true\n  port: {nats}\n  leaf_port: {leaf}\n  data_dir: {data}\n  leaf_password: {password:?}\n  center_url: nats-leaf://127.0.0.1:{center_leaf_port}\n{nats_extra}\
+             auth:\n  jwt_secret: {SECRET}\n  jwt_issuer: {ISSUER}\n{extra}",
+            data = dir.join("nats-data").display(),
+            password = LEAF_PASSWORD,
+        );
+        let mut process = Self::start_yaml(dir, http, &yaml);
+        (process.nats_port, process.leaf_port) = (nats, leaf);
+        process
+    }
+
+    /// What the process has written to its log so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default()
     }
 
     /// Starts the binary on `yaml`, written into `dir`, serving HTTP on `http_port`.

@@ -10,8 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ChaosProxy, ISSUER, LEAF_PASSWORD, SECRET, ServiceProcess, TestApp, eventually, free_port, json_of,
-    leaf_app, leaf_app_with, live::Ws, mint,
+    ChaosProxy, ServiceProcess, TestApp, eventually, json_of, leaf_app, leaf_app_with, live::Ws, mint,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -89,14 +88,11 @@ fn quick(config: &mut presence::config::Config) {
 /// The leaf `node_id` as a process of its own: a center's leaf, with a short node timeout and
 /// grace.
 fn leaf_process(dir: &std::path::Path, center_leaf_port: u16, node_id: &str) -> ServiceProcess {
-    let (http, nats, leaf) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        "service:\n  host: 127.0.0.1\n  port: {http}\n  node_id: {node_id}\n  node_type: leaf\n  region: ap-south-1\n\
-         nats:\n  embedded: true\n  port: {nats}\n  leaf_port: {leaf}\n  data_dir: {data}\n  leaf_password: {password:?}\n  center_url: nats-leaf://127.0.0.1:{center_leaf_port}\n\
-         auth:\n  jwt_secret: {SECRET}\n  jwt_issuer: {ISSUER}\n\
-         sessions:\n  grace: 1s\n  node_timeout: 5s\n",
-        data = dir.join("nats-data").display(),
-        password = LEAF_PASSWORD,
-    );
-    ServiceProcess::start_yaml(dir, http, &yaml)
+    ServiceProcess::start_leaf(
+        dir,
+        center_leaf_port,
+        node_id,
+        "",
+        "sessions:\n  grace: 1s\n  node_timeout: 5s\n",
+    )
 }
