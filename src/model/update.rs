@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use unicode_general_category::{GeneralCategory, get_general_category};
+
 use super::Status;
 
 pub(crate) const MAX_MESSAGE_CHARS: usize = 256;
@@ -24,7 +26,7 @@ pub(crate) enum UpdateError {
     #[error("message too long: at most 256 characters")]
     MessageTooLong,
     #[error(
-        "message must not contain control, bidi-control, zero-width or line/paragraph separator characters"
+        "message must not contain control, format (bidi, zero-width, soft hyphen, tag) or line/paragraph separator characters"
     )]
     MessageControl,
     #[error("ttl must be a whole number of seconds from 1 to 604800 (7 days)")]
@@ -58,27 +60,47 @@ impl PresenceUpdate {
 }
 
 /// Whether a status message holds a character that would let it disguise itself or others:
-/// control characters, bidi controls (which reorder the text shown around them), invisible
-/// zero-width characters, and line or paragraph separators. A zero-width joiner between two
-/// emoji (👩‍💻, 🏳️‍🌈) is how emoji sequences are written, and is allowed there.
+/// control characters, line or paragraph separators, and every format character (Unicode
+/// category Cf: bidi controls, which reorder the text shown around them, zero-width and other
+/// invisible characters, soft hyphens, tags, interlinear annotations). Two uses of format
+/// characters are how emoji are written and stay allowed: a zero-width joiner between two emoji
+/// (👩‍💻, 🏳️‍🌈), and the tag letters that follow a black flag to name a region's flag (🏴 for
+/// Scotland), ended by a cancel tag.
 fn has_forbidden_char(message: &str) -> bool {
     let chars: Vec<char> = message.chars().collect();
-    chars.iter().enumerate().any(|(i, &c)| match c {
-        '\u{200D}' => {
-            let before = i.checked_sub(1).map(|j| chars[j]);
-            !(before.is_some_and(is_emoji_part) && chars.get(i + 1).copied().is_some_and(is_emoji_part))
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == BLACK_FLAG {
+            i += 1 + flag_tags(&chars[i + 1..]);
+            continue;
         }
-        _ => c.is_control() || is_invisible_or_reordering(c),
-    })
+        let forbidden = match c {
+            '\u{200D}' => {
+                let before = i.checked_sub(1).map(|j| chars[j]);
+                !(before.is_some_and(is_emoji_part) && chars.get(i + 1).copied().is_some_and(is_emoji_part))
+            }
+            '\u{2028}' | '\u{2029}' => true,
+            _ => c.is_control() || get_general_category(c) == GeneralCategory::Format,
+        };
+        if forbidden {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
-fn is_invisible_or_reordering(c: char) -> bool {
-    matches!(c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' // bidi marks
-        | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' // bidi embeddings, overrides, isolates
-        | '\u{200B}' | '\u{200C}' | '\u{2060}' | '\u{FEFF}' // zero-width space, non-joiner, word joiner, BOM
-        | '\u{180E}' | '\u{2061}'..='\u{2064}' // other invisible format characters
-        | '\u{2028}' | '\u{2029}') // line and paragraph separators
+const BLACK_FLAG: char = '\u{1F3F4}';
+
+/// How many of `after` (what follows a black flag) are a flag's tag sequence: one or more tag
+/// letters or digits, then a cancel tag. None if they are not one.
+fn flag_tags(after: &[char]) -> usize {
+    let letters = after
+        .iter()
+        .take_while(|c| matches!(c, '\u{E0030}'..='\u{E0039}' | '\u{E0061}'..='\u{E007A}'))
+        .count();
+    if letters > 0 && after.get(letters) == Some(&'\u{E007F}') { letters + 1 } else { 0 }
 }
 
 /// Pictographs, dingbats and the variation selector that makes a character an emoji.
@@ -117,6 +139,16 @@ mod tests {
             "a\u{200D}💻",
             "👩\u{200D}",
             "👩\u{200D}\u{200D}💻",
+            // Every other format character (category Cf).
+            "soft\u{00AD}hyphen",
+            "tag \u{E0041}",
+            "\u{FFF9}annotated\u{FFFB}",
+            "\u{0600}",
+            "\u{180E}",
+            // Tags belong after a black flag, as letters ended by a cancel tag.
+            "🏴\u{E0067}\u{E0062}",
+            "x\u{E0067}\u{E0062}\u{E007F}",
+            "🏴\u{E007F}",
         ] {
             assert_eq!(
                 PresenceUpdate::new("busy", Some(sneaky.into()), None, HOUR),
@@ -124,7 +156,9 @@ mod tests {
                 "{sneaky:?}"
             );
         }
-        for fine in ["coding 👩\u{200D}💻", "🏳\u{FE0F}\u{200D}🌈 pride", "שלום עולם", "日本語", "café ☕"]
+        let scotland = "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F} go";
+        for fine in
+            ["coding 👩\u{200D}💻", "🏳\u{FE0F}\u{200D}🌈 pride", "שלום עולם", "日本語", "café ☕", scotland]
         {
             assert!(PresenceUpdate::new("busy", Some(fine.into()), None, HOUR).is_ok(), "{fine:?}");
         }

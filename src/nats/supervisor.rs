@@ -58,7 +58,7 @@ pub(crate) struct EmbeddedServer {
 struct Launch {
     bin: PathBuf,
     conf: PathBuf,
-    /// Set in (or, when `None`, removed from) the child's environment: the encryption keys, and
+    /// Set in the child's environment (when `Some`): the encryption keys, and
     /// on a leaf the center URLs with its password.
     env: Vec<(String, Option<Secret>)>,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -160,6 +160,9 @@ impl EmbeddedServer {
     }
 }
 
+/// The only variables of the service's environment the embedded server inherits.
+const INHERITED: &[&str] = &["PATH", "HOME", "TZ", "LANG", "LC_ALL", "TMPDIR"];
+
 impl Launch {
     /// Starts the server; the handle is the task that forwards its log, done at its exit.
     fn spawn(&self) -> Result<(Child, JoinHandle<()>), NatsError> {
@@ -169,12 +172,15 @@ impl Launch {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Nothing of the service's environment (its JWT secret, passwords in PRESENCE_...
+            // overrides) but what the server needs: its own variables and a few harmless ones.
+            .env_clear()
+            .envs(INHERITED.iter().filter_map(|name| Some((name, std::env::var_os(name)?))));
         for (name, value) in &self.env {
-            match value {
-                Some(value) => cmd.env(name, value.expose()),
-                None => cmd.env_remove(name),
-            };
+            if let Some(value) = value {
+                cmd.env(name, value.expose());
+            }
         }
         let parent = std::process::id();
         // SAFETY: between fork and exec the closure calls only async-signal-safe functions.

@@ -78,12 +78,18 @@ impl ServiceProcess {
 
     /// Starts the binary on `yaml`, written into `dir`, serving HTTP on `http_port`.
     pub(crate) fn start_yaml(dir: &Path, http_port: u16, yaml: &str) -> Self {
+        Self::start_yaml_env(dir, http_port, yaml, &[])
+    }
+
+    /// The same, with `env` added to the binary's environment.
+    pub(crate) fn start_yaml_env(dir: &Path, http_port: u16, yaml: &str, env: &[(&str, &str)]) -> Self {
         let config = dir.join("presence.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.join("service.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_presence"))
             .args(["serve", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
