@@ -1,7 +1,11 @@
 //! Rate limits (governor, GCRA): reads per client IP, writes per user. Over the limit a request
 //! gets 429 with `Retry-After` and the JSON envelope.
 
-use std::{net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    num::NonZeroU32,
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
@@ -85,6 +89,16 @@ impl RateLimits {
     }
 }
 
+/// What the per-address limits (reads, connections, streams) count as one client: an IPv4
+/// address, or an IPv6 /64, the block one subscriber is given, in which a host has 2^64
+/// addresses to rotate through.
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        v4 => v4,
+    }
+}
+
 /// An owner's writes, history reads and erasures share the per-user limit
 /// (`rate_limit.writes_per_second`, `write_burst`).
 pub(super) fn owner_limit(state: &AppState, user: &UserId) -> Result<(), ApiError> {
@@ -128,7 +142,7 @@ impl FromRequestParts<AppState> for ReadLimited {
         let Some(ConnectInfo(ClientAddr(peer))) = parts.extensions.get::<ConnectInfo<ClientAddr>>() else {
             return Ok(ReadLimited(None));
         };
-        let ip = state.limits.client_ip(&parts.headers, peer.ip());
+        let ip = client_network(state.limits.client_ip(&parts.headers, peer.ip()));
         limiter.check_key(&ip).map(|_| ReadLimited(Some(ip))).map_err(|not_until| {
             state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
             too_many(not_until.wait_time_from(DefaultClock::default().now()))
@@ -177,5 +191,15 @@ mod tests {
             "unreadable: stop at the proxy"
         );
         assert_eq!(client(&lb, "::ffff:127.0.0.1", &["203.0.113.5"]), "203.0.113.5", "mapped IPv4 peer");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_an_ipv4_client_its_address() {
+        let network = |ip: &str| client_network(ip.parse().unwrap()).to_string();
+        assert_eq!(network("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(network("2001:db8:1:2::1"), network("2001:db8:1:2:ffff::9"));
+        assert_ne!(network("2001:db8:1:2::1"), network("2001:db8:1:3::1"));
+        assert_eq!(network("203.0.113.5"), "203.0.113.5");
+        assert_eq!(network("::ffff:203.0.113.5"), "203.0.113.5", "a mapped IPv4 address is IPv4");
     }
 }

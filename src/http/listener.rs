@@ -115,6 +115,7 @@ impl CountingListener {
         if self.caps.exempt.iter().any(|net| net.contains(&ip)) {
             return Ok(None);
         }
+        let ip = super::limits::client_network(ip);
         let mut per_ip = self.counts.per_ip.lock().expect("connection counts lock");
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.caps.per_ip {

@@ -154,3 +154,40 @@ async fn a_read_costlier_than_the_burst_goes_through_when_the_bucket_is_full() {
     }
     app.stop().await;
 }
+
+/// An IPv6 client is limited per /64 (a host there can take any of 2^64 addresses): its reads
+/// and its streams share one budget across the block; the next /64 is another client.
+#[tokio::test]
+async fn an_ipv6_client_is_limited_per_64() {
+    let behind_proxy = |reads: u32, streams: usize| {
+        TestApp::spawn_with(move |c| {
+            (c.rate_limit.reads_per_second, c.rate_limit.read_burst) = (reads, reads);
+            c.rate_limit.trusted_proxies = vec![presence::config::units::parse_network("127.0.0.1").unwrap()];
+            c.stream.max_connections_per_ip = streams;
+        })
+    };
+    let from = |app: &TestApp, path: &str, client: &'static str| {
+        app.http.get(app.url(path)).header("x-forwarded-for", client).send()
+    };
+    let app = behind_proxy(1, 100).await;
+    let read = "/api/v2/presence/a";
+    assert_eq!(from(&app, read, "2001:db8:1:2::1").await.unwrap().status(), StatusCode::NOT_FOUND);
+    let rotated = from(&app, read, "2001:db8:1:2:ffff:eeee:dddd:9").await.unwrap();
+    assert_eq!(rotated.status(), StatusCode::TOO_MANY_REQUESTS, "another address in the same /64");
+    let next = from(&app, read, "2001:db8:1:3::1").await.unwrap();
+    assert_eq!(next.status(), StatusCode::NOT_FOUND, "another /64");
+    app.stop().await;
+
+    let app = behind_proxy(1000, 1).await;
+    let stream = "/api/v2/presence/stream?users=a";
+    let open = from(&app, stream, "2001:db8:9:9::1").await.unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let second = from(&app, stream, "2001:db8:9:9::2").await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS, "one stream per /64");
+    let refusal = second.json::<serde_json::Value>().await.unwrap();
+    assert!(refusal["error"].as_str().unwrap().contains("streams"), "the stream cap: {refusal}");
+    let elsewhere = from(&app, stream, "2001:db8:9:8::1").await.unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::OK, "another /64");
+    drop((open, elsewhere));
+    app.stop().await;
+}
