@@ -143,6 +143,8 @@ impl Config {
         at_least_one(&[
             ("stream.max_connections", stream.max_connections),
             ("stream.max_connections_per_ip", stream.max_connections_per_ip),
+            ("stream.messages_per_second", stream.messages_per_second),
+            ("stream.message_burst", stream.message_burst),
         ])?;
         for origin in &self.service.cors.allowed_origins {
             let valid = origin == "*"

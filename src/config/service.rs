@@ -87,6 +87,10 @@ pub struct StreamConfig {
     pub keep_alive: Duration,
     /// The newest changes this node keeps for clients that reconnect with `Last-Event-ID`.
     pub resume_buffer: usize,
+    /// Messages a WebSocket client may send per second, on average (pings and text alike).
+    pub messages_per_second: usize,
+    /// The most it may send at once; a client refused this many messages in a row is closed.
+    pub message_burst: usize,
 }
 
 impl Default for StreamConfig {
@@ -98,6 +102,8 @@ impl Default for StreamConfig {
             write_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(15),
             resume_buffer: 10_000,
+            messages_per_second: 20,
+            message_burst: 40,
         }
     }
 }

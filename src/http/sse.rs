@@ -64,7 +64,7 @@ pub(super) async fn stream(
     let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
     let subscription = subscribe::open(&state, StreamKind::Sse, ip, closer)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(Cursor::parse);
-    let start = subscribe::follow(&state, &limited, &subscription, users, resume.as_ref()).await?;
+    let start = subscribe::follow(&state, &limited, &subscription, users, 0, resume.as_ref()).await?;
     let mut first = VecDeque::new();
     if let Some(snapshot) = start.snapshot {
         let data = format!("{{\"data\":{snapshot}}}");

@@ -40,21 +40,25 @@ pub(super) struct Start {
     pub snapshot: Option<String>,
 }
 
-/// Makes `users` the subscription's watch list and reads where they stand (charged to the
-/// client as a multi-user read: one per user not in the node's cache). With a `resume` cursor
+/// Makes `users` the subscription's watch list and reads where they stand, charged to the
+/// client as a multi-user read: `reads` (the request's own, if it was not paid already) plus one
+/// per user not in the node's cache. Refused (429), it changes nothing. With a `resume` cursor
 /// this node can resume from, the changes since are queued instead of a snapshot.
 pub(super) async fn follow(
     state: &AppState,
     limited: &ReadLimited,
     subscription: &Subscription,
     users: Vec<UserId>,
+    reads: usize,
     resume: Option<&Cursor>,
 ) -> Result<Start, ApiError> {
+    // Charged first, from the cache alone, so that a refusal leaves the watch list as it was.
+    let misses = state.directory.read_cached(users.clone()).await.misses();
+    limited.charge(state, reads + misses)?;
     // Registered first, read after: whatever changes in between is queued, and the snapshot
     // shows at least everything up to the cursor.
     let following = subscription.follow(&users, resume);
     let partial = state.directory.read_cached(users).await;
-    limited.charge(state, partial.misses())?;
     let found = Box::pin(state.directory.complete(partial)).await;
     let now = Utc::now();
     let records: Vec<(&str, Arc<Record>)> = found

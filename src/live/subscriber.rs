@@ -31,6 +31,8 @@ pub(crate) enum Dropped {
     Dead,
     /// The node is shutting down.
     Shutdown,
+    /// The client sent more messages than its budget, a whole burst of them in a row.
+    Flooding,
 }
 
 impl Dropped {
@@ -39,6 +41,7 @@ impl Dropped {
             Dropped::Slow => "slow",
             Dropped::Dead => "dead",
             Dropped::Shutdown => "shutdown",
+            Dropped::Flooding => "flooding",
         }
     }
 }

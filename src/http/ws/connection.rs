@@ -17,7 +17,10 @@ use tokio_tungstenite::tungstenite::{
     },
 };
 
-use super::{CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNAUTHORIZED, FRAGMENT, Socket};
+use super::{
+    CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNAUTHORIZED, FRAGMENT, Socket,
+    budget::{Budget, Verdict},
+};
 use crate::{
     http::{ApiError, AppState, auth::AuthUser, limits::ReadLimited, presence::parse_user_list, subscribe},
     live::{Dropped, LinkEvent, Pacer, Subscription},
@@ -75,6 +78,7 @@ impl Connection {
         let mut pings = tokio::time::interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
         let mut heard = Instant::now();
         let mut pacer = Pacer::new(settings.batch_window);
+        let mut budget = Budget::new(&settings);
         if self.device.is_some() && self.welcome(settings.write_timeout).await.is_err() {
             return;
         }
@@ -83,6 +87,21 @@ impl Connection {
                 incoming = self.socket.next() => match incoming {
                     Some(Ok(message)) => {
                         heard = Instant::now();
+                        // Pongs answer our pings and a close ends the connection: neither is charged.
+                        let charged = !matches!(message, Message::Pong(_) | Message::Close(_));
+                        match if charged { budget.spend() } else { Verdict::Take } {
+                            Verdict::Take => {}
+                            Verdict::Refuse => {
+                                if self.error(&budget.refusal(), settings.write_timeout).await.is_err() {
+                                    break End::Gone;
+                                }
+                                continue;
+                            }
+                            Verdict::Close => {
+                                self.state.hub.drop_for(&subscriber, Dropped::Flooding);
+                                break End::Dropped(Dropped::Flooding);
+                            }
+                        }
                         if self.answer(message, settings.write_timeout).await.is_err() {
                             break End::Gone;
                         }
@@ -133,10 +152,22 @@ impl Connection {
             End::Dropped(Dropped::Slow) => (CLOSE_POLICY, "too slow: changes were left unread"),
             End::Dropped(Dropped::Dead) => (CLOSE_GOING_AWAY, "no answer to pings"),
             End::Dropped(Dropped::Shutdown) => (CLOSE_GOING_AWAY, "the node is shutting down"),
+            End::Dropped(Dropped::Flooding) => (CLOSE_POLICY, "too many messages"),
         };
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
         // Best effort: a client that reads nothing will not read this either.
-        let _ = self.send(Message::Close(Some(frame)), Duration::from_secs(1)).await;
+        if self.send(Message::Close(Some(frame)), Duration::from_secs(1)).await.is_ok() {
+            // The closing handshake: what the client sent meanwhile is read and dropped until its
+            // close, for a second at most, so that the close frame is not lost to a reset.
+            let drain = async {
+                while let Some(Ok(message)) = self.socket.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        }
     }
 
     async fn welcome(&mut self, limit: Duration) -> Result<(), ()> {
@@ -253,7 +284,7 @@ impl Connection {
                     Err(e) => return self.error(&e.to_string(), limit).await,
                 };
                 let start =
-                    subscribe::follow(&self.state, &self.limited, &self.subscription, users, None).await;
+                    subscribe::follow(&self.state, &self.limited, &self.subscription, users, 1, None).await;
                 match start {
                     Ok(start) => {
                         let snapshot = start.snapshot.unwrap_or_else(|| "{}".into());

@@ -17,6 +17,7 @@
 //! several frames, so that the connection's write buffer (kept at its largest size for the
 //! connection's life) stays small after a large snapshot.
 
+mod budget;
 mod connection;
 
 use std::net::IpAddr;

@@ -244,7 +244,7 @@ impl Metrics {
         );
         r.register(
             "stream_clients_dropped",
-            "Live-stream clients disconnected by the node (reason: slow, dead)",
+            "Live-stream clients disconnected by the node (reason: slow, dead, flooding)",
             m.stream_clients_dropped.clone(),
         );
         r.register(

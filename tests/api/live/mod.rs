@@ -1,5 +1,6 @@
 //! Live presence: the event stream and the WebSocket, over real sockets, against real nodes.
 
+mod metering;
 mod sse;
 mod websocket;
 
