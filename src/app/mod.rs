@@ -18,7 +18,8 @@ use crate::{
     directory::{self, Directory, Forwarding},
     health::Health,
     http::{
-        self, AccessLog, AppState, HttpsPolicy, RateLimits, Shared, Timeouts, listener::CountingListener,
+        self, AccessLog, AppState, HttpsPolicy, Origins, RateLimits, Shared, Timeouts,
+        listener::CountingListener,
     },
     live::Hub,
     nats::{self, EmbeddedServer},
@@ -147,7 +148,7 @@ impl Application {
             body_timeout: config.service.body_timeout,
             metrics: metrics.clone(),
             default_ttl: config.nats.kv.ttl,
-            cors: config.service.cors.allowed_origins.clone(),
+            origins: Origins::new(config.service.cors.allowed_origins.clone(), local_addr, https.is_some()),
         });
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
         let router = http::router(state, HttpsPolicy::new(&config.service));

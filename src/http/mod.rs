@@ -10,6 +10,7 @@ mod health;
 mod limits;
 pub(crate) mod listener;
 pub(crate) mod openapi;
+mod origins;
 mod owner;
 mod page;
 pub(crate) mod presence;
@@ -37,6 +38,7 @@ pub(crate) use access::AccessLog;
 pub(crate) use auth::{Owner, Reader};
 pub(crate) use error::{ApiError, ErrorResponse};
 pub(crate) use limits::RateLimits;
+pub(crate) use origins::Origins;
 pub(crate) use server::{Timeouts, serve};
 pub(crate) use transport::HttpsPolicy;
 
@@ -79,8 +81,8 @@ pub(crate) struct Shared {
     pub default_ttl: Duration,
     /// `service.body_timeout`.
     pub body_timeout: Duration,
-    /// `service.cors.allowed_origins`.
-    pub cors: Vec<String>,
+    /// Whose pages may open live streams: the node's own and `service.cors.allowed_origins`.
+    pub origins: Origins,
 }
 
 impl AppState {
@@ -114,7 +116,7 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
         Some(policy) => routes.layer(middleware::from_fn_with_state(policy, transport::enforce)),
         None => routes,
     };
-    let routes = match cors(&state.cors) {
+    let routes = match cors(state.origins.allowed()) {
         Some(cors) => routes.layer(cors),
         None => routes,
     };

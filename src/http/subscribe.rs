@@ -93,10 +93,11 @@ pub(super) fn changes_json(batch: &Batch) -> String {
 }
 
 /// Whether a browser page from the request's `Origin` may open a stream: no `Origin` (not a
-/// browser), the node's own page (same host), or an origin in `service.cors.allowed_origins`.
+/// browser), or an origin of the node's own or in `service.cors.allowed_origins`
+/// ([`super::origins::Origins`]).
 pub(super) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let same_host = host.is_some_and(|host| origin.split_once("://").is_some_and(|(_, o)| o == host));
-    same_host || state.cors.iter().any(|allowed| allowed == "*" || allowed == origin)
+    match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.to_str().is_ok_and(|origin| state.origins.allows(origin)),
+    }
 }

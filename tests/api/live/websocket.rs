@@ -122,6 +122,19 @@ async fn browsers_from_allowed_origins_only() {
     assert_eq!(ok.status(), StatusCode::OK);
     let same = stream(format!("http://{}", app.addr)).await.unwrap();
     assert_eq!(same.status(), StatusCode::OK, "the node's own page is same-origin");
+    let named = stream(format!("http://localhost:{}", app.addr.port())).await.unwrap();
+    assert_eq!(named.status(), StatusCode::OK, "the node's own page, as localhost");
+    // DNS rebinding: a name of the attacker's pointed at the node; Host and Origin agree.
+    let rebound = format!("evil.example:{}", app.addr.port());
+    let rebinding = app
+        .http
+        .get(app.url("/api/v2/presence/stream?users=a"))
+        .header("host", &rebound)
+        .header("origin", format!("http://{rebound}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(rebinding, StatusCode::FORBIDDEN).await;
 
     let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{}/api/v2/ws", app.addr),
@@ -132,7 +145,17 @@ async fn browsers_from_allowed_origins_only() {
         tokio_tungstenite::connect_async(request).await.is_err(),
         "a foreign page's WebSocket is refused"
     );
-    drop((ok, same));
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/api/v2/ws", app.addr),
+    )
+    .unwrap();
+    request.headers_mut().insert("host", rebound.parse().unwrap());
+    request.headers_mut().insert("origin", format!("http://{rebound}").parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(request).await.is_err(),
+        "a rebinding page's WebSocket is refused"
+    );
+    drop((ok, same, named));
     app.stop().await;
 
     // By default no foreign origin is allowed.
