@@ -8,14 +8,18 @@
 //! `service.body_timeout`, is the JSON extractor's.) On shutdown the loop stops accepting and
 //! every connection finishes its request in flight, then closes.
 
-use std::{pin::pin, sync::Arc, time::Duration};
+use std::{
+    pin::{Pin, pin},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{Router, extract::ConnectInfo};
-use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
 };
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
@@ -82,42 +86,65 @@ pub(crate) async fn serve(
                 metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "tls_handshake" }).inc();
                 return;
             };
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.header)
-                .max_buf_size(MAX_READ_BUFFER);
-            builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_H2_STREAMS);
-            if !transport.tls {
-                builder = builder.http1_only();
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut connection = pin!(connection);
-            let outcome = tokio::select! {
-                outcome = connection.as_mut() => outcome,
-                () = idle(&activity, timeouts.idle) => {
-                    metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "idle" }).inc();
-                    return;
-                }
-                () = closer.cancelled() => return,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        outcome = connection.as_mut() => outcome,
-                        () = idle(&activity, timeouts.idle) => return,
-                    }
-                }
+            let h2 = matches!(&stream, Either::Right(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+            let io = TokioIo::new(stream);
+            let watch = (&activity, timeouts.idle, &closer, &stop);
+            let outcome = if h2 {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new()).max_concurrent_streams(MAX_H2_STREAMS);
+                drive(pin!(builder.serve_connection(io, service)), |c| c.graceful_shutdown(), watch).await
+            } else {
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeouts.header)
+                    .max_buf_size(MAX_READ_BUFFER);
+                let connection = pin!(builder.serve_connection(io, service).with_upgrades());
+                drive(connection, |c| c.graceful_shutdown(), watch).await
             };
-            if let Err(e) = outcome
-                && e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
-            {
-                metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "header" }).inc();
+            match outcome {
+                Ended::Idle => {
+                    metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "idle" }).inc();
+                }
+                Ended::Served(Err(e)) if e.is_timeout() => {
+                    metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "header" }).inc();
+                }
+                Ended::Served(_) | Ended::Closed => {}
             }
         });
     }
     connections.close();
     connections.wait().await;
+}
+
+/// How a connection ended.
+enum Ended {
+    Served(hyper::Result<()>),
+    /// No byte moved either way for `service.idle_timeout`.
+    Idle,
+    /// Closed by the node: a live stream whose client stopped reading.
+    Closed,
+}
+
+/// Serves `connection` until it ends, it idles for `idle`, `closer` closes it, or `stop` asks it
+/// to `finish` its requests in flight (then it gets until it idles).
+async fn drive<C: Future<Output = hyper::Result<()>>>(
+    mut connection: Pin<&mut C>,
+    finish: impl FnOnce(Pin<&mut C>),
+    (activity, idle_for, closer, stop): (&Activity, Duration, &CancellationToken, &CancellationToken),
+) -> Ended {
+    tokio::select! {
+        outcome = connection.as_mut() => Ended::Served(outcome),
+        () = idle(activity, idle_for) => Ended::Idle,
+        () = closer.cancelled() => Ended::Closed,
+        () = stop.cancelled() => {
+            finish(connection.as_mut());
+            tokio::select! {
+                outcome = connection.as_mut() => Ended::Served(outcome),
+                () = idle(activity, idle_for) => Ended::Idle,
+            }
+        }
+    }
 }
 
 /// Concurrent requests on one HTTP/2 connection.

@@ -76,6 +76,27 @@ async fn an_idle_kept_alive_connection_is_closed() {
     app.stop().await;
 }
 
+/// A connection that never sends a byte is closed after the header timeout, not the (longer)
+/// idle timeout; the plain-HTTP port speaks HTTP/1.1 only (HTTP/2 is for TLS, by ALPN), so a
+/// client with HTTP/2 "prior knowledge" gets no HTTP/2.
+#[tokio::test]
+async fn a_silent_connection_lasts_the_header_timeout_and_plain_http_is_http1_only() {
+    let app = TestApp::spawn_with(|c| {
+        c.service.header_timeout = Duration::from_secs(1);
+        c.service.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut silent = connect(&app).await;
+    let (received, after) = until_closed(&mut silent, Duration::from_secs(10)).await;
+    assert!(received.is_empty() && after < Duration::from_secs(4), "closed after {after:?}: {received}");
+
+    let mut h2c = connect(&app).await;
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let (received, _) = until_closed(&mut h2c, Duration::from_secs(10)).await;
+    assert!(received.is_empty() || received.starts_with("HTTP/1.1 "), "an HTTP/2 answer: {received:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_body_that_does_not_arrive_gets_408() {
     let app = TestApp::spawn_with(quick()).await;
