@@ -134,7 +134,7 @@ pub(crate) struct UsersQuery {
     responses(
         (status = 200, description = "The user's presence; `X-Presence-Stale: true` when it comes from a cache that may miss updates, `X-Presence-Degraded: true` (and `offline`) when NATS is unreachable and the node has no entry. An `invisible` user reads `offline`, except to their own token", body = PresenceResponse),
         (status = 400, description = "Invalid user id", body = super::ErrorResponse),
-        (status = 404, description = "No presence was ever stored for this user", body = super::ErrorResponse),
+        (status = 404, description = "No presence was ever stored for this user (or, to anyone but the user, nothing but `invisible`: such a user reads like one never seen)", body = super::ErrorResponse),
         (status = 429, description = "Over the per-IP read limit", body = super::ErrorResponse),
     ),
     tag = "presence"
@@ -152,6 +152,11 @@ pub(crate) async fn get_one(
             Some(p) => {
                 let stale = state.directory.stale();
                 let shown = if owner { p.owner_view(&user, now) } else { p.view(&user, now) };
+                // A user who was only ever invisible shows nothing, no write time even: to
+                // everyone else they are a user never seen, and read as one.
+                if shown.updated_at.is_none() {
+                    return Err(ApiError::NotFound(format!("no presence for user {user}")));
+                }
                 Ok(Reply { presences: vec![shown], stale, degraded: false }.into_response())
             }
             None => Err(ApiError::NotFound(format!("no presence for user {user}"))),

@@ -204,3 +204,22 @@ async fn an_invisible_user_reads_offline_to_everyone_but_themselves() {
     assert_ne!(back["last_seen"], last_seen);
     app.stop().await;
 }
+
+/// A user who only ever wrote `invisible` cannot be told apart from one never seen: 404 to a
+/// single read, the unknown's `offline` in a multi-user read; to themselves, `invisible`.
+#[tokio::test]
+async fn a_user_only_ever_invisible_reads_like_one_never_seen() {
+    let app = TestApp::spawn().await;
+    app.set("shy", json!({"status": "invisible", "message": "not here"})).await;
+    let (status, shy) = json_of(app.read("shy").await).await;
+    let (unknown_status, unknown) = json_of(app.read("nobody").await).await;
+    assert_eq!((status, unknown_status), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND), "{shy}");
+    assert_eq!(shy["error"], unknown["error"].as_str().unwrap().replace("nobody", "shy"));
+    let (_, many) = json_of(app.read_many(&["shy", "nobody"]).await).await;
+    let mut as_unknown = many["data"]["nobody"].clone();
+    as_unknown["user_id"] = json!("shy");
+    assert_eq!(many["data"]["shy"], as_unknown, "the same entry as a user never seen");
+    let own = app.http.get(app.url("/api/v2/presence/shy")).bearer_auth(mint("shy")).send().await.unwrap();
+    assert_eq!(json_of(own).await.1["data"]["shy"]["status"], "invisible");
+    app.stop().await;
+}
