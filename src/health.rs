@@ -18,7 +18,7 @@ use crate::{
     lifecycle::{Events, ExpiryQueue},
     link::LinkState,
     live::Hub,
-    nats::{Placement, ServerStatus},
+    nats::{Placement, ServerStatus, watch::StreamWatch},
     store::PresenceStore,
     telemetry::{
         Metrics,
@@ -41,6 +41,8 @@ pub(crate) struct Health {
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
     events: Events,
+    /// What is wrong with the shared streams.
+    streams: Arc<StreamWatch>,
     expiry: Arc<ExpiryQueue>,
     hub: Arc<Hub>,
     registry: Arc<Registry>,
@@ -54,15 +56,19 @@ pub(crate) struct Health {
 
 /// What health asks of NATS: the client, its JetStream context, the bucket, the audit log, and
 /// the embedded server (`None` on an external NATS).
-pub(crate) type Probed =
-    (async_nats::Client, async_nats::jetstream::Context, (PresenceStore, Events), Option<Arc<ServerStatus>>);
+pub(crate) type Probed = (
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    (PresenceStore, Events, Arc<StreamWatch>),
+    Option<Arc<ServerStatus>>,
+);
 
 /// What the node keeps, whose state health reports.
 pub(crate) type Kept = (PresenceCache, Arc<LinkState>, Arc<ExpiryQueue>, Arc<Hub>, Arc<Registry>);
 
 impl Health {
     pub(crate) fn new(config: &Config, probed: Probed, kept: Kept, metrics: Arc<Metrics>) -> Self {
-        let (client, jetstream, (store, events), embedded) = probed;
+        let (client, jetstream, (store, events, streams), embedded) = probed;
         let (cache, link, expiry, hub, registry) = kept;
         Self {
             node_id: config.node_id(),
@@ -75,6 +81,7 @@ impl Health {
             client,
             jetstream,
             events,
+            streams,
             expiry,
             hub,
             registry,
@@ -120,6 +127,10 @@ pub(crate) struct HealthResponse {
     /// restarted 3 times within 10 minutes, the status is `degraded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedded_nats: Option<EmbeddedNatsHealth>,
+    /// What is wrong with the bucket and the audit log, checked every 5 s: missing, or (on a
+    /// center) settings other than its configuration's. Anything here makes the status `degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_streams: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -212,9 +223,10 @@ impl Health {
             keeps_dying: server.flapping(),
         });
         let server_ok = embedded_nats.as_ref().is_none_or(|s| s.running && !s.keeps_dying);
+        let shared_streams = self.streams.problems();
+        let ok = link.reachable && !link.stale && clock_ok && server_ok && shared_streams.is_empty();
         HealthResponse {
-            status: if link.reachable && !link.stale && clock_ok && server_ok { "ok" } else { "degraded" }
-                .into(),
+            status: if ok { "ok" } else { "degraded" }.into(),
             node_id: self.node_id.clone(),
             node_type: self.node_type.as_str().into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -224,6 +236,7 @@ impl Health {
             nodes: NodesSummary { known: nodes.len(), up: nodes.iter().filter(|n| n.up).count() },
             streams: self.hub.open(),
             embedded_nats,
+            shared_streams,
         }
     }
 

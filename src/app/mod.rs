@@ -22,7 +22,7 @@ use crate::{
         listener::CountingListener,
     },
     live::Hub,
-    nats::{self, EmbeddedServer},
+    nats::{self, EmbeddedServer, watch::StreamWatch},
     sessions::Sessions,
     telemetry::Metrics,
     tls::ServerTls,
@@ -100,10 +100,14 @@ impl Application {
             startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
+        let watch = Arc::new(StreamWatch::default());
+        let watching = (jetstream.clone(), store.caller().clone());
+        let streams = StreamWatch::watched(&config);
+        background.tasks.spawn(watch.clone().run(watching, streams, background.stop.clone()));
         let probed = (
             client.clone(),
             jetstream,
-            (store.clone(), events.clone()),
+            (store.clone(), events.clone(), watch),
             embedded.as_ref().map(EmbeddedServer::status),
         );
         let kept = (

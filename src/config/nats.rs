@@ -192,6 +192,8 @@ pub const CENTER_DOMAIN: &str = "center";
 /// Where leaves send their writes for the center to carry out. Outside `presence.>`, which
 /// leaves may subscribe to: a leaf cannot take other regions' writes.
 pub const FORWARD_SUBJECT: &str = "$PRESENCE.write";
+/// Where leaves send erasures for the center to carry out: a leaf may not purge the audit log.
+pub const FORWARD_ERASE_SUBJECT: &str = "$PRESENCE.erase";
 /// How often a leaf's embedded server pings the center, so that a dead link shows in seconds.
 pub const LEAF_PING_INTERVAL: &str = "3s";
 

@@ -7,6 +7,9 @@
 //! subject (a center running NATS but not the service), the leaf writes through the link itself.
 //! See docs/architecture.md, "A region on its own".
 //!
+//! A leaf's erasure goes the same way, on [`FORWARD_ERASE_SUBJECT`], and has no other: a leaf
+//! holds no right to purge the audit log (docs/security.md, "Who may use NATS").
+//!
 //! Nothing new is trusted: a leaf may write any key of the bucket over its link anyway, and a
 //! center node validates the write again.
 
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Directory, WriteError};
 use crate::{
-    config::FORWARD_SUBJECT,
+    config::{FORWARD_ERASE_SUBJECT, FORWARD_SUBJECT},
     model::{PresenceUpdate, Status, StoredPresence, UserId},
     nats::CallError,
     store::StoreError,
@@ -60,6 +63,24 @@ enum Failure {
     Contention,
     /// The request did not hold a valid write.
     Invalid,
+}
+
+/// A leaf's erasure, for the center to carry out.
+#[derive(Debug, Serialize, Deserialize)]
+struct Erasure {
+    user: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Erased {
+    /// Erased; the bucket's tombstone is at this revision.
+    Erased {
+        revision: u64,
+    },
+    Failed {
+        reason: Failure,
+    },
 }
 
 /// What a leaf's forwarded write came to.
@@ -107,16 +128,54 @@ pub(super) async fn send(
     }
 }
 
-/// The center's side: carries out leaves' writes until `stop`.
+/// The leaf's side of an erasure: the revision of the bucket's tombstone. Without a center node
+/// to carry it out, the leaf cannot: unavailable, nothing erased.
+pub(super) async fn send_erasure(
+    client: &async_nats::Client,
+    limit: Duration,
+    user: &UserId,
+) -> Result<u64, WriteError> {
+    let payload =
+        Bytes::from(serde_json::to_vec(&Erasure { user: user.to_string() }).expect("requests serialize"));
+    let request = async_nats::Request::new().payload(payload).timeout(Some(limit));
+    let answer = match client.send_request(FORWARD_ERASE_SUBJECT, request).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(WriteError::Unavailable);
+        }
+        Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+            return Err(WriteError::Unconfirmed(CallError::Timeout { op: "forward_erasure", limit }));
+        }
+        Err(e) => {
+            return Err(WriteError::Unconfirmed(CallError::Failed {
+                op: "forward_erasure",
+                source: e.into(),
+            }));
+        }
+        Ok(answer) => answer,
+    };
+    match serde_json::from_slice::<Erased>(&answer.payload) {
+        Ok(Erased::Erased { revision }) => Ok(revision),
+        Ok(Erased::Failed { reason: Failure::Unconfirmed }) => {
+            Err(WriteError::Unconfirmed(CallError::Failed {
+                op: "forward_erasure",
+                source: "the center could not confirm the erasure".into(),
+            }))
+        }
+        Ok(Erased::Failed { .. }) | Err(_) => Err(WriteError::Unavailable),
+    }
+}
+
+/// The center's side: carries out leaves' writes and erasures until `stop`.
 pub(crate) async fn serve(
     directory: Directory,
     client: async_nats::Client,
     default_ttl: Duration,
     stop: CancellationToken,
 ) {
+    let subscribe = |subject: &'static str| client.queue_subscribe(subject, QUEUE.to_string());
     let mut requests = loop {
-        match client.queue_subscribe(FORWARD_SUBJECT, QUEUE.to_string()).await {
-            Ok(subscription) => break subscription,
+        match tokio::try_join!(subscribe(FORWARD_SUBJECT), subscribe(FORWARD_ERASE_SUBJECT)) {
+            Ok((writes, erasures)) => break futures::stream::select(writes, erasures),
             Err(e) => {
                 tracing::warn!(error = %chain(&e), "cannot take leaves' writes yet; retrying");
                 tokio::select! {
@@ -139,8 +198,12 @@ pub(crate) async fn serve(
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (directory, client) = (directory.clone(), client.clone());
         tokio::spawn(async move {
-            let answer = carry_out(&directory, &message.payload, default_ttl).await;
-            let payload = Bytes::from(serde_json::to_vec(&answer).expect("replies serialize"));
+            let answer = if message.subject.as_str() == FORWARD_ERASE_SUBJECT {
+                serde_json::to_vec(&erase(&directory, &message.payload).await)
+            } else {
+                serde_json::to_vec(&carry_out(&directory, &message.payload, default_ttl).await)
+            };
+            let payload = Bytes::from(answer.expect("replies serialize"));
             if let Err(e) = client.publish(reply, payload).await {
                 tracing::warn!(error = %chain(&e), "cannot answer a leaf's write");
             }
@@ -167,5 +230,15 @@ async fn carry_out(directory: &Directory, payload: &[u8], default_ttl: Duration)
         Err(WriteError::Unconfirmed(_)) => Reply::Failed { reason: Failure::Unconfirmed },
         Err(WriteError::Store(StoreError::Contention)) => Reply::Failed { reason: Failure::Contention },
         Err(_) => Reply::Failed { reason: Failure::Unavailable },
+    }
+}
+
+async fn erase(directory: &Directory, payload: &[u8]) -> Erased {
+    let user = serde_json::from_slice::<Erasure>(payload).ok().and_then(|e| UserId::parse(&e.user).ok());
+    let Some(user) = user else { return Erased::Failed { reason: Failure::Invalid } };
+    match directory.erase_here(&user).await {
+        Ok(revision) => Erased::Erased { revision },
+        Err(WriteError::Unconfirmed(_)) => Erased::Failed { reason: Failure::Unconfirmed },
+        Err(_) => Erased::Failed { reason: Failure::Unavailable },
     }
 }

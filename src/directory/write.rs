@@ -189,23 +189,29 @@ impl Directory {
         }
     }
 
-    /// Erases `user`: the KV record with its history, then their events in the audit log.
+    /// Erases `user`: the KV record with its history, then their events in the audit log. A
+    /// leaf has a center node carry it out (see [`forward`]).
     pub(crate) async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
         self.guard()?;
-        let erased = async {
-            // The record first: from then on no node serves the user, then the audit log.
-            self.store.purge(user).await?;
-            let events = self.events.erase(user).await?;
-            // A tombstone at the purge's revision: no older load or watched change can bring the
-            // user back into this node's cache.
-            let tombstone = self.store.get(user).await?;
-            self.landing.land(user, Arc::new(tombstone), Source::Node).await;
-            Ok::<_, WriteError>(events)
-        };
-        let events = erased.await.inspect_err(|e| {
-            tracing::warn!(user = %user, error = %chain(e), "erasure failed");
-        })?;
-        tracing::info!(user = %user, events, "erased");
+        let revision = match &self.forward {
+            Some(to) => forward::send_erasure(&to.client, to.limit, user).await,
+            None => self.erase_here(user).await,
+        }
+        .inspect_err(|e| tracing::warn!(user = %user, error = %chain(e), "erasure failed"))?;
+        // A tombstone at the purge's revision: no older load or watched change can bring the
+        // user back into this node's cache.
+        self.landing.land(user, Arc::new(Record { revision, presence: None }), Source::Node).await;
         Ok(())
+    }
+
+    /// Erases `user` through this node's own link: the revision of the bucket's tombstone.
+    pub(super) async fn erase_here(&self, user: &UserId) -> Result<u64, WriteError> {
+        self.guard()?;
+        // The record first: from then on no node serves the user, then the audit log.
+        self.store.purge(user).await?;
+        let events = self.events.erase(user).await?;
+        let tombstone = self.store.get(user).await?;
+        tracing::info!(user = %user, events, "erased");
+        Ok(tombstone.revision)
     }
 }

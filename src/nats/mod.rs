@@ -11,6 +11,7 @@ pub mod server;
 pub(crate) mod settings;
 mod status;
 mod supervisor;
+pub(crate) mod watch;
 
 use std::time::{Duration, Instant};
 

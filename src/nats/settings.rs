@@ -63,7 +63,7 @@ pub(crate) async fn check(
 }
 
 /// The stream's settings as the server has them now, if it exists.
-async fn current(
+pub(crate) async fn current(
     js: &jetstream::Context,
     caller: &Caller,
     name: &str,

@@ -6,8 +6,8 @@ use std::{
 };
 
 use crate::config::{
-    CENTER_DOMAIN, Config, FORWARD_SUBJECT, LEAF_PING_INTERVAL, LEAF_USER, NatsTls, NodeType, SERVICE_USER,
-    Secret, SyncInterval,
+    CENTER_DOMAIN, Config, FORWARD_ERASE_SUBJECT, FORWARD_SUBJECT, LEAF_PING_INTERVAL, LEAF_USER, NatsTls,
+    NodeType, SERVICE_USER, Secret, SyncInterval,
 };
 
 use super::NatsError;
@@ -91,9 +91,9 @@ pub fn render_config(
 ) -> String {
     let nats = &config.nats;
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
-    let authorization = authorization(config, password);
+    let authorization = authorization(config, password, leaf_password);
     let host = nats.host.to_string();
-    let (domain, leafnodes, pings) = leafnodes(config, leaf_password);
+    let (domain, leafnodes, pings) = leafnodes(config);
     let sync = match nats.jetstream.sync_interval {
         None => String::new(),
         Some(SyncInterval::Always) => "  sync_interval: always\n".into(),
@@ -125,7 +125,7 @@ pub fn render_config(
 
 /// The node's JetStream domain, its `leafnodes` block, and (on a leaf) its ping settings: a
 /// center listens for leaves (admitting those with the leaf password), a leaf dials the center.
-fn leafnodes(config: &Config, leaf_password: Option<&Secret>) -> (String, String, String) {
+fn leafnodes(config: &Config) -> (String, String, String) {
     let nats = &config.nats;
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     match config.service.node_type {
@@ -134,7 +134,7 @@ fn leafnodes(config: &Config, leaf_password: Option<&Secret>) -> (String, String
             format!(
                 "leafnodes {{\n  listen: {}\n  no_advertise: true\n  compression: s2_auto\n{}}}\n",
                 quote(&format!("{}:{}", nats.leaf_host.unwrap_or(nats.host), nats.leaf_port)),
-                leaf_admission(config, leaf_password)
+                leaf_admission(config)
             ),
             String::new(),
         ),
@@ -181,25 +181,24 @@ fn client_tls(config: &Config) -> String {
 /// the leaf's certificate is mapped to one of the users [`authorization`] lists for the leaves
 /// (certificate-only, leafnode connections only). Without: the leaf password (loopback-only
 /// listeners, see `config::tls`).
-fn leaf_admission(config: &Config, leaf_password: Option<&Secret>) -> String {
-    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+fn leaf_admission(config: &Config) -> String {
     match &config.nats.leaf_tls {
         Some(tls) => format!(
             "  tls {{ {}, verify_and_map: true, timeout: 2, handshake_first: true, min_version: \"1.2\" }}\n",
             tls_files(&tls.cert_file, &tls.key_file, Some(&tls.ca_file))
         ),
-        None => leaf_password.map_or_else(String::new, |p| {
-            format!("  authorization {{ user: {}, password: {} }}\n", quote(LEAF_USER), quote(&hashed(p)))
-        }),
+        // The leaf password's user is among the server's users ([`authorization`]), with a
+        // leaf's permissions: a leafnode `authorization {}` block would admit it with none.
+        None => String::new(),
     }
 }
 
 /// What a leaf may send to the center and receive from it: the presence bucket's and the audit
 /// log's JetStream API in the center's domain (information, direct gets, consumers, the put
-/// acknowledgements, a purge of one user's history), presence events and heartbeats, and
-/// replies; its writes for the center to carry out; and what the leaf's copy of the bucket (a
-/// mirror) receives. Not the rest of the JetStream API (no stream is created, updated or deleted
-/// from a leaf), nor any other subject.
+/// acknowledgements), presence events and heartbeats, and replies; its writes and erasures for
+/// the center to carry out; and what the leaf's copy of the bucket (a mirror) receives. Not the
+/// rest of the JetStream API (no stream is created, updated, purged or deleted from a leaf: a
+/// purge request's filter is in its body, which permissions cannot see), nor any other subject.
 fn leaf_permissions(config: &Config) -> String {
     let bucket = format!("KV_{}", config.nats.kv.bucket);
     let events = &config.events.stream;
@@ -219,8 +218,7 @@ fn leaf_permissions(config: &Config) -> String {
             format!("$JS.ACK.{stream}.>"),
         ]);
     }
-    publish.push(format!("{api}.STREAM.PURGE.{events}"));
-    publish.push(FORWARD_SUBJECT.to_string());
+    publish.extend([FORWARD_SUBJECT.to_string(), FORWARD_ERASE_SUBJECT.to_string()]);
     publish.push(format!("{api}.$KV.{}.>", config.nats.kv.bucket));
     publish.push("$JS.FC.>".to_string());
     let list = |subjects: &[String]| {
@@ -308,8 +306,9 @@ fn with_leaf_credentials(url: &str, password: &Secret) -> String {
 
 /// Who may use the client port: the service itself, the configured operators (everything), and
 /// the event readers (they may only subscribe to presence events and heartbeats). Nobody else.
-/// On a center with `nats.leaf_tls`, also the leaves, by certificate and over leafnode links only.
-fn authorization(config: &Config, password: &Secret) -> String {
+/// On a center, also the leaves, over leafnode links only and with a leaf's permissions: by
+/// certificate with `nats.leaf_tls`, else by the leaf password.
+fn authorization(config: &Config, password: &Secret, leaf_password: Option<&Secret>) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let user = |name: &str, password: &Secret, permissions: &str| {
         format!("    {{ user: {}, password: {}{permissions} }}\n", quote(name), quote(&hashed(password)))
@@ -323,13 +322,17 @@ fn authorization(config: &Config, password: &Secret) -> String {
     for r in &config.nats.event_readers {
         users.push_str(&user(&r.user, &r.password, reader));
     }
-    if let (NodeType::Center, Some(tls)) = (config.service.node_type, &config.nats.leaf_tls) {
-        let permissions = leaf_permissions(config);
-        for name in &tls.leaves {
-            users.push_str(&format!(
-                "    {{ user: {}, permissions: {permissions}, allowed_connection_types: [\"LEAFNODE\"] }}\n",
-                quote(name.trim())
-            ));
+    if config.service.node_type == NodeType::Center {
+        let leaf =
+            format!(", permissions: {}, allowed_connection_types: [\"LEAFNODE\"]", leaf_permissions(config));
+        match (&config.nats.leaf_tls, leaf_password) {
+            (Some(tls), _) => {
+                for name in &tls.leaves {
+                    users.push_str(&format!("    {{ user: {}{leaf} }}\n", quote(name.trim())));
+                }
+            }
+            (None, Some(leaf_password)) => users.push_str(&user(LEAF_USER, leaf_password, &leaf)),
+            (None, None) => {}
         }
     }
     format!("authorization {{\n  users = [\n{users}  ]\n}}\n")

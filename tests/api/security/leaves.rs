@@ -134,3 +134,47 @@ async fn a_leaf_without_a_valid_certificate_is_refused() {
     assert_eq!(status, StatusCode::NOT_FOUND, "the center still serves: {body}");
     center.stop().await;
 }
+
+/// A leaf admitted by the leaf password holds exactly a certificate leaf's rights: through its
+/// server it cannot delete or purge the audit log, change the bucket's settings (a `max_age` of a
+/// minute would delete every presence not written within it), nor create a stream. And when
+/// someone who may (an operator) does change them, the center's `/health` says `degraded` and
+/// what is wrong, as it does for a stream deleted.
+#[tokio::test]
+async fn a_password_leaf_has_a_leafs_rights_and_a_tampered_stream_degrades_health() {
+    let center = TestApp::spawn().await;
+    let leaf = crate::helpers::leaf_app(center.config.nats.leaf_port, "leaf-p", "eu-west").await;
+    assert_eq!(leaf.put("pia", json!({"status": "online"})).await.status(), StatusCode::OK);
+    let local = crate::helpers::nats_connect(&leaf.nats_url()).await;
+    let js = async_nats::jetstream::with_domain(local, "center");
+    assert!(js.delete_stream("PRESENCE_EVENTS").await.is_err(), "a leaf deleted the audit log");
+    let mut log = js.get_stream("PRESENCE_EVENTS").await.expect("a leaf may read the log's info");
+    assert!(log.purge().await.is_err(), "a leaf purged the whole audit log");
+    let mut bucket = js.get_stream("KV_presence").await.unwrap();
+    let mut shortened = bucket.info().await.unwrap().config.clone();
+    (shortened.max_age, shortened.duplicate_window) = (Duration::from_secs(60), Duration::from_secs(60));
+    assert!(js.update_stream(&shortened).await.is_err(), "a leaf shortened the bucket's retention");
+    assert!(js.create_stream("STOLEN").await.is_err(), "a leaf created a stream at the center");
+
+    let operator = async_nats::jetstream::new(crate::helpers::nats_connect(&center.nats_url()).await);
+    let events = operator.get_stream("PRESENCE_EVENTS").await.unwrap().cached_info().state.messages;
+    assert!(events >= 1, "the audit log still holds the leaf's write");
+    assert_eq!(center.health().await["status"], "ok");
+    operator.update_stream(&shortened).await.expect("an operator may");
+    let problems = eventually(Duration::from_secs(15), "the center reports the change", || async {
+        let health = center.health().await;
+        (health["status"] == "degraded").then(|| health["shared_streams"].to_string())
+    })
+    .await;
+    assert!(problems.contains("KV_presence") && problems.contains("retention 1m"), "{problems}");
+    operator.delete_stream("PRESENCE_EVENTS").await.unwrap();
+    let problems = eventually(Duration::from_secs(15), "the leaf reports the missing log", || async {
+        let health = leaf.health().await;
+        let problems = health["shared_streams"].to_string();
+        problems.contains("PRESENCE_EVENTS` is missing").then_some(problems)
+    })
+    .await;
+    assert!(!problems.contains("KV_presence"), "a leaf does not judge the center's settings: {problems}");
+    leaf.stop().await;
+    center.stop().await;
+}
