@@ -148,7 +148,7 @@ async fn a_password_leaf_has_a_leafs_rights_and_a_tampered_stream_degrades_healt
     let local = crate::helpers::nats_connect(&leaf.nats_url()).await;
     let js = async_nats::jetstream::with_domain(local, "center");
     assert!(js.delete_stream("PRESENCE_EVENTS").await.is_err(), "a leaf deleted the audit log");
-    let mut log = js.get_stream("PRESENCE_EVENTS").await.expect("a leaf may read the log's info");
+    let log = js.get_stream("PRESENCE_EVENTS").await.expect("a leaf may read the log's info");
     assert!(log.purge().await.is_err(), "a leaf purged the whole audit log");
     let mut bucket = js.get_stream("KV_presence").await.unwrap();
     let mut shortened = bucket.info().await.unwrap().config.clone();
