@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     cache::Entry,
-    lifecycle::{EventKind, PresenceEvent},
+    lifecycle::{EventKind, PresenceEvent, events::RETRY_FOR},
     live::Source,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId, same_view},
     nats::retry_for,
@@ -24,6 +24,9 @@ use crate::{
 
 /// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
 const SETTLE_FOR: Duration = Duration::from_secs(30);
+/// When an erasure looks once more for events stored late: after the background retries of an
+/// event's store have given up.
+const SWEEP_AFTER: Duration = Duration::from_secs(RETRY_FOR.as_secs() + 10);
 
 /// A write as stored, at its revision, and as this node now holds it.
 pub(crate) struct Written {
@@ -162,7 +165,15 @@ impl Directory {
         };
         // Stored before the answer goes out: a 200 means the record and its event are both in
         // JetStream, so an erasure that follows finds and removes both.
-        self.events.publish(&event, format!("update-{user}-{revision}")).await;
+        let stored = self.events.publish(&event, format!("update-{user}-{revision}")).await;
+        // An erasure that purged the record after this write may have swept the audit log
+        // before this event was stored: the event goes too (the erasure came after the write).
+        if let Some(sequence) = stored
+            && self.store.erased_since(user, revision).await.unwrap_or(false)
+            && let Err(e) = self.events.remove(sequence).await
+        {
+            tracing::warn!(user = %user, error = %chain(&e), "the event of an erased write remains until the sweep");
+        }
         presence
     }
 
@@ -205,13 +216,33 @@ impl Directory {
     }
 
     /// Erases `user` through this node's own link: the revision of the bucket's tombstone.
+    ///
+    /// A write racing the erasure ends wholly before it (record and event both gone) or wholly
+    /// after it (both kept), never half of each: (1) the audit log's last sequence `S`, before
+    /// anything is removed; (2) the purge of the record, a marker at revision `k`; (3) the user's
+    /// events up to `S`, every one of a change older than `k`; (4) the user's events after `S` of
+    /// changes older than `k` (a write that landed before the purge and stored its event after
+    /// step 1). A write that stores its event after step 4 finds the purge and removes its event
+    /// itself ([`Directory::finish`]); an event whose store was retried in the background is
+    /// caught by step 4 run once more, [`SWEEP_AFTER`] later.
     pub(super) async fn erase_here(&self, user: &UserId) -> Result<u64, WriteError> {
         self.guard()?;
-        // The record first: from then on no node serves the user, then the audit log.
-        self.store.purge(user).await?;
-        let events = self.events.erase(user).await?;
-        let tombstone = self.store.get(user).await?;
+        let before = self.events.last_sequence().await?;
+        let revision = self.store.purge(user).await?;
+        let mut events = self.events.erase_through(user, before).await?;
+        events += self.events.erase_older(user, before, revision).await?;
+        tokio::spawn(self.clone().sweep_later(user.clone(), before, revision));
         tracing::info!(user = %user, events, "erased");
-        Ok(tombstone.revision)
+        Ok(revision)
+    }
+
+    /// Step 4 of an erasure once more, for events stored late.
+    async fn sweep_later(self, user: UserId, after: u64, revision: u64) {
+        tokio::time::sleep(SWEEP_AFTER).await;
+        match retry_for(SETTLE_FOR, || self.events.erase_older(&user, after, revision)).await {
+            Some(0) => {}
+            Some(late) => tracing::info!(user = %user, late, "late events of an erased user removed"),
+            None => tracing::warn!(user = %user, "events stored late for an erased user may remain"),
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! job, so that `last_seen` survives it), and expiry markers for the watchers. See
 //! docs/architecture.md, "The store".
 
+mod erasure;
 pub(crate) mod region;
 mod watch;
 
@@ -105,13 +106,15 @@ pub(crate) struct Expiring {
 #[derive(Clone)]
 pub(crate) struct PresenceStore {
     kv: Arc<Binding<kv::Store>>,
+    /// The JetStream context the bucket was bound with (for a purge whose revision is known).
+    js: Arc<Binding<jetstream::Context>>,
     caller: Caller,
 }
 
 impl PresenceStore {
     /// A handle whose calls fail until [`PresenceStore::bind`] succeeds.
     pub(crate) fn unbound(caller: Caller) -> Self {
-        Self { kv: Arc::new(Binding::unbound()), caller }
+        Self { kv: Arc::new(Binding::unbound()), js: Arc::new(Binding::unbound()), caller }
     }
 
     /// A handle on a bucket opened elsewhere (the region's copy).
@@ -137,6 +140,7 @@ impl PresenceStore {
         let wanted = SharedStream { replicas: cfg.replicas, retention: cfg.retention, per_subject: 1 };
         let stream = format!("KV_{}", cfg.bucket);
         settings::check(js, caller, &stream, authority, wanted).await?;
+        self.js.bind(js.clone());
         if authority == Authority::Bind {
             let kv = caller.bounded("open", js.get_key_value(&cfg.bucket)).await?;
             self.kv.bind(kv);
@@ -298,11 +302,6 @@ impl PresenceStore {
             return Ok(None);
         }
         Ok(Some(Expiring { user: user.to_string(), presence }))
-    }
-
-    /// Removes `user`'s record and its history from the bucket (a purge marker remains).
-    pub(crate) async fn purge(&self, user: &UserId) -> Result<(), StoreError> {
-        Ok(self.caller.call("purge", self.kv.get("purge")?.purge(key(user))).await?)
     }
 
     /// Every change after `revision` (with `0`: every current record first), as it happens.

@@ -1,6 +1,7 @@
 //! The presence lifecycle: expiry transitions in the KV with exactly one expire event, update
 //! events and the audit log, history, erasure and retention.
 
+mod erasure;
 mod events;
 mod expiry;
 

@@ -5,22 +5,23 @@
 //! before it, the KV revision of the change (consumers order and de-duplicate by it), the node
 //! that made it, the actor (the token's `sub`, or `system` for expiry) and a timestamp.
 
+mod erase;
+mod history;
+
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self,
-    consumer::DeliverPolicy,
     message::PublishMessage,
     stream::{self, StorageType},
 };
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    model::{Presence, Status, UserId},
+    model::{Presence, Status},
     nats::{
         self, Binding, CallError, Caller, Placement, retry_for,
         settings::{Authority, SettingsError, SharedStream},
@@ -29,7 +30,7 @@ use crate::{
 };
 
 /// How long an event that the audit log did not confirm is sent again.
-const RETRY_FOR: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// The actor of system-made changes (expiry).
 pub(crate) const SYSTEM_ACTOR: &str = "system";
@@ -139,11 +140,15 @@ impl Events {
 
     /// Publishes `event` under the message id `id` and waits until the audit log stored it. If
     /// that fails, the same message is sent again in the background for a while (JetStream
-    /// stores it once, however often it arrives within its duplicate window).
-    pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) {
+    /// stores it once, however often it arrives within its duplicate window). The event's
+    /// sequence in the audit log, if it was stored before this returned.
+    pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) -> Option<u64> {
         let payload = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
         let subject = event.subject();
-        let Err(e) = self.send(&subject, &payload, &id).await else { return };
+        let e = match self.send(&subject, &payload, &id).await {
+            Ok(sequence) => return Some(sequence),
+            Err(e) => e,
+        };
         tracing::warn!(user = %event.user_id, error = %chain(&e), "presence event not stored yet; retrying");
         let this = self.clone();
         let user = event.user_id.clone();
@@ -153,70 +158,14 @@ impl Events {
                 tracing::error!(user = %user, id = %id, "presence event lost: the audit log did not store it");
             }
         });
+        None
     }
 
-    async fn send(&self, subject: &str, payload: &Bytes, id: &str) -> Result<(), CallError> {
+    /// Stores one event: its sequence in the audit log.
+    async fn send(&self, subject: &str, payload: &Bytes, id: &str) -> Result<u64, CallError> {
         let message = PublishMessage::build().payload(payload.clone()).message_id(id);
         let ack = self.caller.bounded("publish", self.js.send_publish(subject.to_string(), message)).await?;
-        self.caller.bounded("publish_ack", ack).await?;
-        Ok(())
-    }
-
-    /// The newest `limit` events of `user`, newest first.
-    pub(crate) async fn history(
-        &self,
-        user: &UserId,
-        limit: usize,
-    ) -> Result<Vec<PresenceEvent>, EventError> {
-        let config = jetstream::consumer::push::OrderedConfig {
-            deliver_subject: self.js.client().new_inbox(),
-            filter_subjects: vec![format!("presence.update.{user}"), format!("presence.expire.{user}")],
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        };
-        let caller = &self.caller;
-        let stream = self.stream.get("history_consumer")?;
-        let consumer = caller.call_read("history_consumer", stream.create_consumer(config)).await?;
-        let name = consumer.cached_info().name.clone();
-        let read = self.newest(consumer, limit).await;
-        // Not left behind for the server to time out: one consumer per history read would pile up.
-        let _ = caller.bounded("history_cleanup", stream.delete_consumer(&name)).await;
-        read
-    }
-
-    /// Reads the consumer to its end, keeping the newest `limit` events, within a deadline of
-    /// twice the request timeout. The stream keeps at most `events.max_per_user` events of each
-    /// kind per user, which bounds the read.
-    async fn newest(
-        &self,
-        mut consumer: jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
-        limit: usize,
-    ) -> Result<Vec<PresenceEvent>, EventError> {
-        let caller = &self.caller;
-        let deadline = tokio::time::Instant::now() + caller.timeout() * 2;
-        let pending = caller.call_read("history_info", consumer.info()).await?.num_pending as usize;
-        let mut newest = std::collections::VecDeque::with_capacity(limit.min(pending));
-        if pending > 0 {
-            let mut messages = caller.call_read("history_messages", consumer.messages()).await?;
-            let mut seen = 0;
-            while seen < pending {
-                let next = tokio::time::timeout_at(deadline, messages.next()).await;
-                let Ok(Some(Ok(message))) = next else {
-                    return Err(EventError::CutShort { read: seen, pending });
-                };
-                seen += 1;
-                match serde_json::from_slice::<PresenceEvent>(&message.payload) {
-                    Ok(event) => {
-                        if newest.len() == limit {
-                            newest.pop_front();
-                        }
-                        newest.push_back(event);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "an audit-log message does not decode; skipped"),
-                }
-            }
-        }
-        Ok(newest.into_iter().rev().collect())
+        Ok(self.caller.bounded("publish_ack", ack).await?.sequence)
     }
 
     /// The audit log's leader and replicas, from a fresh stream-info request.
@@ -224,12 +173,5 @@ impl Events {
         let mut stream = self.stream.get("events_info")?.clone();
         let info = self.caller.bounded("events_info", stream.info()).await?;
         Ok(Placement::of(info.cluster.as_ref()))
-    }
-
-    /// Removes every event of `user` from the audit log.
-    pub(crate) async fn erase(&self, user: &UserId) -> Result<u64, EventError> {
-        let stream = self.stream.get("events_purge")?;
-        let purge = async { stream.purge().filter(format!("presence.*.{user}")).await };
-        Ok(self.caller.call("events_purge", purge).await?.purged)
     }
 }

@@ -1,0 +1,45 @@
+//! The bucket's part in an erasure: a purge whose marker's revision is known, and the check a
+//! write makes once its event is stored: was the key purged after the write? Both are what keep
+//! an erasure and a write racing it from leaving half of each (docs/lifecycle.md, "Erasure").
+
+use async_nats::{HeaderMap, jetstream::stream::LastRawMessageErrorKind};
+use bytes::Bytes;
+
+use super::{PresenceStore, StoreError, key};
+use crate::model::UserId;
+
+const KV_OPERATION: &str = "KV-Operation";
+
+impl PresenceStore {
+    /// Removes `user`'s record and its history from the bucket (a purge marker remains): the
+    /// marker's revision.
+    pub(crate) async fn purge(&self, user: &UserId) -> Result<u64, StoreError> {
+        let kv = self.kv.get("purge")?;
+        let js = self.js.get("purge")?;
+        let subject = format!("{}{}", kv.put_prefix.as_deref().unwrap_or(&kv.prefix), key(user));
+        let mut headers = HeaderMap::new();
+        headers.insert(KV_OPERATION, "PURGE");
+        headers.insert("Nats-Rollup", "sub");
+        let publish = async { js.publish_with_headers(subject, headers, Bytes::new()).await?.await };
+        Ok(self.caller.call("purge", publish).await?.sequence)
+    }
+
+    /// Whether `user`'s key was purged or deleted after `revision`, asked of the stream's leader
+    /// (a replica could lag): then a write at `revision` was erased after it was made.
+    pub(crate) async fn erased_since(&self, user: &UserId, revision: u64) -> Result<bool, StoreError> {
+        let kv = self.kv.get("erased_since")?;
+        let subject = format!("{}{}", kv.prefix, key(user));
+        let last = async {
+            match kv.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => Ok(Some(message)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        // Nothing at all under the key: gone since, then.
+        let Some(message) = self.caller.call("erased_since", last).await? else { return Ok(true) };
+        let operation = message.headers.get(KV_OPERATION).map(|v| v.as_str().to_string());
+        let marker = matches!(operation.as_deref(), Some("PURGE" | "DEL"));
+        Ok(message.sequence > revision && marker)
+    }
+}

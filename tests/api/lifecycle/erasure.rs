@@ -1,0 +1,96 @@
+//! An erasure racing a write: when both answer 200, the outcome is one of the two orders, never
+//! half of each. Write then erasure: neither the record nor any event of the user remains.
+//! Erasure then write: the record is the write's, and the audit log holds the write's event and
+//! nothing older. 1,000 races, writes at a leaf and at the center, erasures at either.
+
+use std::collections::HashMap;
+
+use futures::{StreamExt, stream};
+
+use super::*;
+
+/// What the center holds of `user`: the record's revision and message (if any), and the
+/// revisions of the user's events in the audit log.
+async fn held(js: &async_nats::jetstream::Context, user: &str) -> (Option<(u64, String)>, Vec<u64>) {
+    let kv = js.get_key_value("presence").await.unwrap();
+    let record = kv.entry(format!("user.{user}")).await.unwrap().and_then(|entry| {
+        let value: Value = serde_json::from_slice(&entry.value).ok()?;
+        Some((entry.revision, value["message"].as_str().unwrap_or_default().to_string()))
+    });
+    let log = js.get_stream("PRESENCE_EVENTS").await.unwrap();
+    let mut events = Vec::new();
+    let mut after = 0;
+    while let Ok(message) =
+        log.get_first_raw_message_by_subject(format!("presence.*.{user}"), after + 1).await
+    {
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        events.push(event["revision"].as_u64().unwrap());
+        after = message.sequence;
+    }
+    (record, events)
+}
+
+#[tokio::test]
+async fn an_erasure_racing_a_write_is_one_order_or_the_other_never_a_mix() {
+    let center = TestApp::spawn_with(|c| c.rate_limit.enabled = false).await;
+    let leaf = crate::helpers::leaf_app_with(center.config.nats.leaf_port, "leaf-race", "eu-west", |c| {
+        c.rate_limit.enabled = false;
+    })
+    .await;
+    let operator = async_nats::jetstream::new(crate::helpers::nats_connect(&center.nats_url()).await);
+    let nodes = [&center, &leaf];
+    let (center_ref, operator_ref) = (&center, &operator);
+    let outcomes: Vec<(&str, String)> = stream::iter(0..1000)
+        .map(|i| {
+            let (writer, eraser) = (nodes[i % 2], nodes[(i / 2) % 2]);
+            let (center, operator) = (center_ref, operator_ref);
+            async move {
+                let user = format!("racer-{i}");
+                center.set(&user, json!({"status": "away", "message": "before"})).await;
+                let message = format!("race-{i}");
+                // Either may start first, by up to 3 ms: the races sweep across the windows.
+                let lead = std::time::Duration::from_micros((i as u64 * 7919) % 3000);
+                let (write_after, erase_after) =
+                    if i % 3 == 0 { (lead, Duration::ZERO) } else { (Duration::ZERO, lead) };
+                let (written, erased) = tokio::join!(
+                    async {
+                        tokio::time::sleep(write_after).await;
+                        writer.put(&user, json!({"status": "online", "message": message})).await
+                    },
+                    async {
+                        tokio::time::sleep(erase_after).await;
+                        eraser.erase(&user).await
+                    },
+                );
+                if written.status() != StatusCode::OK || erased.status() != StatusCode::OK {
+                    let body = erased.text().await.unwrap_or_default();
+                    return (
+                        "not both 200",
+                        format!("{} {} at {}: {body}", written.status(), i % 2, (i / 2) % 2),
+                    );
+                }
+                match held(operator, &user).await {
+                    (None, events) if events.is_empty() => ("write, then erasure", String::new()),
+                    (Some((revision, held)), events) if held == message && events == [revision] => {
+                        ("erasure, then write", String::new())
+                    }
+                    (record, events) => ("mixed", format!("{user}: record {record:?}, events {events:?}")),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (outcome, _) in &outcomes {
+        *counts.entry(outcome).or_default() += 1;
+    }
+    let mixed: Vec<&String> = outcomes.iter().filter(|(o, _)| *o == "mixed").map(|(_, why)| why).collect();
+    assert!(mixed.is_empty(), "{} mixed of 1000 ({counts:?}): {mixed:#?}", mixed.len());
+    assert!(counts.get("not both 200").copied().unwrap_or(0) < 50, "the races ran: {counts:?} {outcomes:?}");
+    let refused: Vec<&String> =
+        outcomes.iter().filter(|(o, _)| *o == "not both 200").map(|(_, why)| why).collect();
+    println!("erasure races: {counts:?}; refused: {refused:?}");
+    leaf.stop().await;
+    center.stop().await;
+}
