@@ -146,22 +146,11 @@ impl Config {
             ("stream.messages_per_second", stream.messages_per_second),
             ("stream.message_burst", stream.message_burst),
         ])?;
-        for origin in &self.service.cors.allowed_origins {
-            let valid = origin == "*"
-                || (origin.starts_with("http://") || origin.starts_with("https://"))
-                    && !origin.ends_with('/')
-                    && origin.split("://").nth(1).is_some_and(|host| {
-                        !host.is_empty()
-                            && !host.contains('/')
-                            && host.is_ascii()
-                            && !host.contains(char::is_whitespace)
-                    });
-            if !valid {
-                return fail(
-                    "service.cors.allowed_origins",
-                    "each must be `*` or an origin like https://app.example.com (scheme and host, no path)",
-                );
-            }
+        if !self.service.cors.allowed_origins.iter().all(|o| CorsConfig::valid_origin(o)) {
+            return fail(
+                "service.cors.allowed_origins",
+                "each must be `*` or an origin like https://app.example.com (scheme and host, no path)",
+            );
         }
         Ok(())
     }
@@ -177,6 +166,9 @@ impl Config {
         // Heartbeats go out every 2 s: a shorter timeout would take live nodes for dead.
         if sessions.node_timeout < Duration::from_secs(5) {
             return fail("sessions.node_timeout", "must be at least 5s");
+        }
+        if sessions.write_interval > Duration::from_secs(10) {
+            return fail("sessions.write_interval", "must be at most 10s");
         }
         if !(1..=100).contains(&sessions.max_devices) {
             return fail("sessions.max_devices", "must be between 1 and 100");

@@ -67,6 +67,21 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
 }
 
+impl CorsConfig {
+    /// `*`, or a scheme (http, https) and a host, with no path.
+    pub(crate) fn valid_origin(origin: &str) -> bool {
+        origin == "*"
+            || (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin.split("://").nth(1).is_some_and(|host| {
+                    !host.is_empty()
+                        && !host.contains('/')
+                        && host.is_ascii()
+                        && !host.contains(char::is_whitespace)
+                })
+    }
+}
+
 /// `stream`: live presence (Server-Sent Events and WebSocket).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -126,6 +141,10 @@ pub struct SessionsConfig {
     pub node_timeout: Duration,
     /// Devices one user may have connected at once; a further `hello` is refused.
     pub max_devices: usize,
+    /// The least time between two record writes a user's sessions cause at this node: the
+    /// transitions in between are coalesced into the next write, which says where they ended.
+    #[serde(with = "units::duration")]
+    pub write_interval: Duration,
 }
 
 impl Default for SessionsConfig {
@@ -135,6 +154,7 @@ impl Default for SessionsConfig {
             grace: Duration::from_secs(15),
             node_timeout: Duration::from_secs(30),
             max_devices: 10,
+            write_interval: Duration::from_millis(500),
         }
     }
 }

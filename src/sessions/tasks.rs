@@ -61,6 +61,8 @@ impl Sessions {
                 continue;
             }
             last_second = now;
+            let interval = self.settings.write_interval;
+            self.lock().written.retain(|_, at| now.duration_since(*at) < interval);
             let failed: Vec<Arc<str>> = self.lock().failed.drain().collect();
             self.mark_all(failed);
             let Some(since) = reachable_since else { continue };
@@ -100,28 +102,43 @@ impl Sessions {
     }
 
     /// Brings the records of dirty users in line with the table, [`CONCURRENCY`] at a time.
-    /// A user is synced by one task at a time; one marked dirty meanwhile is synced again after.
+    /// A user is synced by one task at a time; one marked dirty meanwhile is synced again after,
+    /// and no sooner than `sessions.write_interval` after the last write: however fast a user's
+    /// devices come and go, their sessions cost at most one record write (and one event) per
+    /// interval at this node, and the next write says where the transitions ended.
     pub(super) async fn write(self: Arc<Self>, stop: CancellationToken) {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
         let mut running = JoinSet::new();
+        let interval = self.settings.write_interval;
         loop {
-            let ready: Vec<Arc<str>> = {
+            let now = Instant::now();
+            let (ready, next) = {
                 let mut table = self.lock();
-                let Table { dirty, syncing, .. } = &mut *table;
-                let ready: Vec<Arc<str>> = dirty.iter().filter(|u| !syncing.contains(*u)).cloned().collect();
+                let Table { dirty, syncing, written, .. } = &mut *table;
+                let mut next: Option<Instant> = None;
+                let mut ready = Vec::new();
+                for user in dirty.iter().filter(|u| !syncing.contains(*u)) {
+                    match written.get(user).map(|at| *at + interval) {
+                        Some(due) if due > now => next = Some(next.map_or(due, |n| n.min(due))),
+                        _ => ready.push(user.clone()),
+                    }
+                }
                 for user in &ready {
                     dirty.remove(user);
                     syncing.insert(user.clone());
                 }
-                ready
+                (ready, next)
             };
             for user in ready {
                 let Ok(slot) = slots.clone().acquire_owned().await else { return };
                 let this = self.clone();
                 running.spawn(async move {
-                    this.sync(user.clone()).await;
+                    let wrote = this.sync(user.clone()).await;
                     drop(slot);
                     let mut table = this.lock();
+                    if wrote {
+                        table.written.insert(user.clone(), Instant::now());
+                    }
                     table.syncing.remove(&user);
                     if table.dirty.contains(&user) {
                         this.wake.notify_one();
@@ -129,9 +146,16 @@ impl Sessions {
                 });
                 while running.try_join_next().is_some() {}
             }
+            let due = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.wake.notified() => {}
+                () = due => {}
             }
         }
     }
@@ -157,9 +181,9 @@ impl Sessions {
     }
 
     /// Makes `user`'s record say what the table says of the devices held here (and drops the
-    /// devices of dead nodes).
-    async fn sync(&self, user: Arc<str>) {
-        let Ok(id) = UserId::parse(&user) else { return };
+    /// devices of dead nodes). True if it wrote.
+    async fn sync(&self, user: Arc<str>) -> bool {
+        let Ok(id) = UserId::parse(&user) else { return false };
         let node = self.directory.node_id();
         let first_grace = self.started + self.settings.grace;
         let result = self
@@ -186,5 +210,6 @@ impl Sessions {
             }
         };
         self.metrics.session_writes.get_or_create(&OutcomeLabels { outcome }).inc();
+        outcome == "written"
     }
 }

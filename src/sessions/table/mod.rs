@@ -44,6 +44,9 @@ pub(super) struct Table {
     pub(super) failed: HashSet<Arc<str>>,
     /// Users being synced now: not synced again until that is done.
     pub(super) syncing: HashSet<Arc<str>>,
+    /// When each user's record was last written for their sessions here, while that is less
+    /// than `sessions.write_interval` ago: the next write waits until then.
+    pub(super) written: HashMap<Arc<str>, Instant>,
     /// Every session held since start-up, while the first grace lasts: the others the records
     /// name at this node are from before a restart.
     pub(super) seen: Option<HashSet<(Arc<str>, Arc<str>)>>,
