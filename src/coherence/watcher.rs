@@ -190,7 +190,7 @@ impl Applier {
             self.landing.land(user, record.clone(), Source::Watcher).await;
             // Every record, in revision order, whether or not this node held it already: which
             // nodes hold the user's sessions is the record's to say.
-            self.holdings.observe(user, record.presence.as_ref());
+            self.holdings.observe(user, record.presence.as_ref(), change.erased());
         }
         self.link.record_applied(change.revision);
         // Nothing pending behind this change: the watcher is caught up.

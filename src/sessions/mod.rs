@@ -81,6 +81,7 @@ pub(crate) struct Session {
     user: Arc<str>,
     device: Arc<str>,
     closed: bool,
+    ended: CancellationToken,
 }
 
 impl Session {
@@ -90,6 +91,11 @@ impl Session {
 
     pub(crate) fn device(&self) -> &str {
         &self.device
+    }
+
+    /// Cancelled when the user is erased: the session is over, and its connection closes.
+    pub(crate) fn erasure(&self) -> CancellationToken {
+        self.ended.clone()
     }
 
     /// The person is active on this device.
@@ -172,9 +178,9 @@ impl Sessions {
         if count >= self.settings.max_devices {
             return Err(HelloError::TooManyDevices(self.settings.max_devices));
         }
-        table.connect(&user, &device, kind, Instant::now());
+        let ended = table.connect(&user, &device, kind, Instant::now());
         self.mark(&mut table, user.clone());
-        Ok(Session { sessions: self.clone(), user, device, closed: false })
+        Ok(Session { sessions: self.clone(), user, device, closed: false, ended })
     }
 
     fn end(&self, user: &Arc<str>, device: &str, clean: bool) {

@@ -162,13 +162,15 @@ impl Sessions {
 
     /// Users whose record changed and named this node before or after: if the record no longer
     /// says what the table does (another node's write, the reaper after an outage), sync it.
+    /// An erased user's sessions here end instead, and their connections close: nothing writes
+    /// the user back.
     pub(super) async fn follow(
         self: Arc<Self>,
-        mut touched: UnboundedReceiver<Arc<str>>,
+        mut touched: UnboundedReceiver<(Arc<str>, bool)>,
         stop: CancellationToken,
     ) {
         loop {
-            let user = tokio::select! {
+            let (user, erased) = tokio::select! {
                 () = stop.cancelled() => return,
                 user = touched.recv() => match user {
                     Some(user) => user,
@@ -176,7 +178,14 @@ impl Sessions {
                 },
             };
             let mut table = self.lock();
-            self.mark(&mut table, user);
+            if !erased {
+                self.mark(&mut table, user);
+                continue;
+            }
+            let ended = table.erase(&user);
+            if ended > 0 {
+                tracing::info!(user = %user, sessions = ended, "an erased user's sessions ended");
+            }
         }
     }
 

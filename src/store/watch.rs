@@ -36,6 +36,11 @@ impl BucketChange {
         user_of(&self.key)
     }
 
+    /// Whether the change is an erasure (a purge).
+    pub(crate) fn erased(&self) -> bool {
+        self.operation == Operation::Purge
+    }
+
     /// The presence after the change: `None` after an erasure (purge), a deletion, or for a value
     /// that does not decode.
     pub(crate) fn presence(&self) -> Option<StoredPresence> {

@@ -18,8 +18,9 @@ type Nodes = Box<[Arc<str>]>;
 #[derive(Default)]
 pub(crate) struct Holdings {
     users: Mutex<HashMap<Arc<str>, Nodes>>,
-    /// This node, and who hears of every user whose record names it, or named it before.
-    listener: OnceLock<(Arc<str>, UnboundedSender<Arc<str>>)>,
+    /// This node, and who hears of every user whose record names it, or named it before, and
+    /// of every user erased (with `true`).
+    listener: OnceLock<(Arc<str>, UnboundedSender<(Arc<str>, bool)>)>,
 }
 
 impl Holdings {
@@ -27,8 +28,8 @@ impl Holdings {
         Arc::default()
     }
 
-    /// `user`'s record now holds `presence` (none: erased).
-    pub(crate) fn observe(&self, user: &str, presence: Option<&CompactPresence>) {
+    /// `user`'s record now holds `presence` (none: gone), `erased` if a purge took it.
+    pub(crate) fn observe(&self, user: &str, presence: Option<&CompactPresence>, erased: bool) {
         let mut nodes: Vec<Arc<str>> =
             presence.map(|p| p.devices().iter().map(|d| d.node.clone()).collect()).unwrap_or_default();
         nodes.sort_unstable();
@@ -41,15 +42,16 @@ impl Holdings {
         };
         if let Some((me, to)) = self.listener.get() {
             let names = |nodes: &[Arc<str>]| nodes.iter().any(|n| n == me);
-            if names(&nodes) || before.as_deref().is_some_and(names) {
-                let _ = to.send(Arc::from(user));
+            if erased || names(&nodes) || before.as_deref().is_some_and(names) {
+                let _ = to.send((Arc::from(user), erased));
             }
         }
     }
 
     /// From now on, every user whose record names `node`, or named it before the change, is
-    /// sent to the receiver (once per change). Only the first call takes effect.
-    pub(crate) fn listen(&self, node: &str) -> Option<UnboundedReceiver<Arc<str>>> {
+    /// sent to the receiver (once per change), and every user erased, with `true` (a session
+    /// here may not be in the record yet). Only the first call takes effect.
+    pub(crate) fn listen(&self, node: &str) -> Option<UnboundedReceiver<(Arc<str>, bool)>> {
         let (to, from) = unbounded_channel();
         self.listener.set((Arc::from(node), to)).ok()?;
         Some(from)
@@ -89,21 +91,23 @@ mod tests {
         let holdings = Holdings::new();
         let mut told = holdings.listen("a").unwrap();
         assert!(holdings.listen("a").is_none(), "one listener");
-        holdings.observe("ann", Some(&with_devices("ann", &["a", "b", "a"])));
-        holdings.observe("ben", Some(&with_devices("ben", &["b"])));
-        holdings.observe("cat", Some(&with_devices("cat", &[])));
+        holdings.observe("ann", Some(&with_devices("ann", &["a", "b", "a"])), false);
+        holdings.observe("ben", Some(&with_devices("ben", &["b"])), false);
+        holdings.observe("cat", Some(&with_devices("cat", &[])), false);
         let mut at_b = holdings.held_at(|n| n == "b");
         at_b.sort();
         assert_eq!(at_b, [(Arc::from("ann"), Arc::from("b")), (Arc::from("ben"), Arc::from("b"))]);
         assert_eq!(holdings.held_at(|n| n == "a"), [(Arc::from("ann"), Arc::from("a"))], "once per node");
-        assert_eq!(told.try_recv().ok().as_deref(), Some("ann"), "a record naming this node");
+        assert_eq!(told.try_recv().ok(), Some((Arc::from("ann"), false)), "a record naming this node");
         assert!(told.try_recv().is_err(), "ben's and cat's do not");
         // Ann's devices at a end; then she is erased.
-        holdings.observe("ann", Some(&with_devices("ann", &["b"])));
-        assert_eq!(told.try_recv().ok().as_deref(), Some("ann"), "it named this node before");
+        holdings.observe("ann", Some(&with_devices("ann", &["b"])), false);
+        assert_eq!(told.try_recv().ok(), Some((Arc::from("ann"), false)), "it named this node before");
         assert!(holdings.held_at(|n| n == "a").is_empty());
-        holdings.observe("ann", None);
+        holdings.observe("ann", None, true);
         assert_eq!(holdings.held_at(|n| n == "b"), [(Arc::from("ben"), Arc::from("b"))]);
-        assert!(told.try_recv().is_err());
+        assert_eq!(told.try_recv().ok(), Some((Arc::from("ann"), true)), "every erasure is told");
+        holdings.observe("dan", None, false);
+        assert!(told.try_recv().is_err(), "a record gone by retention, naming nobody here, is not");
     }
 }

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use super::{
-    CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNAUTHORIZED, FRAGMENT, Socket,
+    CLOSE_ERASED, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNAUTHORIZED, FRAGMENT, Socket,
     budget::{Budget, Verdict},
 };
 use crate::{
@@ -59,6 +59,8 @@ enum End {
     Dropped(Dropped),
     /// A `hello` was refused.
     Refused(u16),
+    /// The session's user was erased.
+    Erased,
 }
 
 impl Connection {
@@ -83,7 +85,15 @@ impl Connection {
             return;
         }
         let end = loop {
+            let erasure = self.device.as_ref().map(Session::erasure);
+            let erased = async {
+                match &erasure {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = erased => break End::Erased,
                 incoming = self.socket.next() => match incoming {
                     Some(Ok(message)) => {
                         heard = Instant::now();
@@ -149,6 +159,7 @@ impl Connection {
         let (code, reason) = match end {
             End::Gone => return,
             End::Refused(code) => (code, "token refused"),
+            End::Erased => (CLOSE_ERASED, "erased: this user's presence was erased, and the session with it"),
             End::Dropped(Dropped::Slow) => (CLOSE_POLICY, "too slow: changes were left unread"),
             End::Dropped(Dropped::Dead) => (CLOSE_GOING_AWAY, "no answer to pings"),
             End::Dropped(Dropped::Shutdown) => (CLOSE_GOING_AWAY, "the node is shutting down"),

@@ -58,6 +58,8 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close codes of the application's range (4000-4999), after a refused `hello`: 401 and 403.
 const CLOSE_UNAUTHORIZED: u16 = 4401;
 const CLOSE_FORBIDDEN: u16 = 4403;
+/// The session's user was erased (HTTP's 410 Gone): the session is over.
+const CLOSE_ERASED: u16 = 4410;
 /// Messages longer than this go out in frames of this size.
 const FRAGMENT: usize = 4 * 1024;
 

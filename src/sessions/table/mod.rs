@@ -7,6 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{DeviceKind, Status, StoredDevice, StoredDevices, StoredPresence};
 
@@ -20,6 +21,8 @@ struct Slot {
     idle: bool,
     /// Set once the last connection dropped without a close frame: kept until then.
     grace_until: Option<Instant>,
+    /// Cancelled when the user is erased: the device's connections close.
+    ended: CancellationToken,
 }
 
 /// A session as [`desired`] needs it.
@@ -77,10 +80,17 @@ impl Table {
     }
 
     /// A connection for `device` said hello. Its user's record must say so (if it does
-    /// already, as after a reconnect within the grace, syncing it writes nothing).
-    pub(super) fn connect(&mut self, user: &Arc<str>, device: &Arc<str>, kind: DeviceKind, now: Instant) {
+    /// already, as after a reconnect within the grace, syncing it writes nothing). The token is
+    /// cancelled if the user is erased.
+    pub(super) fn connect(
+        &mut self,
+        user: &Arc<str>,
+        device: &Arc<str>,
+        kind: DeviceKind,
+        now: Instant,
+    ) -> CancellationToken {
         let devices = self.users.entry(user.clone()).or_default();
-        match devices.entry(device.clone()) {
+        let ended = match devices.entry(device.clone()) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
                 held.connections += 1;
@@ -88,15 +98,33 @@ impl Table {
                 held.kind = kind;
                 held.active_at = now;
                 held.idle = false;
+                held.ended.clone()
             }
             Entry::Vacant(slot) => {
-                slot.insert(Slot { kind, connections: 1, active_at: now, idle: false, grace_until: None });
+                let ended = CancellationToken::new();
+                let held =
+                    Slot { kind, connections: 1, active_at: now, idle: false, grace_until: None, ended };
                 self.count += 1;
+                slot.insert(held).ended.clone()
             }
-        }
+        };
         if let Some(seen) = &mut self.seen {
             seen.insert((user.clone(), device.clone()));
         }
+        ended
+    }
+
+    /// `user` was erased: every session of theirs here ends at once, their connections close,
+    /// and nothing is left to write. The number of sessions ended.
+    pub(super) fn erase(&mut self, user: &str) -> usize {
+        let Some(devices) = self.users.remove(user) else { return 0 };
+        for held in devices.values() {
+            held.ended.cancel();
+        }
+        self.count -= devices.len();
+        self.dirty.remove(user);
+        self.failed.remove(user);
+        devices.len()
     }
 
     /// The sessions `record` names at `node` that this run of the node never held: from before
@@ -115,6 +143,7 @@ impl Table {
                 active_at: until,
                 idle: device.idle,
                 grace_until: Some(until),
+                ended: CancellationToken::new(),
             };
             if self.users.entry(user.clone()).or_default().insert(id, held).is_none() {
                 self.count += 1;

@@ -1,7 +1,7 @@
 //! Presence that follows connections (docs/sessions.md, "Sessions"): real WebSocket clients holding device
 //! sessions at real nodes, read and watched from others.
 
-mod churn;
+mod bounds;
 mod devices;
 mod nodes;
 
