@@ -14,13 +14,16 @@ use crate::model::CompactPresence;
 /// The nodes one user's devices are held at.
 type Nodes = Box<[Arc<str>]>;
 
+/// A user whose record changed, and whether an erasure took it.
+pub(crate) type Touched = (Arc<str>, bool);
+
 /// User → the nodes its devices are held at, for every user with a device.
 #[derive(Default)]
 pub(crate) struct Holdings {
     users: Mutex<HashMap<Arc<str>, Nodes>>,
     /// This node, and who hears of every user whose record names it, or named it before, and
     /// of every user erased (with `true`).
-    listener: OnceLock<(Arc<str>, UnboundedSender<(Arc<str>, bool)>)>,
+    listener: OnceLock<(Arc<str>, UnboundedSender<Touched>)>,
 }
 
 impl Holdings {
@@ -51,7 +54,7 @@ impl Holdings {
     /// From now on, every user whose record names `node`, or named it before the change, is
     /// sent to the receiver (once per change), and every user erased, with `true` (a session
     /// here may not be in the record yet). Only the first call takes effect.
-    pub(crate) fn listen(&self, node: &str) -> Option<UnboundedReceiver<(Arc<str>, bool)>> {
+    pub(crate) fn listen(&self, node: &str) -> Option<UnboundedReceiver<Touched>> {
         let (to, from) = unbounded_channel();
         self.listener.set((Arc::from(node), to)).ok()?;
         Some(from)
