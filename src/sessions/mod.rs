@@ -21,7 +21,8 @@
 //!
 //! No ghosts: the node that is lowest by id among those up ends the sessions of a node not heard
 //! from for `sessions.node_timeout` plus the grace ([`crate::topology::Holdings`] says which
-//! users it held). A node that restarts ends, after the grace, the sessions its records still
+//! users it held), and each next node by id a step later if they still stand: a node that only
+//! claims to be up cannot keep ghosts online. A node that restarts ends, after the grace, the sessions its records still
 //! name but it no longer holds.
 
 mod table;
@@ -49,6 +50,8 @@ use crate::{
 const TICK: Duration = Duration::from_millis(250);
 /// Dirty users synced concurrently.
 const CONCURRENCY: usize = 64;
+/// How much later than the node ranked before it each node ends a dead node's sessions.
+const REAPER_STEP: Duration = Duration::from_secs(2);
 
 /// Why a `hello` was refused (after its token was accepted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,7 +15,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CONCURRENCY, Sessions, TICK,
+    CONCURRENCY, REAPER_STEP, Sessions, TICK,
     table::{Held, Table, desired},
 };
 use crate::{
@@ -72,8 +72,9 @@ impl Sessions {
                 self.mark_held_at(|node| node == self.directory.node_id());
             }
             // Only a node that has heard heartbeats for a while can tell who is silent.
-            if since.elapsed() >= self.settings.node_timeout && self.is_reaper() {
-                self.mark_held_at(|node| self.dead(node));
+            if since.elapsed() >= self.settings.node_timeout {
+                let wait = REAPER_STEP * self.reaper_rank();
+                self.mark_held_at(|node| self.dead_for(node, wait));
             }
         }
     }
@@ -86,19 +87,29 @@ impl Sessions {
     /// Whether `node` has not been heard from for `sessions.node_timeout` plus the grace (never,
     /// since this node started, counts from the start).
     fn dead(&self, node: &str) -> bool {
+        self.dead_for(node, Duration::ZERO)
+    }
+
+    /// The same, `wait` longer.
+    fn dead_for(&self, node: &str, wait: Duration) -> bool {
         if node == self.directory.node_id() {
             return false;
         }
         let silent = self.registry.last_heard(node).unwrap_or(self.started).elapsed();
-        silent >= self.settings.node_timeout + self.settings.grace
+        silent >= self.settings.node_timeout + self.settings.grace + wait
     }
 
-    /// Whether this node is the one that ends dead nodes' sessions: the lowest id among the
-    /// nodes up. (Should two nodes disagree for a moment, each write is a compare-and-set.)
-    fn is_reaper(&self) -> bool {
+    /// Where this node stands among those that end dead nodes' sessions: the number of nodes up
+    /// with a lower id. The lowest ends them first; each next one [`REAPER_STEP`] later, if the
+    /// records still name the dead node. So a node that only claims to be up (forged heartbeats,
+    /// a node that hears but cannot write) delays the end of a dead node's sessions by a step,
+    /// and never stops it. (Each write is a compare-and-set: two at once are harmless.)
+    fn reaper_rank(&self) -> u32 {
         let me = self.directory.node_id();
         let nodes = self.registry.nodes(0);
-        !nodes.iter().any(|n| n.up && *n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id))
+        let lower =
+            nodes.iter().filter(|n| n.up && *n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id));
+        u32::try_from(lower.count()).unwrap_or(u32::MAX)
     }
 
     /// Brings the records of dirty users in line with the table, [`CONCURRENCY`] at a time.

@@ -100,3 +100,44 @@ async fn a_leaf_cut_off_briefly_flips_nobody_and_after_long_its_users_come_back(
         app.stop().await;
     }
 }
+
+/// A node that only claims to be up, with an id that sorts first (forged heartbeats, as anyone
+/// who may publish on NATS could send), does not keep a dead node's sessions online: the next
+/// node by id ends them one step (2 s) later than the first would have.
+#[tokio::test]
+async fn forged_heartbeats_of_a_first_node_do_not_keep_ghosts_online() {
+    let center = TestApp::spawn_with(quick).await;
+    let forger = crate::helpers::nats_connect(&center.nats_url()).await;
+    let forging = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SECOND); // a heartbeat a second, as a node's own cadence
+        loop {
+            every.tick().await;
+            let beat = json!({"node_id": "000-forger", "node_type": "center", "region": null,
+                "version": "0.1.0", "applied_revision": 1, "cache_entries": 0, "uptime_seconds": 1,
+                "fresh": true, "sent_at": chrono::Utc::now()});
+            let _ = forger.publish("presence.sync.000-forger", beat.to_string().into()).await;
+        }
+    });
+    eventually(5 * SECOND, "the forged node is listed as up", || async {
+        let (_, nodes) = json_of(center.get("/api/v2/nodes").await).await;
+        nodes.to_string().contains("000-forger").then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut leaf = leaf_process(dir.path(), center.config.nats.leaf_port, "leaf-doomed");
+    leaf.wait_healthy().await;
+    let mut ws = Ws::connect_to(format!("127.0.0.1:{}", leaf.http_port).parse().unwrap()).await;
+    ws.hello("gil", "d1", "web").await;
+    wait_for(&center, "gil", "online", |p| p["status"] == "online").await;
+
+    leaf.kill9();
+    let killed = tokio::time::Instant::now();
+    wait_for(&center, "gil", "offline", |p| p["status"] == "offline").await;
+    let took = killed.elapsed();
+    // node_timeout (5 s) + grace (1 s) after the last heartbeat (at most 2 s before the kill),
+    // one step for the node that ranks after the forger, and the one-second round.
+    assert!(took < 10 * SECOND, "a ghost for {took:?}");
+    forging.abort();
+    drop(ws.socket);
+    center.stop().await;
+}
