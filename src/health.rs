@@ -181,8 +181,6 @@ pub(crate) struct SharedStreams {
 pub(crate) struct WatcherHealth {
     /// False while the cache may miss updates.
     pub connected: bool,
-    /// The highest KV revision applied to the cache.
-    pub applied_revision: u64,
     /// Revisions in the bucket not yet applied (as of the last check, every 250 ms).
     pub lag: u64,
     /// Times the cache was rebuilt because the bucket was replaced under it.
@@ -255,12 +253,7 @@ impl Health {
             jetstream: connection.jetstream,
             bucket,
             streams,
-            watcher: WatcherHealth {
-                connected: !link.stale,
-                applied_revision: link.applied_revision,
-                lag: link.lag,
-                rebuilds: link.rebuilds,
-            },
+            watcher: WatcherHealth { connected: !link.stale, lag: link.lag, rebuilds: link.rebuilds },
             breaker_open: self.store.caller().breaker().is_open(),
             read_breaker_open: self.store.caller().read_breaker().is_open(),
         }

@@ -107,8 +107,7 @@ impl Sessions {
     fn reaper_rank(&self) -> u32 {
         let me = self.directory.node_id();
         let nodes = self.registry.nodes(0);
-        let lower =
-            nodes.iter().filter(|n| n.up && *n.heartbeat.node_id < *me && !self.dead(&n.heartbeat.node_id));
+        let lower = nodes.iter().filter(|n| n.up && *n.node_id < *me && !self.dead(&n.node_id));
         u32::try_from(lower.count()).unwrap_or(u32::MAX)
     }
 

@@ -49,10 +49,9 @@ pub(crate) struct Heartbeat {
     /// Whether the node reaches NATS and its cache is fresh.
     pub fresh: bool,
     /// Whether the node's embedded server encrypts its store at rest (`None`: an external
-    /// server, which the node cannot speak for). Heard by the other nodes, never served by
-    /// `GET /api/v2/nodes`: a leaf warns when its center encrypts and it does not.
+    /// server, which the node cannot speak for): a leaf warns when its center encrypts and it
+    /// does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(ignore)]
     pub encrypts_store: Option<bool>,
     #[schema(value_type = String, format = DateTime)]
     #[serde(serialize_with = "crate::model::rfc3339_millis")]

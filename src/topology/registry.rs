@@ -23,11 +23,24 @@ pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
 pub(crate) const MAX_NODES: usize = 1000;
 const MAX_LABEL: usize = 64;
 
-/// One node as the registry knows it.
+/// One node as the registry knows it, as `GET /api/v2/nodes` shows it: what it said of itself
+/// but the KV revision it applied (a counter that moves with every write, invisible users'
+/// sessions included, so it stays between the nodes, as does whether it encrypts its store).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct NodeStatus {
-    #[serde(flatten)]
-    pub heartbeat: Heartbeat,
+    pub node_id: String,
+    /// `center` or `leaf`.
+    pub node_type: String,
+    pub region: Option<String>,
+    pub version: String,
+    pub cache_entries: u64,
+    pub uptime_seconds: u64,
+    /// Whether the node reaches NATS and its cache is fresh.
+    pub fresh: bool,
+    /// When the node sent its last heartbeat, by its clock.
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "crate::model::rfc3339_millis")]
+    pub sent_at: DateTime<Utc>,
     /// When this node last heard from it.
     #[schema(value_type = String, format = DateTime)]
     #[serde(serialize_with = "crate::model::rfc3339_millis")]
@@ -82,18 +95,27 @@ impl Registry {
         self.nodes.lock().expect("registry lock").get(node).map(|seen| seen.at)
     }
 
-    /// Every node heard from and not yet forgotten, with its lag behind `newest_revision`; what
-    /// a node says about its store at rest stays between the nodes.
+    /// Every node heard from and not yet forgotten, with its lag behind `newest_revision`.
     pub(crate) fn nodes(&self, newest_revision: u64) -> Vec<NodeStatus> {
         let nodes = self.nodes.lock().expect("registry lock");
         nodes
             .values()
             .filter(|seen| seen.at.elapsed() < FORGET_AFTER)
-            .map(|seen| NodeStatus {
-                lag: newest_revision.saturating_sub(seen.heartbeat.applied_revision),
-                up: seen.at.elapsed() < DOWN_AFTER,
-                last_heartbeat: seen.at_utc,
-                heartbeat: Heartbeat { encrypts_store: None, ..seen.heartbeat.clone() },
+            .map(|seen| {
+                let h = &seen.heartbeat;
+                NodeStatus {
+                    node_id: h.node_id.clone(),
+                    node_type: h.node_type.clone(),
+                    region: h.region.clone(),
+                    version: h.version.clone(),
+                    cache_entries: h.cache_entries,
+                    uptime_seconds: h.uptime_seconds,
+                    fresh: h.fresh,
+                    sent_at: h.sent_at,
+                    lag: newest_revision.saturating_sub(h.applied_revision),
+                    up: seen.at.elapsed() < DOWN_AFTER,
+                    last_heartbeat: seen.at_utc,
+                }
             })
             .collect()
     }
@@ -135,12 +157,17 @@ mod tests {
     }
 
     #[test]
-    fn what_a_node_says_about_its_store_is_not_served() {
+    fn what_stays_between_the_nodes_is_not_served() {
         let r = Registry::default();
         r.record("a", beat("a")).unwrap();
-        let served = serde_json::to_value(r.nodes(0)).unwrap();
-        assert_eq!(served[0]["node_id"], "a");
-        assert!(served[0].get("encrypts_store").is_none(), "{served}");
+        let served = serde_json::to_value(r.nodes(3)).unwrap();
+        assert_eq!(
+            (&served[0]["node_id"], &served[0]["lag"]),
+            (&serde_json::json!("a"), &serde_json::json!(2))
+        );
+        for private in ["encrypts_store", "applied_revision"] {
+            assert!(served[0].get(private).is_none(), "{private}: {served}");
+        }
     }
 
     #[test]

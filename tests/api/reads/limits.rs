@@ -56,10 +56,7 @@ async fn health_endpoints_report_their_fields() {
     assert_eq!(nats["breaker_open"], false);
     eventually(Duration::from_secs(5), "the watcher applied the write", || async {
         let (_, nats) = app.nats_health().await;
-        (nats["watcher"]["connected"] == true
-            && nats["watcher"]["applied_revision"].as_u64() >= Some(1)
-            && nats["watcher"]["lag"] == 0)
-            .then_some(())
+        (nats["watcher"]["connected"] == true && nats["watcher"]["lag"] == 0).then_some(())
     })
     .await;
     app.stop().await;

@@ -81,3 +81,32 @@ async fn an_erasure_ends_the_users_sessions_everywhere_and_stays() {
     leaf.stop().await;
     center.stop().await;
 }
+
+/// An invisible user's devices coming and going move nothing anyone else can read: not the
+/// event-stream ids others see (they number announced changes only), not `/api/v2/nodes`, not
+/// `/health/nats` (neither shows a KV revision).
+#[tokio::test]
+async fn an_invisible_users_sessions_move_no_public_counter() {
+    let app = TestApp::spawn().await;
+    let _desk = Ws::session(&app, "ivo", "desk", "desktop").await;
+    app.set("ivo", json!({"status": "invisible", "ttl": 600})).await;
+    app.set("amy", json!({"status": "online"})).await;
+    let mut others = crate::helpers::live::Sse::open(&app, "amy", None).await;
+    let snapshot = others.expect("snapshot", Duration::from_secs(5)).await;
+    let (epoch, seq) = snapshot.id.as_deref().unwrap().rsplit_once('-').unwrap();
+    let seq: u64 = seq.parse().unwrap();
+    for device in ["phone", "tablet", "watch"] {
+        Ws::session(&app, "ivo", device, "mobile").await.close().await;
+    }
+    eventually(Duration::from_secs(5), "the owner's record followed the devices", || async {
+        let own = read_own(&app, "ivo").await;
+        (own["devices"] == json!({"desktop": "online"})).then_some(())
+    })
+    .await;
+    app.set("amy", json!({"status": "busy"})).await;
+    let change = others.expect("change", Duration::from_secs(5)).await;
+    assert_eq!(change.id.as_deref(), Some(format!("{epoch}-{}", seq + 1).as_str()), "the next number");
+    let (_, nats) = app.nats_health().await;
+    assert!(nats["watcher"].get("applied_revision").is_none(), "{nats}");
+    app.stop().await;
+}
