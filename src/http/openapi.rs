@@ -77,6 +77,11 @@ const USER_LIST_MAX_LENGTH: u64 = 60_000;
 /// invisible, separators; the zero-width joiner, allowed there between emoji, is left out here).
 const MESSAGE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff]*$";
 
+/// A header's comma-separated list of tokens with `token` (a pattern) among them.
+fn list_with(token: &str) -> Value {
+    json!({"type": "string", "pattern": format!("^(.*,)?[ \\t]*{token}[ \\t]*(,.*)?$")})
+}
+
 /// What the annotations cannot express.
 fn refine(doc: &mut Value) {
     let user_id = json!({"type": "string", "pattern": USER_ID, "minLength": 1, "maxLength": 128});
@@ -88,6 +93,25 @@ fn refine(doc: &mut Value) {
             for parameter in parameters {
                 match parameter["name"].as_str() {
                     Some("user_id") => parameter["schema"] = user_id.clone(),
+                    Some("device") => {
+                        parameter["schema"] =
+                            json!({"type": "string", "pattern": USER_ID, "minLength": 1, "maxLength": 128})
+                    }
+                    Some("kind") => {
+                        parameter["schema"] =
+                            json!({"type": "string", "enum": ["web", "mobile", "desktop", "other"]})
+                    }
+                    Some("Connection") => parameter["schema"] = list_with("[Uu][Pp][Gg][Rr][Aa][Dd][Ee]"),
+                    Some("Upgrade") => {
+                        parameter["schema"] = list_with("[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]")
+                    }
+                    Some("Sec-WebSocket-Version") => {
+                        parameter["schema"] = json!({"type": "string", "enum": ["13"]})
+                    }
+                    Some("Sec-WebSocket-Key") => {
+                        parameter["schema"] =
+                            json!({"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"})
+                    }
                     Some("users") => {
                         parameter["required"] = json!(true);
                         parameter["schema"] = json!({"type": "string", "pattern": USER_LIST, "maxLength": USER_LIST_MAX_LENGTH});
@@ -102,8 +126,11 @@ fn refine(doc: &mut Value) {
     ids["minItems"] = json!(1);
     ids["maxItems"] = json!(1000);
     ids["items"] = user_id;
+    schemas["StreamEvent"]["properties"]["event"]["enum"] =
+        json!(["snapshot", "change", "stale", "fresh", "closed"]);
+    schemas["StreamEvent"]["properties"]["data"]["contentMediaType"] = json!("application/json");
     let body = &mut schemas["SetPresenceRequest"]["properties"];
-    body["status"]["enum"] = json!(["online", "away", "busy", "offline"]);
+    body["status"]["enum"] = json!(["online", "away", "busy", "offline", "invisible"]);
     body["message"]["maxLength"] = json!(256);
     body["message"]["pattern"] = json!(MESSAGE);
     batch_user(doc);

@@ -107,14 +107,26 @@ pub(crate) struct SetPresenceRequest {
     /// Seconds until the status expires to `offline` without a refresh: 1 to 604800; default
     /// `nats.kv.ttl`.
     #[schema(example = 3600, minimum = 1, maximum = 604800)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub ttl: Option<i64>,
+}
+
+/// A whole number, written as JSON writes it: `60` or `60.0` (JSON Schema's `integer` counts
+/// both), not `60.5`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = number.as_i64().or_else(|| {
+        let float = number.as_f64()?;
+        (float.fract() == 0.0 && float.abs() < 9.0e18).then_some(float as i64)
+    });
+    whole.map(Some).ok_or_else(|| serde::de::Error::custom("ttl must be a whole number of seconds"))
 }
 
 /// The body of a batch read.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
-    /// 1 to 1000 distinct user ids.
+    /// 1 to 1000 user ids (a repeated id counts each time; it is answered once).
     pub user_ids: Vec<String>,
 }
 
@@ -210,6 +222,11 @@ pub(crate) async fn batch(
     limited: ReadLimited,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    if body.user_ids.len() > MAX_USERS_PER_READ {
+        return Err(ApiError::BadRequest(format!(
+            "too many user ids: at most {MAX_USERS_PER_READ} per request"
+        )));
+    }
     let users = parse_user_list(body.user_ids.iter().map(String::as_str))?;
     read_many(&state, &limited, users).await
 }

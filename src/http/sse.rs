@@ -33,12 +33,26 @@ use super::{
 use crate::live::{Cursor, LinkEvent, Pacer, StreamKind, Subscription};
 
 /// Follow the presence of several users, live.
+/// One event of the stream, as `text/event-stream` carries it (keep-alives are comments, not
+/// events). Only for the OpenAPI document: the events are written by axum's `Event`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct StreamEvent {
+    /// `snapshot`, `change`, `stale`, `fresh` or `closed`.
+    event: String,
+    /// The cursor to resume after (`Last-Event-ID`), on `snapshot` and `change`.
+    id: Option<String>,
+    /// JSON: `{"data": {user: presence}}` for a snapshot, `{"changes": [...]}` for a change,
+    /// `{}` for stale and fresh, `{"reason": ...}` for closed.
+    data: String,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v2/presence/stream",
     params(UsersQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
-        (status = 200, description = "`text/event-stream`: `snapshot`, then `change` events (`{\"changes\": [{\"user_id\", \"kind\": \"update\" | \"expire\" | \"erase\", \"presence\", \"revision\"}]}`), `stale` / `fresh`, `closed`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: `snapshot`, then `change` events (`{\"changes\": [{\"user_id\", \"kind\": \"update\" | \"expire\" | \"erase\", \"presence\", \"revision\"}]}`), `stale` / `fresh`, `closed`", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "Missing, empty or oversize list, or an invalid id", body = super::ErrorResponse),
         (status = 403, description = "A browser page from an origin not in `service.cors.allowed_origins`", body = super::ErrorResponse),
         (status = 429, description = "Over the per-IP read limit, or too many streams from this address", body = super::ErrorResponse),

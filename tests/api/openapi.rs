@@ -56,6 +56,22 @@ async fn real_responses_match_the_served_document() {
     let (s, body) = json_of(app.get("/health").await).await;
     check(&doc, "/health", "get", s, &body);
 
+    // The live endpoints as a client meets them: the upgrade's headers (what the node refuses
+    // without), and each event of the stream, whose data is JSON.
+    let ws = &doc["paths"]["/api/v2/ws"]["get"]["parameters"];
+    for header in ["Connection", "Upgrade", "Sec-WebSocket-Version", "Sec-WebSocket-Key"] {
+        let p = ws.as_array().unwrap().iter().find(|p| p["name"] == header).expect(header);
+        assert_eq!((&p["in"], &p["required"]), (&json!("header"), &json!(true)), "{p}");
+    }
+    let stream = &doc["paths"]["/api/v2/presence/stream"]["get"]["responses"]["200"]["content"];
+    assert_eq!(stream["text/event-stream"]["schema"]["$ref"], "#/components/schemas/StreamEvent");
+    let event = &doc["components"]["schemas"]["StreamEvent"];
+    assert_eq!(
+        event["properties"]["event"]["enum"],
+        json!(["snapshot", "change", "stale", "fresh", "closed"])
+    );
+    assert_eq!(doc["components"]["schemas"]["BatchRequest"]["properties"]["user_ids"]["maxItems"], 1000);
+
     // The schemas are strict enough to catch a wrong shape.
     let bad = json!({"success": true, "data": {"x": {"user_id": "x", "status": "sleeping"}}});
     assert!(!validator(&doc, &response_schema(single, "get", 200)).is_valid(&bad));

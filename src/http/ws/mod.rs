@@ -69,9 +69,17 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 #[utoipa::path(
     get,
     path = "/api/v2/ws",
+    params(
+        ("Connection" = String, Header, description = "A list with `upgrade` in it"),
+        ("Upgrade" = String, Header, description = "A list with `websocket` in it"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes, in base64 (RFC 6455)"),
+        ("device" = Option<String>, Query, description = "With `Authorization`: the device whose session this connection holds (default `default`)"),
+        ("kind" = Option<String>, Query, description = "With `Authorization`: `web`, `mobile`, `desktop` or `other` (the default)"),
+    ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: JSON text messages (`subscribe`, `unsubscribe`, `ping`; `snapshot`, `changes`, `stale`, `fresh`, `pong`, `error`)"),
-        (status = 400, description = "Not a WebSocket upgrade; or, with `Authorization`, no valid `device` and `kind` in the query", body = super::ErrorResponse),
+        (status = 400, description = "Not a WebSocket upgrade; or, with `Authorization`, an invalid `device` or `kind` in the query", body = super::ErrorResponse),
         (status = 401, description = "An `Authorization` header whose token is refused", body = super::ErrorResponse),
         (status = 403, description = "A browser page from an origin not in `service.cors.allowed_origins`, or a token whose subject is not a user id", body = super::ErrorResponse),
         (status = 409, description = "The user has `sessions.max_devices` devices connected already", body = super::ErrorResponse),
@@ -130,7 +138,7 @@ fn handshake(headers: &HeaderMap) -> Result<String, ApiError> {
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .any(|v| v.split(',').any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token)))
     };
     let refuse = |why: &str| ApiError::BadRequest(format!("expected a WebSocket upgrade: {why}"));
     if !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
@@ -139,13 +147,26 @@ fn handshake(headers: &HeaderMap) -> Result<String, ApiError> {
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
         return Err(refuse("`Sec-WebSocket-Version: 13` is required"));
     }
-    let key =
-        headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| refuse("`Sec-WebSocket-Key` is missing"))?;
-    Ok(derive_accept_key(key.as_bytes()))
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
+    if !is_key(key) {
+        return Err(refuse("`Sec-WebSocket-Key` must be 16 bytes in base64"));
+    }
+    Ok(derive_accept_key(key))
 }
 
+/// 16 bytes in base64: 21 characters, one whose low bits are zero, then `==`.
+fn is_key(key: &[u8]) -> bool {
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24 && key[..21].iter().all(base64) && b"AQgw".contains(&key[21]) && &key[22..] == b"=="
+}
+
+/// The device of a session asked for on the upgrade without one in the query.
+const DEFAULT_DEVICE: &str = "default";
+/// Its kind.
+const DEFAULT_KIND: &str = "other";
+
 /// A session asked for on the upgrade request: the token in `Authorization`, `device` and
-/// `kind` in the query.
+/// `kind` in the query (by default [`DEFAULT_DEVICE`] of kind [`DEFAULT_KIND`]).
 async fn session_from_header(
     state: &AppState,
     headers: &HeaderMap,
@@ -158,11 +179,10 @@ async fn session_from_header(
     }
     let AuthUser(subject) = AuthUser::from_headers(headers, state)?;
     let user = UserId::parse(&subject).map_err(|_| ApiError::SubjectNotAUser)?;
-    let query = axum::extract::Query::<Wanted>::try_from_uri(uri).ok();
-    let Some((device, kind)) = query.and_then(|q| q.0.device.zip(q.0.kind)) else {
-        let why = "a session needs `device` and `kind` in the query (or a `hello` message)";
-        return Err(ApiError::BadRequest(why.into()));
-    };
+    let query = axum::extract::Query::<Wanted>::try_from_uri(uri).map(|q| q.0);
+    let Wanted { device, kind } = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let device = device.unwrap_or_else(|| DEFAULT_DEVICE.into());
+    let kind = kind.unwrap_or_else(|| DEFAULT_KIND.into());
     state.sessions.connect(&user, &device, &kind).await.map_err(|e| match e {
         HelloError::TooManyDevices(_) => ApiError::Conflict(e.to_string()),
         _ => ApiError::BadRequest(e.to_string()),

@@ -66,8 +66,24 @@ async fn a_session_may_start_on_the_upgrade_and_bad_hellos_get_clear_answers() {
     };
     let refused = upgrade("/api/v2/ws?device=d&kind=web", "not-a-token".into()).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let missing = upgrade("/api/v2/ws", mint("noor")).await.unwrap();
-    assert_eq!(missing.status(), StatusCode::BAD_REQUEST, "no device and kind in the query");
+    let bad_kind = upgrade("/api/v2/ws?device=d&kind=fridge", mint("noor")).await.unwrap();
+    assert_eq!(bad_kind.status(), StatusCode::BAD_REQUEST, "a kind that is none");
+    let bad_key = app
+        .http
+        .get(app.url("/api/v2/ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "not sixteen bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_key.status(), StatusCode::BAD_REQUEST, "a key that is not 16 bytes in base64");
+    // Without device and kind in the query: the device `default`, of kind `other`.
+    let defaults = upgrade("/api/v2/ws", mint("nia")).await.unwrap();
+    assert_eq!(defaults.status(), StatusCode::SWITCHING_PROTOCOLS);
+    wait_for(&app, "nia", "online on another kind", |p| p["devices"] == json!({"other": "online"})).await;
+    drop(defaults);
 
     let mut ws = Ws::connect(&app).await;
     ws.send(json!({"type": "activity"})).await;
