@@ -129,7 +129,7 @@ impl Application {
             metrics.clone(),
         );
         if config.service.node_type == NodeType::Center {
-            let (serve, stop) = (directory.clone(), background.stop.clone());
+            let (serve, stop) = ((directory.clone(), auth.clone()), background.stop.clone());
             let ttl = config.nats.kv.ttl;
             background.tasks.spawn(directory::forward::serve(serve, client.clone(), ttl, stop));
         }

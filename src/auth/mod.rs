@@ -51,6 +51,7 @@ pub struct Verified {
 }
 
 /// Verifies tokens and mints them (for `presence token`).
+#[derive(Clone)]
 pub struct Authenticator {
     decoding: DecodingKey,
     /// `auth.previous_jwt_secret`: still accepted, never used to sign.

@@ -10,8 +10,11 @@
 //! A leaf's erasure goes the same way, on [`FORWARD_ERASE_SUBJECT`], and has no other: a leaf
 //! holds no right to purge the audit log (docs/security.md, "Who may use NATS").
 //!
-//! Nothing new is trusted: a leaf may write any key of the bucket over its link anyway, and a
-//! center node validates the write again.
+//! A center node carries out a leaf's write or erasure only with the user's own token, which it
+//! checks again (the leaf's client presented it): a leaf cannot have the center forge the
+//! presence of a user whose token it never saw, nor erase them. It validates the write again.
+//! (A leaf may still write keys of the bucket over its link: its sessions' records, and its
+//! writes when no center node serves; docs/security.md, "What a leaf may do".)
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Directory, WriteError};
 use crate::{
+    auth::Authenticator,
     config::{FORWARD_ERASE_SUBJECT, FORWARD_SUBJECT},
     model::{PresenceUpdate, Status, StoredPresence, UserId},
     nats::CallError,
@@ -41,7 +45,8 @@ struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message: Option<String>,
     ttl_secs: u64,
-    actor: String,
+    /// The user's own token, as the leaf's client presented it: the center checks it again.
+    token: String,
     node_id: String,
 }
 
@@ -63,12 +68,16 @@ enum Failure {
     Contention,
     /// The request did not hold a valid write.
     Invalid,
+    /// The token is not the user's, or not valid: nothing was done.
+    Refused,
 }
 
 /// A leaf's erasure, for the center to carry out.
 #[derive(Debug, Serialize, Deserialize)]
 struct Erasure {
     user: String,
+    /// The user's own token: the center checks it again.
+    token: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,14 +103,14 @@ pub(super) enum Forwarded {
 pub(super) async fn send(
     client: &async_nats::Client,
     limit: Duration,
-    (user, update, actor, node_id): (&UserId, &PresenceUpdate, &str, &str),
+    (user, update, token, node_id): (&UserId, &PresenceUpdate, &str, &str),
 ) -> Result<Forwarded, WriteError> {
     let request = Request {
         user: user.to_string(),
         status: update.status,
         message: update.message.clone(),
         ttl_secs: update.ttl.as_secs(),
-        actor: actor.to_string(),
+        token: token.to_string(),
         node_id: node_id.to_string(),
     };
     let payload = Bytes::from(serde_json::to_vec(&request).expect("requests serialize"));
@@ -123,6 +132,7 @@ pub(super) async fn send(
             Err(unconfirmed("the center could not confirm the write".into()))
         }
         Ok(Reply::Failed { reason: Failure::Contention }) => Err(WriteError::Store(StoreError::Contention)),
+        Ok(Reply::Failed { reason: Failure::Refused }) => Err(WriteError::Refused),
         Ok(Reply::Failed { reason: Failure::Unavailable | Failure::Invalid }) => Err(WriteError::Unavailable),
         Err(e) => Err(unconfirmed(format!("the center's answer does not decode: {e}").into())),
     }
@@ -134,9 +144,10 @@ pub(super) async fn send_erasure(
     client: &async_nats::Client,
     limit: Duration,
     user: &UserId,
+    token: &str,
 ) -> Result<u64, WriteError> {
-    let payload =
-        Bytes::from(serde_json::to_vec(&Erasure { user: user.to_string() }).expect("requests serialize"));
+    let erasure = Erasure { user: user.to_string(), token: token.to_string() };
+    let payload = Bytes::from(serde_json::to_vec(&erasure).expect("requests serialize"));
     let request = async_nats::Request::new().payload(payload).timeout(Some(limit));
     let answer = match client.send_request(FORWARD_ERASE_SUBJECT, request).await {
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
@@ -161,13 +172,15 @@ pub(super) async fn send_erasure(
                 source: "the center could not confirm the erasure".into(),
             }))
         }
+        Ok(Erased::Failed { reason: Failure::Refused }) => Err(WriteError::Refused),
         Ok(Erased::Failed { .. }) | Err(_) => Err(WriteError::Unavailable),
     }
 }
 
-/// The center's side: carries out leaves' writes and erasures until `stop`.
+/// The center's side: carries out leaves' writes and erasures until `stop`, each only with the
+/// user's own token, checked with `auth`.
 pub(crate) async fn serve(
-    directory: Directory,
+    (directory, auth): (Directory, Authenticator),
     client: async_nats::Client,
     default_ttl: Duration,
     stop: CancellationToken,
@@ -196,12 +209,12 @@ pub(crate) async fn serve(
         };
         let Some(reply) = message.reply.clone() else { continue };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let (directory, client) = (directory.clone(), client.clone());
+        let (directory, auth, client) = (directory.clone(), auth.clone(), client.clone());
         tokio::spawn(async move {
             let answer = if message.subject.as_str() == FORWARD_ERASE_SUBJECT {
-                serde_json::to_vec(&erase(&directory, &message.payload).await)
+                serde_json::to_vec(&erase(&directory, &auth, &message.payload).await)
             } else {
-                serde_json::to_vec(&carry_out(&directory, &message.payload, default_ttl).await)
+                serde_json::to_vec(&carry_out(&directory, &auth, &message.payload, default_ttl).await)
             };
             let payload = Bytes::from(answer.expect("replies serialize"));
             if let Err(e) = client.publish(reply, payload).await {
@@ -212,10 +225,24 @@ pub(crate) async fn serve(
     }
 }
 
-async fn carry_out(directory: &Directory, payload: &[u8], default_ttl: Duration) -> Reply {
+/// Whether `token` is a valid token of `user`'s.
+fn owned_by(auth: &Authenticator, token: &str, user: &str) -> bool {
+    auth.verify(token).is_ok_and(|verified| verified.subject == user)
+}
+
+async fn carry_out(
+    directory: &Directory,
+    auth: &Authenticator,
+    payload: &[u8],
+    default_ttl: Duration,
+) -> Reply {
     let Ok(request) = serde_json::from_slice::<Request>(payload) else {
         return Reply::Failed { reason: Failure::Invalid };
     };
+    if !owned_by(auth, &request.token, &request.user) {
+        tracing::warn!(user = %request.user, leaf = %request.node_id, "a leaf's write came without the user's token; refused");
+        return Reply::Failed { reason: Failure::Refused };
+    }
     let update = PresenceUpdate::new(
         request.status.as_str(),
         request.message,
@@ -225,7 +252,7 @@ async fn carry_out(directory: &Directory, payload: &[u8], default_ttl: Duration)
     let (Ok(user), Ok(update)) = (UserId::parse(&request.user), update) else {
         return Reply::Failed { reason: Failure::Invalid };
     };
-    match directory.carry_out(&user, update, &request.actor, &request.node_id).await {
+    match directory.carry_out(&user, update, &user, &request.node_id).await {
         Ok(written) => Reply::Stored { presence: written.stored, revision: written.revision },
         Err(WriteError::Unconfirmed(_)) => Reply::Failed { reason: Failure::Unconfirmed },
         Err(WriteError::Store(StoreError::Contention)) => Reply::Failed { reason: Failure::Contention },
@@ -233,9 +260,15 @@ async fn carry_out(directory: &Directory, payload: &[u8], default_ttl: Duration)
     }
 }
 
-async fn erase(directory: &Directory, payload: &[u8]) -> Erased {
-    let user = serde_json::from_slice::<Erasure>(payload).ok().and_then(|e| UserId::parse(&e.user).ok());
-    let Some(user) = user else { return Erased::Failed { reason: Failure::Invalid } };
+async fn erase(directory: &Directory, auth: &Authenticator, payload: &[u8]) -> Erased {
+    let Ok(erasure) = serde_json::from_slice::<Erasure>(payload) else {
+        return Erased::Failed { reason: Failure::Invalid };
+    };
+    let Ok(user) = UserId::parse(&erasure.user) else { return Erased::Failed { reason: Failure::Invalid } };
+    if !owned_by(auth, &erasure.token, &erasure.user) {
+        tracing::warn!(user = %user, "a leaf's erasure came without the user's token; refused");
+        return Erased::Failed { reason: Failure::Refused };
+    }
     match directory.erase_here(&user).await {
         Ok(revision) => Erased::Erased { revision },
         Err(WriteError::Unconfirmed(_)) => Erased::Failed { reason: Failure::Unconfirmed },

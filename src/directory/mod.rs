@@ -76,6 +76,9 @@ pub(crate) enum WriteError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Events(#[from] EventError),
+    /// The center did not accept the user's token that a leaf handed on.
+    #[error("the center refused the user's token")]
+    Refused,
 }
 
 /// A leaf's way to the center's write path.

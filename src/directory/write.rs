@@ -39,18 +39,19 @@ pub(crate) struct Written {
 type Made<'a> = (&'a str, &'a str);
 
 impl Directory {
-    /// Stores a client's `update` by `actor` and returns what was stored, once JetStream
-    /// acknowledged it. A leaf has the center carry it out (one round trip over the link instead
-    /// of two; see [`forward`]), and writes through the link itself when no center node takes it.
+    /// Stores `user`'s own `update` (`token` is theirs, checked already) and returns what was
+    /// stored, once JetStream acknowledged it. A leaf has the center carry it out (one round trip
+    /// over the link instead of two; the center checks the token again; see [`forward`]), and
+    /// writes through the link itself when no center node takes it.
     pub(crate) async fn write(
         &self,
         user: &UserId,
         update: PresenceUpdate,
-        actor: &str,
+        token: &str,
     ) -> Result<CompactPresence, WriteError> {
         self.guard()?;
         if let Some(to) = &self.forward {
-            let sent = forward::send(&to.client, to.limit, (user, &update, actor, &self.node_id)).await;
+            let sent = forward::send(&to.client, to.limit, (user, &update, token, &self.node_id)).await;
             let outcome = match &sent {
                 Ok(Forwarded::Stored(..)) => "stored",
                 Ok(Forwarded::NoCenter) => "no_center",
@@ -71,7 +72,7 @@ impl Directory {
                 Forwarded::NoCenter => {}
             }
         }
-        let written = self.carry_out(user, update, actor, &self.node_id).await?;
+        let written = self.carry_out(user, update, user, &self.node_id).await?;
         self.metrics.updates.inc();
         Ok(written.presence)
     }
@@ -200,12 +201,13 @@ impl Directory {
         }
     }
 
-    /// Erases `user`: the KV record with its history, then their events in the audit log. A
-    /// leaf has a center node carry it out (see [`forward`]).
-    pub(crate) async fn erase(&self, user: &UserId) -> Result<(), WriteError> {
+    /// Erases `user` (`token` is theirs, checked already): the KV record with its history, then
+    /// their events in the audit log. A leaf has a center node carry it out, which checks the
+    /// token again (see [`forward`]).
+    pub(crate) async fn erase(&self, user: &UserId, token: &str) -> Result<(), WriteError> {
         self.guard()?;
         let revision = match &self.forward {
-            Some(to) => forward::send_erasure(&to.client, to.limit, user).await,
+            Some(to) => forward::send_erasure(&to.client, to.limit, user, token).await,
             None => self.erase_here(user).await,
         }
         .inspect_err(|e| tracing::warn!(user = %user, error = %chain(e), "erasure failed"))?;

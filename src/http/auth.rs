@@ -46,14 +46,8 @@ impl AuthUser {
         if header.len() > MAX_AUTH_HEADER {
             return Err(reject("Authorization header over 8 KiB"));
         }
-        let text = header.to_str().map_err(|_| reject("Authorization header is not ASCII"))?;
-        // The scheme is case-insensitive (RFC 7235 2.1).
-        let token = text
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| reject("Authorization is not a bearer token"))?;
+        header.to_str().map_err(|_| reject("Authorization header is not ASCII"))?;
+        let token = bearer(headers).ok_or_else(|| reject("Authorization is not a bearer token"))?;
         Self::verify_token(token, state)
     }
 
@@ -83,10 +77,11 @@ impl FromRequestParts<AppState> for Reader {
     }
 }
 
-/// The path's `{user_id}`, when the bearer token's `sub` is that user: the owner of the resource.
+/// The path's `{user_id}`, when the bearer token's `sub` is that user: the owner of the resource,
+/// with the token that proves it (a leaf hands it on to the center, which checks it again).
 /// Invalid ids answer 400, token failures 401, someone else's token 403, in that order.
 #[derive(Debug, Clone)]
-pub(crate) struct Owner(pub UserId);
+pub(crate) struct Owner(pub UserId, pub String);
 
 impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
@@ -97,8 +92,18 @@ impl FromRequestParts<AppState> for Owner {
         if subject != user.as_str() {
             return Err(ApiError::Forbidden);
         }
-        Ok(Owner(user))
+        let token = bearer(&parts.headers).unwrap_or_default().to_string();
+        Ok(Owner(user, token))
     }
+}
+
+/// The bearer token of `Authorization`, if that is what it holds. The scheme is
+/// case-insensitive (RFC 7235 2.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let text = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A refused token: counted, and answered with the one 401 whose reason only the log sees.

@@ -120,6 +120,7 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Unconfirmed(_) => ApiError::OutcomeUnknown,
+            WriteError::Refused => ApiError::Unauthorized("the center refused the token".into()),
             _ => ApiError::Unavailable,
         }
     }

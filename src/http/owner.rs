@@ -49,7 +49,7 @@ pub(crate) struct HistoryResponse {
 )]
 pub(crate) async fn history(
     state: axum::extract::State<AppState>,
-    Owner(user): Owner,
+    Owner(user, _): Owner,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     owner_limit(&state, &user)?;
@@ -86,9 +86,9 @@ pub(crate) struct ErasedResponse {
 )]
 pub(crate) async fn erase(
     state: axum::extract::State<AppState>,
-    Owner(user): Owner,
+    Owner(user, token): Owner,
 ) -> Result<Json<ErasedResponse>, ApiError> {
     owner_limit(&state, &user)?;
-    state.directory.erase(&user).await?;
+    state.directory.erase(&user, &token).await?;
     Ok(Json(ErasedResponse { success: true }))
 }

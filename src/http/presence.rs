@@ -252,13 +252,13 @@ pub(crate) async fn batch(
 )]
 pub(crate) async fn set_one(
     state: axum::extract::State<AppState>,
-    Owner(user): Owner,
+    Owner(user, token): Owner,
     ApiJson(body): ApiJson<SetPresenceRequest>,
 ) -> Result<Response, ApiError> {
     super::limits::owner_limit(&state, &user)?;
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let stored = state.directory.write(&user, update, &user).await?;
+    let stored = state.directory.write(&user, update, &token).await?;
     // The writer is the owner: an `invisible` write answers as it is.
     let presence = stored.owner_view(&user, Utc::now());
     Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())

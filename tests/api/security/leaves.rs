@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use presence::config::{Config, LeafTls, NodeType, Secret};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{Pki, TestApp, assert_error, eventually, json_of};
 
@@ -175,6 +175,64 @@ async fn a_password_leaf_has_a_leafs_rights_and_a_tampered_stream_degrades_healt
     })
     .await;
     assert!(!problems.contains("KV_presence"), "a leaf does not judge the center's settings: {problems}");
+    leaf.stop().await;
+    center.stop().await;
+}
+
+/// What a leaf's credential allows, taken through a leaf's own server as a thief of the leaf
+/// would: docs/security.md, "What a leaf may do", line by line.
+#[tokio::test]
+async fn what_a_stolen_leaf_credential_allows_and_what_it_does_not() {
+    let center = TestApp::spawn().await;
+    center.set("victim", json!({"status": "online", "message": "mine"})).await;
+    let leaf = crate::helpers::leaf_app(center.config.nats.leaf_port, "leaf-stolen", "eu-west").await;
+    let thief = crate::helpers::nats_connect(&leaf.nats_url()).await;
+    let ask = |subject: &'static str, body: Value| {
+        let thief = thief.clone();
+        async move {
+            let answer =
+                thief.request(subject, body.to_string().into()).await.expect("a center node answers");
+            serde_json::from_slice::<Value>(&answer.payload).unwrap()
+        }
+    };
+    let write = |token: String| json!({"user": "victim", "status": "busy", "message": "forged", "ttl_secs": 60, "token": token, "node_id": "leaf-stolen"});
+    // Not: have a center node write a user's presence without that user's token.
+    for token in ["forged".to_string(), crate::helpers::mint("mallory")] {
+        let answer = ask("$PRESENCE.write", write(token)).await;
+        assert_eq!(answer, json!({"failed": {"reason": "refused"}}));
+    }
+    // Not: have a center node erase a user without their token.
+    let answer =
+        ask("$PRESENCE.erase", json!({"user": "victim", "token": crate::helpers::mint("mallory")})).await;
+    assert_eq!(answer, json!({"failed": {"reason": "refused"}}));
+    let (_, kept) = json_of(center.read("victim").await).await;
+    assert_eq!(kept["data"]["victim"]["message"], "mine", "nothing forged, nothing erased");
+    // With the user's own token it may, as for the leaf's own clients.
+    let answer = ask("$PRESENCE.write", write(crate::helpers::mint("victim"))).await;
+    assert!(answer.get("stored").is_some(), "{answer}");
+
+    // Not: use the leaf's credential as a client of the center's server.
+    let password = center.config.nats.leaf_password.as_ref().unwrap().expose().to_string();
+    let as_client = async_nats::ConnectOptions::with_user_and_password("leaf".into(), password)
+        .connect(format!("nats://127.0.0.1:{}", center.config.nats.port))
+        .await;
+    assert!(as_client.is_err(), "the leaf user is for leafnode links only");
+
+    // Not: take another region's forwarded writes (tokens in them): `$PRESENCE.write` is not a
+    // subject a leaf may subscribe to.
+    let mut overheard = thief.subscribe("$PRESENCE.>").await.unwrap();
+    thief.flush().await.unwrap();
+    let other = crate::helpers::leaf_app(center.config.nats.leaf_port, "leaf-other", "us-east").await;
+    assert_eq!(other.put("olga", json!({"status": "online"})).await.status(), StatusCode::OK);
+    let heard = tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(&mut overheard)).await;
+    assert!(heard.is_err(), "a leaf overheard another region's write: {heard:?}");
+    other.stop().await;
+
+    // May (the bound): write a key of the bucket directly over the link, as its sessions do.
+    let js = async_nats::jetstream::with_domain(thief.clone(), "center");
+    let kv = js.get_key_value("presence").await.unwrap();
+    let forged = crate::helpers::stored_value("victim", "away", "written by the leaf", 60);
+    assert!(kv.put("user.victim", forged).await.is_ok(), "a leaf may write records directly");
     leaf.stop().await;
     center.stop().await;
 }
