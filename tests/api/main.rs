@@ -4,6 +4,8 @@ mod at_rest;
 mod auth;
 mod browser;
 mod config;
+#[path = "../consistency/mod.rs"]
+mod consistency;
 mod errors;
 mod helpers;
 mod hostile;

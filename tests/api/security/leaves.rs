@@ -224,7 +224,8 @@ async fn what_a_stolen_leaf_credential_allows_and_what_it_does_not() {
     thief.flush().await.unwrap();
     let other = crate::helpers::leaf_app(center.config.nats.leaf_port, "leaf-other", "us-east").await;
     assert_eq!(other.put("olga", json!({"status": "online"})).await.status(), StatusCode::OK);
-    let heard = tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(&mut overheard)).await;
+    let heard =
+        tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(&mut overheard)).await;
     assert!(heard.is_err(), "a leaf overheard another region's write: {heard:?}");
     other.stop().await;
 
