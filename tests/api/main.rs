@@ -8,6 +8,7 @@ mod config;
 mod consistency;
 mod errors;
 mod helpers;
+mod history;
 mod hostile;
 mod https;
 mod layout;

@@ -85,7 +85,7 @@ pub(crate) fn integrity(user: &str, ops: &[&Op]) -> Vec<Violation> {
         .filter_map(|op| Some((op.value.as_deref()?, *op)))
         .collect();
     let mut found = Vec::new();
-    for read in ops.iter().filter(|op| op.seen().is_some()) {
+    for read in ops.iter().filter(|op| op.kind != Kind::Write && op.outcome == Outcome::Ok) {
         let Some(value) = read.value.as_deref() else { continue };
         match writes.get(value) {
             None => found.push(violation(
@@ -98,7 +98,11 @@ pub(crate) fn integrity(user: &str, ops: &[&Op]) -> Vec<Violation> {
                 let why = format!("read {value:?}, whose write failed for certain");
                 found.push(violation("integrity", user, why, &[write, read]));
             }
-            Some(write) if write.outcome == Outcome::Ok && write.revision != read.revision => {
+            Some(write)
+                if write.outcome == Outcome::Ok
+                    && read.revision.is_some()
+                    && write.revision != read.revision =>
+            {
                 let why = format!(
                     "read {value:?} at revision {:?}, written at {:?}",
                     read.revision, write.revision
@@ -114,11 +118,23 @@ pub(crate) fn integrity(user: &str, ops: &[&Op]) -> Vec<Violation> {
 /// After the faults healed, every node's final read shows at least the highest acknowledged
 /// revision.
 pub(crate) fn no_lost_write(user: &str, ops: &[&Op]) -> Vec<Violation> {
+    // A write answered 200 whose value the audit log does not hold never landed.
+    let unheld =
+        ops.iter().filter(|op| op.kind == Kind::Write && op.outcome == Outcome::Ok && op.revision.is_none());
+    let mut found: Vec<Violation> = unheld
+        .map(|op| {
+            violation(
+                "no lost acknowledged write",
+                user,
+                "acknowledged, and not in the audit log".into(),
+                &[op],
+            )
+        })
+        .collect();
     let Some(last) = ops.iter().copied().filter(|op| op.acked_write().is_some()).max_by_key(|op| op.revision)
     else {
-        return Vec::new();
+        return found;
     };
-    let mut found = Vec::new();
     for read in ops.iter().filter(|op| op.kind == Kind::Final) {
         if read.seen() < last.revision {
             let why = format!(
@@ -141,15 +157,14 @@ pub(crate) fn monotonic_reads(user: &str, ops: &[&Op]) -> Vec<Violation> {
     let mut found = Vec::new();
     for (_, mut reads) in by_client {
         reads.sort_by_key(|op| op.returned_at);
-        let mut highest: Option<&Op> = None;
-        for read in reads.into_iter().filter(|op| matches!(op.outcome, Outcome::Ok | Outcome::Absent)) {
-            let seen = read.seen().unwrap_or(0);
-            if let Some(before) = highest.filter(|h| h.seen().unwrap_or(0) > seen) {
+        let mut highest: Option<(&Op, u64)> = None;
+        for (read, seen) in reads.into_iter().filter_map(|op| Some((op, op.order()?))) {
+            if let Some((before, _)) = highest.filter(|(_, h)| *h > seen) {
                 let why = format!("saw revision {:?}, then {:?}", before.revision, read.revision);
                 found.push(violation("monotonic reads", user, why, &[before, read]));
             }
-            if highest.is_none_or(|h| h.seen().unwrap_or(0) < seen) {
-                highest = Some(read);
+            if highest.is_none_or(|(_, h)| h < seen) {
+                highest = Some((read, seen));
             }
         }
     }
@@ -165,10 +180,9 @@ pub(crate) fn read_your_writes(user: &str, ops: &[&Op]) -> Vec<Violation> {
                 && op.node == write.node
                 && matches!(op.kind, Kind::Read | Kind::MultiRead)
                 && op.invoked_at > write.returned_at
-                && matches!(op.outcome, Outcome::Ok | Outcome::Absent)
         });
         for read in later {
-            if read.seen() < write.revision {
+            if read.order().is_some_and(|seen| Some(seen) < write.revision) {
                 let why = format!("wrote revision {:?} here, then read {:?}", write.revision, read.revision);
                 found.push(violation("read-your-writes", user, why, &[write, read]));
             }

@@ -59,6 +59,18 @@ impl Op {
     pub(crate) fn seen(&self) -> Option<u64> {
         (self.kind != Kind::Write && self.outcome == Outcome::Ok).then_some(self.revision).flatten()
     }
+
+    /// Where a read stands in its user's order: 0 for a user not seen, the revision for a value;
+    /// `None` when it cannot be placed (no answer, or a value whose revision nobody knows: a
+    /// write whose outcome was unknown, that landed, and was overwritten before any record of
+    /// it was kept).
+    pub(crate) fn order(&self) -> Option<u64> {
+        match self.outcome {
+            Outcome::Absent => Some(0),
+            Outcome::Ok => self.revision,
+            _ => None,
+        }
+    }
 }
 
 /// A compact line for a violation's report.

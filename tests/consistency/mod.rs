@@ -10,6 +10,7 @@
 pub(crate) mod check;
 pub(crate) mod history;
 pub(crate) mod staleness;
+pub(crate) mod workload;
 
 #[cfg(test)]
 mod tests;

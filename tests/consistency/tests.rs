@@ -103,10 +103,12 @@ fn a_final_read_below_an_acknowledged_write_is_a_lost_write() {
         read(9, "center", Kind::Final, (50, 51), Some((7, "a"))),
         read(9, "leaf-a", Kind::Final, (50, 51), Some((5, "old"))),
         read(9, "leaf-b", Kind::Final, (50, 51), None),
+        // Answered 200, and nowhere in the audit log.
+        op(2, "leaf-a", Kind::Write, (2, 3), Outcome::Ok, None),
     ];
     let found =
         only(check::no_lost_write("u", &history.iter().collect::<Vec<_>>()), "no lost acknowledged write");
-    assert_eq!(found.len(), 2, "leaf-a behind, leaf-b without it");
+    assert_eq!(found.len(), 3, "leaf-a behind, leaf-b without it, a write never stored");
 }
 
 #[test]

@@ -1,0 +1,132 @@
+//! The consistency run (docs/testing.md, "The history checker"): a center and two leaves (one
+//! behind the chaos proxy), writers, readers and live clients on a few hot users at every node,
+//! and faults while they run: a leaf's link cut and restored, the center's nats-server paused
+//! (SIGSTOP) for longer than the request timeout, a leaf's nats-server killed (`kill -9`, its
+//! supervisor restarts it). Then every operation is checked against the model.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    consistency::{
+        Report,
+        history::{Kind, Op, Outcome},
+        workload::{self, Node, Recorder, Shape},
+    },
+    helpers::{ChaosProxy, TestApp, eventually, json_of, kill9, leaf_app_with, mint},
+};
+
+/// The embedded nats-server of `app`, from its pid file.
+fn nats_pid(app: &TestApp) -> i32 {
+    let pid = std::fs::read_to_string(app.data_dir().join("nats-server.pid")).unwrap();
+    pid.trim().parse().unwrap()
+}
+
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid, signal) };
+}
+
+fn for_a_history(c: &mut presence::config::Config) {
+    c.rate_limit.enabled = false;
+    c.events.max_per_user = 1_000_000;
+}
+
+/// Waits until `node` shows, for every user, what the bucket holds; then records that read.
+async fn settle(
+    app: &TestApp,
+    client: usize,
+    users: &[String],
+    kv: &async_nats::jetstream::kv::Store,
+    recorder: &Recorder,
+) {
+    for user in users {
+        let entry = kv.entry(format!("user.{user}")).await.unwrap().expect("the hot users were written");
+        let stored: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+        let wanted = stored["message"].as_str().unwrap().to_string();
+        let what = format!("{} shows {user}'s last write", app.config.service.node_id);
+        eventually(Duration::from_secs(30), &what, || async {
+            let (_, body) = json_of(app.read(user).await).await;
+            (body["data"][user.as_str()]["message"] == wanted.as_str()).then_some(())
+        })
+        .await;
+        let at = recorder.now();
+        let mut last = Op {
+            client,
+            node: app.config.service.node_id.clone(),
+            kind: Kind::Final,
+            user: user.clone(),
+            invoked_at: at,
+            returned_at: at,
+            outcome: Outcome::Ok,
+            revision: Some(entry.revision),
+            value: Some(wanted),
+        };
+        last.returned_at = recorder.now();
+        recorder.record(last);
+    }
+}
+
+#[tokio::test]
+async fn a_history_under_faults_keeps_every_promise() {
+    let center = TestApp::spawn_with(for_a_history).await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
+    let leaf_a = leaf_app_with(proxy.port, "leaf-a", "eu-west", for_a_history).await;
+    let leaf_b = leaf_app_with(center.config.nats.leaf_port, "leaf-b", "us-east", for_a_history).await;
+    let apps = [&center, &leaf_a, &leaf_b];
+    let nodes: Vec<Node> =
+        apps.iter().map(|app| Node { name: app.config.service.node_id.clone(), url: app.url("") }).collect();
+    let shape = Shape {
+        users: (0..4).map(|i| format!("hot-{i}")).collect(),
+        writers_per_node: 2,
+        pace: Duration::from_millis(25),
+        mint: Arc::new(mint),
+    };
+    let recorder = Recorder::new();
+    let stop = CancellationToken::new();
+    let clients = {
+        let (nodes, shape, recorder, stop) = (nodes.clone(), shape.clone(), recorder.clone(), stop.clone());
+        tokio::spawn(async move { workload::run(&nodes, &shape, &recorder, &stop).await })
+    };
+
+    // The faults, one after another, on a schedule (their timing is the test's, not a wait for
+    // anything): a calm start, the leaf's link cut for 5 s, the center's server paused 3 s (the
+    // request timeout is 2 s), a leaf's server killed, and a calm end.
+    let start = tokio::time::Instant::now();
+    let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(s));
+    at(5).await;
+    proxy.cut();
+    at(10).await;
+    proxy.heal();
+    at(15).await;
+    let paused = nats_pid(&center);
+    signal(paused, libc::SIGSTOP);
+    at(18).await;
+    signal(paused, libc::SIGCONT);
+    at(23).await;
+    kill9(nats_pid(&leaf_b));
+    at(35).await;
+    stop.cancel();
+    clients.await.unwrap();
+
+    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
+    let js = async_nats::jetstream::new(operator);
+    let kv = js.get_key_value("presence").await.unwrap();
+    for (i, app) in apps.iter().enumerate() {
+        settle(app, 1000 + i, &shape.users, &kv, &recorder).await;
+    }
+    let mut history = recorder.history();
+    let written = workload::revisions(&js, &shape.users).await;
+    workload::resolve(&mut history, &written);
+    let report = Report::of(&history);
+    println!("{report}");
+    assert!(report.violations.is_empty(), "{report}");
+    let writes = history.iter().filter(|op| op.acked_write().is_some()).count();
+    let lives = history.iter().filter(|op| op.kind == Kind::Live).count();
+    assert!(writes > 500 && lives > 500, "a history worth checking: {writes} writes, {lives} live changes");
+    assert!(report.staleness.count() > 100, "writes seen at other nodes: {}", report.staleness);
+    for app in [leaf_a, leaf_b, center] {
+        app.stop().await;
+    }
+}
