@@ -5,6 +5,7 @@
 //! From the bottom layer up; a module imports only modules listed before it.
 //! `docs/architecture.md` tells the same story with the reasons.
 //!
+//! - `planted`: bugs planted on purpose for the history checker, in a `planted-bugs` build only.
 //! - `model`: user ids, statuses, a presence as stored, held and shown (expiry is applied at
 //!   read time here), and a `Record` (a presence at a KV revision).
 //! - `link`: the node's view of its NATS link: reachable, cache possibly stale, watcher position.
@@ -75,6 +76,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod link;
 pub(crate) mod live;
 pub(crate) mod model;
+pub(crate) mod planted;
 pub(crate) mod sessions;
 pub(crate) mod store;
 pub(crate) mod topology;

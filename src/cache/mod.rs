@@ -168,6 +168,11 @@ impl PresenceCache {
         self.inner.get(user_id).await
     }
 
+    /// Puts `value` in, whatever the cache holds: only for a planted bug ([`crate::planted`]).
+    pub(crate) async fn force(&self, user_id: &str, value: Entry) {
+        self.inner.insert(user_id.to_string(), value).await;
+    }
+
     /// Stores `value` unless the cache already holds the same or a newer revision; returns the
     /// entry the cache holds for the user afterwards (or `value`, if the cache declined to admit
     /// it).

@@ -37,6 +37,9 @@ impl Landing {
     pub(crate) async fn land(&self, user: &str, record: Entry, source: Source) {
         let previous = self.cache.peek(user).await;
         let before = previous.as_deref().filter(|p| p.revision < record.revision);
+        if crate::planted::planted("stale-watcher") && source == Source::Watcher && before.is_none() {
+            self.cache.force(user, record.clone()).await;
+        }
         if previous.is_none() || before.is_some() {
             self.expiry.replace(before, record.revision, record.presence.as_ref());
             // The cache checks the revision again under its own lock: a concurrent newer record

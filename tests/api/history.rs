@@ -2,7 +2,8 @@
 //! behind the chaos proxy), writers, readers and live clients on a few hot users at every node,
 //! and faults while they run: a leaf's link cut and restored, the center's nats-server paused
 //! (SIGSTOP) for longer than the request timeout, a leaf's nats-server killed (`kill -9`, its
-//! supervisor restarts it). Then every operation is checked against the model.
+//! supervisor restarts it), every node's watcher held back (its consumer deleted under it) while
+//! writes go on. Then every operation is checked against the model.
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,6 +27,17 @@ fn nats_pid(app: &TestApp) -> i32 {
 fn signal(pid: i32, signal: i32) {
     // SAFETY: plain kill(2).
     unsafe { libc::kill(pid, signal) };
+}
+
+/// Deletes the consumers of the bucket's stream: every node's watcher stops getting changes
+/// until it notices and resumes from the last revision it applied, while writes go on.
+async fn hold_back_watchers(js: &async_nats::jetstream::Context) {
+    let stream = js.get_stream("KV_presence").await.unwrap();
+    let names: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(stream.consumer_names()).await.into_iter().flatten().collect();
+    for name in names {
+        let _ = stream.delete_consumer(&name).await;
+    }
 }
 
 fn for_a_history(c: &mut presence::config::Config) {
@@ -91,27 +103,35 @@ async fn a_history_under_faults_keeps_every_promise() {
     };
 
     // The faults, one after another, on a schedule (their timing is the test's, not a wait for
-    // anything): a calm start, the leaf's link cut for 5 s, the center's server paused 3 s (the
-    // request timeout is 2 s), a leaf's server killed, and a calm end.
+    // anything), in cycles of 35 s: a calm start, the leaf's link cut for 5 s, the center's
+    // server paused 3 s (the request timeout is 2 s), a leaf's server killed, the watchers held
+    // back twice, a calm end. One cycle here; `HISTORY_CYCLES=20` for the long run.
+    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
+    let js = async_nats::jetstream::new(operator);
+    let cycles: u64 = std::env::var("HISTORY_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(1);
     let start = tokio::time::Instant::now();
-    let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(s));
-    at(5).await;
-    proxy.cut();
-    at(10).await;
-    proxy.heal();
-    at(15).await;
-    let paused = nats_pid(&center);
-    signal(paused, libc::SIGSTOP);
-    at(18).await;
-    signal(paused, libc::SIGCONT);
-    at(23).await;
-    kill9(nats_pid(&leaf_b));
-    at(35).await;
+    for cycle in 0..cycles {
+        let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(cycle * 35 + s));
+        at(5).await;
+        proxy.cut();
+        at(10).await;
+        proxy.heal();
+        at(15).await;
+        let paused = nats_pid(&center);
+        signal(paused, libc::SIGSTOP);
+        at(18).await;
+        signal(paused, libc::SIGCONT);
+        at(23).await;
+        kill9(nats_pid(&leaf_b));
+        for second in [28, 31] {
+            at(second).await;
+            hold_back_watchers(&js).await;
+        }
+        at(35).await;
+    }
     stop.cancel();
     clients.await.unwrap();
 
-    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
-    let js = async_nats::jetstream::new(operator);
     let kv = js.get_key_value("presence").await.unwrap();
     for (i, app) in apps.iter().enumerate() {
         settle(app, 1000 + i, &shape.users, &kv, &recorder).await;
