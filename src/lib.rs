@@ -5,9 +5,9 @@
 //! From the bottom layer up; a module imports only modules listed before it.
 //! `docs/architecture.md` tells the same story with the reasons.
 //!
-//! - `planted`: bugs planted on purpose for the history checker, in a `planted-bugs` build only.
 //! - `model`: user ids, statuses, a presence as stored, held and shown (expiry is applied at
 //!   read time here), and a `Record` (a presence at a KV revision).
+//! - `planted`: bugs planted on purpose for the history checker, in a `planted-bugs` build only.
 //! - `link`: the node's view of its NATS link: reachable, cache possibly stale, watcher position.
 //! - `config`: the YAML configuration, with defaults, `${VAR}` interpolation, `PRESENCE_...`
 //!   overrides and validation that names the key.
