@@ -12,13 +12,23 @@
 //! order per user (see [`crate::live::Hub::publish`]), and the watcher's changes fill its resume
 //! buffer in revision order. A new consumer of "this node now holds revision R" is added here.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering::SeqCst},
+};
+
+use tokio::sync::oneshot;
 
 use crate::{
     cache::{Entry, PresenceCache},
     lifecycle::ExpiryQueue,
     live::{Hub, Source},
+    model::{CompactPresence, Record},
 };
+
+/// Writes whose outcome was unknown, waiting to be seen landing: the user, the presence written,
+/// and who wants the revision it landed at.
+type Awaited = Vec<(String, CompactPresence, oneshot::Sender<u64>)>;
 
 /// The node's consumers of records: a cheap `Clone` handle.
 #[derive(Clone)]
@@ -26,11 +36,40 @@ pub(crate) struct Landing {
     cache: PresenceCache,
     expiry: Arc<ExpiryQueue>,
     hub: Arc<Hub>,
+    awaited: Arc<Mutex<Awaited>>,
+    /// How many are awaited: a landing looks at the list only when there are some.
+    awaiting: Arc<AtomicUsize>,
 }
 
 impl Landing {
     pub(crate) fn new(cache: PresenceCache, expiry: Arc<ExpiryQueue>, hub: Arc<Hub>) -> Self {
-        Self { cache, expiry, hub }
+        Self { cache, expiry, hub, awaited: Arc::default(), awaiting: Arc::default() }
+    }
+
+    /// The revision `user`'s record lands at with `presence` (a write whose acknowledgement was
+    /// lost), if this node sees it land: every change reaches its watcher, even one overwritten
+    /// before anyone looked at the bucket.
+    pub(crate) fn await_landing(&self, user: &str, presence: CompactPresence) -> oneshot::Receiver<u64> {
+        let (tell, told) = oneshot::channel();
+        let mut awaited = self.awaited.lock().expect("awaited lock");
+        awaited.retain(|(_, _, tell)| !tell.is_closed());
+        awaited.push((user.to_string(), presence, tell));
+        self.awaiting.store(awaited.len(), SeqCst);
+        told
+    }
+
+    /// Tells whoever awaited `record` that it landed.
+    fn tell_awaiting(&self, user: &str, record: &Record) {
+        let Some(presence) = &record.presence else { return };
+        if self.awaiting.load(SeqCst) == 0 {
+            return;
+        }
+        let mut awaited = self.awaited.lock().expect("awaited lock");
+        if let Some(i) = awaited.iter().position(|(u, p, _)| u == user && p == presence) {
+            let (_, _, tell) = awaited.swap_remove(i);
+            let _ = tell.send(record.revision);
+        }
+        self.awaiting.store(awaited.len(), SeqCst);
     }
 
     /// `record` is `user`'s at its revision, as `source` learned it.
@@ -46,6 +85,7 @@ impl Landing {
             // that got there first stays.
             self.cache.upsert(user, record.clone()).await;
         }
+        self.tell_awaiting(user, &record);
         self.hub.publish(user, before, record, source);
     }
 

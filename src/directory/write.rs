@@ -24,6 +24,9 @@ use crate::{
 
 /// How long a write whose outcome was unknown is followed up, to publish its event if it landed.
 const SETTLE_FOR: Duration = Duration::from_secs(30);
+/// How long a write's follow-up, finding the key overwritten, waits for this node's watcher to
+/// say whether the write landed before that.
+const LANDED_WITHIN: Duration = Duration::from_secs(5);
 /// When an erasure looks once more for events stored late: after the background retries of an
 /// event's store have given up.
 const SWEEP_AFTER: Duration = Duration::from_secs(RETRY_FOR.as_secs() + 10);
@@ -123,7 +126,8 @@ impl Directory {
                 _ => {
                     tracing::warn!(user = %user, error = %chain(&source), "write not acknowledged; its outcome is unknown");
                     let made = (actor.to_string(), node_id.to_string());
-                    tokio::spawn(self.clone().settle(user.clone(), *record, previous, made));
+                    let landed = self.landing.await_landing(user, CompactPresence::from(&*record));
+                    tokio::spawn(self.clone().settle(user.clone(), *record, (previous, landed), made));
                     return Err(WriteError::Unconfirmed(source));
                 }
             },
@@ -192,19 +196,26 @@ impl Directory {
         self,
         user: UserId,
         record: StoredPresence,
-        previous: Option<Entry>,
+        (previous, landed): (Option<Entry>, tokio::sync::oneshot::Receiver<u64>),
         (actor, node_id): (String, String),
     ) {
-        match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
-            Some(Some(revision)) => {
-                tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
-                self.metrics.updates.inc();
-                self.finish(&user, &record, revision, previous, (&actor, &node_id)).await;
+        let revision = match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
+            Some(Some(revision)) => revision,
+            // The key holds something else: the write never landed, or it landed and was
+            // overwritten before this looked. This node's watcher sees every change: if it saw
+            // the write land (or does within a moment: it may be behind the bucket), it landed.
+            Some(None) => match tokio::time::timeout(LANDED_WITHIN, landed).await {
+                Ok(Ok(revision)) => revision,
+                _ => return,
+            },
+            None => {
+                tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known");
+                return;
             }
-            // The key holds something else: the write never landed, or was overwritten since.
-            Some(None) => {}
-            None => tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known"),
-        }
+        };
+        tracing::info!(user = %user, revision, "a write whose acknowledgement was lost did land");
+        self.metrics.updates.inc();
+        self.finish(&user, &record, revision, previous, (&actor, &node_id)).await;
     }
 
     /// Erases `user` (`token` is theirs, checked already): the KV record with its history, then

@@ -138,6 +138,15 @@ async fn a_history_under_faults_keeps_every_promise() {
     }
     let mut history = recorder.history();
     let written = workload::revisions(&js, &shape.users).await;
+    // Every change announced live has its event in the audit log: also a write whose outcome
+    // was unknown (the paused server), that landed and was overwritten before its follow-up
+    // looked (the regression this run found: its event was never stored).
+    let unlogged: Vec<String> = history
+        .iter()
+        .filter(|op| op.kind == Kind::Live && op.value.as_ref().is_some_and(|v| !written.contains_key(v)))
+        .map(crate::consistency::history::line)
+        .collect();
+    assert!(unlogged.is_empty(), "announced, never in the audit log:\n{}", unlogged.join("\n"));
     workload::resolve(&mut history, &written);
     let report = Report::of(&history);
     println!("{report}");
