@@ -3,7 +3,8 @@
 //! and faults while they run: a leaf's link cut and restored, the center's nats-server paused
 //! (SIGSTOP) for longer than the request timeout, a leaf's nats-server killed (`kill -9`, its
 //! supervisor restarts it), every node's watcher held back (its consumer deleted under it) while
-//! writes go on. Then every operation is checked against the model.
+//! writes go on, and a third leaf (a process of its own) killed with `kill -9` and started again.
+//! Then every operation is checked against the model.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +16,7 @@ use crate::{
         history::{Kind, Op, Outcome},
         workload::{self, Node, Recorder, Shape},
     },
-    helpers::{ChaosProxy, TestApp, eventually, json_of, kill9, leaf_app_with, mint},
+    helpers::{ChaosProxy, ServiceProcess, TestApp, eventually, kill9, leaf_app_with, mint},
 };
 
 /// The embedded nats-server of `app`, from its pid file.
@@ -40,33 +41,48 @@ async fn hold_back_watchers(js: &async_nats::jetstream::Context) {
     }
 }
 
+/// `kill -9` of the node, then the same node started again on its data directory and ports.
+async fn restart_killed(mut node: ServiceProcess) -> ServiceProcess {
+    node.kill9();
+    let yaml = std::fs::read_to_string(node.config_path()).unwrap();
+    let dir = node.dir.clone();
+    let http = node.http_port;
+    // Its embedded nats-server goes with it (parent-death signal; `drop` makes sure).
+    drop(node);
+    let mut again = ServiceProcess::start_yaml(&dir, http, &yaml);
+    again.wait_healthy().await;
+    again
+}
+
 fn for_a_history(c: &mut presence::config::Config) {
     c.rate_limit.enabled = false;
-    c.events.max_per_user = 1_000_000;
+    c.events.max_per_user = 100_000;
 }
 
 /// Waits until `node` shows, for every user, what the bucket holds; then records that read.
 async fn settle(
-    app: &TestApp,
+    node: &Node,
     client: usize,
     users: &[String],
     kv: &async_nats::jetstream::kv::Store,
     recorder: &Recorder,
 ) {
+    let http = reqwest::Client::new();
     for user in users {
         let entry = kv.entry(format!("user.{user}")).await.unwrap().expect("the hot users were written");
         let stored: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
         let wanted = stored["message"].as_str().unwrap().to_string();
-        let what = format!("{} shows {user}'s last write", app.config.service.node_id);
+        let what = format!("{} shows {user}'s last write", node.name);
         eventually(Duration::from_secs(30), &what, || async {
-            let (_, body) = json_of(app.read(user).await).await;
+            let answer = http.get(format!("{}/api/v2/presence/{user}", node.url)).send().await.ok()?;
+            let body: serde_json::Value = answer.json().await.ok()?;
             (body["data"][user.as_str()]["message"] == wanted.as_str()).then_some(())
         })
         .await;
         let at = recorder.now();
-        let mut last = Op {
+        recorder.record(Op {
             client,
-            node: app.config.service.node_id.clone(),
+            node: node.name.clone(),
             kind: Kind::Final,
             user: user.clone(),
             invoked_at: at,
@@ -74,9 +90,7 @@ async fn settle(
             outcome: Outcome::Ok,
             revision: Some(entry.revision),
             value: Some(wanted),
-        };
-        last.returned_at = recorder.now();
-        recorder.record(last);
+        });
     }
 }
 
@@ -86,9 +100,21 @@ async fn a_history_under_faults_keeps_every_promise() {
     let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
     let leaf_a = leaf_app_with(proxy.port, "leaf-a", "eu-west", for_a_history).await;
     let leaf_b = leaf_app_with(center.config.nats.leaf_port, "leaf-b", "us-east", for_a_history).await;
+    // A leaf as a process of its own, to be killed (`kill -9`) and started again.
+    let leaf_c_dir = tempfile::tempdir().unwrap();
+    let history_yaml = "rate_limit:\n  enabled: false\nevents:\n  max_per_user: 100000\n";
+    let mut leaf_c = ServiceProcess::start_leaf(
+        leaf_c_dir.path(),
+        center.config.nats.leaf_port,
+        "leaf-c",
+        "",
+        history_yaml,
+    );
+    leaf_c.wait_healthy().await;
     let apps = [&center, &leaf_a, &leaf_b];
-    let nodes: Vec<Node> =
+    let mut nodes: Vec<Node> =
         apps.iter().map(|app| Node { name: app.config.service.node_id.clone(), url: app.url("") }).collect();
+    nodes.push(Node { name: "leaf-c".into(), url: leaf_c.url("") });
     let shape = Shape {
         users: (0..4).map(|i| format!("hot-{i}")).collect(),
         writers_per_node: 2,
@@ -127,14 +153,16 @@ async fn a_history_under_faults_keeps_every_promise() {
             at(second).await;
             hold_back_watchers(&js).await;
         }
+        at(32).await;
+        leaf_c = restart_killed(leaf_c).await;
         at(35).await;
     }
     stop.cancel();
     clients.await.unwrap();
 
     let kv = js.get_key_value("presence").await.unwrap();
-    for (i, app) in apps.iter().enumerate() {
-        settle(app, 1000 + i, &shape.users, &kv, &recorder).await;
+    for (i, node) in nodes.iter().enumerate() {
+        settle(node, 1000 + i, &shape.users, &kv, &recorder).await;
     }
     let mut history = recorder.history();
     let written = workload::revisions(&js, &shape.users).await;
