@@ -118,7 +118,7 @@ async fn a_history_under_faults_keeps_every_promise() {
     let shape = Shape {
         users: (0..4).map(|i| format!("hot-{i}")).collect(),
         writers_per_node: 2,
-        pace: Duration::from_millis(25),
+        pace: Duration::from_millis(40),
         mint: Arc::new(mint),
     };
     let recorder = Recorder::new();

@@ -51,7 +51,7 @@ impl NatsCluster {
             .collect();
         let cluster = Self { children, client_ports, leaf_ports, _dir: dir };
         let url = format!("nats://127.0.0.1:{}", cluster.client_ports[0]);
-        eventually(Duration::from_secs(30), "the cluster elects a JetStream meta leader", || {
+        eventually(Duration::from_secs(60), "the cluster elects a JetStream meta leader", || {
             let url = url.clone();
             async move {
                 let client = async_nats::connect(url.as_str()).await.ok()?;
