@@ -151,8 +151,7 @@ async fn a_history_under_faults_keeps_every_promise() {
     // The faults, one after another, on a schedule (their timing is the test's, not a wait for
     // anything), in cycles of 40 s: a calm start, the leaf's link cut for 5 s, the center's
     // server paused 3 s (the request timeout is 2 s), a leaf's server killed, the watchers held
-    // back twice, a leaf and the center killed and started again. One cycle here;
-    // `HISTORY_CYCLES=15` for the long run.
+    // back twice, a leaf and the center killed and started again. One cycle here; `HISTORY_CYCLES=15` for the long run.
     let operator = crate::helpers::nats_connect(&center_nats).await;
     let js = async_nats::jetstream::new(operator);
     let cycles: u64 = std::env::var("HISTORY_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(1);
