@@ -3,8 +3,8 @@
 //! and faults while they run: a leaf's link cut and restored, the center's nats-server paused
 //! (SIGSTOP) for longer than the request timeout, a leaf's nats-server killed (`kill -9`, its
 //! supervisor restarts it), every node's watcher held back (its consumer deleted under it) while
-//! writes go on, a third leaf and then the center (processes of their own) killed with `kill -9`
-//! and started again. Then every operation is checked against the model.
+//! writes go on, and a third leaf (a process of its own) killed with `kill -9` and started again.
+//! Then every operation is checked against the model.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,10 +16,7 @@ use crate::{
         history::{Kind, Op, Outcome},
         workload::{self, Node, Recorder, Shape},
     },
-    helpers::{
-        ChaosProxy, ISSUER, LEAF_PASSWORD, OPERATOR, OPERATOR_PASSWORD, SECRET, ServiceProcess, TestApp,
-        eventually, free_port, kill9, leaf_app_with, mint,
-    },
+    helpers::{ChaosProxy, ServiceProcess, TestApp, eventually, kill9, leaf_app_with, mint},
 };
 
 /// The embedded nats-server of `app`, from its pid file.
@@ -49,28 +46,12 @@ async fn restart_killed(mut node: ServiceProcess) -> ServiceProcess {
     node.kill9();
     let yaml = std::fs::read_to_string(node.config_path()).unwrap();
     let dir = node.dir.clone();
-    let ports = node.ports();
+    let http = node.http_port;
     // Its embedded nats-server goes with it (parent-death signal; `drop` makes sure).
     drop(node);
-    let mut again = ServiceProcess::start_yaml(&dir, ports.0, &yaml);
-    (again.nats_port, again.leaf_port) = (ports.1, ports.2);
+    let mut again = ServiceProcess::start_yaml(&dir, http, &yaml);
     again.wait_healthy().await;
     again
-}
-
-/// A center node as a process, on free ports, with an operator for the checker.
-fn center_process(dir: &std::path::Path, extra: &str) -> ServiceProcess {
-    let (http, nats, leaf) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        "service:\n  host: 127.0.0.1\n  port: {http}\n  node_id: center\n\
-         nats:\n  port: {nats}\n  leaf_port: {leaf}\n  data_dir: {data}\n  leaf_password: {LEAF_PASSWORD:?}\n  \
-         operators: [{{user: {OPERATOR}, password: {OPERATOR_PASSWORD}}}]\n\
-         auth:\n  jwt_secret: {SECRET}\n  jwt_issuer: {ISSUER}\n{extra}",
-        data = dir.join("nats-data").display(),
-    );
-    let mut center = ServiceProcess::start_yaml(dir, http, &yaml);
-    (center.nats_port, center.leaf_port) = (nats, leaf);
-    center
 }
 
 fn for_a_history(c: &mut presence::config::Config) {
@@ -115,25 +96,24 @@ async fn settle(
 
 #[tokio::test]
 async fn a_history_under_faults_keeps_every_promise() {
-    // The center and one leaf are processes of their own, to be killed (`kill -9`) and started
-    // again; the other leaves run in this process, one behind the chaos proxy.
-    let history_yaml = "rate_limit:\n  enabled: false\nevents:\n  max_per_user: 100000\n";
-    let center_dir = tempfile::tempdir().unwrap();
-    let mut center = center_process(center_dir.path(), history_yaml);
-    center.wait_healthy().await;
-    let center_leaf_port = center.leaf_port;
-    let center_nats = format!("nats://{OPERATOR}:{OPERATOR_PASSWORD}@127.0.0.1:{}", center.nats_port);
-    let proxy = ChaosProxy::start(center_leaf_port).await;
+    let center = TestApp::spawn_with(for_a_history).await;
+    let proxy = ChaosProxy::start(center.config.nats.leaf_port).await;
     let leaf_a = leaf_app_with(proxy.port, "leaf-a", "eu-west", for_a_history).await;
-    let leaf_b = leaf_app_with(center_leaf_port, "leaf-b", "us-east", for_a_history).await;
+    let leaf_b = leaf_app_with(center.config.nats.leaf_port, "leaf-b", "us-east", for_a_history).await;
+    // A leaf as a process of its own, to be killed (`kill -9`) and started again.
     let leaf_c_dir = tempfile::tempdir().unwrap();
-    let mut leaf_c =
-        ServiceProcess::start_leaf(leaf_c_dir.path(), center_leaf_port, "leaf-c", "", history_yaml);
+    let history_yaml = "rate_limit:\n  enabled: false\nevents:\n  max_per_user: 100000\n";
+    let mut leaf_c = ServiceProcess::start_leaf(
+        leaf_c_dir.path(),
+        center.config.nats.leaf_port,
+        "leaf-c",
+        "",
+        history_yaml,
+    );
     leaf_c.wait_healthy().await;
-    let mut nodes = vec![Node { name: "center".into(), url: center.url("") }];
-    for app in [&leaf_a, &leaf_b] {
-        nodes.push(Node { name: app.config.service.node_id.clone(), url: app.url("") });
-    }
+    let apps = [&center, &leaf_a, &leaf_b];
+    let mut nodes: Vec<Node> =
+        apps.iter().map(|app| Node { name: app.config.service.node_id.clone(), url: app.url("") }).collect();
     nodes.push(Node { name: "leaf-c".into(), url: leaf_c.url("") });
     let shape = Shape {
         users: (0..4).map(|i| format!("hot-{i}")).collect(),
@@ -149,21 +129,21 @@ async fn a_history_under_faults_keeps_every_promise() {
     };
 
     // The faults, one after another, on a schedule (their timing is the test's, not a wait for
-    // anything), in cycles of 40 s: a calm start, the leaf's link cut for 5 s, the center's
+    // anything), in cycles of 35 s: a calm start, the leaf's link cut for 5 s, the center's
     // server paused 3 s (the request timeout is 2 s), a leaf's server killed, the watchers held
-    // back twice, a leaf and the center killed and started again. One cycle here; `HISTORY_CYCLES=15` for the long run.
-    let operator = crate::helpers::nats_connect(&center_nats).await;
+    // back twice, a calm end. One cycle here; `HISTORY_CYCLES=20` for the long run.
+    let operator = crate::helpers::nats_connect(&center.nats_url()).await;
     let js = async_nats::jetstream::new(operator);
     let cycles: u64 = std::env::var("HISTORY_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(1);
     let start = tokio::time::Instant::now();
     for cycle in 0..cycles {
-        let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(cycle * 40 + s));
+        let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(cycle * 35 + s));
         at(5).await;
         proxy.cut();
         at(10).await;
         proxy.heal();
         at(15).await;
-        let paused = center.nats_pid().expect("the center's nats-server");
+        let paused = nats_pid(&center);
         signal(paused, libc::SIGSTOP);
         at(18).await;
         signal(paused, libc::SIGCONT);
@@ -175,9 +155,7 @@ async fn a_history_under_faults_keeps_every_promise() {
         }
         at(32).await;
         leaf_c = restart_killed(leaf_c).await;
-        at(34).await;
-        center = restart_killed(center).await;
-        at(40).await;
+        at(35).await;
     }
     stop.cancel();
     clients.await.unwrap();
@@ -205,8 +183,7 @@ async fn a_history_under_faults_keeps_every_promise() {
     let lives = history.iter().filter(|op| op.kind == Kind::Live).count();
     assert!(writes > 500 && lives > 500, "a history worth checking: {writes} writes, {lives} live changes");
     assert!(report.staleness.count() > 100, "writes seen at other nodes: {}", report.staleness);
-    for app in [leaf_a, leaf_b] {
+    for app in [leaf_a, leaf_b, center] {
         app.stop().await;
     }
-    drop((leaf_c, center));
 }
