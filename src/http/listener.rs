@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -25,6 +25,16 @@ use tokio::{
 };
 
 use crate::telemetry::{Metrics, metrics::ReasonLabels};
+
+/// What the per-address limits (reads, connections, streams) count as one client: an IPv4
+/// address, or an IPv6 /64, the block one subscriber is given, in which a host has 2^64
+/// addresses to rotate through.
+pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        v4 => v4,
+    }
+}
 
 /// The peer address of a connection, as `ConnectInfo<ClientAddr>` in each request's extensions.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +125,7 @@ impl CountingListener {
         if self.caps.exempt.iter().any(|net| net.contains(&ip)) {
             return Ok(None);
         }
-        let ip = super::limits::client_network(ip);
+        let ip = client_network(ip);
         let mut per_ip = self.counts.per_ip.lock().expect("connection counts lock");
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.caps.per_ip {
@@ -254,5 +264,20 @@ impl AsyncWrite for CountedStream {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_an_ipv4_client_its_address() {
+        let network = |ip: &str| client_network(ip.parse().unwrap()).to_string();
+        assert_eq!(network("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(network("2001:db8:1:2::1"), network("2001:db8:1:2:ffff::9"));
+        assert_ne!(network("2001:db8:1:2::1"), network("2001:db8:1:3::1"));
+        assert_eq!(network("203.0.113.5"), "203.0.113.5");
+        assert_eq!(network("::ffff:203.0.113.5"), "203.0.113.5", "a mapped IPv4 address is IPv4");
     }
 }

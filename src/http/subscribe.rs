@@ -27,7 +27,7 @@ pub(super) fn open(
     ip: IpAddr,
     closer: CancellationToken,
 ) -> Result<Subscription, ApiError> {
-    state.hub.subscribe(kind, super::limits::client_network(ip), closer).map_err(|refused| match refused {
+    state.hub.subscribe(kind, super::listener::client_network(ip), closer).map_err(|refused| match refused {
         Refused::Full => ApiError::StreamsFull,
         Refused::PerIp => ApiError::TooManyStreams,
     })
