@@ -3,9 +3,7 @@
 //! operations to the promises of docs/api.md ([`check`]): real-time order of acknowledged
 //! writes, integrity of what was read, no acknowledged write lost, monotonic reads per client,
 //! read-your-writes at the writing node; [`staleness`] reports how long other nodes took to show
-//! a write. Shared by the integration tests (a short run) and `examples/consistency` (a long one).
-
-#![allow(dead_code)]
+//! a write. The run is `tests/api/history.rs` (`HISTORY_CYCLES` makes it a long one).
 
 pub(crate) mod check;
 pub(crate) mod history;

@@ -18,6 +18,12 @@ use crate::helpers::{NatsServer, Pki, TestApp, assert_error, json_of, stored_val
 const READER: &str = "dashboard";
 const READER_PASSWORD: &str = "dashboard-password-0123456789";
 
+/// A node with the event reader `READER`.
+fn with_a_reader(c: &mut Config) {
+    c.nats.event_readers =
+        vec![NatsUser { user: READER.into(), password: Secret::new(READER_PASSWORD.into()) }];
+}
+
 fn url(app: &TestApp) -> String {
     format!("nats://127.0.0.1:{}", app.config.nats.port)
 }
@@ -45,11 +51,7 @@ async fn a_client_without_credentials_cannot_connect_or_forge_a_presence() {
 
 #[tokio::test]
 async fn an_event_reader_listens_and_can_do_nothing_else() {
-    let app = TestApp::spawn_with(|c| {
-        c.nats.event_readers =
-            vec![NatsUser { user: READER.into(), password: Secret::new(READER_PASSWORD.into()) }];
-    })
-    .await;
+    let app = TestApp::spawn_with(with_a_reader).await;
     let reader = async_nats::ConnectOptions::with_user_and_password(READER.into(), READER_PASSWORD.into())
         .connect(url(&app))
         .await

@@ -1,7 +1,6 @@
 //! Secrets stay where they belong: not in the generated nats-server configuration, not in the
 //! embedded server's environment.
 
-use presence::config::{NatsUser, Secret};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -13,11 +12,7 @@ use crate::helpers::{ServiceProcess, TestApp, free_port};
 /// password) through the server's environment. Everyone still gets in with their password.
 #[tokio::test]
 async fn the_generated_server_configurations_hold_no_password() {
-    let center = TestApp::spawn_with(|c| {
-        c.nats.event_readers =
-            vec![NatsUser { user: READER.into(), password: Secret::new(READER_PASSWORD.into()) }];
-    })
-    .await;
+    let center = TestApp::spawn_with(super::with_a_reader).await;
     let leaf = crate::helpers::leaf_app(center.config.nats.leaf_port, "leaf-h", "eu-west").await;
     assert_eq!(
         leaf.put("hana", json!({"status": "online"})).await.status(),
