@@ -176,15 +176,10 @@ impl Directory {
         };
         // Stored before the answer goes out: a 200 means the record and its event are both in
         // JetStream, so an erasure that follows finds and removes both.
-        let stored = self.events.publish(&event, format!("update-{user}-{revision}")).await;
-        // An erasure that purged the record after this write may have swept the audit log
-        // before this event was stored: the event goes too (the erasure came after the write).
-        if let Some(sequence) = stored
-            && self.store.erased_since(user, revision).await.unwrap_or(false)
-            && let Err(e) = self.events.remove(sequence).await
-        {
-            tracing::warn!(user = %user, error = %chain(&e), "the event of an erased write remains until the sweep");
-        }
+        // (An erasure that purged the record after this write may have swept the audit log before
+        // this event was stored: then the event goes too, the erasure came after the write.)
+        let id = format!("update-{user}-{revision}");
+        self.events.publish_unless_erased(&event, id, (user, &self.store)).await;
         presence
     }
 

@@ -124,7 +124,9 @@ impl Expirer {
             actor: SYSTEM_ACTOR.into(),
             timestamp: now,
         };
-        self.events.publish(&event, format!("expire-{}-{revision}", held.user)).await;
+        // Named by the revision it made, as the audit log's repair names it.
+        let id = format!("expire-{}-{new_revision}", held.user);
+        self.events.publish_unless_erased(&event, id, (&held.user, &self.store)).await;
         Ok(())
     }
 }

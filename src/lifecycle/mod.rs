@@ -8,11 +8,16 @@
 //! record to `offline` on the revision it scheduled; only the node whose write lands publishes the
 //! expire event, so there is exactly one, however many nodes run the job, and a refresh that came
 //! first makes the compare-and-set fail. See docs/architecture.md, "Expiry".
+//!
+//! A node killed between a change and its event leaves the audit log short of that event: the
+//! center's [`repair`] finds such records and stores their events.
 
 pub(crate) mod events;
 pub(crate) mod expiry;
+pub(crate) mod repair;
 pub(crate) mod schedule;
 
 pub(crate) use events::{EventError, EventKind, Events, PresenceEvent};
 pub(crate) use expiry::Expirer;
+pub(crate) use repair::Repair;
 pub(crate) use schedule::ExpiryQueue;

@@ -7,6 +7,7 @@ mod binding;
 pub(crate) mod breaker;
 mod call;
 mod placement;
+mod scan;
 pub mod server;
 pub(crate) mod settings;
 mod status;
@@ -20,6 +21,7 @@ use async_nats::{Client, ConnectOptions, Event};
 pub(crate) use binding::Binding;
 pub(crate) use call::{BoxError, CallError, Caller, retry_for};
 pub(crate) use placement::Placement;
+pub(crate) use scan::{Scan, ScanError};
 pub(crate) use status::ServerStatus;
 pub(crate) use supervisor::EmbeddedServer;
 

@@ -5,10 +5,8 @@
 use async_nats::{HeaderMap, jetstream::stream::LastRawMessageErrorKind};
 use bytes::Bytes;
 
-use super::{PresenceStore, StoreError, key};
+use super::{KV_OPERATION, PresenceStore, StoreError, key};
 use crate::model::UserId;
-
-const KV_OPERATION: &str = "KV-Operation";
 
 impl PresenceStore {
     /// Removes `user`'s record and its history from the bucket (a purge marker remains): the
@@ -26,7 +24,7 @@ impl PresenceStore {
 
     /// Whether `user`'s key was purged or deleted after `revision`, asked of the stream's leader
     /// (a replica could lag): then a write at `revision` was erased after it was made.
-    pub(crate) async fn erased_since(&self, user: &UserId, revision: u64) -> Result<bool, StoreError> {
+    pub(crate) async fn erased_since(&self, user: &str, revision: u64) -> Result<bool, StoreError> {
         let kv = self.kv.get("erased_since")?;
         let subject = format!("{}{}", kv.prefix, key(user));
         let last = async {

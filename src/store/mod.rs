@@ -9,6 +9,8 @@
 //! docs/architecture.md, "The store".
 
 mod erasure;
+mod error;
+mod recent;
 pub(crate) mod region;
 mod watch;
 
@@ -20,16 +22,17 @@ use async_nats::jetstream::{
     stream::{DirectGetErrorKind, StorageType},
 };
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
+pub(crate) use error::StoreError;
 pub(crate) use watch::{BucketChange, BucketChanges};
 
 use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::{
-        Binding, CallError, Caller, Placement,
-        settings::{self, Authority, SettingsError, SharedStream},
+        Binding, Caller, Placement,
+        settings::{self, Authority, SharedStream},
     },
 };
 
@@ -38,6 +41,8 @@ const MARKER_TTL: Duration = Duration::from_secs(3600);
 /// Attempts of a read-modify-write before giving up on a key under heavy contention.
 const CAS_ATTEMPTS: usize = 8;
 const KEY_PREFIX: &str = "user.";
+/// The header of a KV message that is not a plain put.
+const KV_OPERATION: &str = "KV-Operation";
 
 /// The KV key of a user's presence (NATS KV keys may not contain `:`, hence `.`).
 fn key(user: &str) -> String {
@@ -49,46 +54,14 @@ fn user_of(key: &str) -> Option<&str> {
     key.strip_prefix(KEY_PREFIX)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    #[error(transparent)]
-    Call(#[from] CallError),
-    #[error("too much contention on one key")]
-    Contention,
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    /// A write went out but its acknowledgement did not come back: it may or may not be stored.
-    #[error("the write was sent but not acknowledged")]
-    Unconfirmed {
-        record: Box<StoredPresence>,
-        #[source]
-        source: CallError,
-    },
-}
-
-impl StoreError {
-    /// The call was refused by the open breaker, not tried.
-    pub(crate) fn refused(&self) -> bool {
-        matches!(self, StoreError::Call(e) if e.refused())
-    }
-
-    /// A write that failed after it was sent: nothing can be said about its outcome, unless it
-    /// was never made (refused) or no stream took it (nothing stored: the write is unavailable).
-    fn unconfirmed(record: StoredPresence, source: CallError) -> Self {
-        if source.refused() || source.reached_no_stream() {
-            StoreError::Call(source)
-        } else {
-            StoreError::Unconfirmed { record: Box::new(record), source }
-        }
-    }
-}
-
 /// The bucket's position, as a fresh stream-info request sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub last_revision: u64,
     /// Records in the bucket (0 for an empty one).
     pub records: u64,
+    /// When the last change was stored (none for an empty bucket).
+    pub last_written_at: Option<DateTime<Utc>>,
     /// Its leader and replicas (none on a server without clustering).
     pub placement: Option<Placement>,
 }
@@ -315,7 +288,10 @@ impl PresenceStore {
         let mut stream = self.kv.get("stream_info")?.stream.clone();
         let info = self.caller.bounded("stream_info", stream.info()).await?;
         let placement = Placement::of(info.cluster.as_ref());
-        Ok(Head { last_revision: info.state.last_sequence, records: info.state.messages, placement })
+        let (state, last_written_at) =
+            (&info.state, watch::utc(info.state.last_timestamp.unix_timestamp_nanos()));
+        let last_written_at = (state.messages > 0).then_some(last_written_at);
+        Ok(Head { last_revision: state.last_sequence, records: state.messages, last_written_at, placement })
     }
 
     /// The latest entry for `user`: the decoded presence (None for a delete marker or a value

@@ -7,11 +7,14 @@ use async_nats::jetstream::kv::{self, Operation};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream::BoxStream};
 
-use super::{StoreError, decode, user_of};
+use super::{KV_OPERATION, StoreError, decode, user_of};
 use crate::{
     model::StoredPresence,
     nats::{BoxError, CallError, Caller},
 };
+
+/// The header of a message the server wrote in place of removed ones (a limit marker).
+const NATS_MARKER_REASON: &str = "Nats-Marker-Reason";
 
 /// The bucket's changes, in revision order.
 pub(crate) type BucketChanges = BoxStream<'static, Result<BucketChange, StoreError>>;
@@ -48,11 +51,31 @@ impl BucketChange {
     }
 }
 
+impl BucketChange {
+    /// A change read from the bucket's stream directly: the key is the subject after `prefix`; a
+    /// message with no KV operation and no marker header is a put.
+    pub(super) fn of_message(prefix: &str, message: async_nats::jetstream::Message) -> Option<Self> {
+        let info = message.info().ok()?;
+        let (revision, published) = (info.stream_sequence, info.published);
+        let key = message.subject.strip_prefix(prefix)?.to_string();
+        let headers = message.headers.as_ref();
+        let operation = match headers.and_then(|h| h.get(KV_OPERATION)).map(|v| v.as_str()) {
+            Some(op) => op.parse().ok()?,
+            None if headers.and_then(|h| h.get(NATS_MARKER_REASON)).is_some() => Operation::Purge,
+            None => Operation::Put,
+        };
+        let stored_at = utc(published.unix_timestamp_nanos());
+        Some(Self { key, revision, pending: 0, stored_at, operation, value: message.payload.clone() })
+    }
+}
+
+pub(super) fn utc(nanos: i128) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(nanos.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
 impl From<kv::Entry> for BucketChange {
     fn from(entry: kv::Entry) -> Self {
-        let nanos = entry.created.unix_timestamp_nanos();
-        let stored_at =
-            DateTime::from_timestamp_nanos(nanos.clamp(i64::MIN as i128, i64::MAX as i128) as i64);
+        let stored_at = utc(entry.created.unix_timestamp_nanos());
         Self {
             key: entry.key,
             revision: entry.revision,

@@ -7,6 +7,7 @@
 
 mod erase;
 mod history;
+mod latest;
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +24,7 @@ use utoipa::ToSchema;
 use crate::{
     model::{Presence, Status},
     nats::{
-        self, Binding, CallError, Caller, Placement, retry_for,
+        self, Binding, CallError, Caller, Placement, ScanError, retry_for,
         settings::{Authority, SettingsError, SharedStream},
     },
     telemetry::{Metrics, chain},
@@ -78,8 +79,8 @@ pub(crate) enum EventError {
     Call(#[from] CallError),
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("the history read was cut short after {read} of {pending} events")]
-    CutShort { read: usize, pending: usize },
+    #[error(transparent)]
+    Scan(#[from] ScanError),
 }
 
 /// Publishes events and reads or erases a user's history.

@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub rate_limited: Family<RateLabels, Counter>,
     pub expired: Counter,
     pub events_failed: Counter,
+    pub events_repaired: Counter,
     pub tokens_refused: Counter,
     pub http_connections_refused: Family<ReasonLabels, Counter>,
     pub http_timeouts: Family<ReasonLabels, Counter>,
@@ -91,6 +92,7 @@ impl Metrics {
             rate_limited: Family::default(),
             expired: Counter::default(),
             events_failed: Counter::default(),
+            events_repaired: Counter::default(),
             tokens_refused: Counter::default(),
             http_connections_refused: Family::default(),
             http_timeouts: Family::default(),
@@ -165,6 +167,11 @@ impl Metrics {
             "events_failed",
             "Presence events that could not be published or confirmed",
             m.events_failed.clone(),
+        );
+        r.register(
+            "events_repaired",
+            "Events a crash left out of the audit log, stored by the repair",
+            m.events_repaired.clone(),
         );
         r.register(
             "tokens_refused",

@@ -4,6 +4,7 @@
 mod erasure;
 mod events;
 mod expiry;
+mod repair;
 
 use std::time::Duration;
 

@@ -1,0 +1,58 @@
+//! What the audit log last said: a user's newest event, when the newest event was stored, and
+//! an event stored unless the user was erased after the change it tells of.
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use chrono::{DateTime, Utc};
+
+use super::{EventError, Events, PresenceEvent};
+use crate::{model::UserId, store::PresenceStore, telemetry::chain};
+
+impl Events {
+    /// `user`'s newest event of either kind (by revision), asked of the stream's leader.
+    pub(crate) async fn latest(&self, user: &UserId) -> Result<Option<PresenceEvent>, EventError> {
+        let (update, expire) = tokio::try_join!(
+            self.last_on(format!("presence.update.{user}")),
+            self.last_on(format!("presence.expire.{user}"))
+        )?;
+        Ok(update.into_iter().chain(expire).max_by_key(|e| e.revision))
+    }
+
+    async fn last_on(&self, subject: String) -> Result<Option<PresenceEvent>, EventError> {
+        let stream = self.stream.get("events_last")?;
+        let last = async {
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => Ok(Some(message)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let Some(message) = self.caller.bounded("events_last", last).await? else { return Ok(None) };
+        Ok(serde_json::from_slice(&message.payload).ok())
+    }
+
+    /// When the audit log's newest event was stored (none while it is empty).
+    pub(crate) async fn last_stored_at(&self) -> Result<Option<DateTime<Utc>>, EventError> {
+        let mut stream = self.stream.get("events_info")?.clone();
+        let state = self.caller.bounded("events_info", stream.info()).await?.state.clone();
+        let nanos = state.last_timestamp.unix_timestamp_nanos();
+        Ok((state.messages > 0).then(|| DateTime::from_timestamp_nanos(nanos as i64)))
+    }
+
+    /// Stores `event` (see [`Events::publish`]); then, if `user`'s record was purged after the
+    /// change it tells of, removes it again: an erasure that came after the change may have swept
+    /// the audit log before this event was stored. The event's sequence, if it was stored now.
+    pub(crate) async fn publish_unless_erased(
+        &self,
+        event: &PresenceEvent,
+        id: String,
+        (user, store): (&str, &PresenceStore),
+    ) -> Option<u64> {
+        let sequence = self.publish(event, id).await?;
+        if store.erased_since(user, event.revision).await.unwrap_or(false)
+            && let Err(e) = self.remove(sequence).await
+        {
+            tracing::warn!(user = %user, error = %chain(&e), "the event of an erased write remains until the sweep");
+        }
+        Some(sequence)
+    }
+}
