@@ -12,23 +12,14 @@
 //! order per user (see [`crate::live::Hub::publish`]), and the watcher's changes fill its resume
 //! buffer in revision order. A new consumer of "this node now holds revision R" is added here.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicUsize, Ordering::SeqCst},
-};
+use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
+use super::follow::{Follow, Followers};
 use crate::{
     cache::{Entry, PresenceCache},
     lifecycle::ExpiryQueue,
     live::{Hub, Source},
-    model::{CompactPresence, Record},
 };
-
-/// Writes whose outcome was unknown, waiting to be seen landing: the user, the presence written,
-/// and who wants the revision it landed at.
-type Awaited = Vec<(String, CompactPresence, oneshot::Sender<u64>)>;
 
 /// The node's consumers of records: a cheap `Clone` handle.
 #[derive(Clone)]
@@ -36,40 +27,21 @@ pub(crate) struct Landing {
     cache: PresenceCache,
     expiry: Arc<ExpiryQueue>,
     hub: Arc<Hub>,
-    awaited: Arc<Mutex<Awaited>>,
-    /// How many are awaited: a landing looks at the list only when there are some.
-    awaiting: Arc<AtomicUsize>,
+    /// Writes on their way, following their users' landings.
+    followers: Arc<Followers>,
 }
 
 impl Landing {
     pub(crate) fn new(cache: PresenceCache, expiry: Arc<ExpiryQueue>, hub: Arc<Hub>) -> Self {
-        Self { cache, expiry, hub, awaited: Arc::default(), awaiting: Arc::default() }
+        Self { cache, expiry, hub, followers: Arc::default() }
     }
 
-    /// The revision `user`'s record lands at with `presence` (a write whose acknowledgement was
-    /// lost), if this node sees it land: every change reaches its watcher, even one overwritten
-    /// before anyone looked at the bucket.
-    pub(crate) fn await_landing(&self, user: &str, presence: CompactPresence) -> oneshot::Receiver<u64> {
-        let (tell, told) = oneshot::channel();
-        let mut awaited = self.awaited.lock().expect("awaited lock");
-        awaited.retain(|(_, _, tell)| !tell.is_closed());
-        awaited.push((user.to_string(), presence, tell));
-        self.awaiting.store(awaited.len(), SeqCst);
-        told
-    }
-
-    /// Tells whoever awaited `record` that it landed.
-    fn tell_awaiting(&self, user: &str, record: &Record) {
-        let Some(presence) = &record.presence else { return };
-        if self.awaiting.load(SeqCst) == 0 {
-            return;
-        }
-        let mut awaited = self.awaited.lock().expect("awaited lock");
-        if let Some(i) = awaited.iter().position(|(u, p, _)| u == user && p == presence) {
-            let (_, _, tell) = awaited.swap_remove(i);
-            let _ = tell.send(record.revision);
-        }
-        self.awaiting.store(awaited.len(), SeqCst);
+    /// Follows `user`'s landings from now until the [`Follow`] is dropped: a write takes one
+    /// before it is sent, so that if its acknowledgement is lost it can still learn whether (and
+    /// at which revision) it landed: every change reaches this node's watcher, even one
+    /// overwritten before anyone looked at the bucket.
+    pub(crate) fn follow(&self, user: &str) -> Follow {
+        self.followers.follow(user)
     }
 
     /// `record` is `user`'s at its revision, as `source` learned it.
@@ -85,7 +57,7 @@ impl Landing {
             // that got there first stays.
             self.cache.upsert(user, record.clone()).await;
         }
-        self.tell_awaiting(user, &record);
+        self.followers.landed(user, &record);
         self.hub.publish(user, before, record, source);
     }
 

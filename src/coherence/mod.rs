@@ -1,7 +1,8 @@
 //! Keeping this node's cache coherent with the bucket, and knowing when it may not be.
 //!
 //! - [`landing`]: where a record lands on this node (expiry schedule, cache, live feed), for
-//!   the watcher and the write path alike.
+//!   the watcher and the write path alike; [`follow`]: a write on its way following its user's
+//!   landings, to learn whether it landed though its acknowledgement was lost.
 //! - [`watcher`] follows the bucket's changes into the cache and the expiry schedule: first every
 //!   current record (warming the cache up to its capacity), then every put, delete and purge as it
 //!   happens, resumed after the last applied revision whenever the watch breaks.
@@ -13,6 +14,7 @@
 //! coherence".
 
 mod clock;
+mod follow;
 mod landing;
 mod monitor;
 mod watcher;
@@ -23,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use clock::CLOCK_TOLERANCE;
+pub(crate) use follow::Follow;
 pub(crate) use landing::Landing;
 
 use crate::{config::KvConfig, link::LinkState, store::PresenceStore, topology::Holdings};

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     cache::Entry,
+    coherence::Follow,
     lifecycle::{EventKind, PresenceEvent, events::RETRY_FOR},
     live::Source,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId, same_view},
@@ -115,6 +116,8 @@ impl Directory {
     ) -> Result<Written, WriteError> {
         self.guard()?;
         let previous = self.cache.peek(user).await;
+        // From before the write is sent: it may land unacknowledged, and be overwritten at once.
+        let follow = self.landing.follow(user);
         let (stored, revision) = match self.store.write(user, update, node_id, previous.as_deref()).await {
             Ok(done) => done,
             Err(StoreError::Unconfirmed { record, .. }) if crate::planted::planted("unconfirmed-200") => {
@@ -126,8 +129,7 @@ impl Directory {
                 _ => {
                     tracing::warn!(user = %user, error = %chain(&source), "write not acknowledged; its outcome is unknown");
                     let made = (actor.to_string(), node_id.to_string());
-                    let landed = self.landing.await_landing(user, CompactPresence::from(&*record));
-                    tokio::spawn(self.clone().settle(user.clone(), *record, (previous, landed), made));
+                    tokio::spawn(self.clone().settle(user.clone(), *record, (previous, follow), made));
                     return Err(WriteError::Unconfirmed(source));
                 }
             },
@@ -138,6 +140,7 @@ impl Directory {
                 return Err(e.into());
             }
         };
+        drop(follow);
         let presence = self.finish(user, &stored, revision, previous, (actor, node_id)).await;
         Ok(Written { stored, revision, presence })
     }
@@ -191,17 +194,18 @@ impl Directory {
         self,
         user: UserId,
         record: StoredPresence,
-        (previous, landed): (Option<Entry>, tokio::sync::oneshot::Receiver<u64>),
+        (previous, follow): (Option<Entry>, Follow),
         (actor, node_id): (String, String),
     ) {
         let revision = match retry_for(SETTLE_FOR, || self.store.holds(&user, &record)).await {
             Some(Some(revision)) => revision,
             // The key holds something else: the write never landed, or it landed and was
             // overwritten before this looked. This node's watcher sees every change: if it saw
-            // the write land (or does within a moment: it may be behind the bucket), it landed.
-            Some(None) => match tokio::time::timeout(LANDED_WITHIN, landed).await {
-                Ok(Ok(revision)) => revision,
-                _ => return,
+            // the write land since it was sent (or does within a moment: it may be behind the
+            // bucket), it landed.
+            Some(None) => match follow.landed(&CompactPresence::from(&record), LANDED_WITHIN).await {
+                Some(revision) => revision,
+                None => return,
             },
             None => {
                 tracing::warn!(user = %user, "the outcome of an unacknowledged write never became known");
