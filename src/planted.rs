@@ -1,6 +1,6 @@
 //! Bugs planted on purpose, to show that the history checker finds them (docs/testing.md, "The
 //! history checker"): only in a build with the `planted-bugs` feature, and then only the one
-//! named in `PRESENCE_PLANTED_BUG`. A normal build has none: `planted` is `false`, and the
+//! named in `PLANTED_BUG`. A normal build has none: `planted` is `false`, and the
 //! compiler removes what it guards.
 //!
 //! - `stale-watcher`: the watcher lands an older revision over the newer one the cache holds.
@@ -10,7 +10,7 @@
 /// Whether `bug` is planted in this run.
 #[cfg(feature = "planted-bugs")]
 pub(crate) fn planted(bug: &str) -> bool {
-    std::env::var("PRESENCE_PLANTED_BUG").is_ok_and(|planted| planted == bug)
+    std::env::var("PLANTED_BUG").is_ok_and(|planted| planted == bug)
 }
 
 /// Whether `bug` is planted in this run: never, in this build.

@@ -2,10 +2,13 @@
 //! write makes once its event is stored: was the key purged after the write? Both are what keep
 //! an erasure and a write racing it from leaving half of each (docs/lifecycle.md, "Erasure").
 
-use async_nats::{HeaderMap, jetstream::stream::LastRawMessageErrorKind};
+use async_nats::{
+    HeaderMap,
+    jetstream::{kv::Operation, stream::LastRawMessageErrorKind},
+};
 use bytes::Bytes;
 
-use super::{KV_OPERATION, PresenceStore, StoreError, key};
+use super::{KV_OPERATION, PresenceStore, StoreError, key, watch::operation_of};
 use crate::model::UserId;
 
 impl PresenceStore {
@@ -36,8 +39,8 @@ impl PresenceStore {
         };
         // Nothing at all under the key: gone since, then.
         let Some(message) = self.caller.call("erased_since", last).await? else { return Ok(true) };
-        let operation = message.headers.get(KV_OPERATION).map(|v| v.as_str().to_string());
-        let marker = matches!(operation.as_deref(), Some("PURGE" | "DEL"));
+        let marker =
+            matches!(operation_of(Some(&message.headers)), Some(Operation::Purge | Operation::Delete));
         Ok(message.sequence > revision && marker)
     }
 }

@@ -10,6 +10,7 @@
 
 mod erasure;
 mod error;
+mod leader;
 mod recent;
 pub(crate) mod region;
 mod watch;
@@ -17,7 +18,7 @@ mod watch;
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
-    self,
+    self, ErrorCode,
     kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
     stream::{DirectGetErrorKind, StorageType},
 };
@@ -194,7 +195,12 @@ impl PresenceStore {
         mut change: impl FnMut(Option<&StoredPresence>) -> Option<StoredPresence>,
     ) -> Result<Option<(StoredPresence, u64)>, StoreError> {
         let mut current = known.map(|r| (r.presence.as_ref().map(|p| p.to_stored(user)), r.revision));
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
+            if attempt > 1 {
+                // A clustered stream refuses a compare-and-set while another write of the key is
+                // on its way through the cluster: give it the time to land.
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let (previous, expected) = match current.take() {
                 Some(known) => known,
                 None => self.entry(user).await?.unwrap_or((None, 0)),
@@ -236,7 +242,9 @@ impl PresenceStore {
         let outcome = if expected == 0 {
             let create = async {
                 match kv.create(key, value).await {
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists || another_came_first(&e) => {
+                        Ok(None)
+                    }
                     other => other.map(Some),
                 }
             };
@@ -244,7 +252,9 @@ impl PresenceStore {
         } else {
             let update = async {
                 match kv.update(key, value, expected).await {
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || another_came_first(&e) => {
+                        Ok(None)
+                    }
                     other => other.map(Some),
                 }
             };
@@ -293,15 +303,31 @@ impl PresenceStore {
         let last_written_at = (state.messages > 0).then_some(last_written_at);
         Ok(Head { last_revision: state.last_sequence, records: state.messages, last_written_at, placement })
     }
+}
 
-    /// The latest entry for `user`: the decoded presence (None for a delete marker or a value
-    /// that does not decode) and its revision.
-    async fn entry(&self, user: &UserId) -> Result<Option<(Option<StoredPresence>, u64)>, StoreError> {
-        let Some(entry) = self.caller.call("get", self.kv.get("get")?.entry(key(user))).await? else {
-            return Ok(None);
-        };
-        Ok(Some((decode(&entry.key, entry.operation, &entry.value), entry.revision)))
+/// A jittered wait before compare-and-set attempt `attempt` (from 2): up to 2, 4, 8, ... ms,
+/// at most 64.
+fn backoff(attempt: usize) -> Duration {
+    let ceiling = 1u64 << attempt.min(6);
+    Duration::from_micros(rand::random_range(ceiling * 250..=ceiling * 1000))
+}
+
+/// Whether a compare-and-set failed because the key was written since: a clustered stream's
+/// leader says so with JetStream's error 10164 ("wrong last sequence", without the number), which
+/// async-nats 0.51 does not map to `WrongLastRevision` as it does 10071 (a single server's).
+fn another_came_first(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<jetstream::Error>().is_some_and(|j| {
+            let code = j.error_code();
+            code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+                || code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+        }) {
+            return true;
+        }
+        next = e.source();
     }
+    false
 }
 
 /// The presence a KV entry holds: `None` for a delete or purge marker, or a value that does not

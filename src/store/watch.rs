@@ -58,14 +58,19 @@ impl BucketChange {
         let info = message.info().ok()?;
         let (revision, published) = (info.stream_sequence, info.published);
         let key = message.subject.strip_prefix(prefix)?.to_string();
-        let headers = message.headers.as_ref();
-        let operation = match headers.and_then(|h| h.get(KV_OPERATION)).map(|v| v.as_str()) {
-            Some(op) => op.parse().ok()?,
-            None if headers.and_then(|h| h.get(NATS_MARKER_REASON)).is_some() => Operation::Purge,
-            None => Operation::Put,
-        };
+        let operation = operation_of(message.headers.as_ref())?;
         let stored_at = utc(published.unix_timestamp_nanos());
         Some(Self { key, revision, pending: 0, stored_at, operation, value: message.payload.clone() })
+    }
+}
+
+/// The operation a KV message stands for, from its headers: none names a put; a limit marker
+/// (the server's, in place of removed messages) counts as a purge.
+pub(super) fn operation_of(headers: Option<&async_nats::HeaderMap>) -> Option<Operation> {
+    match headers.and_then(|h| h.get(KV_OPERATION)).map(|v| v.as_str()) {
+        Some(op) => op.parse().ok(),
+        None if headers.and_then(|h| h.get(NATS_MARKER_REASON)).is_some() => Some(Operation::Purge),
+        None => Some(Operation::Put),
     }
 }
 

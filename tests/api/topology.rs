@@ -241,6 +241,44 @@ async fn a_three_server_center_keeps_taking_writes_with_one_server_down() {
 }
 
 #[tokio::test]
+async fn concurrent_writes_of_one_user_on_a_replicated_center_all_land() {
+    // Two center nodes on a three-server cluster write the same user at once: each write that
+    // loses the compare-and-set tries again (a clustered leader says "wrong last sequence" with
+    // its own error code), none is answered "outcome unknown".
+    let cluster = NatsCluster::start().await;
+    let mut centers = Vec::new();
+    for id in ["center-1", "center-2"] {
+        let url = cluster.url();
+        centers.push(
+            TestApp::spawn_with(move |c| {
+                c.service.node_id = id.into();
+                c.rate_limit.enabled = false;
+                c.nats.embedded = false;
+                c.nats.url = url;
+                c.nats.kv.replicas = 3;
+            })
+            .await,
+        );
+    }
+    for round in 0..5 {
+        let writes =
+            (0..16).map(|i| {
+                let center = &centers[i % 2];
+                async move {
+                    center.put("tess", json!({"status": "online", "message": format!("{round}-{i}")})).await
+                }
+            });
+        for answer in futures::future::join_all(writes).await {
+            let status = answer.status();
+            assert_eq!(status, StatusCode::OK, "{}", answer.text().await.unwrap());
+        }
+    }
+    for center in centers {
+        center.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn a_node_rebuilds_its_cache_when_the_bucket_is_not_the_one_it_knew() {
     let app = TestApp::spawn().await;
     for status in ["online", "away", "busy", "online", "away"] {

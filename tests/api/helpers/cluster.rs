@@ -13,6 +13,7 @@ use super::{eventually, free_port};
 /// listener, for tests of a replicated bucket.
 pub(crate) struct NatsCluster {
     children: Vec<Option<Child>>,
+    confs: Vec<std::path::PathBuf>,
     pub client_ports: Vec<u16>,
     pub leaf_ports: Vec<u16>,
     _dir: TempDir,
@@ -29,12 +30,12 @@ impl NatsCluster {
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let bin = presence::nats::server::find_binary(None).unwrap();
+        let confs: Vec<_> = (0..3).map(|i| dir.path().join(format!("c{i}.conf"))).collect();
         let children = (0..3)
             .map(|i| {
-                let conf = dir.path().join(format!("c{i}.conf"));
+                let conf = &confs[i];
                 std::fs::write(
-                    &conf,
+                    conf,
                     format!(
                         "server_name: c{i}\nlisten: \"127.0.0.1:{}\"\njetstream {{ domain: center, store_dir: {:?} }}\n\
                          cluster {{ name: presence-center, listen: \"127.0.0.1:{}\", routes: [{routes}] }}\n\
@@ -46,10 +47,10 @@ impl NatsCluster {
                     ),
                 )
                 .unwrap();
-                Some(Command::new(&bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+                Some(server(conf))
             })
             .collect();
-        let cluster = Self { children, client_ports, leaf_ports, _dir: dir };
+        let cluster = Self { children, confs, client_ports, leaf_ports, _dir: dir };
         let url = format!("nats://127.0.0.1:{}", cluster.client_ports[0]);
         eventually(Duration::from_secs(60), "the cluster elects a JetStream meta leader", || {
             let url = url.clone();
@@ -68,12 +69,35 @@ impl NatsCluster {
         self.client_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
     }
 
+    /// Server `i` started again on its configuration and store, after [`NatsCluster::kill`].
+    pub(crate) fn restart(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "c{i} is running");
+        self.children[i] = Some(server(&self.confs[i]));
+    }
+
+    /// The server that leads `stream` now (`c0`, `c1` or `c2`), asked through `js`.
+    pub(crate) async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> usize {
+        let what = format!("{stream} has a leader");
+        let leader = eventually(Duration::from_secs(30), &what, || async {
+            let mut stream = js.get_stream(stream).await.ok()?;
+            stream.info().await.ok()?.cluster.clone()?.leader
+        })
+        .await;
+        leader.trim_start_matches('c').parse().unwrap()
+    }
+
+    /// `kill -9` of server `i`.
     pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             child.kill().unwrap();
             child.wait().unwrap();
         }
     }
+}
+
+fn server(conf: &std::path::Path) -> Child {
+    let bin = presence::nats::server::find_binary(None).unwrap();
+    Command::new(bin).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
 
 impl Drop for NatsCluster {
