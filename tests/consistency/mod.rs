@@ -3,7 +3,7 @@
 //! operations to the promises of docs/api.md ([`check`]): real-time order of acknowledged
 //! writes, integrity of what was read, no acknowledged write lost, monotonic reads per client,
 //! read-your-writes at the writing node; [`staleness`] reports how long other nodes took to show
-//! a write. The run is `tests/api/history.rs` (`HISTORY_CYCLES` makes it a long one).
+//! a write. The runs are in `tests/api/history/` (`HISTORY_CYCLES` makes them long).
 
 pub(crate) mod check;
 pub(crate) mod history;

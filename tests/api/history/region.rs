@@ -13,7 +13,7 @@ use crate::{
     consistency::workload::Node,
     helpers::{
         ChaosProxy, ISSUER, LEAF_PASSWORD, OPERATOR, OPERATOR_PASSWORD, SECRET, ServiceProcess, TestApp,
-        free_port, kill9, leaf_app_with, stored_value,
+        eventually, free_port, kill9, leaf_app_with, port_is_free, stored_value,
     },
 };
 
@@ -45,8 +45,13 @@ async fn restart_killed(mut node: ServiceProcess) -> ServiceProcess {
     let yaml = std::fs::read_to_string(node.config_path()).unwrap();
     let dir = node.dir.clone();
     let ports = node.ports();
-    // Its embedded nats-server goes with it (parent-death signal; `drop` makes sure).
+    // Its embedded nats-server goes with it (parent-death signal; `drop` makes sure), and lets
+    // go of its ports a moment later.
     drop(node);
+    eventually(Duration::from_secs(10), "the killed node's ports are free", || async {
+        (port_is_free(ports.1) && port_is_free(ports.2)).then_some(())
+    })
+    .await;
     let mut again = ServiceProcess::start_yaml(&dir, ports.0, &yaml);
     (again.nats_port, again.leaf_port) = (ports.1, ports.2);
     again.wait_healthy().await;
@@ -118,24 +123,39 @@ async fn a_history_under_faults_keeps_every_promise() {
     // written meanwhile), the center's
     // server paused 3 s (the request timeout is 2 s), a leaf's server killed, the watchers held
     // back twice, a leaf and the center killed and started again. One cycle here;
-    // `HISTORY_CYCLES=15` for the long run.
+    // `HISTORY_CYCLES=16` for the long run.
     let operator = crate::helpers::nats_connect(&center_nats).await;
     let js = async_nats::jetstream::new(operator);
     let start = tokio::time::Instant::now();
+    let mut center_kills = Vec::new();
     for cycle in 0..cycles() {
         let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(cycle * 40 + s));
+        // Odd cycles (in a long run) mix them: the link cut, the center paused and a leaf's
+        // server killed all at once.
+        let mixed = cycle % 2 == 1;
         at(5).await;
         proxy.cut();
         flood(&js, cycle).await;
-        at(10).await;
-        proxy.heal();
-        at(15).await;
+        if !mixed {
+            at(10).await;
+            proxy.heal();
+        }
         let paused = center.nats_pid().expect("the center's nats-server");
+        at(if mixed { 7 } else { 15 }).await;
         signal(paused, libc::SIGSTOP);
-        at(18).await;
+        if mixed {
+            at(9).await;
+            kill9(nats_pid(&leaf_b));
+        }
+        at(if mixed { 10 } else { 18 }).await;
         signal(paused, libc::SIGCONT);
-        at(23).await;
-        kill9(nats_pid(&leaf_b));
+        if mixed {
+            at(12).await;
+            proxy.heal();
+        } else {
+            at(23).await;
+            kill9(nats_pid(&leaf_b));
+        }
         for second in [28, 31] {
             at(second).await;
             hold_back_watchers(&js).await;
@@ -143,13 +163,14 @@ async fn a_history_under_faults_keeps_every_promise() {
         at(32).await;
         leaf_c = restart_killed(leaf_c).await;
         at(34).await;
+        center_kills.push(recorder.now());
         center = restart_killed(center).await;
         at(40).await;
     }
     stop.cancel();
     clients.await.unwrap();
 
-    let report = verdict(&js, &nodes, &shape, &recorder).await;
+    let report = verdict(&js, (&nodes, &shape), &recorder, &center_kills).await;
     // (The backlog's records were written with no events: the repair stores theirs too.)
     let log = center.log();
     let repaired =
