@@ -24,15 +24,16 @@
 //!   and on a leaf, the region's copy of it (a mirror on the leaf's disk).
 //! - `topology`: hub and spoke: heartbeats on `presence.sync.{node_id}`, the node registry.
 //! - `lifecycle`: the expiry schedule and job (one `offline` write and one expire event per
-//!   expiry across all nodes), the update and expire events, the audit log, history, erasure.
+//!   expiry across all nodes), the update and expire events, the audit log, history, erasure,
+//!   and the audit log's repair (a center stores the events a crash left out).
 //! - `live`: the live feed: every change the node learns of, numbered, kept for resuming
 //!   clients and handed to the subscribers that watch its user; expiries announced as they
 //!   happen, the link's stale and fresh, slow clients dropped.
 //! - `coherence`: where a record lands on this node (`Landing`: the expiry schedule, the cache
 //!   and the live feed, in that order, under one revision rule, for the watcher and the write
-//!   path alike), the watcher (the bucket's changes, landed) and the monitor (link checks,
-//!   watcher lag, rebuild of a replaced bucket); a leaf's copy of the bucket is replayed through
-//!   the watcher at start-up.
+//!   path alike; a write on its way follows its user's landings, `Follow`), the watcher (the
+//!   bucket's changes, landed) and the monitor (link checks, watcher lag, rebuild of a replaced
+//!   bucket); a leaf's copy of the bucket is replayed through the watcher at start-up.
 //! - `directory`: the read and write paths: cache first, store behind, degradation without NATS;
 //!   a leaf's writes carried out by the center (`directory::forward`).
 //! - `sessions`: presence that follows connections: the device sessions this node holds

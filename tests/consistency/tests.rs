@@ -4,6 +4,7 @@
 use super::{
     Report,
     check::{self, Violation},
+    faults::Faults,
     history::{Kind, Op, Outcome},
 };
 
@@ -147,4 +148,29 @@ fn a_report_names_each_check_and_shows_the_slice() {
     assert!(report.contains("real-time order") && report.contains("1 VIOLATIONS"), "{report}");
     assert!(report.contains("integrity                    ok"), "{report}");
     assert!(report.contains("client   2 @leaf-a"), "the ops that show it: {report}");
+}
+
+#[test]
+fn staleness_is_reported_per_kind_of_fault() {
+    let faults = Faults::default();
+    let cut = faults.begin("link cut", 10 * MS);
+    faults.end(cut, 30 * MS);
+    faults.at("paused", 25 * MS, std::time::Duration::from_millis(10));
+    let history = [
+        // Answered in calm: seen 5 ms later.
+        write(1, "center", (0, 2), 1, "a"),
+        read(2, "leaf-a", Kind::Read, (6, 7), Some((1, "a"))),
+        // Answered during the cut alone: seen 20 ms later.
+        write(1, "center", (11, 12), 2, "b"),
+        read(2, "leaf-a", Kind::Live, (32, 32), Some((2, "b"))),
+        // Answered while both held: seen 10 ms later.
+        write(1, "center", (26, 27), 3, "c"),
+        read(2, "leaf-a", Kind::Read, (36, 37), Some((3, "c"))),
+    ];
+    let report = Report::with_faults(&history, &faults);
+    let p50 = |kind: &str| report.by_fault[kind].quantile(0.5).unwrap();
+    assert_eq!((p50("calm"), p50("link cut"), p50("mixed")), (5.0, 20.0, 10.0), "{report}");
+    assert_eq!(report.staleness.count(), 3);
+    assert_eq!(faults.kind_at(36 * MS), "calm");
+    assert!(report.to_string().contains("link cut"), "{report}");
 }

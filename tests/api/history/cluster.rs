@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{cycles, for_a_history, start_workload, verdict};
 use crate::{
-    consistency::workload::Node,
+    consistency::{faults::Faults, workload::Node},
     helpers::{NatsCluster, TestApp},
 };
 
@@ -51,6 +51,8 @@ async fn a_history_on_a_three_server_center_keeps_every_promise() {
     let urls: Vec<&str> = urls.split(',').collect();
     let js = async_nats::jetstream::new(async_nats::connect(urls.as_slice()).await.unwrap());
     let start = tokio::time::Instant::now();
+    let faults = Faults::default();
+    let now = || recorder.now();
     for cycle in 0..cycles() {
         let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(cycle * 30 + s));
         if cycle % 2 == 1 {
@@ -59,33 +61,43 @@ async fn a_history_on_a_three_server_center_keeps_every_promise() {
             at(5).await;
             let bucket = NatsCluster::leader_of(&js, "KV_presence").await;
             cluster.kill(bucket);
+            let first = faults.begin("bucket's leader killed", now());
             at(8).await;
             let log = NatsCluster::leader_of(&js, "PRESENCE_EVENTS").await;
-            if log != bucket {
+            let second = (log != bucket).then(|| {
                 cluster.kill(log);
-            }
+                faults.begin("audit log's leader killed", now())
+            });
             at(12).await;
             cluster.restart(bucket);
-            if log != bucket {
+            if let Some(second) = second {
                 cluster.restart(log);
+                faults.end(second, now());
             }
+            faults.end(first, now());
         }
-        for (stream, down, up) in [("KV_presence", 5, 12), ("PRESENCE_EVENTS", 17, 24)] {
+        let each = [
+            ("KV_presence", "bucket's leader killed", 5),
+            ("PRESENCE_EVENTS", "audit log's leader killed", 17),
+        ];
+        for (stream, kind, down) in each {
             if cycle % 2 == 1 && stream == "KV_presence" {
                 continue;
             }
             at(down).await;
             let leader = NatsCluster::leader_of(&js, stream).await;
             cluster.kill(leader);
-            at(up).await;
+            let killed = faults.begin(kind, now());
+            at(down + 7).await;
             cluster.restart(leader);
+            faults.end(killed, now());
         }
         at(30).await;
     }
     stop.cancel();
     clients.await.unwrap();
 
-    let report = verdict(&js, (&nodes, &shape), &recorder, &[]).await;
+    let report = verdict(&js, (&nodes, &shape), &recorder, &faults).await;
     assert!(report.violations.is_empty(), "{report}");
     for app in centers.into_iter().chain([leaf]) {
         app.stop().await;

@@ -11,11 +11,15 @@ use std::time::Duration;
 use crate::{
     consistency::{
         Report,
+        faults::Faults,
         history::{Kind, Op, Outcome},
         workload::{self, Node, Recorder, Shape},
     },
     helpers::eventually,
 };
+
+/// The fault kind of a center node killed and started again.
+const CENTER_KILLED: &str = "center killed";
 
 fn for_a_history(c: &mut presence::config::Config) {
     c.rate_limit.enabled = false;
@@ -33,14 +37,14 @@ fn cycles() -> u64 {
 
 /// Once the workload stopped: every node settled on the bucket's last write of every hot user
 /// (that read recorded), every change announced live found in the audit log, and the history
-/// checked. The report is printed; the caller asserts on it. `center_kills`: when (by the
-/// recorder's clock) a center node was killed.
+/// checked, staleness per kind of fault. The report is printed; the caller asserts on it.
 async fn verdict(
     js: &async_nats::jetstream::Context,
     (nodes, shape): (&[Node], &Shape),
     recorder: &Recorder,
-    center_kills: &[u64],
+    faults: &Faults,
 ) -> Report {
+    let center_kills = faults.starts_of(CENTER_KILLED);
     let kv = js.get_key_value("presence").await.unwrap();
     for (i, node) in nodes.iter().enumerate() {
         settle(node, 1000 + i, &shape.users, &kv, recorder).await;
@@ -84,7 +88,7 @@ async fn verdict(
     };
     println!("changes whose center was killed on their way, overwritten before its repair: {excused}");
     workload::resolve(&mut history, &written);
-    let report = Report::of(&history);
+    let report = Report::with_faults(&history, faults);
     println!("{report}");
     let outcomes =
         |outcome: Outcome| history.iter().filter(move |op| op.kind == Kind::Write && op.outcome == outcome);

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use super::{HISTORY_YAML, cycles, for_a_history, start_workload, verdict};
+use super::{CENTER_KILLED, HISTORY_YAML, cycles, for_a_history, start_workload, verdict};
 use crate::{
-    consistency::workload::Node,
+    consistency::{faults::Faults, workload::Node},
     helpers::{
         ChaosProxy, ISSUER, LEAF_PASSWORD, OPERATOR, OPERATOR_PASSWORD, SECRET, ServiceProcess, TestApp,
         eventually, free_port, kill9, leaf_app_with, port_is_free, stored_value,
@@ -127,7 +127,8 @@ async fn a_history_under_faults_keeps_every_promise() {
     let operator = crate::helpers::nats_connect(&center_nats).await;
     let js = async_nats::jetstream::new(operator);
     let start = tokio::time::Instant::now();
-    let mut center_kills = Vec::new();
+    let faults = Faults::default();
+    let now = || recorder.now();
     for cycle in 0..cycles() {
         let at = |s: u64| tokio::time::sleep_until(start + Duration::from_secs(cycle * 40 + s));
         // Odd cycles (in a long run) mix them: the link cut, the center paused and a leaf's
@@ -135,42 +136,53 @@ async fn a_history_under_faults_keeps_every_promise() {
         let mixed = cycle % 2 == 1;
         at(5).await;
         proxy.cut();
+        let cut = faults.begin("link cut, backlog", now());
         flood(&js, cycle).await;
         if !mixed {
             at(10).await;
             proxy.heal();
+            faults.end(cut, now());
         }
         let paused = center.nats_pid().expect("the center's nats-server");
         at(if mixed { 7 } else { 15 }).await;
         signal(paused, libc::SIGSTOP);
+        let pause = faults.begin("center's server paused", now());
         if mixed {
             at(9).await;
             kill9(nats_pid(&leaf_b));
+            faults.at("leaf's server killed", now(), Duration::from_secs(5));
         }
         at(if mixed { 10 } else { 18 }).await;
         signal(paused, libc::SIGCONT);
+        faults.end(pause, now());
         if mixed {
             at(12).await;
             proxy.heal();
+            faults.end(cut, now());
         } else {
             at(23).await;
             kill9(nats_pid(&leaf_b));
+            faults.at("leaf's server killed", now(), Duration::from_secs(5));
         }
         for second in [28, 31] {
             at(second).await;
             hold_back_watchers(&js).await;
+            faults.at("watchers held back", now(), Duration::from_secs(2));
         }
         at(32).await;
+        let killed = faults.begin("leaf killed", now());
         leaf_c = restart_killed(leaf_c).await;
+        faults.end(killed, now());
         at(34).await;
-        center_kills.push(recorder.now());
+        let killed = faults.begin(CENTER_KILLED, now());
         center = restart_killed(center).await;
+        faults.end(killed, now());
         at(40).await;
     }
     stop.cancel();
     clients.await.unwrap();
 
-    let report = verdict(&js, (&nodes, &shape), &recorder, &center_kills).await;
+    let report = verdict(&js, (&nodes, &shape), &recorder, &faults).await;
     // (The backlog's records were written with no events: the repair stores theirs too.)
     let log = center.log();
     let repaired =
