@@ -21,6 +21,7 @@ use crate::{
         self, AccessLog, AppState, HttpsPolicy, Origins, RateLimits, Shared, Timeouts,
         listener::CountingListener,
     },
+    lifecycle::Repair,
     live::Hub,
     nats::{self, EmbeddedServer, watch::StreamWatch},
     sessions::Sessions,
@@ -99,6 +100,12 @@ impl Application {
         let coherent =
             startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
+        if config.service.node_type == NodeType::Center {
+            let (store, events, metrics) = (store.clone(), events.clone(), metrics.clone());
+            let repair =
+                Repair { store, events, metrics, registry: registry.clone(), node_id: node_id.clone() };
+            background.tasks.spawn(repair.run(background.stop.clone()));
+        }
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
         let watch = Arc::new(StreamWatch::default());
         let watching = (jetstream.clone(), store.caller().clone());

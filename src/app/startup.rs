@@ -20,7 +20,7 @@ use crate::{
     coherence::{self, Landing, RegionCopy},
     config::{CENTER_DOMAIN, Config, NodeType, ServiceTls, TlsMode},
     http::listener::{Caps, CountingListener},
-    lifecycle::{EventError, Events, Expirer, ExpiryQueue, Repair, events::StreamSettings},
+    lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
     live::Hub,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
@@ -266,10 +266,6 @@ pub(super) async fn start_coherence(
         node_id: config.node_id(),
     };
     tasks.spawn(expirer.run(stop.clone()));
-    if config.service.node_type == NodeType::Center {
-        let repair = Repair { store: store.clone(), events: events.clone(), metrics: metrics.clone() };
-        tasks.spawn(repair.run(stop.clone()));
-    }
     Coherent { cache, link, expiry, hub, landing, holdings }
 }
 

@@ -1,17 +1,19 @@
 //! The audit log's repair: a node killed between a change's KV put and its event leaves a record
-//! that watchers served and announced with no event in the audit log. Every center node looks
-//! at the bucket's recent records and stores the events that are missing.
+//! that watchers served and announced with no event in the audit log. A center node looks at the
+//! bucket's recent records and stores the events that are missing:
 //!
-//! At start-up it looks at everything written since shortly before the newest event (or record)
-//! the streams hold: a crashed center's last writes. Then, every [`EVERY`], at what was written
-//! since its last look, once the node that made each change has had its time to store the event
-//! itself ([`SETTLED`]): a center node of a cluster that died and never came back. A record needs
-//! an event when the user's newest event is of an older revision and shows them otherwise than
-//! the record does (a write others see as no change has none). The repaired event carries the
-//! message id the node that made the change would have used: JetStream stores one of the two
-//! however they race, within its duplicate window. See docs/lifecycle.md, "Audit log".
+//! - when it starts, at everything written since shortly before the newest event (or record)
+//!   the streams hold: a crashed center's last writes;
+//! - when another center node stops sending heartbeats (a center of a cluster that died and may
+//!   never come back), at what was written around its last heartbeat, once every other writer
+//!   of that time has had its time to store its own events ([`SETTLED`]).
+//!
+//! A record needs an event when the user's newest event is of an older revision and shows them
+//! otherwise than the record does (a write others see as no change has none). The repaired event
+//! carries the message id the node that made the change would have used: JetStream stores one of
+//! the two however they race, within its duplicate window. See docs/lifecycle.md, "Repair".
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -22,17 +24,16 @@ use crate::{
     model::{CompactPresence, Status, StoredPresence, UserId},
     store::{PresenceStore, StoreError},
     telemetry::{Metrics, chain},
+    topology::{DOWN_AFTER, NodeStatus, Registry},
 };
 
 /// How long after a change its event may still come from the node that made it: the background
 /// retries of an event's store, and a request on top.
 pub(crate) const SETTLED: Duration = Duration::from_secs(RETRY_FOR.as_secs() + 15);
-/// How often a center node looks again.
-const EVERY: Duration = Duration::from_secs(60);
+/// How often a center node looks for center nodes that stopped sending heartbeats.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How soon a look that failed is tried again.
 const RETRY: Duration = Duration::from_secs(2);
-/// How far each look reaches back over the last one (clocks, messages on their way).
-const OVERLAP: Duration = Duration::from_secs(5);
 /// Users checked at once.
 const CONCURRENCY: usize = 16;
 
@@ -49,44 +50,59 @@ pub(crate) struct Repair {
     pub store: PresenceStore,
     pub events: Events,
     pub metrics: Arc<Metrics>,
+    /// The nodes this one hears, and its own id.
+    pub registry: Arc<Registry>,
+    pub node_id: String,
 }
 
 impl Repair {
     /// Runs until `stop` is cancelled.
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut from = None;
+        // First what this node's own crash may have left.
         loop {
             let look = async {
-                let start = match from {
-                    Some(start) => start,
-                    None => self.start_point().await?,
-                };
-                // The first look goes up to now: at start-up, the node that made the last
-                // changes may be this one, killed.
-                let to = if from.is_none() { Utc::now() } else { Utc::now() - SETTLED };
-                if to <= start {
-                    return Ok(start);
-                }
-                let repaired = self.sweep(start, to).await?;
-                if repaired > 0 {
-                    tracing::warn!(repaired, "events a crash left out of the audit log were stored");
-                }
-                Ok::<_, RepairError>(to - OVERLAP)
+                let from = self.start_point().await?;
+                self.sweep(from, Utc::now()).await
             };
-            let wait = match look.await {
-                Ok(next) => {
-                    from = Some(next);
-                    EVERY
+            match look.await {
+                Ok(repaired) => {
+                    self.report(repaired, "when this node started");
+                    break;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %chain(&e), "the audit log's repair could not look; trying again");
-                    RETRY
+                    tracing::debug!(error = %chain(&e), "the audit log's repair could not look; trying again")
                 }
-            };
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(RETRY) => {}
             }
+        }
+        // Then what other center nodes leave when they stop sending heartbeats.
+        let mut peers = Peers::default();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+            let nodes = self.registry.nodes(0);
+            let centers = nodes.iter().filter(|n| n.node_type == "center" && n.node_id != self.node_id);
+            for (node, last_heard) in peers.went_silent(centers, Utc::now()) {
+                let window = (last_heard - SETTLED, last_heard + DOWN_AFTER);
+                match self.sweep(window.0, window.1).await {
+                    Ok(repaired) => self.report(repaired, &format!("after {node} went silent")),
+                    Err(e) => {
+                        tracing::warn!(node, error = %chain(&e), "the audit log's repair could not look; trying again");
+                        peers.retry(node);
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, repaired: usize, when: &str) {
+        if repaired > 0 {
+            tracing::warn!(repaired, when, "events a crash left out of the audit log were stored");
         }
     }
 
@@ -152,6 +168,43 @@ impl Repair {
             tracing::info!(user = %user, revision, "an event missing from the audit log was stored");
         }
         Ok(true)
+    }
+}
+
+/// The other center nodes as the repair follows them: up, or silent since a moment and not yet
+/// looked after.
+#[derive(Default)]
+struct Peers {
+    silent: HashMap<String, Option<DateTime<Utc>>>,
+}
+
+impl Peers {
+    /// The center nodes whose silence began long enough ago to look at what they left (each
+    /// once per silence), with when they were last heard.
+    fn went_silent<'a>(
+        &mut self,
+        centers: impl Iterator<Item = &'a NodeStatus>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, DateTime<Utc>)> {
+        let mut due = Vec::new();
+        for node in centers {
+            let known = self.silent.entry(node.node_id.clone()).or_insert(None);
+            if node.up {
+                *known = None;
+                continue;
+            }
+            let since = *known.get_or_insert(node.last_heartbeat);
+            if since != DateTime::<Utc>::MIN_UTC && now >= since + DOWN_AFTER + SETTLED {
+                due.push((node.node_id.clone(), since));
+                *known = Some(DateTime::<Utc>::MIN_UTC);
+            }
+        }
+        due
+    }
+
+    /// Looks again at `node` next time.
+    fn retry(&mut self, node: String) {
+        self.silent.remove(&node);
     }
 }
 

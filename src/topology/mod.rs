@@ -28,7 +28,7 @@ mod holdings;
 mod registry;
 
 pub(crate) use holdings::Holdings;
-pub(crate) use registry::{NodeStatus, Registry};
+pub(crate) use registry::{DOWN_AFTER, NodeStatus, Registry};
 
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// Heartbeats larger than this are not read.

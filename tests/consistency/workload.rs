@@ -218,20 +218,31 @@ async fn follower((client, node, shape, recorder, _): Context, stop: Cancellatio
 /// Gives every write and read the revision its value was written at, from what the audit log
 /// holds of the hot users (a value's one update event): the ground truth of what landed.
 pub(crate) async fn revisions(js: &async_nats::jetstream::Context, users: &[String]) -> HashMap<String, u64> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, push::OrderedConfig};
+    use futures::StreamExt;
     let log = js.get_stream("PRESENCE_EVENTS").await.expect("the audit log");
+    // One ordered consumer over the hot users' update events, read to where the log stood.
+    let config = OrderedConfig {
+        deliver_subject: js.client().new_inbox(),
+        filter_subjects: users.iter().map(|user| format!("presence.update.{user}")).collect(),
+        deliver_policy: DeliverPolicy::All,
+        ..Default::default()
+    };
+    let mut consumer = log.create_consumer(config).await.expect("a consumer on the audit log");
+    let pending = consumer.info().await.expect("the consumer's info").num_pending;
+    let mut messages = consumer.messages().await.expect("the audit log's messages");
     let mut written = HashMap::new();
-    for user in users {
-        let mut next = 1;
-        while let Ok(message) =
-            log.get_first_raw_message_by_subject(format!("presence.update.{user}"), next).await
+    for _ in 0..pending {
+        let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .expect("the audit log keeps coming")
+            .expect("the audit log goes on")
+            .expect("an audit-log message");
+        let event: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+        if let (Some(value), Some(revision)) =
+            (event["presence"]["message"].as_str(), event["revision"].as_u64())
         {
-            let event: Value = serde_json::from_slice(&message.payload).unwrap_or_default();
-            if let (Some(value), Some(revision)) =
-                (event["presence"]["message"].as_str(), event["revision"].as_u64())
-            {
-                written.insert(value.to_string(), revision);
-            }
-            next = message.sequence + 1;
+            written.insert(value.to_string(), revision);
         }
     }
     written

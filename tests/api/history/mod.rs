@@ -45,7 +45,11 @@ async fn verdict(
     faults: &Faults,
 ) -> Report {
     let center_kills = faults.starts_of(CENTER_KILLED);
-    let kv = js.get_key_value("presence").await.unwrap();
+    // The servers may still be electing leaders after the last fault.
+    let kv = eventually(Duration::from_secs(60), "JetStream answers again", || async {
+        js.get_key_value("presence").await.ok()
+    })
+    .await;
     for (i, node) in nodes.iter().enumerate() {
         settle(node, 1000 + i, &shape.users, &kv, recorder).await;
     }
@@ -63,13 +67,19 @@ async fn verdict(
         write.outcome == Outcome::Unknown
             && center_kills.iter().any(|&at| write.invoked_at <= at && at <= write.returned_at)
     };
+    // The writes of each value (one, but for a client's retry of an unknown outcome).
+    let mut writes: std::collections::HashMap<&String, Vec<&Op>> = std::collections::HashMap::new();
+    for op in history.iter().filter(|op| op.kind == Kind::Write) {
+        if let Some(value) = &op.value {
+            writes.entry(value).or_default().push(op);
+        }
+    }
     let (written, excused) = loop {
         let written = workload::revisions(js, &shape.users).await;
         let missing = |op: &&Op| op.value.as_ref().is_some_and(|v| !written.contains_key(v));
         let announced: Vec<&Op> = history.iter().filter(|op| op.kind == Kind::Live).filter(missing).collect();
-        let writes_of = |live: &Op| {
-            history.iter().filter(|op| op.kind == Kind::Write && op.value == live.value).collect::<Vec<_>>()
-        };
+        let writes_of =
+            |live: &Op| live.value.as_ref().and_then(|v| writes.get(v)).cloned().unwrap_or_default();
         let (excused, unlogged): (Vec<&Op>, Vec<&Op>) =
             announced.into_iter().partition(|live| writes_of(live).into_iter().all(cut_short));
         if unlogged.is_empty() {
@@ -116,7 +126,11 @@ async fn settle(
 ) {
     let http = reqwest::Client::new();
     for user in users {
-        let entry = kv.entry(format!("user.{user}")).await.unwrap().expect("the hot users were written");
+        let entry = eventually(Duration::from_secs(30), "the bucket answers", || async {
+            kv.entry(format!("user.{user}")).await.ok()
+        })
+        .await
+        .expect("the hot users were written");
         let stored: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
         let wanted = stored["message"].as_str().unwrap().to_string();
         let what = format!("{} shows {user}'s last write", node.name);
