@@ -39,10 +39,10 @@ impl Faults {
         self.end(opened, at + lasting.as_nanos() as u64);
     }
 
-    /// When faults of `kind` began.
-    pub(crate) fn starts_of(&self, kind: &str) -> Vec<u64> {
+    /// Whether a fault of one of `kinds` was under way at some moment from `from` to `to`.
+    pub(crate) fn during(&self, kinds: &[&str], (from, to): (u64, u64)) -> bool {
         let windows = self.windows.lock().expect("faults lock");
-        windows.iter().filter(|w| w.kind == kind).map(|w| w.from).collect()
+        windows.iter().any(|w| kinds.contains(&w.kind) && w.from <= to && w.to.is_none_or(|end| from <= end))
     }
 
     /// The kind of fault under way at `at`: "calm", one kind, or "mixed".

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{cycles, for_a_history, start_workload, verdict};
+use super::{BUCKET_LEADER_KILLED, LOG_LEADER_KILLED, cycles, for_a_history, start_workload, verdict};
 use crate::{
     consistency::{faults::Faults, workload::Node},
     helpers::{NatsCluster, TestApp},
@@ -61,12 +61,12 @@ async fn a_history_on_a_three_server_center_keeps_every_promise() {
             at(5).await;
             let bucket = NatsCluster::leader_of(&js, "KV_presence").await;
             cluster.kill(bucket);
-            let first = faults.begin("bucket's leader killed", now());
+            let first = faults.begin(BUCKET_LEADER_KILLED, now());
             at(8).await;
             let log = NatsCluster::leader_of(&js, "PRESENCE_EVENTS").await;
             let second = (log != bucket).then(|| {
                 cluster.kill(log);
-                faults.begin("audit log's leader killed", now())
+                faults.begin(LOG_LEADER_KILLED, now())
             });
             at(12).await;
             cluster.restart(bucket);
@@ -76,10 +76,7 @@ async fn a_history_on_a_three_server_center_keeps_every_promise() {
             }
             faults.end(first, now());
         }
-        let each = [
-            ("KV_presence", "bucket's leader killed", 5),
-            ("PRESENCE_EVENTS", "audit log's leader killed", 17),
-        ];
+        let each = [("KV_presence", BUCKET_LEADER_KILLED, 5), ("PRESENCE_EVENTS", LOG_LEADER_KILLED, 17)];
         for (stream, kind, down) in each {
             if cycle % 2 == 1 && stream == "KV_presence" {
                 continue;
