@@ -173,15 +173,32 @@ pub(crate) fn monotonic_reads(user: &str, ops: &[&Op]) -> Vec<Violation> {
 
 /// A client that wrote at a node, and then reads there, sees its write or a later one.
 pub(crate) fn read_your_writes(user: &str, ops: &[&Op]) -> Vec<Violation> {
+    // Per client and node: its acknowledged writes by the time they returned, and its reads.
+    type Group<'a> = (Vec<&'a Op>, Vec<&'a Op>);
+    let mut groups: BTreeMap<(usize, &str), Group> = BTreeMap::new();
+    for op in ops.iter().copied() {
+        let (writes, reads) = groups.entry((op.client, op.node.as_str())).or_default();
+        if op.acked_write().is_some() {
+            writes.push(op);
+        } else if matches!(op.kind, Kind::Read | Kind::MultiRead) {
+            reads.push(op);
+        }
+    }
     let mut found = Vec::new();
-    for write in ops.iter().filter(|op| op.acked_write().is_some()) {
-        let later = ops.iter().filter(|op| {
-            op.client == write.client
-                && op.node == write.node
-                && matches!(op.kind, Kind::Read | Kind::MultiRead)
-                && op.invoked_at > write.returned_at
-        });
-        for read in later {
+    for (writes, reads) in groups.values_mut() {
+        writes.sort_by_key(|w| w.returned_at);
+        // The write of the highest revision among the first i + 1 to return.
+        let mut highest: Vec<&Op> = Vec::with_capacity(writes.len());
+        for write in writes.iter() {
+            let best = match highest.last() {
+                Some(h) if h.revision >= write.revision => *h,
+                _ => *write,
+            };
+            highest.push(best);
+        }
+        for read in reads.iter() {
+            let returned = writes.partition_point(|w| w.returned_at < read.invoked_at);
+            let Some(write) = returned.checked_sub(1).map(|i| highest[i]) else { continue };
             if read.order().is_some_and(|seen| Some(seen) < write.revision) {
                 let why = format!("wrote revision {:?} here, then read {:?}", write.revision, read.revision);
                 found.push(violation("read-your-writes", user, why, &[write, read]));

@@ -220,16 +220,28 @@ async fn follower((client, node, shape, recorder, _): Context, stop: Cancellatio
 pub(crate) async fn revisions(js: &async_nats::jetstream::Context, users: &[String]) -> HashMap<String, u64> {
     use async_nats::jetstream::consumer::{DeliverPolicy, push::OrderedConfig};
     use futures::StreamExt;
-    let log = js.get_stream("PRESENCE_EVENTS").await.expect("the audit log");
-    // One ordered consumer over the hot users' update events, read to where the log stood.
+    // One ordered consumer over the hot users' update events, read to where the log stood. (A
+    // cluster may still be electing leaders after its last fault: asked until it answers.)
     let config = OrderedConfig {
         deliver_subject: js.client().new_inbox(),
         filter_subjects: users.iter().map(|user| format!("presence.update.{user}")).collect(),
         deliver_policy: DeliverPolicy::All,
         ..Default::default()
     };
-    let mut consumer = log.create_consumer(config).await.expect("a consumer on the audit log");
-    let pending = consumer.info().await.expect("the consumer's info").num_pending;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut consumer, pending) = loop {
+        let attempt = async {
+            let log = js.get_stream("PRESENCE_EVENTS").await.ok()?;
+            let mut consumer = log.create_consumer(config.clone()).await.ok()?;
+            let pending = consumer.info().await.ok()?.num_pending;
+            Some((consumer, pending))
+        };
+        if let Some(ready) = attempt.await {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "the audit log does not answer");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let mut messages = consumer.messages().await.expect("the audit log's messages");
     let mut written = HashMap::new();
     for _ in 0..pending {
