@@ -229,7 +229,7 @@ pub(crate) async fn revisions(js: &async_nats::jetstream::Context, users: &[Stri
         ..Default::default()
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut consumer, pending) = loop {
+    let (consumer, pending) = loop {
         let attempt = async {
             let log = js.get_stream("PRESENCE_EVENTS").await.ok()?;
             let mut consumer = log.create_consumer(config.clone()).await.ok()?;
