@@ -6,6 +6,7 @@ pub(crate) mod at_rest;
 mod binding;
 pub(crate) mod breaker;
 mod call;
+mod last;
 mod placement;
 mod scan;
 pub mod server;
@@ -20,6 +21,7 @@ use async_nats::{Client, ConnectOptions, Event};
 
 pub(crate) use binding::Binding;
 pub(crate) use call::{BoxError, CallError, Caller, retry_for};
+pub(crate) use last::last_on;
 pub(crate) use placement::Placement;
 pub(crate) use scan::{Scan, ScanError};
 pub(crate) use status::ServerStatus;

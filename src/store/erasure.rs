@@ -2,13 +2,10 @@
 //! write makes once its event is stored: was the key purged after the write? Both are what keep
 //! an erasure and a write racing it from leaving half of each (docs/lifecycle.md, "Erasure").
 
-use async_nats::{
-    HeaderMap,
-    jetstream::{kv::Operation, stream::LastRawMessageErrorKind},
-};
+use async_nats::{HeaderMap, jetstream::kv::Operation};
 use bytes::Bytes;
 
-use super::{KV_OPERATION, PresenceStore, StoreError, key, watch::operation_of};
+use super::{KV_OPERATION, PresenceStore, StoreError, key};
 use crate::model::UserId;
 
 impl PresenceStore {
@@ -28,19 +25,8 @@ impl PresenceStore {
     /// Whether `user`'s key was purged or deleted after `revision`, asked of the stream's leader
     /// (a replica could lag): then a write at `revision` was erased after it was made.
     pub(crate) async fn erased_since(&self, user: &str, revision: u64) -> Result<bool, StoreError> {
-        let kv = self.kv.get("erased_since")?;
-        let subject = format!("{}{}", kv.prefix, key(user));
-        let last = async {
-            match kv.stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(message) => Ok(Some(message)),
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
         // Nothing at all under the key: gone since, then.
-        let Some(message) = self.caller.call("erased_since", last).await? else { return Ok(true) };
-        let marker =
-            matches!(operation_of(Some(&message.headers)), Some(Operation::Purge | Operation::Delete));
-        Ok(message.sequence > revision && marker)
+        let Some((operation, message)) = self.latest(user, "erased_since").await? else { return Ok(true) };
+        Ok(message.sequence > revision && matches!(operation, Operation::Purge | Operation::Delete))
     }
 }

@@ -1,11 +1,10 @@
 //! What the audit log last said: a user's newest event, when the newest event was stored, and
 //! an event stored unless the user was erased after the change it tells of.
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use chrono::{DateTime, Utc};
 
 use super::{EventError, Events, PresenceEvent};
-use crate::{model::UserId, store::PresenceStore, telemetry::chain};
+use crate::{model::UserId, nats::last_on, store::PresenceStore, telemetry::chain};
 
 impl Events {
     /// `user`'s newest event of either kind (by revision), asked of the stream's leader.
@@ -19,13 +18,7 @@ impl Events {
 
     async fn last_on(&self, subject: String) -> Result<Option<PresenceEvent>, EventError> {
         let stream = self.stream.get("events_last")?;
-        let last = async {
-            match stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(message) => Ok(Some(message)),
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
+        let last = last_on(stream, &subject);
         let Some(message) = self.caller.bounded("events_last", last).await? else { return Ok(None) };
         Ok(serde_json::from_slice(&message.payload).ok())
     }
