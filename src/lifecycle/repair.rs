@@ -13,7 +13,7 @@
 //! carries the message id the node that made the change would have used: JetStream stores one of
 //! the two however they race, within its duplicate window. See docs/lifecycle.md, "Repair".
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -93,7 +93,7 @@ impl Repair {
                     Ok(repaired) => self.report(repaired, &format!("after {node} went silent")),
                     Err(e) => {
                         tracing::warn!(node, error = %chain(&e), "the audit log's repair could not look; trying again");
-                        peers.retry(node);
+                        peers.retry(&node);
                     }
                 }
             }
@@ -171,11 +171,11 @@ impl Repair {
     }
 }
 
-/// The other center nodes as the repair follows them: up, or silent since a moment and not yet
-/// looked after.
+/// The other center nodes as the repair follows them: those whose present silence was looked
+/// after (a node heard again is looked after anew when it next goes silent).
 #[derive(Default)]
 struct Peers {
-    silent: HashMap<String, Option<DateTime<Utc>>>,
+    looked_after: HashSet<String>,
 }
 
 impl Peers {
@@ -188,23 +188,20 @@ impl Peers {
     ) -> Vec<(String, DateTime<Utc>)> {
         let mut due = Vec::new();
         for node in centers {
-            let known = self.silent.entry(node.node_id.clone()).or_insert(None);
             if node.up {
-                *known = None;
-                continue;
-            }
-            let since = *known.get_or_insert(node.last_heartbeat);
-            if since != DateTime::<Utc>::MIN_UTC && now >= since + DOWN_AFTER + SETTLED {
-                due.push((node.node_id.clone(), since));
-                *known = Some(DateTime::<Utc>::MIN_UTC);
+                self.looked_after.remove(&node.node_id);
+            } else if now >= node.last_heartbeat + DOWN_AFTER + SETTLED
+                && self.looked_after.insert(node.node_id.clone())
+            {
+                due.push((node.node_id.clone(), node.last_heartbeat));
             }
         }
         due
     }
 
     /// Looks again at `node` next time.
-    fn retry(&mut self, node: String) {
-        self.silent.remove(&node);
+    fn retry(&mut self, node: &str) {
+        self.looked_after.remove(node);
     }
 }
 
