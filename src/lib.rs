@@ -29,6 +29,10 @@
 //! - `live`: the live feed: every change the node learns of, numbered, kept for resuming
 //!   clients and handed to the subscribers that watch its user; expiries announced as they
 //!   happen, the link's stale and fresh, slow clients dropped.
+//! - `rooms`: who is in each room, on which devices, with what meta, and who is typing: a
+//!   membership rides in its device's session (and so in the user's record); each node's index
+//!   is fed by the records that land and by its own sessions, and sends each room's changes to
+//!   its watchers in batches; typing crosses nodes as NATS core messages.
 //! - `coherence`: where a record lands on this node (`Landing`: the expiry schedule, the cache
 //!   and the live feed, in that order, under one revision rule, for the watcher and the write
 //!   path alike; a write on its way follows its user's landings, `Follow`), the watcher (the
@@ -78,6 +82,7 @@ pub(crate) mod link;
 pub(crate) mod live;
 pub(crate) mod model;
 pub(crate) mod planted;
+pub(crate) mod rooms;
 pub(crate) mod sessions;
 pub(crate) mod store;
 pub(crate) mod topology;

@@ -140,10 +140,10 @@ impl Application {
             let ttl = config.nats.kv.ttl;
             background.tasks.spawn(directory::forward::serve(serve, client.clone(), ttl, stop));
         }
+        let rooms = coherent.rooms.clone();
         let sessions = Sessions::new(
             directory.clone(),
-            coherent.holdings,
-            registry,
+            (coherent.holdings, registry, rooms.clone()),
             config.sessions.clone(),
             metrics.clone(),
         );
@@ -151,6 +151,7 @@ impl Application {
         let state = AppState::new(Shared {
             directory,
             hub: hub.clone(),
+            rooms,
             sessions,
             health,
             auth,

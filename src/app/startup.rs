@@ -24,6 +24,7 @@ use crate::{
     link::LinkState,
     live::Hub,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
+    rooms::Rooms,
     store::{PresenceStore, StoreError, region},
     telemetry::Metrics,
     tls::ServerTls,
@@ -218,7 +219,8 @@ pub(super) struct Coherent {
     pub link: Arc<LinkState>,
     pub expiry: Arc<ExpiryQueue>,
     pub hub: Arc<Hub>,
-    /// Where records land: the expiry schedule, the cache and the live feed above.
+    pub rooms: Arc<Rooms>,
+    /// Where records land: the expiry schedule, the cache, the live feed and the rooms above.
     pub landing: Landing,
     pub holdings: Arc<Holdings>,
 }
@@ -243,7 +245,9 @@ pub(super) async fn start_coherence(
     let expiry = ExpiryQueue::new();
     let hub = Hub::new(config.stream.clone(), link.clone(), metrics.clone());
     let holdings = Holdings::new();
-    let landing = Landing::new(cache.clone(), expiry.clone(), hub.clone());
+    let window = config.stream.batch_window;
+    let rooms = Rooms::new(&config.node_id(), config.rooms.clone(), window, metrics.clone());
+    let landing = Landing::new(cache.clone(), expiry.clone(), (hub.clone(), rooms.clone()));
     let Background { stop, tasks } = background;
     let parts = coherence::Parts {
         store: store.clone(),
@@ -256,6 +260,7 @@ pub(super) async fn start_coherence(
     };
     coherence::start(tasks, parts, stop).await;
     tasks.spawn(hub.clone().run(stop.clone()));
+    tasks.spawn(rooms.clone().run(client.clone(), stop.clone()));
     tasks.spawn(cache.clone().housekeeping(stop.clone()));
     let expirer = Expirer {
         queue: expiry.clone(),
@@ -266,7 +271,7 @@ pub(super) async fn start_coherence(
         node_id: config.node_id(),
     };
     tasks.spawn(expirer.run(stop.clone()));
-    Coherent { cache, link, expiry, hub, landing, holdings }
+    Coherent { cache, link, expiry, hub, rooms, landing, holdings }
 }
 
 /// Step 5: heartbeats out, everyone's heartbeats into the registry.

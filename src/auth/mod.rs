@@ -27,6 +27,10 @@ pub struct Claims {
     /// Checked by the validation when `auth.jwt_audience` is set; minted with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// The rooms the subject may join and read: patterns where `*` matches any run of characters
+    /// (docs/rooms.md, "Who may do what").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<String>,
 }
 
 /// Why a token was refused (logged; the client only ever hears 401).
@@ -46,6 +50,8 @@ pub enum TokenError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub subject: String,
+    /// The token's `rooms` claim.
+    pub rooms: Vec<String>,
     /// Signed with `auth.previous_jwt_secret` (still accepted during a rotation).
     pub signed_with_previous: bool,
 }
@@ -116,11 +122,16 @@ impl Authenticator {
         if lifetime > self.max_ttl {
             return Err(TokenError::TooLong(lifetime));
         }
-        Ok(Verified { subject: data.claims.sub, signed_with_previous })
+        Ok(Verified { subject: data.claims.sub, rooms: data.claims.rooms, signed_with_previous })
     }
 
     /// A token for `user`, valid for `ttl` from now.
     pub fn mint(&self, user: &str, ttl: Duration) -> String {
+        self.mint_with_rooms(user, ttl, &[])
+    }
+
+    /// A token for `user`, valid for `ttl` from now, that may join and read `rooms` (patterns).
+    pub fn mint_with_rooms(&self, user: &str, ttl: Duration, rooms: &[String]) -> String {
         let iat = now_secs();
         let claims = Claims {
             sub: user.to_string(),
@@ -129,6 +140,7 @@ impl Authenticator {
             iss: self.issuer.clone(),
             nbf: None,
             aud: self.audience.clone(),
+            rooms: rooms.to_vec(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
@@ -149,7 +161,8 @@ mod tests {
     }
 
     fn token(auth: &Authenticator, iat: u64, exp: u64) -> String {
-        let claims = Claims { sub: "u".into(), iat, exp, iss: auth.issuer.clone(), nbf: None, aud: None };
+        let iss = auth.issuer.clone();
+        let claims = Claims { sub: "u".into(), iat, exp, iss, nbf: None, aud: None, rooms: Vec::new() };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &auth.encoding).unwrap()
     }
 

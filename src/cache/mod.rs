@@ -11,6 +11,7 @@
 //! Expiry is still evaluated at read time by [`crate::model::CompactPresence::view`]. See
 //! docs/architecture.md, "The cache".
 
+mod cost;
 mod expiry;
 mod load;
 
@@ -35,6 +36,7 @@ use crate::{
 
 /// A cached record, shared with the readers that found it.
 pub(crate) type Entry = Arc<Record>;
+pub(crate) use cost::{ENTRY_OVERHEAD, cost};
 pub(crate) use expiry::Negative;
 use expiry::UntilPresenceExpires;
 
@@ -87,21 +89,6 @@ pub(crate) struct PresenceCache {
 }
 
 const WRITE_STRIPES: usize = 256;
-
-/// Bytes a cache entry costs beyond its key and message: moka's bookkeeping and the value
-/// (measured: see BENCHMARKS.md).
-pub(crate) const ENTRY_OVERHEAD: u64 = 320;
-
-/// Bytes a device of a user with sessions costs beyond its id (its entry, its share of the list).
-pub(crate) const DEVICE_OVERHEAD: u64 = 48;
-
-/// The approximate cost in bytes of caching `value` under `key`.
-pub(crate) fn cost(key: &str, value: &Record) -> u32 {
-    let Some(p) = value.presence.as_ref() else { return (ENTRY_OVERHEAD + key.len() as u64) as u32 };
-    let message = p.message.as_ref().map_or(0, |m| m.len()) as u64;
-    let devices: u64 = p.devices().iter().map(|d| DEVICE_OVERHEAD + d.id.len() as u64).sum();
-    (ENTRY_OVERHEAD + key.len() as u64 + message + devices).min(u64::from(u32::MAX)) as u32
-}
 
 impl PresenceCache {
     /// A cache holding at most `max_cost` bytes of approximate entry cost.
@@ -250,7 +237,8 @@ mod tests {
 
     use chrono::Utc;
 
-    use crate::model::{CompactPresence, PresenceUpdate, Status, StoredPresence};
+    use super::cost::{DEVICE_OVERHEAD, ROOM_OVERHEAD};
+    use crate::model::{CompactPresence, Meta, PresenceUpdate, Status, StoredPresence, StoredRoom};
 
     fn presence(status: &str, ttl: i64) -> CompactPresence {
         let update = PresenceUpdate::new(status, None, Some(ttl), Duration::from_secs(60)).unwrap();
@@ -266,11 +254,13 @@ mod tests {
             PresenceUpdate::new("busy", Some("in a meeting".into()), Some(60), Duration::from_secs(60))
                 .unwrap();
         let mut stored = StoredPresence::from_update(&user, update, None, "n", Utc::now());
-        let device =
-            crate::model::StoredDevice { kind: crate::model::DeviceKind::Web, node: "n".into(), idle: false };
+        let mut device = crate::model::StoredDevice::new(crate::model::DeviceKind::Web, "n".into(), false);
+        let meta = Meta::parse(serde_json::json!({"a": 1}), 1024).unwrap();
+        device.rooms.insert("doc-1".into(), StoredRoom { meta, joined_at: Utc::now() });
         stored.devices.insert("tab-1".into(), device);
         let record = Record { revision: 1, presence: Some(CompactPresence::from(&stored)) };
-        let devices = DEVICE_OVERHEAD + "tab-1".len() as u64;
+        let room = ROOM_OVERHEAD + "doc-1".len() as u64 + r#"{"a":1}"#.len() as u64;
+        let devices = DEVICE_OVERHEAD + "tab-1".len() as u64 + room;
         let expected = ENTRY_OVERHEAD + "costly".len() as u64 + "in a meeting".len() as u64 + devices;
         assert_eq!(u64::from(cost("costly", &record)), expected);
         cache.upsert(&user, record).await;

@@ -3,7 +3,7 @@
 
 mod tail;
 
-pub use tail::Tail;
+pub use tail::{Follow, Tail};
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -54,8 +54,14 @@ struct WatchArgs {
     #[arg(long)]
     ca: Option<PathBuf>,
     /// The users to follow (at most 1000).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "room", conflicts_with = "room")]
     users: Vec<String>,
+    /// Follow this room instead: its members, then who joins, updates and leaves.
+    #[arg(long)]
+    room: Option<String>,
+    /// The token a room that is not public is read with (its `rooms` claim must match it).
+    #[arg(long, env = "PRESENCE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Flags for the most used keys; they override the file and the environment.
@@ -98,6 +104,10 @@ struct TokenArgs {
     /// Lifetime, e.g. 1h or 24h; default auth.jwt_ttl.
     #[arg(long, value_parser = units::parse_duration)]
     ttl: Option<std::time::Duration>,
+    /// Rooms the user may join and read: patterns where `*` matches any run of characters,
+    /// comma-separated or repeated (`--rooms 'doc-*' --rooms team-42`).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Vec<String>,
     /// nats.data_dir, where a generated secret is kept.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -169,13 +179,20 @@ fn serve(file: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    let users: Vec<String> = args
-        .users
-        .iter()
-        .flat_map(|u| u.split(','))
-        .map(|u| UserId::parse(u.trim()).map(|u| u.to_string()))
-        .collect::<Result<_, _>>()?;
-    let tail = Tail { url: args.url, users, ca: args.ca };
+    let follow = match args.room {
+        Some(room) => {
+            anyhow::ensure!(crate::model::is_valid_room(&room), "--room: {}", crate::model::RoomError::Room);
+            Follow::Room { room, token: args.token }
+        }
+        None => Follow::Users(
+            args.users
+                .iter()
+                .flat_map(|u| u.split(','))
+                .map(|u| UserId::parse(u.trim()).map(|u| u.to_string()))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let tail = Tail { url: args.url, follow, ca: args.ca };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut stdout = tokio::io::stdout();
@@ -220,6 +237,10 @@ fn token(file: Option<PathBuf>, args: TokenArgs) -> anyhow::Result<()> {
         humantime::format_duration(ttl),
         humantime::format_duration(config.auth.max_token_ttl)
     );
-    println!("{}", Authenticator::new(&secret, &config.auth).mint(&user, ttl));
+    anyhow::ensure!(
+        args.rooms.iter().all(|p| crate::model::is_valid_room_pattern(p)),
+        "--rooms: each pattern is 1 to 128 characters of A-Z a-z 0-9 _ - and `*`"
+    );
+    println!("{}", Authenticator::new(&secret, &config.auth).mint_with_rooms(&user, ttl, &args.rooms));
     Ok(())
 }

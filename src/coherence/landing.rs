@@ -4,7 +4,8 @@
 //!
 //! 1. the expiry schedule (the revision it supersedes taken out, the new one timed),
 //! 2. the cache,
-//! 3. the live feed.
+//! 3. the live feed,
+//! 4. the rooms (which keep their own order by revision).
 //!
 //! The rule: a record is scheduled and cached only if it is newer than what the cache holds, so a
 //! late watcher change never replaces this node's own newer write, and a write the watcher
@@ -19,6 +20,7 @@ use crate::{
     cache::{Entry, PresenceCache},
     lifecycle::ExpiryQueue,
     live::{Hub, Source},
+    rooms::Rooms,
 };
 
 /// The node's consumers of records: a cheap `Clone` handle.
@@ -27,13 +29,18 @@ pub(crate) struct Landing {
     cache: PresenceCache,
     expiry: Arc<ExpiryQueue>,
     hub: Arc<Hub>,
+    rooms: Arc<Rooms>,
     /// Writes on their way, following their users' landings.
     followers: Arc<Followers>,
 }
 
 impl Landing {
-    pub(crate) fn new(cache: PresenceCache, expiry: Arc<ExpiryQueue>, hub: Arc<Hub>) -> Self {
-        Self { cache, expiry, hub, followers: Arc::default() }
+    pub(crate) fn new(
+        cache: PresenceCache,
+        expiry: Arc<ExpiryQueue>,
+        (hub, rooms): (Arc<Hub>, Arc<Rooms>),
+    ) -> Self {
+        Self { cache, expiry, hub, rooms, followers: Arc::default() }
     }
 
     /// Follows `user`'s landings from now until the [`Follow`] is dropped: a write takes one
@@ -58,6 +65,7 @@ impl Landing {
             self.cache.upsert(user, record.clone()).await;
         }
         self.followers.landed(user, &record);
+        self.rooms.landed(user, &record);
         self.hub.publish(user, before, record, source);
     }
 
@@ -72,5 +80,6 @@ impl Landing {
     pub(crate) fn forget_all(&self) {
         self.cache.clear();
         self.hub.reset();
+        self.rooms.forget_records();
     }
 }

@@ -281,6 +281,9 @@ mod tests {
             ("sessions: { grace: 2h }", "sessions.grace"),
             ("sessions: { node_timeout: 2s }", "sessions.node_timeout"),
             ("sessions: { max_devices: 0 }", "sessions.max_devices"),
+            ("rooms: { max_meta_bytes: 1 }", "rooms.max_meta_bytes"),
+            ("rooms: { typing_ttl: 0s }", "rooms.typing_ttl"),
+            ("rooms: { public: ['doc.*'] }", "rooms.public"),
             (
                 "service: { cors: { allowed_origins: [\"https://app.example/\"] } }",
                 "service.cors.allowed_origins",

@@ -1,5 +1,5 @@
 //! The service's configuration (docs/configuration.md, "Configuration"): sections `service`, `nats`, `cache`,
-//! `auth`, `logging`, `rate_limit`, `events` and the discovery layout, built-in defaults, and
+//! `auth`, `logging`, `rate_limit`, `events`, `stream`, `sessions`, `rooms` and the discovery layout, built-in defaults, and
 //! validation that names the offending key.
 //!
 //! Layers, later wins: defaults, the YAML file (with `${VAR}` interpolation), `PRESENCE_...`
@@ -7,6 +7,7 @@
 
 mod load;
 mod nats;
+mod rooms;
 mod sections;
 mod service;
 mod tls;
@@ -20,6 +21,7 @@ use crate::model::{MAX_TTL, is_valid_token};
 
 pub use load::{ConfigError, Overrides, from_sources, load};
 pub use nats::*;
+pub use rooms::RoomsConfig;
 pub use sections::*;
 pub use service::*;
 pub use tls::*;
@@ -36,6 +38,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub stream: StreamConfig,
     pub sessions: SessionsConfig,
+    pub rooms: RoomsConfig,
     /// The discovery layout (docs/regions.md, "Regions"): where the center is.
     pub center_node: Option<CenterNodeConfig>,
     /// The discovery layout: the leaves by region (informational, and the
@@ -91,6 +94,7 @@ impl Config {
         self.validate_links()?;
         self.validate_stream()?;
         self.validate_sessions()?;
+        self.rooms.validate()?;
         self.validate_cache_auth_logging()
     }
 

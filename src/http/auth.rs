@@ -15,9 +15,9 @@ use crate::{model::UserId, telemetry::chain};
 /// `Authorization` headers longer than this are refused before any decoding.
 pub(super) const MAX_AUTH_HEADER: usize = 8 * 1024;
 
-/// The authenticated caller: the `sub` of a valid bearer token.
+/// The authenticated caller: the `sub` of a valid bearer token, and its `rooms` claim.
 #[derive(Debug, Clone)]
-pub(crate) struct AuthUser(pub String);
+pub(crate) struct AuthUser(pub String, pub Vec<String>);
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
@@ -57,7 +57,7 @@ impl AuthUser {
         if verified.signed_with_previous {
             state.metrics.tokens_previous_secret.inc();
         }
-        Ok(AuthUser(verified.subject))
+        Ok(AuthUser(verified.subject, verified.rooms))
     }
 }
 
@@ -73,7 +73,7 @@ impl FromRequestParts<AppState> for Reader {
         if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
             return Ok(Reader(None));
         }
-        Ok(Reader(AuthUser::verify(&parts.headers, state).ok().map(|AuthUser(subject)| subject)))
+        Ok(Reader(AuthUser::verify(&parts.headers, state).ok().map(|AuthUser(subject, _)| subject)))
     }
 }
 
@@ -88,7 +88,7 @@ impl FromRequestParts<AppState> for Owner {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let UserPath(user) = UserPath::from_request_parts(parts, state).await?;
-        let AuthUser(subject) = AuthUser::from_request_parts(parts, state).await?;
+        let AuthUser(subject, _) = AuthUser::from_request_parts(parts, state).await?;
         if subject != user.as_str() {
             return Err(ApiError::Forbidden);
         }

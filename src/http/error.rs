@@ -30,6 +30,8 @@ pub(crate) enum ApiError {
     Forbidden,
     #[error("the token's subject is not a valid user id")]
     SubjectNotAUser,
+    #[error("room {0:?} is not open to this caller: it needs a token whose `rooms` claim matches it")]
+    RoomRefused(String),
     #[error("{0}")]
     Conflict(String),
     #[error("this API is served over HTTPS only; plain HTTP is refused, not redirected")]
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden
             | ApiError::SubjectNotAUser
+            | ApiError::RoomRefused(_)
             | ApiError::HttpsRequired
             | ApiError::OriginRefused => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -14,6 +14,7 @@ mod origins;
 mod owner;
 mod page;
 pub(crate) mod presence;
+mod rooms;
 mod server;
 mod sse;
 mod subscribe;
@@ -47,6 +48,7 @@ use crate::{
     directory::Directory,
     health::Health,
     live::Hub,
+    rooms::Rooms,
     sessions::Sessions,
     telemetry::{
         Metrics,
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     pub directory: Directory,
     /// The live feed: subscriptions of event streams and WebSockets.
     pub hub: Arc<Hub>,
+    /// Who is in each room.
+    pub rooms: Arc<Rooms>,
     /// The device sessions this node holds.
     pub sessions: Arc<Sessions>,
     /// What the node knows about itself.
@@ -102,6 +106,7 @@ impl Deref for AppState {
 pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router {
     let routes = Router::new()
         .merge(presence::routes())
+        .merge(rooms::routes())
         .route("/api/v2/presence/stream", axum::routing::get(sse::stream))
         .route("/api/v2/ws", axum::routing::get(ws::upgrade))
         .merge(page::routes())

@@ -13,7 +13,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{AppState, health, owner, presence, sse, ws};
+use super::{AppState, health, owner, presence, rooms, sse, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,9 @@ use super::{AppState, health, owner, presence, sse, ws};
         owner::erase,
         sse::stream,
         ws::upgrade,
+        rooms::read,
+        rooms::counts,
+        rooms::stream,
         health::health,
         health::nats,
         health::cache,
@@ -37,6 +40,7 @@ use super::{AppState, health, owner, presence, sse, ws};
     tags(
         (name = "presence", description = "Read anyone's presence; write your own with a JWT"),
         (name = "live", description = "Follow users' presence as it changes: Server-Sent Events or WebSocket"),
+        (name = "rooms", description = "Who is in a room right now; joining is over the WebSocket (docs/rooms.md)"),
         (name = "operations", description = "Health and statistics"),
     )
 )]
@@ -70,7 +74,7 @@ pub(crate) fn document() -> &'static Value {
 
 /// A user id (docs/api.md), as `model::UserId::parse` checks it.
 const USER_ID: &str = "^[A-Za-z0-9_-]{1,128}$";
-/// A `?users=` list: 1 to 1000 ids, within what a URI can hold (65,534 bytes in all).
+/// A `?users=` (or `?rooms=`) list: 1 to 1000 ids, within what a URI can hold (65,534 bytes in all).
 const USER_LIST: &str = "^[A-Za-z0-9_-]{1,128}(,[A-Za-z0-9_-]{1,128}){0,999}$";
 const USER_LIST_MAX_LENGTH: u64 = 60_000;
 /// A status message: none of the characters `PresenceUpdate::new` refuses (control, bidi,
@@ -92,7 +96,11 @@ fn refine(doc: &mut Value) {
             };
             for parameter in parameters {
                 match parameter["name"].as_str() {
-                    Some("user_id") => parameter["schema"] = user_id.clone(),
+                    Some("user_id" | "room") => parameter["schema"] = user_id.clone(),
+                    Some("rooms") => {
+                        parameter["required"] = json!(true);
+                        parameter["schema"] = json!({"type": "string", "pattern": USER_LIST, "maxLength": USER_LIST_MAX_LENGTH});
+                    }
                     Some("device") => {
                         parameter["schema"] =
                             json!({"type": "string", "pattern": USER_ID, "minLength": 1, "maxLength": 128})
@@ -127,7 +135,7 @@ fn refine(doc: &mut Value) {
     ids["maxItems"] = json!(1000);
     ids["items"] = user_id;
     schemas["StreamEvent"]["properties"]["event"]["enum"] =
-        json!(["snapshot", "change", "stale", "fresh", "closed"]);
+        json!(["snapshot", "change", "room", "stale", "fresh", "closed"]);
     schemas["StreamEvent"]["properties"]["data"]["contentMediaType"] = json!("application/json");
     let body = &mut schemas["SetPresenceRequest"]["properties"];
     body["status"]["enum"] = json!(["online", "away", "busy", "offline", "invisible"]);

@@ -1,4 +1,5 @@
-//! `GET /`: a small page for people: watch users' status change live and set your own. HTML,
+//! `GET /`: a small page for people: watch users' status change live, set your own, join a room
+//! and see who is in it and who is typing. HTML,
 //! JavaScript and CSS are in the binary; the page loads nothing from elsewhere, and its Content
 //! Security Policy says so.
 
@@ -13,6 +14,7 @@ use super::AppState;
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
+const ROOM_SCRIPT: &str = include_str!("page/room.js");
 const STYLE: &str = include_str!("page/app.css");
 const ICON: &[u8] = include_bytes!("page/favicon.ico");
 
@@ -24,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/page/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/page/room.js", get(|| async { asset("text/javascript; charset=utf-8", ROOM_SCRIPT) }))
         .route("/page/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/favicon.ico", get(|| async { asset("image/x-icon", ICON) }))
 }

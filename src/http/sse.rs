@@ -6,7 +6,7 @@
 //! `id:`; a client that reconnects with `Last-Event-ID` gets what changed since, or a new
 //! snapshot when the cursor is not this node's or too old. A comment keeps an idle stream open.
 
-use std::{collections::VecDeque, convert::Infallible, sync::Arc};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     Extension,
@@ -30,7 +30,10 @@ use super::{
     server::ConnectionCloser,
     subscribe,
 };
-use crate::live::{Cursor, LinkEvent, Pacer, StreamKind, Subscription};
+use crate::{
+    live::{Cursor, LinkEvent, Pacer, StreamKind, Subscription},
+    rooms::Watching,
+};
 
 /// Follow the presence of several users, live.
 /// One event of the stream, as `text/event-stream` carries it (keep-alives are comments, not
@@ -86,20 +89,31 @@ pub(super) async fn stream(
     }
     let settings = state.hub.settings();
     let keep_alive = KeepAlive::new().interval(settings.keep_alive).text("keep-alive");
-    let feed =
-        Feed { subscription: Arc::new(subscription), queue: first, pacer: Pacer::new(settings.batch_window) };
+    let feed = Feed::new(subscription, first, settings.batch_window, None);
     Ok(Sse::new(feed.into_stream()).keep_alive(keep_alive).into_response())
 }
 
 /// One client's events.
-struct Feed {
+pub(super) struct Feed {
     subscription: Arc<Subscription>,
     queue: VecDeque<Event>,
     pacer: Pacer,
+    /// The room a room stream watches.
+    room: Option<Watching>,
 }
 
 impl Feed {
-    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    /// A stream of `subscription`'s batches, after the events `first`.
+    pub(super) fn new(
+        subscription: Subscription,
+        first: VecDeque<Event>,
+        window: Duration,
+        room: Option<Watching>,
+    ) -> Self {
+        Self { subscription: Arc::new(subscription), queue: first, pacer: Pacer::new(window), room }
+    }
+
+    pub(super) fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
         futures::stream::unfold(Some(self), |feed| async move {
             let mut feed = feed?;
             loop {
@@ -123,6 +137,9 @@ impl Feed {
 
     /// Turns what is waiting into events: `stale` first, the changes, `fresh` last.
     fn fill(&mut self) {
+        // Before the batch is taken: a room message numbered after it is in the batch, or
+        // comes again on a resume (it is never missed).
+        let room_cursor = self.room.as_ref().map(Watching::cursor);
         let batch = self.subscription.subscriber().take();
         if batch.is_empty() {
             return;
@@ -136,6 +153,15 @@ impl Feed {
             let data = format!("{{\"changes\":{}}}", subscribe::changes_json(&batch));
             self.queue.push_back(Event::default().event("change").id(hub.cursor(seq)).data(data));
             hub.delivered(batch.changes.len());
+        }
+        let last = batch.rooms.len().saturating_sub(1);
+        for (i, message) in batch.rooms.iter().enumerate() {
+            let event = Event::default().event("room").data(&**message);
+            let event = match (&room_cursor, i == last) {
+                (Some(cursor), true) => event.id(cursor.clone()),
+                _ => event,
+            };
+            self.queue.push_back(event);
         }
         if batch.link == Some(LinkEvent::Fresh) {
             self.queue.push_back(Event::default().event("fresh").data("{}"));

@@ -52,11 +52,13 @@ pub(crate) struct Batch {
     /// In feed order; at most one per user.
     pub changes: Vec<Arc<Change>>,
     pub link: Option<LinkEvent>,
+    /// Room messages (JSON), in the order they came.
+    pub rooms: Vec<Arc<str>>,
 }
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.link.is_none()
+        self.changes.is_empty() && self.link.is_none() && self.rooms.is_empty()
     }
 
     /// The highest sequence number in the batch.
@@ -69,6 +71,7 @@ impl Batch {
 struct Pending {
     changes: HashMap<Arc<str>, Arc<Change>>,
     link: Option<LinkEvent>,
+    rooms: Vec<Arc<str>>,
     /// When the oldest thing waiting arrived.
     since: Option<Instant>,
 }
@@ -118,11 +121,21 @@ impl Subscriber {
         self.ready.notify_one();
     }
 
+    /// Queues a room message.
+    pub(crate) fn push_room(&self, message: Arc<str>) {
+        {
+            let mut pending = self.pending.lock().expect("subscriber lock");
+            pending.since.get_or_insert_with(Instant::now);
+            pending.rooms.push(message);
+        }
+        self.ready.notify_one();
+    }
+
     /// Forgets what was queued for users no longer watched.
     pub(super) fn retain(&self, watched: impl Fn(&str) -> bool) {
         let mut pending = self.pending.lock().expect("subscriber lock");
         pending.changes.retain(|user, _| watched(user));
-        if pending.changes.is_empty() && pending.link.is_none() {
+        if pending.changes.is_empty() && pending.link.is_none() && pending.rooms.is_empty() {
             pending.since = None;
         }
     }
@@ -139,7 +152,7 @@ impl Subscriber {
             }
             Some(_) => false,
         });
-        if pending.changes.is_empty() && pending.link.is_none() {
+        if pending.changes.is_empty() && pending.link.is_none() && pending.rooms.is_empty() {
             pending.since = None;
         }
     }
@@ -150,7 +163,7 @@ impl Subscriber {
         pending.since = None;
         let mut changes: Vec<_> = pending.changes.drain().map(|(_, c)| c).collect();
         changes.sort_unstable_by_key(|c| c.seq);
-        Batch { changes, link: pending.link.take() }
+        Batch { changes, link: pending.link.take(), rooms: std::mem::take(&mut pending.rooms) }
     }
 
     /// Waits until something is queued (or the node ended the subscription).

@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Status;
+use super::{
+    Status,
+    room::{Joined, StoredRoom},
+};
 
 /// What kind of client a device is, as its `hello` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
@@ -40,6 +43,17 @@ pub(crate) struct StoredDevice {
     pub node: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub idle: bool,
+    /// The rooms this device joined, by room id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rooms: BTreeMap<String, StoredRoom>,
+}
+
+impl StoredDevice {
+    /// A device in no room.
+    #[cfg(test)]
+    pub(crate) fn new(kind: DeviceKind, node: String, idle: bool) -> Self {
+        Self { kind, node, idle, rooms: BTreeMap::new() }
+    }
 }
 
 /// The devices of one user, by device id.
@@ -52,12 +66,26 @@ pub(crate) struct Device {
     pub kind: DeviceKind,
     pub node: Arc<str>,
     pub idle: bool,
+    /// The rooms it joined, by room id.
+    pub rooms: Box<[Joined]>,
 }
 
 impl Device {
     pub(crate) fn status(&self) -> Status {
         if self.idle { Status::Away } else { Status::Online }
     }
+}
+
+/// A device whose session this node holds, as the record should say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub device: Arc<str>,
+    pub kind: DeviceKind,
+    pub idle: bool,
+    /// False while the session is in its grace.
+    pub connected: bool,
+    /// The rooms it is in, by room id.
+    pub rooms: Vec<Joined>,
 }
 
 /// What a user's devices say on their own: `online` if any is active, `away` if all are idle,

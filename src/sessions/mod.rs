@@ -25,23 +25,29 @@
 //! claims to be up cannot keep ghosts online. A node that restarts ends, after the grace, the sessions its records still
 //! name but it no longer holds.
 
+mod rooms;
 mod table;
 mod tasks;
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use table::JoinError;
 use table::Table;
 
 use crate::{
     config::SessionsConfig,
     directory::Directory,
     model::{DeviceKind, UserId, is_valid_token},
+    rooms::Rooms,
     telemetry::Metrics,
     topology::{Holdings, Registry},
 };
@@ -72,9 +78,13 @@ pub(crate) struct Sessions {
     directory: Directory,
     holdings: Arc<Holdings>,
     registry: Arc<Registry>,
+    /// Told of every change to a user's sessions here (their rooms are in them).
+    rooms: Arc<Rooms>,
     settings: SessionsConfig,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// Numbers each connection that holds a session.
+    connections: AtomicU64,
 }
 
 /// One connection's session: ends (abruptly, unless [`Session::close`] says otherwise) when
@@ -83,6 +93,8 @@ pub(crate) struct Session {
     sessions: Arc<Sessions>,
     user: Arc<str>,
     device: Arc<str>,
+    /// This connection, among the device's.
+    conn: u64,
     closed: bool,
     ended: CancellationToken,
 }
@@ -112,14 +124,14 @@ impl Session {
     /// The client closed the connection properly: the session ends at once.
     pub(crate) fn close(mut self) {
         self.closed = true;
-        self.sessions.end(&self.user, &self.device, true);
+        self.sessions.end(&self.user, &self.device, self.conn, true);
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.closed {
-            self.sessions.end(&self.user, &self.device, false);
+            self.sessions.end(&self.user, &self.device, self.conn, false);
         }
     }
 }
@@ -127,8 +139,7 @@ impl Drop for Session {
 impl Sessions {
     pub(crate) fn new(
         directory: Directory,
-        holdings: Arc<Holdings>,
-        registry: Arc<Registry>,
+        (holdings, registry, rooms): (Arc<Holdings>, Arc<Registry>, Arc<Rooms>),
         settings: SessionsConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -138,9 +149,11 @@ impl Sessions {
             directory,
             holdings,
             registry,
+            rooms,
             settings,
             metrics,
             started: Instant::now(),
+            connections: AtomicU64::new(0),
         })
     }
 
@@ -148,7 +161,9 @@ impl Sessions {
         self.table.lock().expect("sessions lock")
     }
 
+    /// `user`'s sessions here changed: their record must follow, and the rooms know at once.
     fn mark(&self, table: &mut Table, user: Arc<str>) {
+        self.rooms.local(&user, table.held(&user));
         if table.dirty.insert(user) {
             self.wake.notify_one();
         }
@@ -166,14 +181,15 @@ impl Sessions {
             return Err(HelloError::Device);
         }
         let kind: DeviceKind = kind.parse().map_err(|()| HelloError::Kind)?;
-        // Devices held at other nodes count too, as far as this node knows of them.
-        let elsewhere: Vec<Box<str>> = match self.directory.peek(user).await {
-            Some(record) => record.presence.as_ref().map_or_else(Vec::new, |p| {
-                let mine = self.directory.node_id();
-                p.devices().iter().filter(|d| &*d.node != mine).map(|d| d.id.clone()).collect()
-            }),
-            None => Vec::new(),
-        };
+        // Devices held at other nodes count too, as far as this node knows of them; and this
+        // device's rooms, if it comes from another node within its grace (kept for it to join
+        // them again).
+        let record = self.directory.peek(user).await;
+        let mine = self.directory.node_id();
+        let others = record.as_ref().and_then(|r| r.presence.as_ref()).map_or(&[][..], |p| p.devices());
+        let others: Vec<_> = others.iter().filter(|d| &*d.node != mine).collect();
+        let elsewhere: Vec<Box<str>> = others.iter().map(|d| d.id.clone()).collect();
+        let rooms = others.iter().find(|d| *d.id == *device).map_or(&[][..], |d| &d.rooms[..]);
         let user: Arc<str> = Arc::from(user.as_str());
         let device: Arc<str> = Arc::from(device);
         let mut table = self.lock();
@@ -181,15 +197,18 @@ impl Sessions {
         if count >= self.settings.max_devices {
             return Err(HelloError::TooManyDevices(self.settings.max_devices));
         }
-        let ended = table.connect(&user, &device, kind, Instant::now());
+        let now = Instant::now();
+        let ended = table.connect(&user, &device, kind, now);
+        table.adopt_rooms(&user, &device, rooms, now + self.settings.grace);
         self.mark(&mut table, user.clone());
-        Ok(Session { sessions: self.clone(), user, device, closed: false, ended })
+        let conn = self.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(Session { sessions: self.clone(), user, device, conn, closed: false, ended })
     }
 
-    fn end(&self, user: &Arc<str>, device: &str, clean: bool) {
+    fn end(&self, user: &Arc<str>, device: &str, conn: u64, clean: bool) {
         let mut table = self.lock();
         let until = (!clean).then(|| Instant::now() + self.settings.grace);
-        if table.disconnect(user, device, until) {
+        if table.disconnect(user, device, conn, until) {
             self.mark(&mut table, user.clone());
         }
     }

@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     CONCURRENCY, REAPER_STEP, Sessions, TICK,
-    table::{Held, Table, desired},
+    table::{Table, desired},
 };
 use crate::{
-    model::UserId,
+    model::{Held, UserId},
     telemetry::{chain, metrics::OutcomeLabels},
 };
 
@@ -193,6 +193,7 @@ impl Sessions {
                 continue;
             }
             let ended = table.erase(&user);
+            self.rooms.local(&user, Vec::new());
             if ended > 0 {
                 tracing::info!(user = %user, sessions = ended, "an erased user's sessions ended");
             }
@@ -213,7 +214,9 @@ impl Sessions {
                     if let Some(record) = previous {
                         table.adopt(&user, record, node, first_grace);
                     }
-                    table.held(&user)
+                    let held = table.held(&user);
+                    self.rooms.local(&user, held.clone());
+                    held
                 };
                 desired(&user, previous, &held, node, &|n: &str| self.dead(n), Utc::now())
             })

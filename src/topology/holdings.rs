@@ -83,7 +83,7 @@ mod tests {
         let id = UserId::parse(user).unwrap();
         let mut stored = StoredPresence::from_update(&id, update, None, "n", chrono::Utc::now());
         for (i, node) in nodes.iter().enumerate() {
-            let device = StoredDevice { kind: DeviceKind::Web, node: node.to_string(), idle: false };
+            let device = StoredDevice::new(DeviceKind::Web, node.to_string(), false);
             stored.devices.insert(format!("d{i}"), device);
         }
         CompactPresence::from(&stored)

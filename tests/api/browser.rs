@@ -170,3 +170,68 @@ async fn times_are_relative_and_the_owner_sees_their_invisible_status() {
     drop(browser);
     app.stop().await;
 }
+
+/// The room view: a token pasted, a room joined; the page lists who else is there as they come,
+/// shows who is typing, and its own typing reaches the others.
+#[tokio::test]
+async fn the_page_joins_a_room_and_shows_its_members_and_typing_live() {
+    use crate::helpers::{live::Ws, mint_rooms};
+    let app = TestApp::spawn().await;
+    let browser = Browser::start().await;
+    browser.open(&app.url("/")).await;
+    browser.type_into("#token", &mint_rooms("pia", &["doc-*"])).await;
+    browser.type_into("#room", "doc-7").await;
+    browser.type_into("#room-name", "Pia").await;
+    browser.click("#join").await;
+    let count = || text(&browser, "return document.getElementById('room-count').textContent;");
+    eventually(Duration::from_secs(10), "the page is in the room", || async {
+        (count().await == "doc-7: 1 user on 1 device").then_some(())
+    })
+    .await;
+
+    // Another member, over a WebSocket of its own: the page lists them with their meta.
+    let mut quinn = Ws::connect(&app).await;
+    let token = mint_rooms("quinn", &["doc-7"]);
+    quinn.send(json!({"type": "hello", "token": token, "device": "phone", "kind": "mobile"})).await;
+    quinn.expect("welcome", Duration::from_secs(5)).await;
+    quinn.send(json!({"type": "join", "room": "doc-7", "meta": {"name": "Quinn"}})).await;
+    let joined = quinn.expect("joined", Duration::from_secs(5)).await;
+    assert_eq!(joined["members"]["pia"][0]["meta"], json!({"name": "Pia"}), "{joined}");
+    let meta = "const r = document.querySelector('#members tr[data-user=\"quinn\"]'); return r ? r.cells[2].textContent : '';";
+    eventually(Duration::from_secs(5), "the page lists quinn", || async {
+        (text(&browser, meta).await == r#"{"name":"Quinn"}"#).then_some(())
+    })
+    .await;
+    assert_eq!(count().await, "doc-7: 2 users on 2 devices");
+
+    // Quinn types: the page says so. The page's user types: quinn hears it.
+    quinn.send(json!({"type": "typing", "room": "doc-7"})).await;
+    let typing = || text(&browser, "return document.getElementById('typing').textContent;");
+    eventually(Duration::from_secs(5), "the page shows quinn typing", || async {
+        (typing().await == "quinn is typing…").then_some(())
+    })
+    .await;
+    browser.type_into("#say", "hello").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = quinn.next_within(deadline - Instant::now()).await.expect("pia's typing reaches quinn");
+        if message["type"] == "room"
+            && message["typing"].as_array().is_some_and(|t| t.contains(&json!("pia")))
+        {
+            break;
+        }
+    }
+
+    // Leaving from the page: quinn sees pia leave.
+    browser.click("#leave").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = quinn.next_within(deadline - Instant::now()).await.expect("pia's leave reaches quinn");
+        if message["type"] == "room" && message["leaves"].get("pia").is_some() {
+            assert_eq!(message["count"], 1, "{message}");
+            break;
+        }
+    }
+    drop(browser);
+    app.stop().await;
+}

@@ -21,6 +21,7 @@ mod process;
 mod races;
 mod reads;
 mod region;
+mod rooms;
 mod security;
 mod sessions;
 mod store;

@@ -68,8 +68,14 @@ async fn real_responses_match_the_served_document() {
     let event = &doc["components"]["schemas"]["StreamEvent"];
     assert_eq!(
         event["properties"]["event"]["enum"],
-        json!(["snapshot", "change", "stale", "fresh", "closed"])
+        json!(["snapshot", "change", "room", "stale", "fresh", "closed"])
     );
+    // A room that is not public, read without a token: the documented refusal.
+    let (s, body) = json_of(app.get("/api/v2/rooms/doc-1").await).await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN);
+    check(&doc, "/api/v2/rooms/{room}", "get", s, &body);
+    let (s, body) = json_of(app.get("/api/v2/rooms?rooms=a,b").await).await;
+    check(&doc, "/api/v2/rooms", "get", s, &body);
     assert_eq!(doc["components"]["schemas"]["BatchRequest"]["properties"]["user_ids"]["maxItems"], 1000);
 
     // The schemas are strict enough to catch a wrong shape.

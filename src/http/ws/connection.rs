@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{
     Message,
@@ -20,6 +19,8 @@ use tokio_tungstenite::tungstenite::{
 use super::{
     CLOSE_ERASED, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNAUTHORIZED, FRAGMENT, Socket,
     budget::{Budget, Verdict},
+    message::ClientMessage,
+    rooms::RoomSide,
 };
 use crate::{
     http::{ApiError, AppState, auth::AuthUser, limits::ReadLimited, presence::parse_user_list, subscribe},
@@ -28,24 +29,15 @@ use crate::{
     sessions::Session,
 };
 
-/// What a client may send.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum ClientMessage {
-    Hello { token: String, device: String, kind: String },
-    Activity,
-    Subscribe { users: Vec<String> },
-    Unsubscribe { users: Vec<String> },
-    Ping,
-}
-
 pub(super) struct Connection {
-    state: AppState,
-    limited: ReadLimited,
-    subscription: Subscription,
+    pub(super) state: AppState,
+    pub(super) limited: ReadLimited,
+    pub(super) subscription: Subscription,
     socket: Socket,
     /// The device's session this connection holds, once it said hello.
-    device: Option<Session>,
+    pub(super) device: Option<Session>,
+    /// The rooms it joined and watches.
+    pub(super) rooms: RoomSide,
     /// The client sent a close frame: its session ends at once, not after the grace.
     closing: bool,
     /// A `hello` whose token was refused: the connection is closed with this code.
@@ -69,9 +61,14 @@ impl Connection {
         limited: ReadLimited,
         subscription: Subscription,
         socket: Socket,
-        device: Option<Session>,
+        device: Option<(Session, Vec<String>)>,
     ) -> Self {
-        Self { state, limited, subscription, socket, device, closing: false, refused: None }
+        let mut rooms = RoomSide::new(state.rooms.clone(), subscription.subscriber().id);
+        let device = device.map(|(session, grant)| {
+            rooms.grant = Some(grant);
+            session
+        });
+        Self { state, limited, subscription, socket, device, rooms, closing: false, refused: None }
     }
 
     pub(super) async fn run(mut self) {
@@ -198,10 +195,11 @@ impl Connection {
                 tracing::info!(error = ?e, "hello refused: token");
                 Some((CLOSE_UNAUTHORIZED, e))
             }
-            Ok(AuthUser(subject)) => match UserId::parse(&subject) {
+            Ok(AuthUser(subject, grant)) => match UserId::parse(&subject) {
                 Ok(user) => match self.state.sessions.connect(&user, device, kind).await {
                     Ok(session) => {
                         self.device = Some(session);
+                        self.rooms.grant = Some(grant);
                         return self.welcome(limit).await;
                     }
                     Err(e) => return self.error(&e.to_string(), limit).await,
@@ -227,7 +225,7 @@ impl Connection {
     }
 
     /// Sends `text` as one message: in one frame, or in frames of [`FRAGMENT`] bytes.
-    async fn send_text(&mut self, text: String, limit: Duration) -> Result<(), ()> {
+    pub(super) async fn send_text(&mut self, text: String, limit: Duration) -> Result<(), ()> {
         if text.len() <= FRAGMENT {
             return self.send(Message::text(text), limit).await;
         }
@@ -249,6 +247,9 @@ impl Connection {
             let text = format!(r#"{{"type":"changes","changes":{}}}"#, subscribe::changes_json(batch));
             self.send_text(text, limit).await?;
             self.subscription.hub().delivered(batch.changes.len());
+        }
+        for message in &batch.rooms {
+            self.send_text(message.to_string(), limit).await?;
         }
         if batch.link == Some(LinkEvent::Fresh) {
             self.send_text(r#"{"type":"fresh"}"#.into(), limit).await?;
@@ -304,6 +305,7 @@ impl Connection {
                     Err(e) => self.error(&e.to_string(), limit).await,
                 }
             }
+            room => self.room(room, limit).await,
         }
     }
 

@@ -2,10 +2,12 @@
 //! connection that holds a device's session.
 //!
 //! Client to server: `hello` (`token`, `device`, `kind`: starts a session), `activity`,
-//! `subscribe` (`users`: replaces the watch list), `unsubscribe` (`users`), `ping`. Server to
+//! `subscribe` (`users`: replaces the watch list), `unsubscribe` (`users`), `ping`; and for rooms
+//! ([`rooms`]) `join`, `leave`, `meta`, `typing`, `watch_room`, `unwatch_room`. Server to
 //! client: `welcome` after a hello (or at once, when the upgrade request carried the token in
 //! `Authorization` and `device` and `kind` in its query), `snapshot` after each subscribe,
-//! `changes`, `stale`, `fresh`, `pong`, and `error` for a message it cannot take (the connection
+//! `changes`, `stale`, `fresh`, `pong`, `joined`, `left`, `room_snapshot`, `room`, and `error`
+//! for a message it cannot take (the connection
 //! stays open, except after a refused token: close code 4401, or 4403). A session ends at once
 //! when the client closes with a close frame, and after `sessions.grace` when the connection
 //! just breaks (see [`crate::sessions`]). Protocol pings
@@ -19,6 +21,8 @@
 
 mod budget;
 mod connection;
+mod message;
+mod rooms;
 
 use std::net::IpAddr;
 
@@ -166,25 +170,27 @@ const DEFAULT_DEVICE: &str = "default";
 const DEFAULT_KIND: &str = "other";
 
 /// A session asked for on the upgrade request: the token in `Authorization`, `device` and
-/// `kind` in the query (by default [`DEFAULT_DEVICE`] of kind [`DEFAULT_KIND`]).
+/// `kind` in the query (by default [`DEFAULT_DEVICE`] of kind [`DEFAULT_KIND`]); with the token's
+/// `rooms` claim.
 async fn session_from_header(
     state: &AppState,
     headers: &HeaderMap,
     uri: &axum::http::Uri,
-) -> Result<Session, ApiError> {
+) -> Result<(Session, Vec<String>), ApiError> {
     #[derive(Deserialize)]
     struct Wanted {
         device: Option<String>,
         kind: Option<String>,
     }
-    let AuthUser(subject) = AuthUser::from_headers(headers, state)?;
+    let AuthUser(subject, grant) = AuthUser::from_headers(headers, state)?;
     let user = UserId::parse(&subject).map_err(|_| ApiError::SubjectNotAUser)?;
     let query = axum::extract::Query::<Wanted>::try_from_uri(uri).map(|q| q.0);
     let Wanted { device, kind } = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let device = device.unwrap_or_else(|| DEFAULT_DEVICE.into());
     let kind = kind.unwrap_or_else(|| DEFAULT_KIND.into());
-    state.sessions.connect(&user, &device, &kind).await.map_err(|e| match e {
+    let session = state.sessions.connect(&user, &device, &kind).await.map_err(|e| match e {
         HelloError::TooManyDevices(_) => ApiError::Conflict(e.to_string()),
         _ => ApiError::BadRequest(e.to_string()),
-    })
+    })?;
+    Ok((session, grant))
 }

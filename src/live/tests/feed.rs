@@ -67,7 +67,7 @@ fn a_change_nobody_else_can_see_is_not_announced() {
     let now = Utc::now();
     let on = |revision, node: &str| {
         let mut record = Record::clone(&record(revision, "offline", 60, now));
-        let device = StoredDevice { kind: DeviceKind::Web, node: node.into(), idle: false };
+        let device = StoredDevice::new(DeviceKind::Web, node.into(), false);
         let mut stored = record.presence.as_ref().unwrap().to_stored("alice");
         stored.devices.insert("tab".into(), device);
         record.presence = Some(CompactPresence::from(&stored));

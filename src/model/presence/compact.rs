@@ -11,7 +11,10 @@ use std::{
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::model::device::{Device, StoredDevice, by_kind, derived};
+use crate::model::{
+    Joined, StoredRoom,
+    device::{Device, StoredDevice, by_kind, derived},
+};
 
 /// A presence as a node holds it in memory: about half the size of [`StoredPresence`].
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +66,15 @@ impl From<&StoredPresence> for CompactPresence {
                     kind: d.kind,
                     node: intern(&d.node),
                     idle: d.idle,
+                    rooms: d
+                        .rooms
+                        .iter()
+                        .map(|(room, r)| Joined {
+                            room: Arc::from(room.as_str()),
+                            meta: r.meta.clone(),
+                            joined_at: r.joined_at,
+                        })
+                        .collect(),
                 });
                 Box::new(Devices(devices.collect()))
             }),
@@ -148,7 +160,12 @@ impl CompactPresence {
     /// The record as the KV stores it (every field of it is held here).
     pub(crate) fn to_stored(&self, user_id: &str) -> StoredPresence {
         let devices = self.devices().iter().map(|d| {
-            let stored = StoredDevice { kind: d.kind, node: d.node.to_string(), idle: d.idle };
+            let rooms = d
+                .rooms
+                .iter()
+                .map(|j| (j.room.to_string(), StoredRoom { meta: j.meta.clone(), joined_at: j.joined_at }));
+            let stored =
+                StoredDevice { kind: d.kind, node: d.node.to_string(), idle: d.idle, rooms: rooms.collect() };
             (d.id.to_string(), stored)
         });
         StoredPresence {

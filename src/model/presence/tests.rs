@@ -114,7 +114,7 @@ fn with_devices(
     let update = PresenceUpdate::new(status, Some("set".into()), Some(ttl), HOUR).unwrap();
     let mut stored = StoredPresence::from_update(&user(), update, None, "n1", at);
     for (id, kind, idle) in devices {
-        let device = StoredDevice { kind: kind.parse().unwrap(), node: "n1".into(), idle: *idle };
+        let device = StoredDevice::new(kind.parse().unwrap(), "n1".into(), *idle);
         stored.devices.insert(id.to_string(), device);
     }
     CompactPresence::from(&stored)

@@ -9,7 +9,12 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{DeviceKind, Status, StoredDevice, StoredDevices, StoredPresence};
+use crate::model::{DeviceKind, Held, Status, StoredDevice, StoredDevices, StoredPresence, StoredRoom};
+
+mod rooms;
+
+pub(crate) use rooms::JoinError;
+use rooms::RoomSlot;
 
 /// One device's session at this node.
 struct Slot {
@@ -23,16 +28,8 @@ struct Slot {
     grace_until: Option<Instant>,
     /// Cancelled when the user is erased: the device's connections close.
     ended: CancellationToken,
-}
-
-/// A session as [`desired`] needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Held {
-    pub(crate) device: Arc<str>,
-    pub kind: DeviceKind,
-    pub idle: bool,
-    /// False while the session is in its grace.
-    pub connected: bool,
+    /// The rooms the device is in, by room id.
+    rooms: HashMap<Arc<str>, RoomSlot>,
 }
 
 /// The sessions, by user and device, and the users whose records must follow them.
@@ -102,8 +99,15 @@ impl Table {
             }
             Entry::Vacant(slot) => {
                 let ended = CancellationToken::new();
-                let held =
-                    Slot { kind, connections: 1, active_at: now, idle: false, grace_until: None, ended };
+                let held = Slot {
+                    kind,
+                    connections: 1,
+                    active_at: now,
+                    idle: false,
+                    grace_until: None,
+                    ended,
+                    rooms: HashMap::new(),
+                };
                 self.count += 1;
                 slot.insert(held).ended.clone()
             }
@@ -144,6 +148,7 @@ impl Table {
                 idle: device.idle,
                 grace_until: Some(until),
                 ended: CancellationToken::new(),
+                rooms: RoomSlot::restarted(&device.rooms, until),
             };
             if self.users.entry(user.clone()).or_default().insert(id, held).is_none() {
                 self.count += 1;
@@ -158,14 +163,16 @@ impl Table {
         std::mem::replace(&mut held.idle, false)
     }
 
-    /// A connection for `device` ended: cleanly (`until` none: the session ends with the last
-    /// connection) or abruptly (the session is kept `until`). True if the record must change.
-    pub(super) fn disconnect(&mut self, user: &str, device: &str, until: Option<Instant>) -> bool {
+    /// Connection `conn` of `device` ended: cleanly (`until` none: the session ends with the
+    /// last connection, and so do the rooms only this connection joined) or abruptly (the session
+    /// and those rooms are kept `until`). True if the record must change.
+    pub(super) fn disconnect(&mut self, user: &str, device: &str, conn: u64, until: Option<Instant>) -> bool {
         let Some(devices) = self.users.get_mut(user) else { return false };
         let Some(held) = devices.get_mut(device) else { return false };
         held.connections = held.connections.saturating_sub(1);
+        let left = rooms::disconnect(&mut held.rooms, conn, until);
         if held.connections > 0 {
-            return false;
+            return left;
         }
         match until {
             Some(until) => {
@@ -194,6 +201,7 @@ impl Table {
             ended += before - devices.len();
             let mut change = devices.len() != before;
             for held in devices.values_mut() {
+                change |= rooms::expire(&mut held.rooms, now);
                 if held.connections > 0 && !held.idle && now.duration_since(held.active_at) >= idle_after {
                     held.idle = true;
                     change = true;
@@ -216,6 +224,7 @@ impl Table {
             kind: s.kind,
             idle: s.idle,
             connected: s.connections > 0,
+            rooms: rooms::joined(&s.rooms),
         });
         held.collect()
     }
@@ -249,7 +258,12 @@ pub(crate) fn desired(
         },
     );
     for h in held {
-        let mine = StoredDevice { kind: h.kind, node: node.to_string(), idle: h.idle };
+        let rooms = h
+            .rooms
+            .iter()
+            .map(|j| (j.room.to_string(), StoredRoom { meta: j.meta.clone(), joined_at: j.joined_at }));
+        let mine =
+            StoredDevice { kind: h.kind, node: node.to_string(), idle: h.idle, rooms: rooms.collect() };
         if h.connected {
             devices.insert(h.device.to_string(), mine);
         } else if let Some(d) = devices.get_mut(&*h.device).filter(|d| d.node == node) {

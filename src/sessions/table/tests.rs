@@ -3,7 +3,7 @@
 use super::*;
 
 fn held(device: &str, idle: bool, connected: bool) -> Held {
-    Held { device: Arc::from(device), kind: DeviceKind::Web, idle, connected }
+    Held { device: Arc::from(device), kind: DeviceKind::Web, idle, connected, rooms: Vec::new() }
 }
 
 const ALIVE: &dyn Fn(&str) -> bool = &|_| false;
@@ -37,8 +37,8 @@ fn the_table_follows_connections_idleness_and_graces() {
     // One of the phone's two connections drops: nothing changes. The other drops abruptly:
     // kept for the grace, still in the table, no longer connected.
     let grace = t0 + 2 * minute;
-    assert!(!table.disconnect("u", "phone", None), "another connection holds it");
-    assert!(!table.disconnect("u", "phone", Some(grace)), "kept for its grace");
+    assert!(!table.disconnect("u", "phone", 0, None), "another connection holds it");
+    assert!(!table.disconnect("u", "phone", 0, Some(grace)), "kept for its grace");
     let phone_held = |table: &Table| table.held("u").into_iter().find(|h| &*h.device == "phone");
     assert_eq!(phone_held(&table).map(|h| h.connected), Some(false));
     assert!(table.held("u").iter().any(|h| &*h.device == "laptop" && h.connected));
@@ -50,9 +50,9 @@ fn the_table_follows_connections_idleness_and_graces() {
     assert_eq!(table.timers(grace, 10 * minute), std::slice::from_ref(&user), "its grace ran out");
     assert_eq!((phone_held(&table), table.len()), (None, 1));
     // A clean close ends the laptop's session at once.
-    assert!(table.disconnect("u", "laptop", None));
+    assert!(table.disconnect("u", "laptop", 0, None));
     assert_eq!((table.len(), table.users().count()), (0, 0));
-    assert!(!table.disconnect("u", "laptop", None), "nothing left to end");
+    assert!(!table.disconnect("u", "laptop", 0, None), "nothing left to end");
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn a_record_follows_the_sessions_and_only_writes_on_a_change() {
     assert_eq!(desired("u", None, &[], "a", ALIVE, t0), None, "nothing to say");
     let first = desired("u", None, &[held("d1", false, true)], "a", ALIVE, t0).unwrap();
     assert_eq!(first.status, Status::Offline, "no status set: the devices decide");
-    assert_eq!(first.devices["d1"], StoredDevice { kind: DeviceKind::Web, node: "a".into(), idle: false });
+    assert_eq!(first.devices["d1"], StoredDevice::new(DeviceKind::Web, "a".into(), false));
     assert!(first.last_seen.is_some());
     let again = desired("u", Some(&first), &[held("d1", false, true)], "a", ALIVE, t0);
     assert_eq!(again, None, "steady: no write");
@@ -108,9 +108,7 @@ fn a_device_that_moved_keeps_its_place_and_nobody_sees_it() {
 fn a_restarted_node_keeps_its_old_sessions_for_a_grace_and_dead_nodes_lose_theirs() {
     let t0 = Utc::now();
     let mut record = desired("u", None, &[held("d1", false, true)], "a", ALIVE, t0).unwrap();
-    record
-        .devices
-        .insert("d2".into(), StoredDevice { kind: DeviceKind::Mobile, node: "b".into(), idle: false });
+    record.devices.insert("d2".into(), StoredDevice::new(DeviceKind::Mobile, "b".into(), false));
     // Node a restarted: it takes d1 in for the grace, as if its connection had just dropped.
     let mut table = Table::starting();
     let user: Arc<str> = Arc::from("u");
@@ -127,8 +125,8 @@ fn a_restarted_node_keeps_its_old_sessions_for_a_grace_and_dead_nodes_lose_their
     assert_eq!(cleaned.devices.keys().collect::<Vec<_>>(), ["d2"]);
     // A device held in this run and closed is not taken in again from an older record.
     table.connect(&user, &Arc::from("d3"), DeviceKind::Web, Instant::now());
-    table.disconnect("u", "d3", None);
-    record.devices.insert("d3".into(), StoredDevice { kind: DeviceKind::Web, node: "a".into(), idle: false });
+    table.disconnect("u", "d3", 0, None);
+    record.devices.insert("d3".into(), StoredDevice::new(DeviceKind::Web, "a".into(), false));
     table.adopt(&user, &record, "a", until);
     assert!(table.held("u").is_empty());
 

@@ -69,3 +69,9 @@ pub(crate) struct JetStreamLeaderLabels {
     pub stream: &'static str,
     pub server: String,
 }
+
+/// What kind of thing was counted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub kind: &'static str,
+}

@@ -3,6 +3,7 @@
 //! counters end in `_total`, durations in `_seconds`, sizes in `_bytes`.
 
 mod labels;
+mod rooms;
 
 use std::{sync::atomic::AtomicU64, time::Duration};
 
@@ -12,6 +13,7 @@ use prometheus_client::{
 };
 
 pub(crate) use labels::*;
+pub(crate) use rooms::RoomMetrics;
 
 fn latency_buckets() -> Histogram {
     // 50 µs to about 3 s.
@@ -68,6 +70,7 @@ pub(crate) struct Metrics {
     /// Writes of session transitions, by outcome: `written`, `unchanged` (the record said so
     /// already: no KV write), `failed` (retried).
     pub session_writes: Family<OutcomeLabels, Counter>,
+    pub rooms: RoomMetrics,
 }
 
 impl Metrics {
@@ -116,6 +119,7 @@ impl Metrics {
             writes_forwarded: Family::default(),
             sessions_held: Gauge::default(),
             session_writes: Family::default(),
+            rooms: RoomMetrics::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -274,6 +278,7 @@ impl Metrics {
             "Session transitions synced to the bucket (outcome: written, unchanged, failed)",
             m.session_writes.clone(),
         );
+        m.rooms.register(r);
         // Known label values start at zero, so that their series exist (and `rate` works) before
         // the first refusal or timeout.
         for reason in ["total", "per_ip"] {

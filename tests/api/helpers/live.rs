@@ -34,6 +34,12 @@ impl Sse {
         Self { response, buffer: String::new(), comments: 0 }
     }
 
+    /// A stream from an answer already received (a room stream, say).
+    pub(crate) fn from_response(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200, "the stream opens");
+        Self { response, buffer: String::new(), comments: 0 }
+    }
+
     /// The raw answer to a stream request (for refusals).
     pub(crate) async fn request(app: &TestApp, users: &str, last_id: Option<&str>) -> reqwest::Response {
         let mut request = app.http.get(app.url(&format!("/api/v2/presence/stream?users={users}")));

@@ -33,7 +33,7 @@ pub(crate) use cluster::NatsCluster;
 pub(crate) use nats::{NatsServer, bucket, nats_connect, stored_value};
 pub(crate) use pki::Pki;
 pub(crate) use process::{ServiceProcess, is_alive, kill9, port_is_free};
-pub(crate) use tokens::{ISSUER, SECRET, mint};
+pub(crate) use tokens::{ISSUER, SECRET, mint, mint_rooms};
 
 /// A free TCP port on loopback, chosen by the OS.
 pub(crate) fn free_port() -> u16 {

@@ -15,3 +15,14 @@ pub(crate) fn mint(user: &str) -> String {
     let config = from_sources(None, &[]).unwrap();
     Authenticator::new(&Secret::new(SECRET.into()), &config.auth).mint(user, Duration::from_secs(600))
 }
+
+/// A valid token for `user` that may join and read the rooms `patterns` match, for ten minutes.
+pub(crate) fn mint_rooms(user: &str, patterns: &[&str]) -> String {
+    let config = from_sources(None, &[]).unwrap();
+    let rooms: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    Authenticator::new(&Secret::new(SECRET.into()), &config.auth).mint_with_rooms(
+        user,
+        Duration::from_secs(600),
+        &rooms,
+    )
+}
