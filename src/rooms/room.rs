@@ -25,6 +25,8 @@ pub(super) struct Watcher {
     /// For a watcher that came in the middle of a batch: the users the batch had changed by
     /// then, as its snapshot showed them (its first message starts from there).
     baseline: Option<HashMap<Arc<str>, Before>>,
+    /// The count and connections this watcher was last told.
+    told: (usize, usize),
 }
 
 /// A user's devices in the room when the room's current batch began.
@@ -49,8 +51,6 @@ pub(super) struct Room {
     pending: HashMap<Arc<str>, Before>,
     typing_changed: bool,
     pub last_sent: Option<Instant>,
-    /// What count-only watchers were told last.
-    counts_told: (usize, usize),
     /// The last public message's number, and the newest public messages (number, JSON).
     pub seq: u64,
     pub log: VecDeque<(u64, Arc<str>)>,
@@ -173,7 +173,8 @@ impl Room {
             };
             self.pending.keys().map(|user| (user.clone(), now(user))).collect()
         });
-        self.watchers.push(Watcher { subscriber: subscriber.clone(), viewer, members, baseline });
+        let told = self.counts(viewer.as_deref());
+        self.watchers.push(Watcher { subscriber: subscriber.clone(), viewer, members, baseline, told });
     }
 
     /// Count and connections as `viewer` sees them: hidden members but themselves left out.
@@ -277,19 +278,32 @@ impl Room {
             }
         }
         let counts = self.counts(None);
-        let counts_message: Option<Arc<str>> = (counts != self.counts_told).then(|| {
+        let counts_message = |(count, connections): (usize, usize)| -> Arc<str> {
             let text =
-                serde_json::json!({"type": "room", "room": room, "count": counts.0, "connections": counts.1});
+                serde_json::json!({"type": "room", "room": room, "count": count, "connections": connections});
             Arc::from(text.to_string())
-        });
+        };
+        let mut shared_counts: Option<Arc<str>> = None;
+        let mut told = Vec::new();
         let mut sent = 0;
         self.watchers.retain(|w| w.subscriber.dropped().is_none());
-        for watcher in &self.watchers {
+        for (i, watcher) in self.watchers.iter().enumerate() {
             let viewer = watcher.viewer.as_deref();
             let hidden = viewer
                 .is_some_and(|v| self.hidden.contains(v) || self.pending.get(v).is_some_and(|b| b.hidden));
             let message = match watcher.members {
-                false => counts_message.clone(),
+                // The count only, when it differs from what this watcher was last told.
+                false => {
+                    let seen = if hidden { self.counts(viewer) } else { counts };
+                    told.push((i, seen));
+                    match (seen == watcher.told, seen == counts) {
+                        (true, _) => None,
+                        (false, true) => {
+                            Some(shared_counts.get_or_insert_with(|| counts_message(counts)).clone())
+                        }
+                        (false, false) => Some(counts_message(seen)),
+                    }
+                }
                 true if hidden || watcher.baseline.is_some() => {
                     self.change(room, viewer, watcher.baseline.as_ref()).map(Arc::from)
                 }
@@ -303,7 +317,9 @@ impl Room {
         for watcher in &mut self.watchers {
             watcher.baseline = None;
         }
-        self.counts_told = counts;
+        for (i, seen) in told {
+            self.watchers[i].told = seen;
+        }
         self.pending.clear();
         self.typing_changed = false;
         self.last_sent = Some(now);

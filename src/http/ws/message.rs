@@ -21,6 +21,8 @@ pub(super) enum ClientMessage {
     Join {
         room: String,
         meta: Option<serde_json::Value>,
+        #[serde(default = "yes")]
+        members: bool,
     },
     Leave {
         room: String,

@@ -88,7 +88,7 @@ impl Connection {
         };
         let subscriber = self.subscription.subscriber().clone();
         match request {
-            ClientMessage::Join { room, meta: value } => {
+            ClientMessage::Join { room, meta: value, members } => {
                 let session = self.session()?;
                 if !self.state.rooms.allows(&room, self.rooms.grant.as_deref(), Access::Join) {
                     return Err(refuse(
@@ -100,8 +100,8 @@ impl Connection {
                 session.join(&room, meta).await.map_err(joining)?;
                 let viewer = Some(session.user().to_string());
                 self.rooms.joined.insert(room.clone());
-                let snapshot =
-                    self.state.rooms.watch(&room, (&subscriber, viewer.as_deref()), true, Some("joined"));
+                let watched = (&subscriber, viewer.as_deref());
+                let snapshot = self.state.rooms.watch(&room, watched, members, Some("joined"));
                 Ok(Some(snapshot))
             }
             ClientMessage::Leave { room } => {

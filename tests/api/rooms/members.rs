@@ -123,9 +123,18 @@ async fn a_burst_of_joins_reaches_a_watcher_in_a_few_batched_messages() {
     counting.send(json!({"type": "watch_room", "room": "call-7", "members": false})).await;
     let snapshot = next_of(&mut counting, "room_snapshot", 5 * SECOND).await;
     assert_eq!(snapshot, json!({"type": "room_snapshot", "room": "call-7", "count": 20, "connections": 20}));
+
+    // So does a member that joins with `"members": false` (a large room's members).
+    let mut quiet = member(&app, "quiet", "q", &["call-*"]).await;
+    quiet.send(json!({"type": "join", "room": "call-7", "members": false})).await;
+    let joined = next_of(&mut quiet, "joined", 5 * SECOND).await;
+    assert_eq!(joined, json!({"type": "joined", "room": "call-7", "count": 21, "connections": 21}));
+    room_change_until(&mut counting, 5 * SECOND, "quiet counted", |c| c["count"] == 21).await;
     members.pop().unwrap().close().await;
-    let change = room_change_until(&mut counting, 5 * SECOND, "the count", |_| true).await;
-    assert_eq!(change, json!({"type": "room", "room": "call-7", "count": 19, "connections": 19}));
+    for ws in [&mut counting, &mut quiet] {
+        let change = room_change_until(ws, 5 * SECOND, "the count", |_| true).await;
+        assert_eq!(change, json!({"type": "room", "room": "call-7", "count": 20, "connections": 20}));
+    }
     app.stop().await;
 }
 
