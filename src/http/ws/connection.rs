@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::{
 use super::{
     CLOSE_ERASED, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_UNAUTHORIZED, FRAGMENT, Socket,
     budget::{Budget, Verdict},
+    membership::RoomSide,
     message::ClientMessage,
-    rooms::RoomSide,
 };
 use crate::{
     http::{ApiError, AppState, auth::AuthUser, limits::ReadLimited, presence::parse_user_list, subscribe},

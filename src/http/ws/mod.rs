@@ -21,6 +21,7 @@
 
 mod budget;
 mod connection;
+mod membership;
 mod message;
 mod rooms;
 

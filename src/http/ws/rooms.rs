@@ -2,49 +2,17 @@
 //! connection's session; `watch_room` and `unwatch_room` for anyone allowed to read the room.
 //! Every refusal is an `error` naming the room; the connection stays.
 
-use std::{collections::HashSet, num::NonZeroU32, sync::Arc, time::Duration};
-
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::time::Duration;
 
 use super::{connection::Connection, message::ClientMessage};
 use crate::{
     model::{Meta, is_valid_room},
-    rooms::{Access, Rooms},
+    rooms::Access,
     sessions::JoinError,
 };
 
 /// Rooms one connection may watch besides those it joined.
 const MAX_WATCHED: usize = 1000;
-
-/// A connection's rooms: the token's claim, the rooms joined and watched (unwatched when the
-/// connection ends), and its budget of `meta` and `typing` messages.
-pub(super) struct RoomSide {
-    rooms: Arc<Rooms>,
-    subscriber: u64,
-    /// The `rooms` claim of the token the session was started with.
-    pub(super) grant: Option<Vec<String>>,
-    joined: HashSet<String>,
-    watched: HashSet<String>,
-    signals: DefaultDirectRateLimiter,
-}
-
-impl RoomSide {
-    pub(super) fn new(rooms: Arc<Rooms>, subscriber: u64) -> Self {
-        let settings = rooms.settings();
-        let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
-        let quota = Quota::per_second(nz(settings.signals_per_second)).allow_burst(nz(settings.signal_burst));
-        let signals = RateLimiter::direct(quota);
-        Self { rooms, subscriber, grant: None, joined: HashSet::new(), watched: HashSet::new(), signals }
-    }
-}
-
-impl Drop for RoomSide {
-    fn drop(&mut self) {
-        for room in self.joined.iter().chain(&self.watched) {
-            self.rooms.unwatch(room, self.subscriber);
-        }
-    }
-}
 
 /// Why a room message was refused: the status it would have over HTTP, and the reason.
 type Refusal = (u16, String);
