@@ -46,6 +46,14 @@
 //!   disconnects per second at URL for S seconds, while subscribers at WATCH-URL (another node)
 //!   watch all M: the delay from each `hello` (or close frame) sent until the other node shows
 //!   the user online (offline), p50 and p99.
+//! - `rooms-enter --url URL --tokens FILE --members N --spread-ms MS`: N members enter one room
+//!   within MS and leave within MS, each watching it: the room messages sent, against the
+//!   2 × N × (N + 1) of sending each change to each member alone, and the delivery delay.
+//! - `rooms-churn --url A --other-url B --tokens FILE --members N --rate R --seconds S`: one
+//!   room of N members, half at each node, R joins and R leaves per second: the delay until the
+//!   other node's watcher sees each.
+//! - `rooms-typing --url A --other-url B --tokens FILE --count N`: typing signals at A, the delay
+//!   until a member at B sees each.
 //!
 //! Results are printed as one JSON object on stdout.
 
@@ -64,6 +72,7 @@ use serde_json::json;
 mod ceilings;
 mod links;
 mod live;
+mod rooms;
 mod sessions;
 mod setup;
 mod streams;
@@ -71,6 +80,7 @@ mod streams;
 use ceilings::*;
 use links::*;
 use live::*;
+use rooms::*;
 use sessions::*;
 use setup::*;
 use streams::*;
@@ -99,6 +109,9 @@ async fn main() {
         Some("outage") => outage(&args).await,
         Some("sessions-hold") => sessions_hold(&args).await,
         Some("sessions-churn") => sessions_churn(&args).await,
+        Some("rooms-enter") => rooms_enter(&args).await,
+        Some("rooms-churn") => rooms_churn(&args).await,
+        Some("rooms-typing") => rooms_typing(&args).await,
         _ => eprintln!("usage: bench_tool http-ceiling|kv|fixed-rate|preload|tokens ..."),
     }
 }

@@ -16,6 +16,7 @@
 //! `presence.typing.{room}`, each node ending a signal not renewed within `rooms.typing_ttl`.
 
 mod member;
+mod render;
 mod room;
 mod typing;
 mod watch;
@@ -59,6 +60,8 @@ struct State {
     rooms: HashMap<Arc<str>, Room>,
     /// Rooms whose changes wait for their batch window.
     due: HashSet<Arc<str>>,
+    /// Rooms that owe their count-only watchers the count.
+    counting: HashSet<Arc<str>>,
 }
 
 /// What the index knows of a user in any room: their record, the sessions held here.
@@ -226,6 +229,9 @@ impl Rooms {
         let Some(room) = state.rooms.get_mut(name) else { return };
         let sent = room.flush(name, now);
         self.metrics.rooms.messages.get_or_create(&KindLabels { kind: "change" }).inc_by(sent as u64);
+        if room.counts_owed {
+            state.counting.insert(name.clone());
+        }
         if room.is_idle() {
             state.rooms.remove(name);
         }
@@ -245,6 +251,20 @@ impl Rooms {
                         self.schedule(&mut state, &name, now);
                     }
                 }
+            }
+        }
+        let counting: Vec<Arc<str>> = state.counting.iter().cloned().collect();
+        for name in counting {
+            let Some(room) = state.rooms.get_mut(&name) else {
+                state.counting.remove(&name);
+                continue;
+            };
+            if room.counts_due().is_some_and(|at| at <= now) {
+                let sent = room.tell_counts(&name, now);
+                self.metrics.rooms.messages.get_or_create(&KindLabels { kind: "change" }).inc_by(sent as u64);
+            }
+            if !room.counts_owed {
+                state.counting.remove(&name);
             }
         }
         let due: Vec<Arc<str>> = state.due.iter().cloned().collect();

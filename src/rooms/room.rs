@@ -4,16 +4,17 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
-use super::member::{Member, diff};
+use super::member::Member;
 use crate::live::Subscriber;
 
 /// Public messages a room keeps for streams that resume (`Last-Event-ID`), at most this many bytes.
 const LOG_BYTES: usize = 64 * 1024;
+/// Count-only watchers (a badge, the members of a large room) hear the count at most this often:
+/// a change sent to every member of a room of 10,000 is 10,000 messages.
+pub(super) const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection watching a room.
 pub(super) struct Watcher {
@@ -30,9 +31,9 @@ pub(super) struct Watcher {
 }
 
 /// A user's devices in the room when the room's current batch began.
-struct Before {
-    members: Vec<Member>,
-    hidden: bool,
+pub(super) struct Before {
+    pub members: Vec<Member>,
+    pub hidden: bool,
 }
 
 #[derive(Default)]
@@ -42,54 +43,23 @@ pub(super) struct Room {
     /// Members hidden from everyone but themselves (invisible).
     pub hidden: HashSet<Arc<str>>,
     /// Devices in the room, and those of hidden members.
-    connections: usize,
-    hidden_connections: usize,
+    pub connections: usize,
+    pub hidden_connections: usize,
     /// Typing users, until when.
     pub typing: HashMap<Arc<str>, Instant>,
     pub watchers: Vec<Watcher>,
     /// Users changed since the last message, as they were before.
-    pending: HashMap<Arc<str>, Before>,
-    typing_changed: bool,
+    pub pending: HashMap<Arc<str>, Before>,
+    pub typing_changed: bool,
+    /// When count-only watchers were last told the count, and whether a change waits for
+    /// [`COUNT_EVERY`] to pass since.
+    counts_at: Option<Instant>,
+    pub counts_owed: bool,
     pub last_sent: Option<Instant>,
     /// The last public message's number, and the newest public messages (number, JSON).
     pub seq: u64,
     pub log: VecDeque<(u64, Arc<str>)>,
     log_bytes: usize,
-}
-
-/// What a viewer sees of one user across a batch: their devices before and after.
-type Seen<'a> = (&'a [Member], &'a [Member]);
-
-#[derive(Serialize)]
-struct Change<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    room: &'a str,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    joins: BTreeMap<&'a str, Vec<&'a Member>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    updates: BTreeMap<&'a str, Vec<&'a Member>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    leaves: BTreeMap<&'a str, Vec<&'a Member>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    typing: Option<Vec<&'a str>>,
-    count: usize,
-    connections: usize,
-}
-
-#[derive(Serialize)]
-pub(super) struct Snapshot<'a> {
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
-    pub room: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub members: Option<BTreeMap<&'a str, &'a [Member]>>,
-    pub count: usize,
-    pub connections: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub typing: Option<Vec<&'a str>>,
 }
 
 impl Room {
@@ -177,90 +147,6 @@ impl Room {
         self.watchers.push(Watcher { subscriber: subscriber.clone(), viewer, members, baseline, told });
     }
 
-    /// Count and connections as `viewer` sees them: hidden members but themselves left out.
-    fn counts(&self, viewer: Option<&str>) -> (usize, usize) {
-        let (mut count, mut connections) =
-            (self.members.len() - self.hidden.len(), self.connections - self.hidden_connections);
-        if let Some(own) = viewer.filter(|v| self.hidden.contains(*v)).and_then(|v| self.members.get(v)) {
-            count += 1;
-            connections += own.len();
-        }
-        (count, connections)
-    }
-
-    fn visible(&self, user: &str, viewer: Option<&str>) -> bool {
-        !self.hidden.contains(user) || viewer == Some(user)
-    }
-
-    fn typing_list(&self, viewer: Option<&str>) -> Vec<&str> {
-        let mut list: Vec<&str> =
-            self.typing.keys().map(|u| &**u).filter(|u| self.visible(u, viewer)).collect();
-        list.sort_unstable();
-        list
-    }
-
-    /// The room as `viewer` sees it now (`members`: listed, up to `max_listed` users).
-    pub(super) fn snapshot<'a>(
-        &'a self,
-        room: &'a str,
-        viewer: Option<&str>,
-        (kind, members, max_listed): (Option<&'static str>, bool, usize),
-    ) -> Snapshot<'a> {
-        let (count, connections) = self.counts(viewer);
-        let listed = members.then(|| {
-            let visible = self.members.iter().filter(|(u, _)| self.visible(u, viewer));
-            visible.take(max_listed).map(|(u, d)| (&**u, &d[..])).collect::<BTreeMap<_, _>>()
-        });
-        let truncated = listed.as_ref().map(|l| l.len() < count);
-        let typing = members.then(|| self.typing_list(viewer));
-        Snapshot { kind, room, members: listed, count, connections, truncated, typing }
-    }
-
-    /// The batch as `viewer` sees it (from `baseline` for the users in it), as a `room` message;
-    /// `None` if it shows them nothing.
-    fn change(
-        &self,
-        room: &str,
-        viewer: Option<&str>,
-        baseline: Option<&HashMap<Arc<str>, Before>>,
-    ) -> Option<String> {
-        let empty: &[Member] = &[];
-        let mut message = Change {
-            kind: "room",
-            room,
-            joins: BTreeMap::new(),
-            updates: BTreeMap::new(),
-            leaves: BTreeMap::new(),
-            typing: self.typing_changed.then(|| self.typing_list(viewer)),
-            count: 0,
-            connections: 0,
-        };
-        for (user, before) in &self.pending {
-            let before = baseline.and_then(|b| b.get(user)).unwrap_or(before);
-            let own = viewer == Some(&**user);
-            let after = self.members.get(user).map_or(empty, |m| &m[..]);
-            let seen: Seen<'_> = (
-                if before.hidden && !own { empty } else { &before.members },
-                if self.hidden.contains(user) && !own { empty } else { after },
-            );
-            let (mut j, mut u, mut l) = (Vec::new(), Vec::new(), Vec::new());
-            diff(seen.0, seen.1, (&mut j, &mut u, &mut l));
-            for (group, list) in
-                [(&mut message.joins, j), (&mut message.updates, u), (&mut message.leaves, l)]
-            {
-                if !list.is_empty() {
-                    group.insert(&**user, list);
-                }
-            }
-        }
-        let quiet = message.joins.is_empty() && message.updates.is_empty() && message.leaves.is_empty();
-        if quiet && message.typing.is_none() {
-            return None;
-        }
-        (message.count, message.connections) = self.counts(viewer);
-        Some(serde_json::to_string(&message).expect("a room change serializes"))
-    }
-
     /// Sends the batch to the watchers and starts the next one: the number of messages queued.
     pub(super) fn flush(&mut self, room: &str, now: Instant) -> usize {
         if !self.is_dirty() {
@@ -277,37 +163,15 @@ impl Room {
                 self.log_bytes -= old.len();
             }
         }
-        let counts = self.counts(None);
-        let counts_message = |(count, connections): (usize, usize)| -> Arc<str> {
-            let text =
-                serde_json::json!({"type": "room", "room": room, "count": count, "connections": connections});
-            Arc::from(text.to_string())
-        };
-        let mut shared_counts: Option<Arc<str>> = None;
-        let mut told = Vec::new();
         let mut sent = 0;
         self.watchers.retain(|w| w.subscriber.dropped().is_none());
-        for (i, watcher) in self.watchers.iter().enumerate() {
+        for watcher in self.watchers.iter().filter(|w| w.members) {
             let viewer = watcher.viewer.as_deref();
             let hidden = viewer
                 .is_some_and(|v| self.hidden.contains(v) || self.pending.get(v).is_some_and(|b| b.hidden));
-            let message = match watcher.members {
-                // The count only, when it differs from what this watcher was last told.
-                false => {
-                    let seen = if hidden { self.counts(viewer) } else { counts };
-                    told.push((i, seen));
-                    match (seen == watcher.told, seen == counts) {
-                        (true, _) => None,
-                        (false, true) => {
-                            Some(shared_counts.get_or_insert_with(|| counts_message(counts)).clone())
-                        }
-                        (false, false) => Some(counts_message(seen)),
-                    }
-                }
-                true if hidden || watcher.baseline.is_some() => {
-                    self.change(room, viewer, watcher.baseline.as_ref()).map(Arc::from)
-                }
-                true => public.clone(),
+            let message = match hidden || watcher.baseline.is_some() {
+                true => self.change(room, viewer, watcher.baseline.as_ref()).map(Arc::from),
+                false => public.clone(),
             };
             if let Some(message) = message {
                 watcher.subscriber.push_room(message);
@@ -317,13 +181,56 @@ impl Room {
         for watcher in &mut self.watchers {
             watcher.baseline = None;
         }
-        for (i, seen) in told {
-            self.watchers[i].told = seen;
-        }
+        sent += self.tell_counts(room, now);
         self.pending.clear();
         self.typing_changed = false;
         self.last_sent = Some(now);
         sent
+    }
+
+    /// Tells each count-only watcher the count, if it differs from what it was last told and
+    /// [`COUNT_EVERY`] passed since the room last did; otherwise the room owes it (the
+    /// ticker tells it then). The number of messages queued.
+    pub(super) fn tell_counts(&mut self, room: &str, now: Instant) -> usize {
+        let seen = |w: &Watcher| match w.viewer.as_deref().filter(|v| self.hidden.contains(*v)) {
+            Some(viewer) => self.counts(Some(viewer)),
+            None => self.counts(None),
+        };
+        let owed = self.watchers.iter().filter(|w| !w.members).any(|w| w.told != seen(w));
+        if !owed || self.counts_at.is_some_and(|at| now < at + COUNT_EVERY) {
+            self.counts_owed = owed;
+            return 0;
+        }
+        let counts = self.counts(None);
+        let message = |(count, connections): (usize, usize)| -> Arc<str> {
+            let text =
+                serde_json::json!({"type": "room", "room": room, "count": count, "connections": connections});
+            Arc::from(text.to_string())
+        };
+        let shared = message(counts);
+        let mut told = Vec::new();
+        for (i, watcher) in self.watchers.iter().enumerate().filter(|(_, w)| !w.members) {
+            let now_seen = seen(watcher);
+            if now_seen != watcher.told {
+                watcher.subscriber.push_room(if now_seen == counts {
+                    shared.clone()
+                } else {
+                    message(now_seen)
+                });
+                told.push((i, now_seen));
+            }
+        }
+        for &(i, now_seen) in &told {
+            self.watchers[i].told = now_seen;
+        }
+        self.counts_at = Some(now);
+        self.counts_owed = false;
+        told.len()
+    }
+
+    /// When the counts owed may be told.
+    pub(super) fn counts_due(&self) -> Option<Instant> {
+        self.counts_owed.then(|| self.counts_at.map_or(Instant::now(), |at| at + COUNT_EVERY))
     }
 
     /// The public messages after `seq`, if the log still holds them all.
