@@ -169,6 +169,7 @@ pub(crate) async fn live_propagation(args: &[String]) {
     }
     let client = reqwest::Client::new();
     let mut hist = Histogram::<u64>::new(3).unwrap();
+    let mut from_sent = Histogram::<u64>::new(3).unwrap();
     let started = Instant::now();
     // One write every `--every` ms (default 20): a connection sends 3 messages per 50 ms batch
     // window at once, so writes back to back would measure the pacing of a burst, not the path.
@@ -178,16 +179,22 @@ pub(crate) async fn live_propagation(args: &[String]) {
         ticker.tick().await;
         let body = json!({"status": "online", "message": format!("t{i}"), "ttl": 3600});
         let put = client.put(format!("{write}/api/v2/presence/{user}")).bearer_auth(&token).json(&body);
+        let sent = Instant::now();
         assert!(put.send().await.unwrap().status().is_success(), "write failed");
         let acked = Instant::now();
         loop {
             let (id, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
             if id == i {
                 hist.record((at.saturating_duration_since(acked).as_micros() as u64).max(1)).unwrap();
+                from_sent.record((at.saturating_duration_since(sent).as_micros() as u64).max(1)).unwrap();
                 break;
             }
         }
     }
     stop.store(true, Relaxed);
-    print_result("live_propagation", count as f64 / started.elapsed().as_secs_f64(), &hist);
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    print_result("live_propagation", rate, &hist);
+    if arg(args, "--from-sent").is_some() {
+        print_result("live_propagation_from_sent", rate, &from_sent);
+    }
 }

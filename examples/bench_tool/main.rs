@@ -36,7 +36,8 @@
 //!   With `--ws`, the subscribers use the WebSocket instead.
 //! - `live-propagation --write URL --read URL --user U --token T --count N [--every MS]`: N
 //!   times, one every MS (20) milliseconds, writes a new message at one node and waits for it on
-//!   an event stream at the other; the latency runs from the write's 200 to the receipt.
+//!   an event stream at the other; the latency runs from the write's 200 to the receipt (with
+//!   `--from-sent yes`, a second result from the moment the write was sent).
 //! - `sessions-hold --url URL --tokens FILE --count N [--activity-every S]`: opens N device
 //!   sessions (WebSocket, `hello`, wait for `welcome`) for the first N users of FILE, 256 being
 //!   opened at once; prints the rate of connect + hello, then holds them (each says `activity`

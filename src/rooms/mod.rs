@@ -218,7 +218,7 @@ impl Rooms {
     /// A changed room's batch goes now if its last went a window ago, else when the window ends.
     fn schedule(&self, state: &mut State, name: &Arc<str>, now: Instant) {
         let Some(room) = state.rooms.get_mut(name) else { return };
-        if room.last_sent.is_none_or(|at| now >= at + self.window) {
+        if room.last_sent.is_none_or(|at| now >= at + room.window(self.window)) {
             self.flush(state, name, now);
         } else {
             state.due.insert(name.clone());
@@ -269,8 +269,10 @@ impl Rooms {
         }
         let due: Vec<Arc<str>> = state.due.iter().cloned().collect();
         for name in due {
-            let ready =
-                state.rooms.get(&name).is_none_or(|r| r.last_sent.is_none_or(|at| now >= at + self.window));
+            let ready = state
+                .rooms
+                .get(&name)
+                .is_none_or(|r| r.last_sent.is_none_or(|at| now >= at + r.window(self.window)));
             if ready {
                 self.flush(&mut state, &name, now);
             }

@@ -15,6 +15,12 @@ const LOG_BYTES: usize = 64 * 1024;
 /// Count-only watchers (a badge, the members of a large room) hear the count at most this often:
 /// a change sent to every member of a room of 10,000 is 10,000 messages.
 pub(super) const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// A room with more watchers of its members than this batches over a longer window: the batch
+/// window times its watchers / this (200 watchers: two windows), at most [`LONGEST_WINDOW`]. A
+/// change costs a message per watcher; this keeps what a busy room sends per second bounded.
+pub(super) const WATCHERS_PER_WINDOW: usize = 100;
+/// The longest a room's window grows.
+pub(super) const LONGEST_WINDOW: Duration = Duration::from_secs(1);
 
 /// A connection watching a room.
 pub(super) struct Watcher {
@@ -48,6 +54,8 @@ pub(super) struct Room {
     /// Typing users, until when.
     pub typing: HashMap<Arc<str>, Instant>,
     pub watchers: Vec<Watcher>,
+    /// How many of them watch the members (not the count only).
+    listing: usize,
     /// Users changed since the last message, as they were before.
     pub pending: HashMap<Arc<str>, Before>,
     pub typing_changed: bool,
@@ -145,6 +153,19 @@ impl Room {
         });
         let told = self.counts(viewer.as_deref());
         self.watchers.push(Watcher { subscriber: subscriber.clone(), viewer, members, baseline, told });
+        self.listing = self.watchers.iter().filter(|w| w.members).count();
+    }
+
+    /// Takes watchers off: `subscriber`'s, and those of connections the node dropped.
+    pub(super) fn unwatch(&mut self, subscriber: Option<u64>) {
+        self.watchers.retain(|w| Some(w.subscriber.id) != subscriber && w.subscriber.dropped().is_none());
+        self.listing = self.watchers.iter().filter(|w| w.members).count();
+    }
+
+    /// This room's batch window, given the node's: longer for a room watched by many.
+    pub(super) fn window(&self, base: Duration) -> Duration {
+        let windows = self.listing.div_ceil(WATCHERS_PER_WINDOW).max(1);
+        (base * u32::try_from(windows).unwrap_or(u32::MAX)).min(LONGEST_WINDOW.max(base))
     }
 
     /// Sends the batch to the watchers and starts the next one: the number of messages queued.
@@ -164,7 +185,7 @@ impl Room {
             }
         }
         let mut sent = 0;
-        self.watchers.retain(|w| w.subscriber.dropped().is_none());
+        self.unwatch(None);
         for watcher in self.watchers.iter().filter(|w| w.members) {
             let viewer = watcher.viewer.as_deref();
             let hidden = viewer
@@ -240,5 +261,27 @@ impl Room {
             return None;
         }
         Some(self.log.iter().filter(|(s, _)| *s > seq).map(|(_, m)| m.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_watched_by_many_batches_over_a_longer_window() {
+        let base = Duration::from_millis(50);
+        let window = |listing| Room { listing, ..Room::default() }.window(base);
+        assert_eq!(window(0), base);
+        assert_eq!(window(100), base, "up to 100 watchers: the node's window");
+        assert_eq!(window(101), base * 2);
+        assert_eq!(window(200), base * 2);
+        assert_eq!(window(10_000), LONGEST_WINDOW, "at most a second");
+        let slow = Room { listing: 1, ..Room::default() };
+        assert_eq!(
+            slow.window(Duration::from_secs(2)),
+            Duration::from_secs(2),
+            "never shorter than the node's"
+        );
     }
 }

@@ -44,7 +44,7 @@ impl Rooms {
     pub(crate) fn unwatch(&self, room: &str, subscriber: u64) {
         let mut state = self.lock();
         let Some(entry) = state.rooms.get_mut(room) else { return };
-        entry.watchers.retain(|w| w.subscriber.id != subscriber);
+        entry.unwatch(Some(subscriber));
         if entry.is_idle() {
             state.rooms.remove(room);
         }
