@@ -77,6 +77,7 @@ mod rooms;
 mod sessions;
 mod setup;
 mod streams;
+mod typing;
 
 use ceilings::*;
 use links::*;
@@ -85,6 +86,7 @@ use rooms::*;
 use sessions::*;
 use setup::*;
 use streams::*;
+use typing::*;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
