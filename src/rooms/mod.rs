@@ -238,8 +238,9 @@ impl Rooms {
         state.due.remove(name);
     }
 
-    /// The batches whose window ended, the typing signals not renewed: called every few ms.
-    fn tick(&self, now: Instant, typing: bool) {
+    /// The batches whose window ended, the counts owed; with `typing`, the typing signals not
+    /// renewed; with `gauges`, the metrics' gauges. Called every few ms.
+    fn tick(&self, now: Instant, (typing, gauges): (bool, bool)) {
         let mut state = self.lock();
         if typing {
             let names: Vec<Arc<str>> =
@@ -276,6 +277,9 @@ impl Rooms {
             if ready {
                 self.flush(&mut state, &name, now);
             }
+        }
+        if !gauges {
+            return;
         }
         let members: usize =
             state.rooms.values().map(|r| r.members.values().map(Vec::len).sum::<usize>()).sum();

@@ -16,8 +16,9 @@ use crate::telemetry::metrics::KindLabels;
 const SUBJECTS: &str = "presence.typing.*";
 /// How often batches and typing are looked at.
 const TICK: Duration = Duration::from_millis(10);
-/// How often typing signals are checked for their end.
+/// How often (in ticks) typing signals are checked for their end, and the gauges set.
 const TYPING_EVERY: u32 = 10;
+const GAUGES_EVERY: u32 = 100;
 
 /// One typing signal, as nodes send it to each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +66,8 @@ impl Rooms {
                 }
                 _ = every.tick() => {
                     ticks = ticks.wrapping_add(1);
-                    self.tick(Instant::now().into_std(), ticks.is_multiple_of(TYPING_EVERY));
+                    let (typing, gauges) = (ticks.is_multiple_of(TYPING_EVERY), ticks.is_multiple_of(GAUGES_EVERY));
+                    self.tick(Instant::now().into_std(), (typing, gauges));
                 }
             }
         }

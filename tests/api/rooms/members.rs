@@ -151,5 +151,13 @@ async fn a_large_room_lists_the_first_users_and_says_it_is_truncated() {
     let listed: Vec<&String> = data["members"].as_object().unwrap().keys().collect();
     assert_eq!(listed, ["a", "b", "c"], "{data}");
     assert_eq!((data["truncated"].as_bool(), data["connections"].as_u64()), (Some(true), Some(5)));
+    // The metrics count the room and its members (a second at most after they changed).
+    eventually(5 * SECOND, "the metrics count them", || async {
+        let (rooms, members) =
+            (app.metric("presence_rooms ").await, app.metric("presence_room_members ").await);
+        (rooms == 1.0 && members == 5.0).then_some(())
+    })
+    .await;
+    assert!(app.metric("presence_room_messages_total{kind=\"snapshot\"}").await >= 5.0);
     app.stop().await;
 }
