@@ -198,3 +198,26 @@ async fn a_room_stream_starts_with_a_snapshot_and_resumes_from_its_last_event() 
     assert_eq!(stream.expect("snapshot", 5 * SECOND).await.data["count"], 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_erased_user_leaves_every_room_at_every_node() {
+    let (center, leaf) = region().await;
+    let mut eve = member(&leaf, "eve", "d", &["doc-*"]).await;
+    join(&mut eve, "doc-3", json!({"secret": "gone"})).await;
+    members_when(&center, "doc-3", "has eve", |d| d["count"] == 1).await;
+    let (mut watching, _) = room_watcher(&center, "doc-3").await;
+    let erased = leaf.erase("eve").await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    let change =
+        room_change_until(&mut watching, 5 * SECOND, "eve leaves", |c| c.get("leaves").is_some()).await;
+    assert_eq!(
+        (change["leaves"]["eve"][0]["device"].as_str(), change["count"].as_u64()),
+        (Some("d"), Some(0))
+    );
+    for app in [&center, &leaf] {
+        members_when(app, "doc-3", "is empty", |d| d["count"] == 0).await;
+    }
+    for app in [leaf, center] {
+        app.stop().await;
+    }
+}
