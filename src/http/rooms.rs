@@ -105,6 +105,7 @@ pub(super) async fn read(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RoomsQuery {
     /// Comma-separated room ids, at most 1000.
     rooms: Option<String>,
