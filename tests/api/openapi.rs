@@ -77,7 +77,10 @@ async fn real_responses_match_the_served_document() {
     let (s, body) = json_of(app.get("/api/v2/rooms?rooms=a,b").await).await;
     check(&doc, "/api/v2/rooms", "get", s, &body);
     let rooms = &doc["paths"]["/api/v2/rooms"]["get"]["parameters"][0];
-    assert_eq!((&rooms["name"], &rooms["in"], &rooms["required"]), (&json!("rooms"), &json!("query"), &json!(true)));
+    assert_eq!(
+        (&rooms["name"], &rooms["in"], &rooms["required"]),
+        (&json!("rooms"), &json!("query"), &json!(true))
+    );
     assert_eq!(doc["components"]["schemas"]["BatchRequest"]["properties"]["user_ids"]["maxItems"], 1000);
 
     // The schemas are strict enough to catch a wrong shape.
