@@ -43,6 +43,8 @@
 //! - `sessions`: presence that follows connections: the device sessions this node holds
 //!   (hello, activity, idle, the grace after an abrupt drop), kept in the user's record by
 //!   transitions only, and the sessions of a dead node ended.
+//! - `webhooks`: the application's endpoints: Standard Webhooks signatures, the addresses an
+//!   endpoint may reach, one signed request (`presence webhooks test`).
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,
@@ -86,3 +88,4 @@ pub(crate) mod rooms;
 pub(crate) mod sessions;
 pub(crate) mod store;
 pub(crate) mod topology;
+pub(crate) mod webhooks;

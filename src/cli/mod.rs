@@ -1,7 +1,9 @@
 //! The command line: `presence [serve]` runs a node, `presence token` mints a JWT, `presence
-//! certs` writes development certificates, `presence watch` follows users live (`tail`).
+//! certs` writes development certificates, `presence watch` follows users live (`tail`),
+//! `presence webhooks test NAME` sends an endpoint a signed test event (`webhooks`).
 
 mod tail;
+mod webhooks;
 
 pub use tail::{Follow, Tail};
 
@@ -43,6 +45,8 @@ enum Command {
     Certs(CertsArgs),
     /// Follow users' presence live from a terminal: one line per change.
     Watch(WatchArgs),
+    /// The webhook endpoints of the configuration: `presence webhooks test NAME`.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +159,7 @@ pub fn main() -> ExitCode {
         Some(Command::Certs(args)) => certs(args),
         Some(Command::Watch(args)) => watch(args),
         Some(Command::Token(args)) => token(cli.config, args),
+        Some(Command::Webhooks(args)) => webhooks::run(cli.config, args),
         Some(Command::Serve(args)) => serve(cli.config, args),
         None => serve(cli.config, cli.serve),
     };

@@ -12,6 +12,7 @@ mod sections;
 mod service;
 mod tls;
 pub mod units;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use rooms::RoomsConfig;
 pub use sections::*;
 pub use service::*;
 pub use tls::*;
+pub use webhooks::{MIN_SECRET_BYTES, WebhookConfig, webhook_secret_bytes};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +41,8 @@ pub struct Config {
     pub stream: StreamConfig,
     pub sessions: SessionsConfig,
     pub rooms: RoomsConfig,
+    /// The application's endpoints that hear of presence (docs/webhooks.md).
+    pub webhooks: Vec<WebhookConfig>,
     /// The discovery layout (docs/regions.md, "Regions"): where the center is.
     pub center_node: Option<CenterNodeConfig>,
     /// The discovery layout: the leaves by region (informational, and the
@@ -95,6 +99,7 @@ impl Config {
         self.validate_stream()?;
         self.validate_sessions()?;
         self.rooms.validate()?;
+        webhooks::validate(&self.webhooks)?;
         self.validate_cache_auth_logging()
     }
 

@@ -26,3 +26,4 @@ mod security;
 mod sessions;
 mod store;
 mod topology;
+mod webhooks;
