@@ -44,7 +44,8 @@
 //!   (hello, activity, idle, the grace after an abrupt drop), kept in the user's record by
 //!   transitions only, and the sessions of a dead node ended.
 //! - `webhooks`: the application's endpoints: Standard Webhooks signatures, the addresses an
-//!   endpoint may reach, one signed request (`presence webhooks test`).
+//!   endpoint may reach, one signed request, and the delivery of presence events from the audit
+//!   log on center nodes (a durable consumer per endpoint, retries, disabling).
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,

@@ -101,10 +101,14 @@ impl Application {
             startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         if config.service.node_type == NodeType::Center {
-            let (store, events, metrics) = (store.clone(), events.clone(), metrics.clone());
+            let (store, events, registry) = (store.clone(), events.clone(), registry.clone());
             let repair =
-                Repair { store, events, metrics, registry: registry.clone(), node_id: node_id.clone() };
+                Repair { store, events, metrics: metrics.clone(), registry, node_id: node_id.clone() };
             background.tasks.spawn(repair.run(background.stop.clone()));
+            // Webhooks go out from the center's nodes only: once per event, not once per region.
+            let audit_log = (jetstream.clone(), config.events.stream.clone());
+            let (tasks, stop) = (&mut background.tasks, &background.stop);
+            crate::webhooks::start(tasks, &config.webhooks, audit_log, &metrics, stop).await?;
         }
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
         let watch = Arc::new(StreamWatch::default());

@@ -42,6 +42,20 @@ pub mod duration {
     }
 }
 
+/// A list of durations (`[5s, 5m, 30m]`), when given.
+pub mod durations {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
+        let list = Vec::<NumberOrText>::deserialize(d)?;
+        let one = |value: NumberOrText| match value {
+            NumberOrText::Number(secs) => Ok(Duration::from_secs(secs)),
+            NumberOrText::Text(text) => parse_duration(&text).map_err(D::Error::custom),
+        };
+        list.into_iter().map(one).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+}
+
 pub mod bytes {
     use super::*;
 

@@ -2,13 +2,16 @@
 //! name, a URL, and a Standard Webhooks secret (`whsec_` + base64 of at least 24 random bytes;
 //! `${VAR}` like any other secret; never logged or shown).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Deserialize;
 
-use super::{ConfigError, Secret};
-use crate::model::is_valid_token;
+use super::{ConfigError, Secret, units};
+use crate::model::{is_valid_room_pattern, is_valid_token};
+
+/// The event types an endpoint may ask for.
+pub const WEBHOOK_EVENTS: &[&str] = &["presence.changed", "presence.expired"];
 
 /// The fewest random bytes a webhook secret may hold.
 pub const MIN_SECRET_BYTES: usize = 24;
@@ -34,6 +37,29 @@ pub struct WebhookConfig {
     /// The CA bundle that signs the endpoint's certificate (default: the system's roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The event types it hears (default: all of [`WEBHOOK_EVENTS`]).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Only the users these patterns match (`*` matches any run; default: everyone).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// The waits between a failed attempt and the next (default: the specification's, 5s, 5m,
+    /// 30m, 2h, 5h, 10h, 14h, 20h, 24h); after the last, the endpoint is disabled.
+    #[serde(default, deserialize_with = "units::durations::deserialize")]
+    pub retry_schedule: Option<Vec<Duration>>,
+}
+
+impl WebhookConfig {
+    /// The waits between attempts.
+    pub fn schedule(&self) -> Vec<Duration> {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        self.retry_schedule.clone().unwrap_or_else(|| {
+            let mut schedule =
+                vec![Duration::from_secs(5), Duration::from_secs(300), Duration::from_secs(1800)];
+            schedule.extend([2, 5, 10, 14, 20, 24].map(hours));
+            schedule
+        })
+    }
 }
 
 /// The key bytes of a `whsec_...` secret, or why it is not one (never what it was).
@@ -69,6 +95,20 @@ pub(super) fn validate(webhooks: &[WebhookConfig]) -> Result<(), ConfigError> {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.is_empty() || authority.contains('@') {
             return Err(ConfigError::new(key("url"), "must name a host (and no user or password)"));
+        }
+        if let Some(unknown) = hook.events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+            let why = format!("{unknown:?} is no event type; they are {}", WEBHOOK_EVENTS.join(", "));
+            return Err(ConfigError::new(key("events"), why));
+        }
+        if !hook.users.iter().all(|p| is_valid_room_pattern(p)) {
+            return Err(ConfigError::new(
+                key("users"),
+                "each pattern is 1 to 128 of A-Z a-z 0-9 _ - and `*`",
+            ));
+        }
+        let week = Duration::from_secs(7 * 86400);
+        if hook.retry_schedule.as_ref().is_some_and(|s| s.len() > 20 || s.iter().any(|d| *d > week)) {
+            return Err(ConfigError::new(key("retry_schedule"), "at most 20 waits of at most 7 days each"));
         }
         for (field, secret) in
             [("secret", Some(&hook.secret)), ("previous_secret", hook.previous_secret.as_ref())]

@@ -3,7 +3,9 @@
 //! counters end in `_total`, durations in `_seconds`, sizes in `_bytes`.
 
 mod labels;
+mod process;
 mod rooms;
+mod webhooks;
 
 use std::{sync::atomic::AtomicU64, time::Duration};
 
@@ -13,7 +15,9 @@ use prometheus_client::{
 };
 
 pub(crate) use labels::*;
+use process::resident_memory_bytes;
 pub(crate) use rooms::RoomMetrics;
+pub(crate) use webhooks::{EndpointLabels, WebhookMetrics};
 
 fn latency_buckets() -> Histogram {
     // 50 µs to about 3 s.
@@ -71,6 +75,7 @@ pub(crate) struct Metrics {
     /// already: no KV write), `failed` (retried).
     pub session_writes: Family<OutcomeLabels, Counter>,
     pub rooms: RoomMetrics,
+    pub webhooks: WebhookMetrics,
 }
 
 impl Metrics {
@@ -120,6 +125,7 @@ impl Metrics {
             sessions_held: Gauge::default(),
             session_writes: Family::default(),
             rooms: RoomMetrics::default(),
+            webhooks: WebhookMetrics::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -279,6 +285,7 @@ impl Metrics {
             m.session_writes.clone(),
         );
         m.rooms.register(r);
+        m.webhooks.register(r);
         // Known label values start at zero, so that their series exist (and `rate` works) before
         // the first refusal or timeout.
         for reason in ["total", "per_ip"] {
@@ -332,15 +339,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The process's resident set size, from `/proc/self/statm`.
-pub(crate) fn resident_memory_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
-    pages * page
 }

@@ -1,6 +1,9 @@
-//! Webhook endpoints (docs/webhooks.md): `presence webhooks test NAME` against a real HTTP receiver
-//! started here; the signatures checked by an independent implementation (the `standardwebhooks`
-//! package from PyPI, in the project's Python environment); the refusals of secure defaults.
+//! Webhook endpoints (docs/webhooks.md): `presence webhooks test NAME` and the delivery of
+//! events, against a real HTTP receiver started here; the signatures checked by an independent
+//! implementation (the `standardwebhooks` package from PyPI, in the project's Python
+//! environment); the refusals of secure defaults.
+
+mod delivery;
 
 use std::{
     path::{Path, PathBuf},
@@ -17,19 +20,28 @@ type Received = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
 
 /// A receiver on a free loopback port answering every POST with `status`; its address and what it got.
 async fn receiver(status: u16) -> (String, Received) {
+    scripted(vec![], status).await
+}
+
+/// What a receiver answers: the statuses of a script in turn, then one status to every later request.
+type Answers = (Received, Arc<Mutex<std::collections::VecDeque<u16>>>, u16);
+
+/// A receiver answering the statuses of `script` in turn, then `then`.
+async fn scripted(script: Vec<u16>, then: u16) -> (String, Received) {
     let got: Received = Arc::default();
     let app = Router::new().route(
         "/hook",
-        post(|State((got, status)): State<(Received, u16)>, headers: HeaderMap, body: String| async move {
+        post(|State((got, script, then)): State<Answers>, headers: HeaderMap, body: String| async move {
             let headers =
                 headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect();
             got.lock().unwrap().push((headers, body));
+            let status = script.lock().unwrap().pop_front().unwrap_or(then);
             axum::http::StatusCode::from_u16(status).unwrap()
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = (got.clone(), status);
+    let state: Answers = (got.clone(), Arc::new(Mutex::new(script.into())), then);
     tokio::spawn(async move { axum::serve(listener, app.with_state(state)).await });
     (format!("http://{addr}/hook"), got)
 }

@@ -1,0 +1,127 @@
+//! Events delivered from the audit log: each type, signed; the same `webhook-id` on every
+//! attempt; a 410 that disables; a write at a leaf delivered once, by the center.
+
+use std::time::Duration;
+
+use presence::config::{Secret, WebhookConfig};
+
+use super::*;
+use crate::helpers::{TestApp, eventually};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// An endpoint for the receiver at `url`, on loopback over plain HTTP, with a quick schedule.
+fn endpoint(url: &str, key: &str) -> WebhookConfig {
+    WebhookConfig {
+        name: "backend".into(),
+        url: url.into(),
+        secret: Secret::new(key.into()),
+        previous_secret: None,
+        allow_insecure: true,
+        allow_private: true,
+        ca_file: None,
+        events: Vec::new(),
+        users: Vec::new(),
+        retry_schedule: Some(vec![Duration::from_millis(200); 4]),
+    }
+}
+
+/// The events the receiver got, once `count` arrived (within 10 s).
+async fn events_when(got: &Received, count: usize) -> Vec<(Vec<(String, String)>, Value)> {
+    eventually(10 * SECOND, &format!("{count} requests"), || async {
+        let got = got.lock().unwrap();
+        (got.len() >= count)
+            .then(|| got.iter().map(|(h, b)| (h.clone(), serde_json::from_str(b).unwrap())).collect())
+    })
+    .await
+}
+
+fn header(headers: &[(String, String)], name: &str) -> String {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn status_changes_and_expiries_are_delivered_signed_and_a_kept_status_is_not() {
+    let key = secret(5);
+    let (url, got) = receiver(200).await;
+    let hook = endpoint(&url, &key);
+    let app = TestApp::spawn_with(|c| c.webhooks = vec![hook]).await;
+    app.set("ann", json!({"status": "online"})).await;
+    app.set("ann", json!({"status": "online", "message": "same status"})).await;
+    app.set("ann", json!({"status": "busy", "ttl": 1})).await;
+    let events = events_when(&got, 3).await;
+    let kinds: Vec<&str> = events.iter().map(|(_, e)| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["presence.changed", "presence.changed", "presence.expired"], "{events:#?}");
+    let (first, second, expired) = (&events[0].1, &events[1].1, &events[2].1);
+    assert_eq!(
+        (&first["data"]["status"], &first["data"]["previous_status"]),
+        (&json!("online"), &json!(null))
+    );
+    assert_eq!(
+        (&second["data"]["status"], &second["data"]["previous_status"]),
+        (&json!("busy"), &json!("online"))
+    );
+    assert_eq!(
+        (&expired["data"]["status"], &expired["data"]["previous_status"]),
+        (&json!("offline"), &json!("busy"))
+    );
+    assert!(
+        first["data"]["revision"].as_u64() < second["data"]["revision"].as_u64(),
+        "each carries its revision"
+    );
+    for (headers, body) in &events {
+        let text = body.to_string();
+        // The body as it was sent (serde_json keeps the order of an object's keys as parsed).
+        let sent = got.lock().unwrap().iter().find(|(h, _)| h == headers).unwrap().1.clone();
+        assert_eq!(serde_json::from_str::<Value>(&sent).unwrap().to_string(), text);
+        assert!(verifies(&key, headers, &sent), "signed: {sent}");
+    }
+    assert!(app.metric("presence_webhook_delivered_total{endpoint=\"backend\"}").await >= 3.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_gets_the_same_id_until_it_answers_and_a_410_disables_it() {
+    let (url, got) = scripted(vec![500, 503, 500], 200).await;
+    let app = TestApp::spawn_with(|c| c.webhooks = vec![endpoint(&url, &secret(6))]).await;
+    app.set("bo", json!({"status": "busy"})).await;
+    let attempts = events_when(&got, 4).await;
+    let ids: Vec<String> = attempts.iter().map(|(h, _)| header(h, "webhook-id")).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "one id on every attempt: {ids:?}");
+    assert_eq!(attempts[3].1["data"]["status"], "busy");
+    assert!(app.metric("presence_webhook_retried_total{endpoint=\"backend\"}").await >= 3.0);
+    app.stop().await;
+
+    let (url, got) = receiver(410).await;
+    let app = TestApp::spawn_with(|c| c.webhooks = vec![endpoint(&url, &secret(6))]).await;
+    app.set("cy", json!({"status": "busy"})).await;
+    events_when(&got, 1).await;
+    eventually(5 * SECOND, "the endpoint shows as disabled", || async {
+        (app.metric("presence_webhook_disabled{endpoint=\"backend\"}").await == 1.0).then_some(())
+    })
+    .await;
+    app.set("cy", json!({"status": "away"})).await;
+    app.set("dee", json!({"status": "away"})).await;
+    tokio::time::sleep(SECOND).await; // what a disabled endpoint would have been sent meanwhile: nothing
+    assert_eq!(got.lock().unwrap().len(), 1, "a 410 ends the deliveries");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_at_a_leaf_is_delivered_once_by_the_center() {
+    let (url, got) = receiver(200).await;
+    let center = TestApp::spawn_with(|c| c.webhooks = vec![endpoint(&url, &secret(7))]).await;
+    // The leaf names the same endpoint: a leaf never delivers (nothing is multiplied by regions).
+    let leaf = crate::helpers::leaf_app_with(center.config.nats.leaf_port, "leaf-a", "us-east-1", |c| {
+        c.webhooks = vec![endpoint(&url, &secret(7))]
+    })
+    .await;
+    leaf.set("eve", json!({"status": "online"})).await;
+    let events = events_when(&got, 1).await;
+    assert_eq!(events[0].1["data"]["node_id"], "leaf-a", "made at the leaf");
+    tokio::time::sleep(SECOND).await; // a second delivery would have come by now
+    assert_eq!(got.lock().unwrap().len(), 1, "delivered once");
+    for app in [leaf, center] {
+        app.stop().await;
+    }
+}
