@@ -55,6 +55,9 @@
 //!   other node's watcher sees each.
 //! - `rooms-typing --url A --other-url B --tokens FILE --count N`: typing signals at A, the delay
 //!   until a member at B sees each.
+//! - `webhooks --url URL --receiver-port P --tokens FILE --count N [--concurrency C]`: a receiver
+//!   at 127.0.0.1:P/hook, and N writes that each change a status: events delivered per second,
+//!   and the delay from each write's 200 to its delivery.
 //!
 //! Results are printed as one JSON object on stdout.
 
@@ -78,6 +81,7 @@ mod sessions;
 mod setup;
 mod streams;
 mod typing;
+mod webhooks;
 
 use ceilings::*;
 use links::*;
@@ -87,6 +91,7 @@ use sessions::*;
 use setup::*;
 use streams::*;
 use typing::*;
+use webhooks::*;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -115,6 +120,7 @@ async fn main() {
         Some("rooms-enter") => rooms_enter(&args).await,
         Some("rooms-churn") => rooms_churn(&args).await,
         Some("rooms-typing") => rooms_typing(&args).await,
+        Some("webhooks") => webhooks(&args).await,
         _ => eprintln!("usage: bench_tool http-ceiling|kv|fixed-rate|preload|tokens ..."),
     }
 }
