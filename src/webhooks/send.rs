@@ -91,6 +91,9 @@ impl Endpoint {
     async fn exchange(&self, id: &str, body: Bytes) -> Result<Answer, DeliveryError> {
         let addr = self.address().await?;
         let tcp = TcpStream::connect(addr).await.map_err(|e| DeliveryError::Connect(addr, e))?;
+        // A small request answered at once: nothing to gain from Nagle's algorithm holding a
+        // write back for an acknowledgement.
+        tcp.set_nodelay(true).map_err(|e| DeliveryError::Connect(addr, e))?;
         let timestamp = chrono::Utc::now().timestamp();
         let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
         let request = Request::post(path)
