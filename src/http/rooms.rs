@@ -10,22 +10,17 @@ use axum::{
     Extension, Router,
     extract::{ConnectInfo, FromRequestParts, Path, State},
     http::{HeaderMap, header, request::Parts},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::{IntoResponse, Response, sse::Event},
     routing::get,
 };
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 
 use super::{
     ApiError, AppState, auth::AuthUser, extract::ApiQuery, limits::ReadLimited, listener::ClientAddr,
-    server::ConnectionCloser, sse::Feed, subscribe,
+    server::ConnectionCloser, sse, subscribe,
 };
 use crate::{
-    live::StreamKind,
     model::{RoomError, is_valid_room},
     rooms::{Access, Watching},
 };
@@ -180,9 +175,7 @@ pub(super) async fn stream(
     }
     room_id(&room)?;
     reader.check(&state, &room)?;
-    let ip = state.limits.client_ip(&headers, peer.ip());
-    let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
-    let subscription = subscribe::open(&state, StreamKind::Sse, ip, closer)?;
+    let subscription = sse::open(&state, &headers, peer.ip(), closer)?;
     let subscriber = subscription.subscriber().clone();
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let mut first = VecDeque::new();
@@ -191,11 +184,8 @@ pub(super) async fn stream(
         let (snapshot, cursor) = state.rooms.watch_from(&room, watched, true, Some("room_snapshot"));
         first.push_back(Event::default().event("snapshot").id(cursor).data(snapshot));
     }
-    let settings = state.hub.settings();
-    let keep_alive = KeepAlive::new().interval(settings.keep_alive).text("keep-alive");
-    let watching = Some(Watching { rooms: state.rooms.clone(), room, subscriber: subscriber.id });
-    let feed = Feed::new(subscription, first, settings.batch_window, watching);
-    Ok(Sse::new(feed.into_stream()).keep_alive(keep_alive).into_response())
+    let watching = Watching { rooms: state.rooms.clone(), room, subscriber: subscriber.id };
+    Ok(sse::respond(&state, subscription, first, Some(watching)))
 }
 
 fn json(body: String) -> Response {

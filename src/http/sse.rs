@@ -6,7 +6,7 @@
 //! `id:`; a client that reconnects with `Last-Event-ID` gets what changed since, or a new
 //! snapshot when the cursor is not this node's or too old. A comment keeps an idle stream open.
 
-use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, net::IpAddr, sync::Arc};
 
 use axum::{
     Extension,
@@ -77,9 +77,7 @@ pub(super) async fn stream(
     let raw =
         query.users.ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
     let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
-    let ip = state.limits.client_ip(&headers, peer.ip());
-    let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
-    let subscription = subscribe::open(&state, StreamKind::Sse, ip, closer)?;
+    let subscription = open(&state, &headers, peer.ip(), closer)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(Cursor::parse);
     let start = subscribe::follow(&state, &limited, &subscription, users, 0, resume.as_ref()).await?;
     let mut first = VecDeque::new();
@@ -87,14 +85,43 @@ pub(super) async fn stream(
         let data = format!("{{\"data\":{snapshot}}}");
         first.push_back(Event::default().event("snapshot").id(start.following.cursor).data(data));
     }
+    Ok(respond(&state, subscription, first, None))
+}
+
+/// An event stream's subscription for the client at `peer` (behind its proxies), within the caps;
+/// `closer` closes its connection if the node drops it.
+pub(super) fn open(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    closer: Option<Extension<ConnectionCloser>>,
+) -> Result<Subscription, ApiError> {
+    let ip = state.limits.client_ip(headers, peer);
+    let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
+    subscribe::open(state, StreamKind::Sse, ip, closer)
+}
+
+/// The stream: the events `first`, then what the subscription takes in (a `room`'s messages
+/// too), paced by the batch window, with keep-alives.
+pub(super) fn respond(
+    state: &AppState,
+    subscription: Subscription,
+    first: VecDeque<Event>,
+    room: Option<Watching>,
+) -> Response {
     let settings = state.hub.settings();
     let keep_alive = KeepAlive::new().interval(settings.keep_alive).text("keep-alive");
-    let feed = Feed::new(subscription, first, settings.batch_window, None);
-    Ok(Sse::new(feed.into_stream()).keep_alive(keep_alive).into_response())
+    let feed = Feed {
+        subscription: Arc::new(subscription),
+        queue: first,
+        pacer: Pacer::new(settings.batch_window),
+        room,
+    };
+    Sse::new(feed.into_stream()).keep_alive(keep_alive).into_response()
 }
 
 /// One client's events.
-pub(super) struct Feed {
+struct Feed {
     subscription: Arc<Subscription>,
     queue: VecDeque<Event>,
     pacer: Pacer,
@@ -103,17 +130,7 @@ pub(super) struct Feed {
 }
 
 impl Feed {
-    /// A stream of `subscription`'s batches, after the events `first`.
-    pub(super) fn new(
-        subscription: Subscription,
-        first: VecDeque<Event>,
-        window: Duration,
-        room: Option<Watching>,
-    ) -> Self {
-        Self { subscription: Arc::new(subscription), queue: first, pacer: Pacer::new(window), room }
-    }
-
-    pub(super) fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
         futures::stream::unfold(Some(self), |feed| async move {
             let mut feed = feed?;
             loop {
