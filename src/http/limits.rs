@@ -17,7 +17,7 @@ use super::{
     ApiError, AppState,
     listener::{ClientAddr, client_network},
 };
-use crate::{config::RateLimitConfig, model::UserId, telemetry::metrics::RateLabels};
+use crate::{config::RateLimitConfig, model::UserId, telemetry::metrics::KindLabels};
 
 pub(crate) struct RateLimits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -92,7 +92,7 @@ impl RateLimits {
 /// (`rate_limit.writes_per_second`, `write_burst`).
 pub(super) fn owner_limit(state: &AppState, user: &UserId) -> Result<(), ApiError> {
     state.limits.check_write(user).inspect_err(|_| {
-        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "write" }).inc();
+        state.metrics.rate_limited.get_or_create(&KindLabels { kind: "write" }).inc();
     })
 }
 
@@ -118,7 +118,7 @@ impl ReadLimited {
         };
         // Within the burst by construction, so the only refusal is "not yet".
         let Ok(Err(not_until)) = limiter.check_key_n(&ip, n) else { return Ok(()) };
-        state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
+        state.metrics.rate_limited.get_or_create(&KindLabels { kind: "read" }).inc();
         Err(too_many(not_until.wait_time_from(DefaultClock::default().now())))
     }
 }
@@ -133,7 +133,7 @@ impl FromRequestParts<AppState> for ReadLimited {
         };
         let ip = client_network(state.limits.client_ip(&parts.headers, peer.ip()));
         limiter.check_key(&ip).map(|_| ReadLimited(Some(ip))).map_err(|not_until| {
-            state.metrics.rate_limited.get_or_create(&RateLabels { kind: "read" }).inc();
+            state.metrics.rate_limited.get_or_create(&KindLabels { kind: "read" }).inc();
             too_many(not_until.wait_time_from(DefaultClock::default().now()))
         })
     }

@@ -37,8 +37,9 @@ pub(crate) struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// What kind of thing was counted (a rate limit's, a room message's, a typing signal's).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct RateLabels {
+pub(crate) struct KindLabels {
     pub kind: &'static str,
 }
 
@@ -68,10 +69,4 @@ pub(crate) struct JetStreamLabels {
 pub(crate) struct JetStreamLeaderLabels {
     pub stream: &'static str,
     pub server: String,
-}
-
-/// What kind of thing was counted.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct KindLabels {
-    pub kind: &'static str,
 }

@@ -42,7 +42,7 @@ pub(crate) struct Metrics {
     pub cache_stale: Gauge,
     pub watcher_lag: Gauge,
     pub resident_memory: Gauge,
-    pub rate_limited: Family<RateLabels, Counter>,
+    pub rate_limited: Family<KindLabels, Counter>,
     pub expired: Counter,
     pub events_failed: Counter,
     pub events_repaired: Counter,
@@ -295,7 +295,7 @@ impl Metrics {
             let _ = m.http_timeouts.get_or_create(&ReasonLabels { reason });
         }
         for kind in ["read", "write"] {
-            let _ = m.rate_limited.get_or_create(&RateLabels { kind });
+            let _ = m.rate_limited.get_or_create(&KindLabels { kind });
         }
         for kind in ["sse", "websocket"] {
             let _ = m.streams_open.get_or_create(&StreamLabels { kind });
