@@ -26,7 +26,6 @@ const AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// One endpoint's delivery.
 struct Delivery {
-    name: String,
     endpoint: Endpoint,
     config: WebhookConfig,
     schedule: Vec<Duration>,
@@ -53,7 +52,6 @@ pub(crate) async fn start(
 ) -> anyhow::Result<()> {
     for hook in hooks {
         let delivery = Delivery {
-            name: hook.name.clone(),
             endpoint: Endpoint::new(hook)?,
             config: hook.clone(),
             schedule: hook.schedule(),
@@ -68,7 +66,7 @@ pub(crate) async fn start(
 
 impl Delivery {
     fn labels(&self) -> EndpointLabels {
-        EndpointLabels { endpoint: self.name.clone() }
+        EndpointLabels { endpoint: self.config.name.clone() }
     }
 
     async fn run(self, js: jetstream::Context, stream: String, stop: CancellationToken) {
@@ -79,12 +77,12 @@ impl Delivery {
             };
             match outcome {
                 Ok(reason) => {
-                    tracing::warn!(endpoint = %self.name, reason = %reason, "webhook endpoint disabled");
+                    tracing::warn!(endpoint = %self.config.name, reason = %reason, "webhook endpoint disabled");
                     self.metrics.webhooks.disabled.get_or_create(&self.labels()).set(1);
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(endpoint = %self.name, error = %e, "webhook delivery interrupted; resuming")
+                    tracing::debug!(endpoint = %self.config.name, error = %e, "webhook delivery interrupted; resuming")
                 }
             }
             tokio::select! {
@@ -103,8 +101,8 @@ impl Delivery {
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
         let stream = js.get_stream(stream).await?;
         let config = pull::Config {
-            durable_name: Some(format!("webhook-{}", self.name)),
-            description: Some(format!("Presence webhook endpoint {}", self.name)),
+            durable_name: Some(format!("webhook-{}", self.config.name)),
+            description: Some(format!("Presence webhook endpoint {}", self.config.name)),
             filter_subjects: vec!["presence.update.>".into(), "presence.expire.>".into()],
             ack_policy: AckPolicy::Explicit,
             ack_wait: TIMEOUT + Duration::from_secs(15),
@@ -112,20 +110,23 @@ impl Delivery {
             max_ack_pending: 64,
             ..Default::default()
         };
-        Ok(stream.get_or_create_consumer(&format!("webhook-{}", self.name), config).await?)
+        Ok(stream.get_or_create_consumer(&format!("webhook-{}", self.config.name), config).await?)
     }
 
     async fn follow(&self, js: &jetstream::Context, stream: &str) -> Result<String, async_nats::Error> {
         let mut messages = self.consumer(js, stream).await?.messages().await?;
         while let Some(message) = messages.next().await {
             let message = message?;
-            let attempt = message.info().map_or(1, |i| i.delivered.max(1) as usize);
+            let (attempt, sequence) =
+                message.info().map_or((1, 0), |i| (i.delivered.max(1) as usize, i.stream_sequence));
+            // The event's own id; one without (not written by a node) is named by its place in the
+            // audit log, which every attempt shares too.
             let id = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get("Nats-Msg-Id"))
                 .map(|v| v.as_str().to_string())
-                .unwrap_or_else(|| format!("{}-{}", message.subject, attempt));
+                .unwrap_or_else(|| format!("{stream}-{sequence}"));
             let outcome = match of_audit(&message.payload).filter(|e| self.wants(e.kind, &e.user)) {
                 None => Outcome::Delivered,
                 Some(event) => self.deliver(&id, event.body.to_string(), attempt).await,
@@ -168,7 +169,7 @@ impl Delivery {
         };
         let jitter = 0.9 + rand::random::<f64>() * 0.2;
         let wait = wait.mul_f64(jitter).max(retry_after.unwrap_or_default());
-        tracing::info!(endpoint = %self.name, id, attempt, answer = %status, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; trying again");
+        tracing::info!(endpoint = %self.config.name, id, attempt, answer = %status, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; trying again");
         self.metrics.webhooks.retried.get_or_create(&labels).inc();
         Outcome::Again(wait)
     }
