@@ -92,18 +92,25 @@ async fn a_failing_endpoint_gets_the_same_id_until_it_answers_and_a_410_disables
     assert!(app.metric("presence_webhook_retried_total{endpoint=\"backend\"}").await >= 3.0);
     app.stop().await;
 
-    let (url, got) = receiver(410).await;
-    let app = TestApp::spawn_with(|c| c.webhooks = vec![endpoint(&url, &secret(6))]).await;
+    // A 410 from one endpoint; a second endpoint, healthy, hears the same events: once it has
+    // the later ones, the first would have had them too.
+    let (gone_url, gone) = receiver(410).await;
+    let (ok_url, ok) = receiver(200).await;
+    let app = TestApp::spawn_with(|c| {
+        let healthy = WebhookConfig { name: "healthy".into(), ..endpoint(&ok_url, &secret(6)) };
+        c.webhooks = vec![endpoint(&gone_url, &secret(6)), healthy];
+    })
+    .await;
     app.set("cy", json!({"status": "busy"})).await;
-    events_when(&got, 1).await;
+    events_when(&gone, 1).await;
     eventually(5 * SECOND, "the endpoint shows as disabled", || async {
         (app.metric("presence_webhook_disabled{endpoint=\"backend\"}").await == 1.0).then_some(())
     })
     .await;
     app.set("cy", json!({"status": "away"})).await;
     app.set("dee", json!({"status": "away"})).await;
-    tokio::time::sleep(SECOND).await; // what a disabled endpoint would have been sent meanwhile: nothing
-    assert_eq!(got.lock().unwrap().len(), 1, "a 410 ends the deliveries");
+    events_when(&ok, 3).await;
+    assert_eq!(gone.lock().unwrap().len(), 1, "a 410 ends the deliveries");
     app.stop().await;
 }
 
@@ -119,8 +126,12 @@ async fn a_write_at_a_leaf_is_delivered_once_by_the_center() {
     leaf.set("eve", json!({"status": "online"})).await;
     let events = events_when(&got, 1).await;
     assert_eq!(events[0].1["data"]["node_id"], "leaf-a", "made at the leaf");
-    tokio::time::sleep(SECOND).await; // a second delivery would have come by now
-    assert_eq!(got.lock().unwrap().len(), 1, "delivered once");
+    // A second write, after the first was delivered: a duplicate of the first would be sent (by
+    // the leaf, or another attempt) no later than this one.
+    leaf.set("eve", json!({"status": "busy"})).await;
+    let events = events_when(&got, 2).await;
+    let statuses: Vec<&Value> = events.iter().map(|(_, e)| &e["data"]["status"]).collect();
+    assert_eq!(statuses, [&json!("online"), &json!("busy")], "each delivered once");
     for app in [leaf, center] {
         app.stop().await;
     }
