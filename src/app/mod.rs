@@ -93,23 +93,30 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let (store, events) = startup::open_storage(&config, &jetstream, &metrics, &mut background).await?;
         let region = startup::open_region_copy(&config, &client, &metrics).await;
+        let webhooks = crate::webhooks::Webhooks::prepare(&config, &events).await?;
         let server_name = embedded.as_ref().map(|e| e.server_name().to_string());
         let storage = (&store, &events);
         let nats = (&client, server_name);
         let copy = region.as_ref().map(|r| r.copy.clone());
-        let coherent =
-            startup::start_coherence(&config, storage, nats, region, &metrics, &mut background).await;
+        let coherent = startup::start_coherence(
+            &config,
+            storage,
+            nats,
+            (region, webhooks.occupancy()),
+            &metrics,
+            &mut background,
+        )
+        .await;
         let registry = startup::start_topology(&config, &client, &coherent, &mut background);
         if config.service.node_type == NodeType::Center {
             let (store, events, registry) = (store.clone(), events.clone(), registry.clone());
             let repair =
                 Repair { store, events, metrics: metrics.clone(), registry, node_id: node_id.clone() };
             background.tasks.spawn(repair.run(background.stop.clone()));
-            // Webhooks go out from the center's nodes only: once per event, not once per region.
-            let audit_log = (jetstream.clone(), config.events.stream.clone());
-            let (tasks, stop) = (&mut background.tasks, &background.stop);
-            crate::webhooks::start(tasks, &config.webhooks, audit_log, &metrics, stop).await?;
         }
+        // Webhooks go out from the center's nodes only: once per event, not once per region.
+        let webhook_statuses = webhooks.statuses();
+        webhooks.start(&mut background.tasks, (&jetstream, &metrics), &background.stop).await?;
         let (listener, local_addr, https) = startup::listen(&config, &metrics).await?;
         let watch = Arc::new(StreamWatch::default());
         let watching = (jetstream.clone(), store.caller().clone());
@@ -127,6 +134,7 @@ impl Application {
             coherent.expiry.clone(),
             coherent.hub.clone(),
             registry.clone(),
+            webhook_statuses,
         );
         let health = Health::new(&config, probed, kept, metrics.clone());
         let hub = coherent.hub.clone();

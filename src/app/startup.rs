@@ -24,7 +24,7 @@ use crate::{
     link::LinkState,
     live::Hub,
     nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
-    rooms::Rooms,
+    rooms::{Occupancy, Rooms},
     store::{PresenceStore, StoreError, region},
     telemetry::Metrics,
     tls::ServerTls,
@@ -232,7 +232,7 @@ pub(super) async fn start_coherence(
     config: &Config,
     (store, events): (&PresenceStore, &Events),
     (client, server_name): (&async_nats::Client, Option<String>),
-    region: Option<RegionCopy>,
+    (region, occupancy): (Option<RegionCopy>, Option<Arc<Occupancy>>),
     metrics: &Arc<Metrics>,
     background: &mut Background,
 ) -> Coherent {
@@ -257,6 +257,7 @@ pub(super) async fn start_coherence(
         link: link.clone(),
         holdings: holdings.clone(),
         region,
+        occupancy,
     };
     coherence::start(tasks, parts, stop).await;
     tasks.spawn(hub.clone().run(stop.clone()));

@@ -35,10 +35,9 @@ pub(super) fn run(file: Option<PathBuf>, args: WebhooksArgs) -> anyhow::Result<(
     };
     let endpoint = Endpoint::new(hook)?;
     let id = format!("msg_test_{:016x}", rand::random::<u64>());
-    let now = chrono::Utc::now();
     let event = serde_json::json!({
         "type": "webhook.test",
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": crate::model::millis(&chrono::Utc::now()),
         "data": {"endpoint": name, "node_id": config.node_id()},
     });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -28,7 +28,7 @@ pub(crate) use clock::CLOCK_TOLERANCE;
 pub(crate) use follow::Follow;
 pub(crate) use landing::Landing;
 
-use crate::{config::KvConfig, link::LinkState, store::PresenceStore, topology::Holdings};
+use crate::{config::KvConfig, link::LinkState, rooms::Occupancy, store::PresenceStore, topology::Holdings};
 
 /// A leaf's copy of the bucket in its own JetStream (see [`crate::store::region`]), with what
 /// renewing it takes.
@@ -53,14 +53,16 @@ pub(crate) struct Parts {
     /// Which nodes hold which users' sessions, as the records say.
     pub holdings: Arc<Holdings>,
     pub region: Option<RegionCopy>,
+    /// Who is in which room as the records say, on a center whose webhooks hear rooms.
+    pub occupancy: Option<Arc<Occupancy>>,
 }
 
 /// Starts the watcher and the monitor in `tasks`; they run until `stop`. On a leaf, first
 /// replays the region's copy into the cache: the node serves what its region remembers from its
 /// first request, marked stale until the center's bucket has been caught up with.
 pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
-    let Parts { store, client, server_name, landing, link, holdings, region } = parts;
-    let mut applier = watcher::Applier::new(landing, link.clone(), holdings);
+    let Parts { store, client, server_name, landing, link, holdings, region, occupancy } = parts;
+    let mut applier = watcher::Applier::new(landing, link.clone(), (holdings, occupancy));
     if let Some(region) = &region {
         watcher::recall(&region.copy, &mut applier).await;
     }

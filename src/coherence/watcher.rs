@@ -15,6 +15,7 @@ use crate::{
     link::LinkState,
     live::Source,
     model::{CompactPresence, Record},
+    rooms::{Change, Occupancy},
     store::{BucketChange, PresenceStore, region},
     topology::Holdings,
 };
@@ -34,6 +35,11 @@ pub(super) struct Applier {
     /// (replayed, however old), changes after it were written while this node watched. Only
     /// those tell the clock offset.
     live_after: u64,
+    /// Who is in which room as the records say (a center whose webhooks hear rooms).
+    occupancy: Option<Arc<Occupancy>>,
+    /// The changes up to this revision are a replay from nothing (a start, a rebuild): where
+    /// things stand, not news.
+    replayed_until: u64,
 }
 
 /// How one watch ended.
@@ -63,6 +69,7 @@ pub(super) async fn run(
         let started = match store.head().await {
             Ok(head) => {
                 applier.live_after = head.last_revision;
+                applier.replayed_until = if link.applied_revision() == 0 { head.last_revision } else { 0 };
                 store.watch(link.applied_revision()).await
             }
             Err(e) => Err(e),
@@ -73,6 +80,9 @@ pub(super) async fn run(
                 Ended::Rebuild => {
                     // Start over: nothing this watcher applied can be trusted.
                     applier.landing.forget_all();
+                    if let Some(occupancy) = &applier.occupancy {
+                        occupancy.reset();
+                    }
                     link.reset_applied();
                     if let Some(region) = &region {
                         renew(region).await;
@@ -175,9 +185,13 @@ async fn follow(
 }
 
 impl Applier {
-    pub(super) fn new(landing: Landing, link: Arc<LinkState>, holdings: Arc<Holdings>) -> Self {
+    pub(super) fn new(
+        landing: Landing,
+        link: Arc<LinkState>,
+        (holdings, occupancy): (Arc<Holdings>, Option<Arc<Occupancy>>),
+    ) -> Self {
         let clock = ClockEstimate::default();
-        Self { landing, link, holdings, clock, live_after: u64::MAX }
+        Self { landing, link, holdings, clock, live_after: u64::MAX, occupancy, replayed_until: u64::MAX }
     }
 
     async fn apply(&mut self, change: BucketChange) {
@@ -191,6 +205,10 @@ impl Applier {
             // Every record, in revision order, whether or not this node held it already: which
             // nodes hold the user's sessions is the record's to say.
             self.holdings.observe(user, record.presence.as_ref(), change.erased());
+            if let Some(occupancy) = &self.occupancy {
+                let news = change.revision > self.replayed_until;
+                occupancy.observe(&Change { user, record: &record, erased: change.erased(), news });
+            }
         }
         self.link.record_applied(change.revision);
         // Nothing pending behind this change: the watcher is caught up.

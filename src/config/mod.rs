@@ -26,7 +26,7 @@ pub use rooms::RoomsConfig;
 pub use sections::*;
 pub use service::*;
 pub use tls::*;
-pub use webhooks::{MIN_SECRET_BYTES, WEBHOOK_EVENTS, WebhookConfig, webhook_secret_bytes};
+pub use webhooks::*;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -11,7 +11,15 @@ use super::{ConfigError, Secret, units};
 use crate::model::{is_valid_room_pattern, is_valid_token};
 
 /// The event types an endpoint may ask for.
-pub const WEBHOOK_EVENTS: &[&str] = &["presence.changed", "presence.expired"];
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "presence.changed",
+    "presence.expired",
+    "presence.erased",
+    "room.joined",
+    "room.left",
+    "room.occupied",
+    "room.vacated",
+];
 
 /// The fewest random bytes a webhook secret may hold.
 pub const MIN_SECRET_BYTES: usize = 24;
@@ -43,13 +51,42 @@ pub struct WebhookConfig {
     /// Only the users these patterns match (`*` matches any run; default: everyone).
     #[serde(default)]
     pub users: Vec<String>,
+    /// Only the rooms these patterns match, for room events (default: every room).
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// Several events in one request, for receivers that prefer fewer calls (default: one each).
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
     /// The waits between a failed attempt and the next (default: the specification's, 5s, 5m,
     /// 30m, 2h, 5h, 10h, 14h, 20h, 24h); after the last, the endpoint is disabled.
     #[serde(default, deserialize_with = "units::durations::deserialize")]
     pub retry_schedule: Option<Vec<Duration>>,
 }
 
+/// `batch:` of an endpoint: a request goes when it holds `max_events`, or `max_wait` after its
+/// first event, whichever comes first.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub max_events: usize,
+    #[serde(deserialize_with = "units::duration::deserialize")]
+    pub max_wait: Duration,
+}
+
+/// The most events one batched request holds.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
 impl WebhookConfig {
+    /// Whether the endpoint hears events of type `kind`.
+    pub fn hears(&self, kind: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == kind)
+    }
+
+    /// Whether the endpoint hears of any room.
+    pub fn hears_rooms(&self) -> bool {
+        WEBHOOK_EVENTS.iter().filter(|e| e.starts_with("room.")).any(|e| self.hears(e))
+    }
+
     /// The waits between attempts.
     pub fn schedule(&self) -> Vec<Duration> {
         let hours = |h: u64| Duration::from_secs(h * 3600);
@@ -100,11 +137,21 @@ pub(super) fn validate(webhooks: &[WebhookConfig]) -> Result<(), ConfigError> {
             let why = format!("{unknown:?} is no event type; they are {}", WEBHOOK_EVENTS.join(", "));
             return Err(ConfigError::new(key("events"), why));
         }
-        if !hook.users.iter().all(|p| is_valid_room_pattern(p)) {
-            return Err(ConfigError::new(
-                key("users"),
-                "each pattern is 1 to 128 of A-Z a-z 0-9 _ - and `*`",
-            ));
+        for (field, patterns) in [("users", &hook.users), ("rooms", &hook.rooms)] {
+            if !patterns.iter().all(|p| is_valid_room_pattern(p)) {
+                return Err(ConfigError::new(
+                    key(field),
+                    "each pattern is 1 to 128 of A-Z a-z 0-9 _ - and `*`",
+                ));
+            }
+        }
+        if let Some(batch) = hook.batch {
+            if !(1..=MAX_BATCH_EVENTS).contains(&batch.max_events) {
+                return Err(ConfigError::new(key("batch.max_events"), "1 to 1000"));
+            }
+            if batch.max_wait > Duration::from_secs(60) {
+                return Err(ConfigError::new(key("batch.max_wait"), "at most 60s"));
+            }
         }
         let week = Duration::from_secs(7 * 86400);
         if hook.retry_schedule.as_ref().is_some_and(|s| s.len() > 20 || s.iter().any(|d| *d > week)) {

@@ -249,7 +249,11 @@ impl Directory {
         let revision = self.store.purge(user).await?;
         let mut events = self.events.erase_through(user, before).await?;
         events += self.events.erase_older(user, before, revision).await?;
+        events += self.events.erase_notices(user).await?;
         tokio::spawn(self.clone().sweep_later(user.clone(), before, revision));
+        let (subject, id, body) = crate::lifecycle::erased_notice(user, revision, &self.node_id);
+        let notices = self.events.clone();
+        tokio::spawn(async move { notices.notice(subject, id, body).await });
         tracing::info!(user = %user, events, "erased");
         Ok(revision)
     }

@@ -17,7 +17,10 @@ pub(crate) mod expiry;
 pub(crate) mod repair;
 pub(crate) mod schedule;
 
-pub(crate) use events::{EventError, EventKind, Events, PresenceEvent};
+pub(crate) use events::{
+    EventError, EventKind, Events, NOTICE_SUBJECTS, PresenceEvent, erased_notice, notices_stream,
+    room_notice, user_notice,
+};
 pub(crate) use expiry::Expirer;
 pub(crate) use repair::Repair;
 pub(crate) use schedule::ExpiryQueue;

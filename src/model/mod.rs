@@ -10,7 +10,9 @@ mod update;
 mod user_id;
 
 pub(crate) use device::{Device, DeviceKind, Held, StoredDevice, StoredDevices};
-pub(crate) use presence::{CompactPresence, Presence, Status, StoredPresence, rfc3339_millis, same_view};
+pub(crate) use presence::{
+    CompactPresence, Presence, Status, StoredPresence, millis, rfc3339_millis, same_view,
+};
 pub(crate) use record::Record;
 pub(crate) use room::{
     Joined, Meta, RoomError, StoredRoom, is_valid_room, is_valid_room_pattern, room_matches,

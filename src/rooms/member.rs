@@ -85,7 +85,7 @@ pub(super) fn diff<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{Status, StoredDevice, StoredPresence, StoredRoom};
 
@@ -98,7 +98,7 @@ mod tests {
         Held { device: Arc::from(device), kind: DeviceKind::Web, idle: false, connected, rooms }
     }
 
-    fn record(devices: &[(&str, &str, &[&str])]) -> CompactPresence {
+    pub(in crate::rooms) fn record(devices: &[(&str, &str, &[&str])]) -> CompactPresence {
         let mut stored = StoredPresence {
             user_id: "u".into(),
             status: Status::Offline,

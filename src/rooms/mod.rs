@@ -16,6 +16,7 @@
 //! `presence.typing.{room}`, each node ending a signal not renewed within `rooms.typing_ttl`.
 
 mod member;
+mod occupancy;
 mod render;
 mod room;
 mod typing;
@@ -31,6 +32,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use member::{Memberships, in_any_room, memberships};
+pub(crate) use occupancy::{Change, Notice, Occupancy};
 use room::Room;
 pub(crate) use typing::Signal;
 

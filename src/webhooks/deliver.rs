@@ -1,38 +1,35 @@
-//! Delivery from the audit log, at least once, from one place: on center nodes only, one durable
-//! JetStream consumer per endpoint (`webhook-{name}`, shared by every center node, so each event
-//! goes out from one of them), acknowledged only after a 2xx. A failure is tried again after the
-//! endpoint's schedule (with ±10 % jitter; `Retry-After` when longer); a 410, or a failure past
-//! the schedule, disables the endpoint until the node restarts. Each request's `webhook-id` is the
-//! audit event's own id, the same on every attempt and at every node.
+//! Delivery, at least once, from one place: on center nodes only, each endpoint reads each of its
+//! sources through its durable consumer (shared by every center node, so each event goes out from
+//! one of them) and acknowledges an event only after a 2xx. A failure is tried again after the
+//! endpoint's schedule (±10 % jitter; `Retry-After` when longer); a 410, or a failure past the
+//! schedule, disables the endpoint (see [`super::status`]). Each request's `webhook-id` is the
+//! event's own id, the same on every attempt and at every node; a batch's is made of its events'.
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-};
+use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
+use ring::digest;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Endpoint, event::of_audit, send::TIMEOUT};
-use crate::{
-    config::WebhookConfig,
-    model::room_matches,
-    telemetry::{Metrics, metrics::EndpointLabels},
-};
+use super::{Endpoint, source::Source, status::Shared};
+use crate::model::{millis, room_matches};
 
-/// How long a center waits before it reaches for the audit log again after failing to.
+/// How long a center waits before it reaches for a stream again after failing to.
 const AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// One endpoint's delivery.
-struct Delivery {
-    endpoint: Endpoint,
-    config: WebhookConfig,
-    schedule: Vec<Duration>,
-    metrics: Arc<Metrics>,
+/// One endpoint's delivery from one source.
+pub(crate) struct Delivery {
+    pub endpoint: Endpoint,
+    pub shared: Arc<Shared>,
+    pub source: Source,
+    pub schedule: Vec<Duration>,
+    /// The audit log's name (the notices stream's is made from it).
+    pub audit: String,
 }
 
-/// What became of one event.
+/// What became of one request.
 enum Outcome {
     Delivered,
     /// Tried again after this long.
@@ -41,127 +38,140 @@ enum Outcome {
     Disabled(String),
 }
 
-/// Delivers every endpoint's events until `stop`. Each endpoint's consumer exists when this
-/// returns: an event stored from then on reaches it.
-pub(crate) async fn start(
-    tasks: &mut tokio::task::JoinSet<()>,
-    hooks: &[WebhookConfig],
-    (js, stream): (jetstream::Context, String),
-    metrics: &Arc<Metrics>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    for hook in hooks {
-        let delivery = Delivery {
-            endpoint: Endpoint::new(hook)?,
-            config: hook.clone(),
-            schedule: hook.schedule(),
-            metrics: metrics.clone(),
-        };
-        delivery.metrics.webhooks.disabled.get_or_create(&delivery.labels()).set(0);
-        delivery.consumer(&js, &stream).await.map_err(|e| anyhow::anyhow!("webhook {}: {e}", hook.name))?;
-        tasks.spawn(delivery.run(js.clone(), stream.clone(), stop.clone()));
-    }
-    Ok(())
+/// One event read from the source, with what its attempt needs.
+struct Held {
+    message: Message,
+    id: String,
+    attempt: usize,
+    body: Option<Value>,
 }
 
 impl Delivery {
-    fn labels(&self) -> EndpointLabels {
-        EndpointLabels { endpoint: self.config.name.clone() }
-    }
-
-    async fn run(self, js: jetstream::Context, stream: String, stop: CancellationToken) {
+    pub(crate) async fn run(self, js: jetstream::Context, stop: CancellationToken) {
+        let mut disabled = self.shared.disabled.subscribe();
         loop {
-            let outcome = tokio::select! {
-                () = stop.cancelled() => return,
-                outcome = self.follow(&js, &stream) => outcome,
-            };
-            match outcome {
-                Ok(reason) => {
-                    tracing::warn!(endpoint = %self.config.name, reason = %reason, "webhook endpoint disabled");
-                    self.metrics.webhooks.disabled.get_or_create(&self.labels()).set(1);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(endpoint = %self.config.name, error = %e, "webhook delivery interrupted; resuming")
-                }
-            }
+            // A disabled endpoint's consumer is paused; this node waits for it to be enabled.
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(AGAIN_AFTER) => {}
+                _ = disabled.wait_for(Option::is_none) => {}
+            }
+            let outcome = tokio::select! {
+                () = stop.cancelled() => return,
+                _ = disabled.wait_for(Option::is_some) => continue,
+                outcome = self.follow(&js) => outcome,
+            };
+            match outcome {
+                Ok(reason) => self.shared.disable(&js, &self.audit, reason).await,
+                Err(e) => {
+                    let endpoint = &self.shared.hook.name;
+                    tracing::debug!(endpoint = %endpoint, error = %e, "webhook delivery interrupted; resuming");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(AGAIN_AFTER) => {}
+                    }
+                }
             }
         }
     }
 
     /// Delivers the endpoint's events as they come; returns why it was disabled, or fails when the
-    /// audit log cannot be reached (the caller starts over).
-    async fn consumer(
-        &self,
-        js: &jetstream::Context,
-        stream: &str,
-    ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
-        let stream = js.get_stream(stream).await?;
-        let config = pull::Config {
-            durable_name: Some(format!("webhook-{}", self.config.name)),
-            description: Some(format!("Presence webhook endpoint {}", self.config.name)),
-            filter_subjects: vec!["presence.update.>".into(), "presence.expire.>".into()],
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: TIMEOUT + Duration::from_secs(15),
-            deliver_policy: DeliverPolicy::New,
-            max_ack_pending: 64,
-            ..Default::default()
-        };
-        Ok(stream.get_or_create_consumer(&format!("webhook-{}", self.config.name), config).await?)
-    }
-
-    async fn follow(&self, js: &jetstream::Context, stream: &str) -> Result<String, async_nats::Error> {
-        let mut messages = self.consumer(js, stream).await?.messages().await?;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            let (attempt, sequence) =
-                message.info().map_or((1, 0), |i| (i.delivered.max(1) as usize, i.stream_sequence));
-            // The event's own id; one without (not written by a node) is named by its place in the
-            // audit log, which every attempt shares too.
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_else(|| format!("{stream}-{sequence}"));
-            let outcome = match of_audit(&message.payload).filter(|e| self.wants(e.kind, &e.user)) {
-                None => Outcome::Delivered,
-                Some(event) => self.deliver(&id, event.body.to_string(), attempt).await,
-            };
-            match outcome {
-                Outcome::Delivered => message.ack().await?,
-                Outcome::Again(after) => message.ack_with(AckKind::Nak(Some(after))).await?,
-                Outcome::Disabled(reason) => {
-                    message.ack_with(AckKind::Term).await?;
-                    return Ok(reason);
+    /// stream cannot be reached (the caller starts over).
+    async fn follow(&self, js: &jetstream::Context) -> Result<String, async_nats::Error> {
+        let consumer = self.source.consumer(js, &self.audit, &self.shared.hook).await?;
+        let mut messages = consumer.messages().await?;
+        let batch = self.shared.hook.batch;
+        loop {
+            let Some(first) = messages.next().await else { return Err("the consumer ended".into()) };
+            let mut held = vec![self.hold(first?)];
+            if let Some(batch) = batch {
+                let deadline = tokio::time::Instant::now() + batch.max_wait;
+                while held.len() < batch.max_events {
+                    match tokio::time::timeout_at(deadline, messages.next()).await {
+                        Ok(Some(message)) => held.push(self.hold(message?)),
+                        Ok(None) => return Err("the consumer ended".into()),
+                        Err(_) => break,
+                    }
                 }
             }
+            // Events the endpoint does not hear of are done with at once.
+            let (wanted, unwanted): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| h.body.is_some());
+            for h in unwanted {
+                h.message.ack().await?;
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            let outcome = self.attempt(&wanted, batch.is_some()).await;
+            for h in &wanted {
+                match &outcome {
+                    Outcome::Delivered => h.message.ack().await?,
+                    Outcome::Again(after) => h.message.ack_with(AckKind::Nak(Some(*after))).await?,
+                    Outcome::Disabled(_) => h.message.ack_with(AckKind::Term).await?,
+                }
+            }
+            if let Outcome::Disabled(reason) = outcome {
+                return Ok(reason);
+            }
         }
-        Err("the audit log's consumer ended".into())
     }
 
-    fn wants(&self, kind: &str, user: &str) -> bool {
-        (self.config.events.is_empty() || self.config.events.iter().any(|e| e == kind))
-            && (self.config.users.is_empty() || self.config.users.iter().any(|p| room_matches(p, user)))
+    fn hold(&self, message: Message) -> Held {
+        let (attempt, sequence) =
+            message.info().map_or((1, 0), |i| (i.delivered.max(1) as usize, i.stream_sequence));
+        // The event's own id; one without (not written by a node) is named by its place in the
+        // stream, which every attempt shares too.
+        let id = match message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+            Some(id) => id.as_str().to_string(),
+            None => format!("{}-{sequence}", self.source.stream(&self.audit)),
+        };
+        let event = self.source.event(&message.payload).filter(|e| self.wants(&e.kind, (&e.user, &e.room)));
+        Held { message, id, attempt, body: event.map(|e| e.body) }
     }
 
-    /// One attempt (the `attempt`th) at delivering `body` as message `id`.
-    async fn deliver(&self, id: &str, body: String, attempt: usize) -> Outcome {
-        let labels = self.labels();
+    fn wants(&self, kind: &str, (user, room): (&Option<String>, &Option<String>)) -> bool {
+        let hook = &self.shared.hook;
+        let matches = |patterns: &[String], name: &Option<String>| {
+            patterns.is_empty() || name.as_ref().is_none_or(|n| patterns.iter().any(|p| room_matches(p, n)))
+        };
+        hook.hears(kind) && matches(&hook.users, user) && matches(&hook.rooms, room)
+    }
+
+    /// One attempt at delivering `held`: alone, or as one batch.
+    async fn attempt(&self, held: &[Held], batched: bool) -> Outcome {
+        let attempt = held.iter().map(|h| h.attempt).max().unwrap_or(1);
+        if !batched {
+            let h = &held[0];
+            let body = h.body.as_ref().expect("wanted").to_string();
+            return self.deliver(&h.id, body, (attempt, 1)).await;
+        }
+        let ids: Vec<&str> = held.iter().map(|h| h.id.as_str()).collect();
+        let events: Vec<Value> = held
+            .iter()
+            .map(|h| {
+                let mut event = h.body.clone().expect("wanted");
+                event["id"] = json!(h.id);
+                event
+            })
+            .collect();
+        let body = json!({"type": "batch", "timestamp": millis(&chrono::Utc::now()), "data": events});
+        self.deliver(&batch_id(&ids), body.to_string(), (attempt, held.len())).await
+    }
+
+    /// The `attempt`th attempt at delivering `body` (`events` of them) as message `id`.
+    async fn deliver(&self, id: &str, body: String, (attempt, events): (usize, usize)) -> Outcome {
+        let (metrics, labels) = (&self.shared.metrics.webhooks, self.shared.labels());
         let answer = self.endpoint.post(id, body.into()).await;
         let (status, retry_after) = match &answer {
             Ok(a) if (200..300).contains(&a.status) => {
-                self.metrics.webhooks.delivered.get_or_create(&labels).inc();
+                metrics.delivered.get_or_create(&labels).inc_by(events as u64);
+                self.shared.retrying(self.source, false);
                 return Outcome::Delivered;
             }
             Ok(a) if a.status == 410 => return Outcome::Disabled(format!("it answered 410 Gone to {id}")),
             Ok(a) => (a.status.to_string(), a.retry_after),
             Err(e) => (crate::telemetry::chain(e).to_string(), None),
         };
-        self.metrics.webhooks.failed.get_or_create(&labels).inc();
+        metrics.failed.get_or_create(&labels).inc();
         let Some(wait) = self.schedule.get(attempt - 1) else {
             return Outcome::Disabled(format!(
                 "{id} failed {attempt} times, past its retry schedule: {status}"
@@ -169,8 +179,29 @@ impl Delivery {
         };
         let jitter = 0.9 + rand::random::<f64>() * 0.2;
         let wait = wait.mul_f64(jitter).max(retry_after.unwrap_or_default());
-        tracing::info!(endpoint = %self.config.name, id, attempt, answer = %status, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; trying again");
-        self.metrics.webhooks.retried.get_or_create(&labels).inc();
+        let endpoint = &self.shared.hook.name;
+        tracing::info!(endpoint = %endpoint, id, attempt, answer = %status, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; trying again");
+        metrics.retried.get_or_create(&labels).inc_by(events as u64);
+        self.shared.retrying(self.source, true);
         Outcome::Again(wait)
+    }
+}
+
+/// A batch's id: made of its events' ids, so that the same events sent again have the same one.
+fn batch_id(ids: &[&str]) -> String {
+    let digest = digest::digest(&digest::SHA256, ids.join("\n").as_bytes());
+    format!("batch_{}", hex::encode(&digest.as_ref()[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_id_is_its_events_ids_and_nothing_else() {
+        assert_eq!(batch_id(&["a", "b"]), batch_id(&["a", "b"]));
+        assert_ne!(batch_id(&["a", "b"]), batch_id(&["a"]));
+        assert_ne!(batch_id(&["a\nb"]), batch_id(&["a", "c"]));
+        assert!(batch_id(&["a"]).starts_with("batch_"));
     }
 }

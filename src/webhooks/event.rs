@@ -5,11 +5,12 @@
 
 use serde_json::{Value, json};
 
-/// One event for the endpoints: its type, its user, and its JSON body.
+/// One event for the endpoints: its type, whom and which room it is about, and its JSON body.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
-    pub kind: &'static str,
-    pub user: String,
+    pub kind: String,
+    pub user: Option<String>,
+    pub room: Option<String>,
     pub body: Value,
 }
 
@@ -36,7 +37,7 @@ pub(crate) fn of_audit(payload: &[u8]) -> Option<Event> {
         data["devices"] = devices.clone();
     }
     let body = json!({"type": kind, "timestamp": event["timestamp"], "data": data});
-    Some(Event { kind, user, body })
+    Some(Event { kind: kind.into(), user: Some(user), room: None, body })
 }
 
 #[cfg(test)]
@@ -70,7 +71,7 @@ mod tests {
             "the message changed, not the status"
         );
         let expired = of_audit(&audit("expire", "offline", json!("busy"))).unwrap();
-        assert_eq!((expired.kind, expired.body["data"].get("devices")), ("presence.expired", None));
+        assert_eq!((expired.kind.as_str(), expired.body["data"].get("devices")), ("presence.expired", None));
         assert_eq!(of_audit(b"not json"), None);
     }
 }

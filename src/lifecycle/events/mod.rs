@@ -8,6 +8,9 @@
 mod erase;
 mod history;
 mod latest;
+mod notice;
+
+pub(crate) use notice::{NOTICE_SUBJECTS, erased as erased_notice, notices_stream, room_notice, user_notice};
 
 use std::{sync::Arc, time::Duration};
 
@@ -90,6 +93,8 @@ pub(crate) struct Events {
     /// The audit-log stream, once reached (a leaf may start before its center answers; events
     /// are published to their subjects all the same, and the center's stream stores them).
     stream: Arc<Binding<stream::Stream>>,
+    /// The notices stream, on a center with webhooks (see [`notice`]).
+    notices: Arc<Binding<stream::Stream>>,
     caller: Caller,
     metrics: Arc<Metrics>,
 }
@@ -107,7 +112,8 @@ pub(crate) struct StreamSettings<'a> {
 impl Events {
     /// A handle on the audit log, bound to its stream by [`Events::bind`].
     pub(crate) fn unbound(js: jetstream::Context, caller: Caller, metrics: Arc<Metrics>) -> Self {
-        Self { js, stream: Arc::new(Binding::unbound()), caller, metrics }
+        let (stream, notices) = (Arc::new(Binding::unbound()), Arc::new(Binding::unbound()));
+        Self { js, stream, notices, caller, metrics }
     }
 
     /// Binds to the audit-log stream, creating (or updating) it with [`Authority::Manage`].

@@ -14,7 +14,7 @@ mod view;
 pub(crate) use compact::{CompactPresence, same_view};
 pub(crate) use status::Status;
 pub(crate) use stored::StoredPresence;
-pub(crate) use view::{Presence, rfc3339_millis};
+pub(crate) use view::{Presence, millis, rfc3339_millis};
 
 #[cfg(test)]
 mod tests;

@@ -52,7 +52,12 @@ pub(super) fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Res
 
 /// The same for a time that is always there.
 pub(crate) fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    s.serialize_str(&millis(t))
+}
+
+/// `t` as the API writes times.
+pub(crate) fn millis(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl<'a> Presence<'a> {

@@ -1,5 +1,7 @@
 //! The webhooks' metrics, per endpoint (docs/webhooks.md, "Operations").
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -18,6 +20,8 @@ pub(crate) struct WebhookMetrics {
     pub failed: Family<EndpointLabels, Counter>,
     pub retried: Family<EndpointLabels, Counter>,
     pub disabled: Family<EndpointLabels, Gauge>,
+    pub pending: Family<EndpointLabels, Gauge>,
+    pub oldest_pending: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl WebhookMetrics {
@@ -35,8 +39,18 @@ impl WebhookMetrics {
         );
         r.register(
             "webhook_disabled",
-            "1 while an endpoint is disabled (a 410, or failing past its schedule), until the node restarts",
+            "1 while an endpoint is disabled (a 410, or failing past its schedule)",
             self.disabled.clone(),
+        );
+        r.register(
+            "webhook_pending",
+            "Events stored for an endpoint and not yet delivered (checked every 2 s)",
+            self.pending.clone(),
+        );
+        r.register(
+            "webhook_oldest_pending_seconds",
+            "Age of the oldest event not yet delivered to an endpoint (0 when none)",
+            self.oldest_pending.clone(),
         );
     }
 }

@@ -34,13 +34,23 @@ impl ServiceProcess {
         secret: Option<&str>,
         logging: &str,
     ) -> Self {
+        Self::start_with(dir, ports, secret, (logging, ""))
+    }
+
+    /// The same, with `extra` (top-level YAML sections) appended.
+    pub(crate) fn start_with(
+        dir: &Path,
+        ports: Option<(u16, u16, u16)>,
+        secret: Option<&str>,
+        (logging, extra): (&str, &str),
+    ) -> Self {
         let (http_port, nats_port, leaf_port) =
             ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
         let yaml = format!(
             "service:\n  host: 127.0.0.1\n  port: {http_port}\n  node_id: proc-node\n\
              nats:\n  embedded: true\n  port: {nats_port}\n  leaf_port: {leaf_port}\n  data_dir: {data}\n  leaf_password: {leaf:?}\n\
-             auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  {logging}\n",
+             auth:\n{secret_line}  jwt_issuer: {ISSUER}\nlogging:\n  {logging}\n{extra}",
             data = dir.join("nats-data").display(),
             leaf = LEAF_PASSWORD,
         );

@@ -17,7 +17,7 @@ use crate::helpers::{TestApp, eventually, json_of, leaf_app, live::Ws, mint_room
 const SECOND: Duration = Duration::from_secs(1);
 
 /// A connection holding `user`'s `device` session, with a token that may join `rooms`.
-async fn member(app: &TestApp, user: &str, device: &str, rooms: &[&str]) -> Ws {
+pub(crate) async fn member(app: &TestApp, user: &str, device: &str, rooms: &[&str]) -> Ws {
     let mut ws = Ws::connect(app).await;
     let token = mint_rooms(user, rooms);
     ws.send(json!({"type": "hello", "token": token, "device": device, "kind": "web"})).await;
@@ -26,13 +26,13 @@ async fn member(app: &TestApp, user: &str, device: &str, rooms: &[&str]) -> Ws {
 }
 
 /// Joins `room` with `meta`; the `joined` snapshot.
-async fn join(ws: &mut Ws, room: &str, meta: Value) -> Value {
+pub(crate) async fn join(ws: &mut Ws, room: &str, meta: Value) -> Value {
     ws.send(json!({"type": "join", "room": room, "meta": meta})).await;
     next_of(ws, "joined", 5 * SECOND).await
 }
 
 /// The next message of type `kind`, skipping others (room changes that raced it, say).
-async fn next_of(ws: &mut Ws, kind: &str, within: Duration) -> Value {
+pub(crate) async fn next_of(ws: &mut Ws, kind: &str, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

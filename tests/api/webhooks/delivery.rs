@@ -8,10 +8,10 @@ use presence::config::{Secret, WebhookConfig};
 use super::*;
 use crate::helpers::{TestApp, eventually};
 
-const SECOND: Duration = Duration::from_secs(1);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
 
 /// An endpoint for the receiver at `url`, on loopback over plain HTTP, with a quick schedule.
-fn endpoint(url: &str, key: &str) -> WebhookConfig {
+pub(super) fn endpoint(url: &str, key: &str) -> WebhookConfig {
     WebhookConfig {
         name: "backend".into(),
         url: url.into(),
@@ -22,12 +22,14 @@ fn endpoint(url: &str, key: &str) -> WebhookConfig {
         ca_file: None,
         events: Vec::new(),
         users: Vec::new(),
+        rooms: Vec::new(),
+        batch: None,
         retry_schedule: Some(vec![Duration::from_millis(200); 4]),
     }
 }
 
 /// The events the receiver got, once `count` arrived (within 10 s).
-async fn events_when(got: &Received, count: usize) -> Vec<(Vec<(String, String)>, Value)> {
+pub(super) async fn events_when(got: &Received, count: usize) -> Vec<(Vec<(String, String)>, Value)> {
     eventually(10 * SECOND, &format!("{count} requests"), || async {
         let got = got.lock().unwrap();
         (got.len() >= count)
@@ -36,7 +38,7 @@ async fn events_when(got: &Received, count: usize) -> Vec<(Vec<(String, String)>
     .await
 }
 
-fn header(headers: &[(String, String)], name: &str) -> String {
+pub(super) fn header(headers: &[(String, String)], name: &str) -> String {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap()
 }
 

@@ -4,6 +4,8 @@
 //! environment); the refusals of secure defaults.
 
 mod delivery;
+mod notices;
+mod outages;
 
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +16,9 @@ use std::{
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
+
+/// Not sent: the receiver adds it, the microseconds since 1970 when the request arrived.
+const RECEIVED_AT: &str = "x-received-at-us";
 
 /// What the receiver was sent: each request's headers (lower-case names) and body.
 type Received = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
@@ -28,22 +33,36 @@ type Answers = (Received, Arc<Mutex<std::collections::VecDeque<u16>>>, u16);
 
 /// A receiver answering the statuses of `script` in turn, then `then`.
 async fn scripted(script: Vec<u16>, then: u16) -> (String, Received) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got, _) = serve(listener, script, then);
+    (format!("http://{addr}/hook"), got)
+}
+
+/// Serves `listener` as a receiver until the handle is aborted: what it got.
+fn serve(
+    listener: tokio::net::TcpListener,
+    script: Vec<u16>,
+    then: u16,
+) -> (Received, tokio::task::JoinHandle<()>) {
     let got: Received = Arc::default();
     let app = Router::new().route(
         "/hook",
         post(|State((got, script, then)): State<Answers>, headers: HeaderMap, body: String| async move {
-            let headers =
+            let mut headers: Vec<(String, String)> =
                 headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            headers.push((RECEIVED_AT.into(), now.as_micros().to_string()));
             got.lock().unwrap().push((headers, body));
             let status = script.lock().unwrap().pop_front().unwrap_or(then);
             axum::http::StatusCode::from_u16(status).unwrap()
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let state: Answers = (got.clone(), Arc::new(Mutex::new(script.into())), then);
-    tokio::spawn(async move { axum::serve(listener, app.with_state(state)).await });
-    (format!("http://{addr}/hook"), got)
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.with_state(state)).await;
+    });
+    (got, task)
 }
 
 fn secret(byte: u8) -> String {
