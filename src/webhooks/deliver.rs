@@ -19,6 +19,9 @@ use crate::model::{millis, room_matches};
 /// How long a center waits before it reaches for a stream again after failing to.
 const AGAIN_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a disabled endpoint's events still arriving are waited for, to be handed back.
+const HAND_BACK: Duration = Duration::from_millis(100);
+
 /// One endpoint's delivery from one source.
 pub(crate) struct Delivery {
     pub endpoint: Endpoint,
@@ -61,7 +64,7 @@ impl Delivery {
                 outcome = self.follow(&js) => outcome,
             };
             match outcome {
-                Ok(reason) => self.shared.disable(&js, &self.audit, reason).await,
+                Ok(()) => {}
                 Err(e) => {
                     let endpoint = &self.shared.hook.name;
                     tracing::debug!(endpoint = %endpoint, error = %e, "webhook delivery interrupted; resuming");
@@ -74,9 +77,9 @@ impl Delivery {
         }
     }
 
-    /// Delivers the endpoint's events as they come; returns why it was disabled, or fails when the
-    /// stream cannot be reached (the caller starts over).
-    async fn follow(&self, js: &jetstream::Context) -> Result<String, async_nats::Error> {
+    /// Delivers the endpoint's events as they come; returns once it disabled the endpoint, or fails
+    /// when the stream cannot be reached (the caller starts over).
+    async fn follow(&self, js: &jetstream::Context) -> Result<(), async_nats::Error> {
         let consumer = self.source.consumer(js, &self.audit, &self.shared.hook).await?;
         let mut messages = consumer.messages().await?;
         let batch = self.shared.hook.batch;
@@ -110,7 +113,13 @@ impl Delivery {
                 }
             }
             if let Outcome::Disabled(reason) = outcome {
-                return Ok(reason);
+                // Paused first, then what was handed to this node meanwhile is handed back: it
+                // waits with the rest instead of for its acknowledgement to be overdue.
+                self.shared.disable(js, &self.audit, reason).await;
+                while let Ok(Some(Ok(message))) = tokio::time::timeout(HAND_BACK, messages.next()).await {
+                    message.ack_with(AckKind::Nak(None)).await?;
+                }
+                return Ok(());
             }
         }
     }

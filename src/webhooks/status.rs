@@ -25,7 +25,8 @@ use crate::{
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 const REASON: &str = "presence_disabled_reason";
-const URL: &str = "presence_disabled_url";
+/// A digest of the url it was disabled for (a url may hold a key; NATS operators read metadata).
+const URL: &str = "presence_disabled_url_sha256";
 
 /// An endpoint in `/health`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -117,12 +118,11 @@ impl Shared {
     /// Disables the endpoint for `reason`: its consumers paused, at every node, until enabled.
     pub(crate) async fn disable(&self, js: &jetstream::Context, audit: &str, reason: String) {
         tracing::warn!(endpoint = %self.hook.name, reason = %reason, "webhook endpoint disabled");
-        self.show(Some(reason.clone()));
         let until = time::OffsetDateTime::now_utc() + time::Duration::days(36500);
         for source in Source::of(&self.hook) {
             let mut config = source.config(&self.hook);
             config.metadata =
-                HashMap::from([(REASON.into(), reason.clone()), (URL.into(), self.hook.url.clone())]);
+                HashMap::from([(REASON.into(), reason.clone()), (URL.into(), url_digest(&self.hook.url))]);
             let paused = async {
                 let stream = js.get_stream(source.stream(audit)).await?;
                 stream.update_consumer(config).await?;
@@ -133,6 +133,8 @@ impl Shared {
                 tracing::warn!(endpoint = %self.hook.name, error = %e, "cannot pause a disabled endpoint's consumer; it will be tried again");
             }
         }
+        // Shown once paused: a look at the consumers meanwhile would have shown it enabled.
+        self.show(Some(reason));
     }
 
     /// At start: an endpoint disabled for another url than its configuration's now is enabled.
@@ -144,7 +146,7 @@ impl Shared {
         for source in Source::of(&self.hook) {
             let stream = js.get_stream(source.stream(audit)).await?;
             let info = stream.consumer_info(consumer_name(&self.hook)).await?;
-            let moved = info.config.metadata.get(URL).is_some_and(|url| *url != self.hook.url);
+            let moved = info.config.metadata.get(URL).is_some_and(|url| *url != url_digest(&self.hook.url));
             if info.paused && moved {
                 tracing::info!(endpoint = %self.hook.name, "webhook endpoint enabled: its url changed since it was disabled");
                 stream.update_consumer(source.config(&self.hook)).await?;
@@ -199,6 +201,10 @@ impl Shared {
         self.show(reason);
         Ok(())
     }
+}
+
+fn url_digest(url: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, url.as_bytes()))
 }
 
 fn state(disabled: Option<&String>, retrying: bool) -> &'static str {

@@ -46,7 +46,7 @@ fn the_systemd_units_verify() {
 #[test]
 fn the_alert_rules_check_and_pass_their_unit_tests() {
     let said = run("promtool", &["check", "rules", deploy("prometheus/alerts.yml").to_str().unwrap()]);
-    assert!(said.contains("SUCCESS: 17 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 19 rules found"), "{said}");
     run("promtool", &["test", "rules", deploy("prometheus/alerts.test.yml").to_str().unwrap()]);
 }
 
@@ -77,10 +77,19 @@ fn exported(metrics: &str, name: &str) -> bool {
 }
 
 /// A node with what the kit looks at: a leafnode certificate (its expiry), the embedded server,
-/// a write and a read behind it.
+/// a webhook endpoint (nobody listens there), a write and a read behind it.
 async fn equipped_node(pki: &Pki) -> TestApp {
     let leaf = pki.center("node.test", &["leaf.test"]);
-    let app = TestApp::spawn_with(move |c| c.nats.leaf_tls = Some(leaf)).await;
+    let port = crate::helpers::free_port();
+    let hook = crate::webhooks::delivery::endpoint(
+        &format!("http://127.0.0.1:{port}/hook"),
+        &crate::webhooks::secret(1),
+    );
+    let app = TestApp::spawn_with(move |c| {
+        c.nats.leaf_tls = Some(leaf);
+        c.webhooks = vec![hook];
+    })
+    .await;
     app.set("ops", json!({"status": "online"})).await;
     assert_eq!(app.read("ops").await.status(), StatusCode::OK);
     app
@@ -187,7 +196,7 @@ async fn a_real_prometheus_scrapes_a_node_with_the_shipped_rules() {
         Some(group["rules"].as_array()?.clone())
     })
     .await;
-    assert_eq!(rules.len(), 17);
+    assert_eq!(rules.len(), 19);
     let healthy = eventually(Duration::from_secs(30), "every rule evaluated", || async {
         let data = prometheus.api("/api/v1/rules").await?;
         let group = data["groups"].as_array()?.iter().find(|g| g["name"] == "presence")?.clone();

@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, eventually};
 pub(super) const SECOND: Duration = Duration::from_secs(1);
 
 /// An endpoint for the receiver at `url`, on loopback over plain HTTP, with a quick schedule.
-pub(super) fn endpoint(url: &str, key: &str) -> WebhookConfig {
+pub(crate) fn endpoint(url: &str, key: &str) -> WebhookConfig {
     WebhookConfig {
         name: "backend".into(),
         url: url.into(),

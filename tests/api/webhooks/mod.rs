@@ -3,7 +3,7 @@
 //! implementation (the `standardwebhooks` package from PyPI, in the project's Python
 //! environment); the refusals of secure defaults.
 
-mod delivery;
+pub(crate) mod delivery;
 mod notices;
 mod outages;
 
@@ -65,7 +65,7 @@ fn serve(
     (got, task)
 }
 
-fn secret(byte: u8) -> String {
+pub(crate) fn secret(byte: u8) -> String {
     format!("whsec_{}", STANDARD.encode([byte; 32]))
 }
 

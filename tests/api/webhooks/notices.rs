@@ -38,6 +38,8 @@ async fn rooms_filling_and_emptying_and_an_erasure_are_told_once_each() {
     join(&mut ann, "doc-1", json!({})).await;
     // Outside the endpoint's rooms: nothing.
     join(&mut ann, "chat-1", json!({})).await;
+    // A join is answered at once and written after: bob's after ann's has landed.
+    events_when(&got, 2).await;
     let mut bob = member(&app, "bob", "phone", &["*"]).await;
     join(&mut bob, "doc-1", json!({})).await;
     // Ann's second device in the same room: she is in it already.
