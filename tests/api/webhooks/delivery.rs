@@ -138,3 +138,75 @@ async fn a_write_at_a_leaf_is_delivered_once_by_the_center() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn two_center_nodes_deliver_each_event_once_room_events_included() {
+    let nats = crate::helpers::NatsServer::start().await;
+    let (url, got) = receiver(200).await;
+    let center = |node: &'static str| {
+        let (nats_url, hook) = (nats.url(), endpoint(&url, &secret(14)));
+        TestApp::spawn_with(move |c| {
+            c.nats.embedded = false;
+            c.nats.url = nats_url;
+            c.service.node_id = node.into();
+            c.webhooks = vec![hook];
+        })
+    };
+    let (a, b) = (center("center-a").await, center("center-b").await);
+    // Writes at both; a member at one: both nodes see every record and make the same room events.
+    a.set("ann", json!({"status": "busy"})).await;
+    b.set("bob", json!({"status": "away"})).await;
+    let mut kim = crate::rooms::member(&a, "kim", "laptop", &["*"]).await;
+    crate::rooms::join(&mut kim, "doc-9", json!({})).await;
+    // In the record first (a join and a leave within one session write would tell nothing).
+    eventually(10 * SECOND, "kim in the room", || async {
+        got.lock().unwrap().iter().any(|(_, b)| b.contains("room.joined")).then_some(())
+    })
+    .await;
+    kim.close().await;
+    // Ann, bob, kim online, occupied, joined, left, vacated, kim offline: then a marker, last.
+    let marker = || async {
+        let got = got.lock().unwrap();
+        got.iter().any(|(_, b)| b.contains("room.vacated") && b.contains("doc-9")).then_some(())
+    };
+    eventually(10 * SECOND, "the room emptied", marker).await;
+    a.set("zed", json!({"status": "busy"})).await;
+    eventually(10 * SECOND, "the marker", || async {
+        got.lock().unwrap().iter().any(|(_, b)| b.contains("\"zed\"")).then_some(())
+    })
+    .await;
+    let got = got.lock().unwrap();
+    let ids: Vec<String> = got.iter().map(|(h, _)| header(h, "webhook-id")).collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "each event once, from one of the two: {ids:#?}");
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_string())
+        .collect();
+    for kind in ["room.occupied", "room.joined", "room.left", "room.vacated"] {
+        assert_eq!(kinds.iter().filter(|k| *k == kind).count(), 1, "{kind} once: {kinds:?}");
+    }
+    drop(got);
+    for app in [a, b] {
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_past_its_schedule_is_disabled_and_says_why() {
+    let (url, got) = receiver(500).await;
+    let mut hook = endpoint(&url, &secret(15));
+    hook.retry_schedule = Some(vec![Duration::from_millis(100); 2]);
+    let app = TestApp::spawn_with(|c| c.webhooks = vec![hook]).await;
+    app.set("gus", json!({"status": "busy"})).await;
+    let backend = eventually(10 * SECOND, "disabled", || async {
+        let backend = app.health().await["webhooks"]["backend"].clone();
+        (backend["state"] == "disabled").then_some(backend)
+    })
+    .await;
+    let reason = backend["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("past its retry schedule") && reason.contains("500"), "{reason}");
+    assert_eq!(got.lock().unwrap().len(), 3, "the first attempt and the schedule's two");
+    assert_eq!(app.metric("presence_webhook_disabled{endpoint=\"backend\"}").await, 1.0);
+    app.stop().await;
+}
