@@ -25,14 +25,16 @@
 //! - `topology`: hub and spoke: heartbeats on `presence.sync.{node_id}`, the node registry.
 //! - `lifecycle`: the expiry schedule and job (one `offline` write and one expire event per
 //!   expiry across all nodes), the update and expire events, the audit log, history, erasure,
-//!   and the audit log's repair (a center stores the events a crash left out).
+//!   the audit log's repair (a center stores the events a crash left out), and the notices for
+//!   webhooks stored beside it.
 //! - `live`: the live feed: every change the node learns of, numbered, kept for resuming
 //!   clients and handed to the subscribers that watch its user; expiries announced as they
 //!   happen, the link's stale and fresh, slow clients dropped.
 //! - `rooms`: who is in each room, on which devices, with what meta, and who is typing: a
 //!   membership rides in its device's session (and so in the user's record); each node's index
 //!   is fed by the records that land and by its own sessions, and sends each room's changes to
-//!   its watchers in batches; typing crosses nodes as NATS core messages.
+//!   its watchers in batches; typing crosses nodes as NATS core messages. On a center whose
+//!   webhooks hear rooms, `rooms::Occupancy` keeps who is in which room as the records alone say.
 //! - `coherence`: where a record lands on this node (`Landing`: the expiry schedule, the cache
 //!   and the live feed, in that order, under one revision rule, for the watcher and the write
 //!   path alike; a write on its way follows its user's landings, `Follow`), the watcher (the
@@ -44,8 +46,9 @@
 //!   (hello, activity, idle, the grace after an abrupt drop), kept in the user's record by
 //!   transitions only, and the sessions of a dead node ended.
 //! - `webhooks`: the application's endpoints: Standard Webhooks signatures, the addresses an
-//!   endpoint may reach, one signed request, and the delivery of presence events from the audit
-//!   log on center nodes (a durable consumer per endpoint, retries, disabling).
+//!   endpoint may reach, one signed request, and the delivery of events from the audit log and
+//!   the notices stream (erasures, rooms) on center nodes (a durable consumer per endpoint and
+//!   stream, retries, batches, a disabled state kept in JetStream, what waits for `/health`).
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
 //!   caps), the axum router, handlers, extractors (JSON, path, auth, rate limit), the access log,
