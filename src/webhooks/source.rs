@@ -28,8 +28,10 @@ impl Source {
     /// The sources an endpoint needs, by the events it hears.
     pub(crate) fn of(hook: &WebhookConfig) -> Vec<Self> {
         let audit = ["presence.changed", "presence.expired"].iter().any(|e| hook.hears(e));
-        let notices = WEBHOOK_EVENTS.iter().filter(|e| e.starts_with("room.") || **e == "presence.erased");
-        let notices = notices.clone().any(|e| hook.hears(e));
+        let notices = WEBHOOK_EVENTS
+            .iter()
+            .filter(|e| e.starts_with("room.") || **e == "presence.erased")
+            .any(|e| hook.hears(e));
         [(audit, Self::Audit), (notices, Self::Notices)]
             .into_iter()
             .filter(|(on, _)| *on)

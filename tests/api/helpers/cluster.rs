@@ -21,6 +21,18 @@ pub(crate) struct NatsCluster {
 
 impl NatsCluster {
     pub(crate) async fn start() -> Self {
+        // A free port can be taken between its choice and a server's bind (by another test's
+        // outgoing connection): a server that exited at once is started over on new ports.
+        for _ in 0..3 {
+            let mut cluster = Self::launch();
+            if cluster.started().await {
+                return cluster;
+            }
+        }
+        panic!("the NATS cluster did not start in three attempts");
+    }
+
+    fn launch() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -50,18 +62,26 @@ impl NatsCluster {
                 Some(server(conf))
             })
             .collect();
-        let cluster = Self { children, confs, client_ports, leaf_ports, _dir: dir };
-        let url = format!("nats://127.0.0.1:{}", cluster.client_ports[0]);
-        eventually(Duration::from_secs(60), "the cluster elects a JetStream meta leader", || {
-            let url = url.clone();
-            async move {
-                let client = async_nats::connect(url.as_str()).await.ok()?;
-                let js = async_nats::jetstream::new(client);
-                js.query_account().await.ok().map(drop)
+        Self { children, confs, client_ports, leaf_ports, _dir: dir }
+    }
+
+    /// Whether all three servers run and JetStream answers (a meta leader was elected).
+    async fn started(&mut self) -> bool {
+        let url = format!("nats://127.0.0.1:{}", self.client_ports[0]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            let exited = self.children.iter_mut().flatten().any(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                return false;
             }
-        })
-        .await;
-        cluster
+            if let Ok(client) = async_nats::connect(url.as_str()).await
+                && async_nats::jetstream::new(client).query_account().await.is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out after 60s waiting for: the cluster elects a JetStream meta leader");
     }
 
     /// All three client URLs, comma-separated (as `nats.url` takes them).

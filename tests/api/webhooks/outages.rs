@@ -10,7 +10,7 @@ use super::{
     delivery::{SECOND, endpoint, header},
     *,
 };
-use crate::helpers::{SECRET, ServiceProcess, TestApp, eventually, free_port, is_alive, kill9, mint};
+use crate::helpers::{SECRET, ServiceProcess, TestApp, eventually, is_alive, kill9, mint};
 
 /// The distinct `webhook-id`s received and the number of requests, and each event's user.
 fn tally(got: &Received) -> (HashSet<String>, usize, HashSet<String>) {
@@ -27,7 +27,11 @@ fn tally(got: &Received) -> (HashSet<String>, usize, HashSet<String>) {
 
 #[tokio::test]
 async fn a_receiver_down_for_30_seconds_gets_every_event_once_it_is_back() {
-    let port = free_port();
+    // The receiver's port, bound and not listening: a connection is refused, as to a receiver
+    // that is down, and no other process takes the port meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let mut hook = endpoint(&format!("http://127.0.0.1:{port}/hook"), &secret(11));
     hook.retry_schedule = Some(vec![3 * SECOND; 20]);
     let app = TestApp::spawn_with(|c| c.webhooks = vec![hook]).await;
@@ -53,8 +57,7 @@ async fn a_receiver_down_for_30_seconds_gets_every_event_once_it_is_back() {
     }
     // The outage lasts 30 s (its length, not a wait for anything).
     tokio::time::sleep((down + 30 * SECOND).saturating_duration_since(tokio::time::Instant::now())).await;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (got, _server) = serve(listener, vec![], 200);
+    let (got, _server) = serve(socket.listen(1024).unwrap(), vec![], 200);
     eventually(20 * SECOND, "every event delivered", || async {
         let (_, _, seen) = tally(&got);
         users.iter().all(|u| seen.contains(u)).then_some(())
