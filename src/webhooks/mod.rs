@@ -80,7 +80,7 @@ impl Webhooks {
             let shared = Shared::new(hook.clone(), self.statuses.clone(), metrics.clone());
             let named = |e: async_nats::Error| anyhow::anyhow!("webhook {}: {e}", hook.name);
             for source in Source::of(hook) {
-                source.consumer(js, &audit, hook).await.map_err(named)?;
+                source.configure(js, &audit, hook).await.map_err(named)?;
             }
             shared.enable_if_moved(js, &audit).await.map_err(named)?;
             shared.check(js, &audit).await.map_err(named)?;

@@ -81,6 +81,29 @@ impl Source {
         Ok(stream.get_or_create_consumer(&consumer_name(hook), self.config(hook)).await?)
     }
 
+    /// At start: the consumer made, or brought to the endpoint's configuration now (a batch
+    /// size changed since), keeping whether it is paused and why.
+    pub(crate) async fn configure(
+        self,
+        js: &jetstream::Context,
+        audit: &str,
+        hook: &WebhookConfig,
+    ) -> Result<(), async_nats::Error> {
+        let mut consumer = self.consumer(js, audit, hook).await?;
+        let current = consumer.info().await?.config.clone();
+        let mut wanted = self.config(hook);
+        if (current.max_ack_pending, current.ack_wait) != (wanted.max_ack_pending, wanted.ack_wait) {
+            (wanted.pause_until, wanted.metadata) = (current.pause_until, current.metadata);
+            let stream = js.get_stream(self.stream(audit)).await?;
+            stream.update_consumer(wanted).await?;
+            // An update may not keep a pause (the server takes a pause from its own request).
+            if let Some(until) = current.pause_until.filter(|u| *u > time::OffsetDateTime::now_utc()) {
+                stream.pause_consumer(&consumer_name(hook), until).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The event a stored message makes, if any.
     pub(crate) fn event(self, payload: &[u8]) -> Option<Event> {
         match self {

@@ -174,9 +174,13 @@ async fn a_disabled_endpoint_stays_disabled_across_a_restart_and_keeps_its_event
     let backend = eventually(10 * SECOND, "disabled", disabled).await;
     assert!(backend["disabled_reason"].as_str().unwrap().contains("410"), "{backend}");
     app.set("dee", json!({"status": "away"})).await;
-    let kept = app.stop_keeping().await;
+    let mut kept = app.stop_keeping().await;
 
-    // Restarted as it was: still disabled, at once, and nothing goes to it.
+    // Restarted, with a batch size that changes its consumers: still disabled, at once, and
+    // nothing goes to it.
+
+    let batch = presence::config::BatchConfig { max_events: 100, max_wait: SECOND };
+    kept.config.webhooks[0].batch = Some(batch);
     let app = TestApp::restart(kept).await;
     let health = app.health().await;
     assert_eq!(health["webhooks"]["backend"]["state"], "disabled", "{health}");
@@ -190,7 +194,7 @@ async fn a_disabled_endpoint_stays_disabled_across_a_restart_and_keeps_its_event
 
     // Its url changes: enabled again, and what waited while it was disabled arrives.
     let (moved_url, moved) = receiver(200).await;
-    kept.config.webhooks[0].url = moved_url;
+    (kept.config.webhooks[0].url, kept.config.webhooks[0].batch) = (moved_url, None);
     let app = TestApp::restart(kept).await;
     eventually(10 * SECOND, "the events kept while disabled", || async {
         (tally(&moved).2 == HashSet::from(["dee".to_string(), "fay".to_string()])).then_some(())
