@@ -38,6 +38,9 @@ pub(super) struct Start {
     pub following: Following,
     /// `{user_id: presence, ...}`, as a multi-user read shows them; `None` after a resume.
     pub snapshot: Option<String>,
+    /// `{user_id: revision, ...}` of the records behind the snapshot (a user never seen has
+    /// none): a client holding changes that crossed its subscribe applies those newer only.
+    pub revisions: String,
 }
 
 /// Makes `users` the subscription's watch list and reads where they stand, charged to the
@@ -70,12 +73,15 @@ pub(super) async fn follow(
         })
         .collect();
     subscription.seen(&records, now, !following.resumed);
+    let revisions: serde_json::Map<String, serde_json::Value> =
+        records.iter().map(|(user, record)| (user.to_string(), record.revision.into())).collect();
+    let revisions = serde_json::Value::Object(revisions).to_string();
     if following.resumed {
-        return Ok(Start { following, snapshot: None });
+        return Ok(Start { following, snapshot: None, revisions });
     }
     let presences = presence::shown(&found.entries, now);
     let snapshot = serde_json::to_string(&DataMap(&presences)).map_err(|_| ApiError::Internal)?;
-    Ok(Start { following, snapshot: Some(snapshot) })
+    Ok(Start { following, snapshot: Some(snapshot), revisions })
 }
 
 /// `[change, ...]` of a batch, as JSON.

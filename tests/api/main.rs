@@ -3,6 +3,7 @@
 mod at_rest;
 mod auth;
 mod browser;
+mod clients;
 mod config;
 #[path = "../consistency/mod.rs"]
 mod consistency;

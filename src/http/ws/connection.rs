@@ -299,8 +299,11 @@ impl Connection {
                     subscribe::follow(&self.state, &self.limited, &self.subscription, users, 1, None).await;
                 match start {
                     Ok(start) => {
-                        let snapshot = start.snapshot.unwrap_or_else(|| "{}".into());
-                        self.send_text(format!(r#"{{"type":"snapshot","data":{snapshot}}}"#), limit).await
+                        let (snapshot, revisions) =
+                            (start.snapshot.unwrap_or_else(|| "{}".into()), start.revisions);
+                        let text =
+                            format!(r#"{{"type":"snapshot","data":{snapshot},"revisions":{revisions}}}"#);
+                        self.send_text(text, limit).await
                     }
                     Err(e) => self.error(&e.to_string(), limit).await,
                 }
