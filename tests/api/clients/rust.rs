@@ -174,7 +174,7 @@ async fn a_node_restarted_empty_gets_the_status_again_and_a_refused_token_stops_
 }
 
 /// A token for `user` that expired two minutes ago.
-fn expired_token(user: &str) -> String {
+pub(super) fn expired_token(user: &str) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = json!({"sub": user, "iat": now - 600, "exp": now - 120, "iss": crate::helpers::ISSUER});
     let key = jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes());
