@@ -21,9 +21,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::{
     ConnectionState, Error, Event, Presence, Status, StatusOptions,
-    connection::{Command, Task},
+    connection::{Command, Joined, Task},
     model::Change,
     rest::Rest,
+    room::{Room, RoomView},
     shared::Shared,
     transport::{Node, Tls},
     view::View,
@@ -181,6 +182,18 @@ impl Client {
         let (tx, changes) = mpsc::unbounded_channel();
         let _ = self.commands.send(Command::Watch { id, users: users.clone(), tx });
         Watch { id, users, changes, commands: self.commands.clone(), shared: self.shared.clone() }
+    }
+
+    /// Joins `room` with this device and `meta` (the token's `rooms` claim must allow it): a
+    /// stream of the room's changes, the first the room as it is. Joined again after each
+    /// reconnect; left when the [`Room`] is dropped.
+    pub fn join(&self, room: impl Into<String>, meta: serde_json::Value) -> Room {
+        let name = room.into();
+        let view = Arc::new(Mutex::new(RoomView::default()));
+        let (tx, changes) = mpsc::unbounded_channel();
+        let joined = Joined { meta: meta.clone(), view: view.clone(), tx };
+        let _ = self.commands.send(Command::Join { room: name.clone(), meta, joined });
+        Room { name, view, changes, commands: self.commands.clone() }
     }
 
     /// The connection's state now, and as it changes.

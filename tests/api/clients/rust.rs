@@ -180,3 +180,36 @@ pub(super) fn expired_token(user: &str) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes());
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
 }
+
+#[tokio::test]
+async fn a_room_joined_from_rust_is_live_both_ways_and_left_when_dropped() {
+    let app = TestApp::spawn().await;
+    let client = Client::builder()
+        .url(app.url(""))
+        .token_provider(|| async { Ok::<_, String>(crate::helpers::mint_rooms("kay", &["doc-*"])) })
+        .device("laptop")
+        .build()
+        .unwrap();
+    let mut room = client.join("doc-1", json!({"name": "Kay"}));
+    let first = tokio::time::timeout(10 * SECOND, room.next()).await.unwrap().unwrap();
+    assert_eq!(first.joins["kay"][0].meta, json!({"name": "Kay"}), "{first:?}");
+    let mut lee = crate::rooms::member(&app, "lee", "tab", &["doc-*"]).await;
+    crate::rooms::join(&mut lee, "doc-1", json!({"role": "guest"})).await;
+    let deadline = tokio::time::Instant::now() + 10 * SECOND;
+    while !room.members().contains_key("lee") {
+        tokio::time::timeout_at(deadline, room.next()).await.expect("lee joins").unwrap();
+    }
+    assert_eq!((room.member_count(), &room.members()["lee"][0].meta), (2, &json!({"role": "guest"})));
+    // Its meta and typing reach the other member; dropped, it leaves.
+    room.update(json!({"name": "Kay", "cursor": 4}));
+    let update = crate::rooms::next_of(&mut lee, "room", 10 * SECOND).await;
+    assert_eq!(update["updates"]["kay"][0]["meta"]["cursor"], 4, "{update}");
+    room.typing(true);
+    let typing = crate::rooms::next_of(&mut lee, "room", 10 * SECOND).await;
+    assert_eq!(typing["typing"], json!(["kay"]), "{typing}");
+    drop(room);
+    let left = crate::rooms::next_of(&mut lee, "room", 10 * SECOND).await;
+    assert!(left["leaves"]["kay"].is_array(), "{left}");
+    client.close();
+    app.stop().await;
+}

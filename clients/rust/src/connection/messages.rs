@@ -48,8 +48,36 @@ impl Task {
                 self.watchers.remove(&id);
                 self.resubscribe(socket).await?;
             }
+            Some(command) => {
+                if let Some(message) = self.room_message(command) {
+                    send(socket, message).await?;
+                }
+            }
         }
         Ok(None)
+    }
+
+    /// A room's command, kept for the next connection: the message to send if one is up.
+    pub(super) fn room_message(&mut self, command: Command) -> Option<Value> {
+        let message = match command {
+            Command::Join { room, meta, joined } => {
+                let message = json!({"type": "join", "room": room, "meta": meta});
+                self.rooms.insert(room, joined);
+                message
+            }
+            Command::Meta { room, meta } => {
+                let joined = self.rooms.get_mut(&room)?;
+                joined.meta = meta.clone();
+                json!({"type": "meta", "room": room, "meta": meta})
+            }
+            Command::Typing { room, active } => json!({"type": "typing", "room": room, "active": active}),
+            Command::Leave { room } => {
+                self.rooms.remove(&room);
+                json!({"type": "leave", "room": room})
+            }
+            _ => return None,
+        };
+        Some(message)
     }
 
     /// A message from the node: what it ends, if anything.
@@ -67,6 +95,15 @@ impl Task {
                 let changes: Vec<WireChange> = serde_json::from_value(message["changes"].clone()).ok()?;
                 let told = self.shared.view.lock().expect("view lock").changes(changes);
                 self.dispatch(told, false);
+            }
+            "joined" | "room" => {
+                let joined = self.rooms.get(message["room"].as_str()?)?;
+                let mut view = joined.view.lock().expect("room lock");
+                let change = match message["type"].as_str() {
+                    Some("joined") => view.snapshot(&message),
+                    _ => view.change(&message)?,
+                };
+                let _ = joined.tx.send(change);
             }
             "stale" => drop(self.shared.events.send(Event::Stale)),
             "fresh" => drop(self.shared.events.send(Event::Fresh)),

@@ -32,10 +32,21 @@ const STABLE: Duration = Duration::from_secs(30);
 
 pub(crate) enum Command {
     Watch { id: u64, users: Vec<String>, tx: mpsc::UnboundedSender<Change> },
+    Join { room: String, meta: serde_json::Value, joined: Joined },
+    Meta { room: String, meta: serde_json::Value },
+    Typing { room: String, active: bool },
+    Leave { room: String },
     Unwatch { id: u64 },
     Activity,
     Connect,
     Close,
+}
+
+/// A room joined: its meta (to join again with), its view, where its changes go.
+pub(crate) struct Joined {
+    pub meta: serde_json::Value,
+    pub view: Arc<std::sync::Mutex<crate::room::RoomView>>,
+    pub tx: mpsc::UnboundedSender<crate::room::RoomChange>,
 }
 
 struct Watcher {
@@ -63,11 +74,12 @@ pub(crate) struct Task {
     watchers: HashMap<u64, Watcher>,
     /// The users the node watches for this connection.
     subscribed: HashSet<String>,
+    rooms: HashMap<String, Joined>,
 }
 
 impl Task {
     pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::UnboundedReceiver<Command>) -> Self {
-        Self { shared, commands, watchers: HashMap::new(), subscribed: HashSet::new() }
+        Self { shared, commands, watchers: HashMap::new(), subscribed: HashSet::new(), rooms: HashMap::new() }
     }
 
     pub(crate) async fn run(mut self) {
@@ -144,6 +156,7 @@ impl Task {
                 self.shared.view.lock().expect("view lock").forget(&self.subscribed_not(&wanted));
             }
             Command::Activity | Command::Connect | Command::Close => {}
+            room => drop(self.room_message(room)),
         }
     }
 
@@ -168,6 +181,13 @@ impl Task {
         self.reassert();
         if let Err(e) = self.resubscribe(&mut socket).await {
             return Ended::Lost(e);
+        }
+        for (room, joined) in &self.rooms {
+            if let Err(e) =
+                send(&mut socket, json!({"type": "join", "room": room, "meta": joined.meta})).await
+            {
+                return Ended::Lost(e);
+            }
         }
         loop {
             let next = tokio::select! {
