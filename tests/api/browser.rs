@@ -235,3 +235,36 @@ async fn the_page_joins_a_room_and_shows_its_members_and_typing_live() {
     drop(browser);
     app.stop().await;
 }
+
+/// The page watches through the TypeScript client: in Chromium, a node that goes away and comes
+/// back (a new one on the same address, with nothing stored) is reconnected to by itself, and a
+/// change made there is shown.
+#[tokio::test]
+async fn the_pages_client_reconnects_to_a_node_that_came_back() {
+    let port = crate::helpers::free_port();
+    let app = TestApp::spawn_with(|c| c.service.port = port).await;
+    app.set("rita", json!({"status": "online"})).await;
+    let browser = Browser::start().await;
+    browser.open(&app.url("/")).await;
+    watch(&browser, "rita").await;
+    let link = || text(&browser, "return document.getElementById('link').textContent;");
+    eventually(Duration::from_secs(10), "live, rita online", || async {
+        (link().await == "live" && shown(&browser, "rita").await.as_deref() == Some("online")).then_some(())
+    })
+    .await;
+    let loaded =
+        text(&browser, "return performance.getEntriesByType('resource').map(e => e.name).join(' ');").await;
+    assert!(loaded.contains("/page/client/client.js"), "the page loads the client: {loaded}");
+    app.stop().await;
+    eventually(Duration::from_secs(10), "the page says it reconnects", || async {
+        (link().await == "reconnecting").then_some(())
+    })
+    .await;
+    let app = TestApp::spawn_with(|c| c.service.port = port).await;
+    app.set("rita", json!({"status": "busy"})).await;
+    eventually(Duration::from_secs(30), "live again, with the change", || async {
+        (link().await == "live" && shown(&browser, "rita").await.as_deref() == Some("busy")).then_some(())
+    })
+    .await;
+    app.stop().await;
+}

@@ -1,4 +1,4 @@
-// The node's own page: watch users live (Server-Sent Events) and set your own status.
+// The node's own page: watch users live (through the TypeScript client) and set your own status.
 // Everything is here; nothing is loaded from elsewhere.
 "use strict";
 
@@ -90,27 +90,40 @@ function seen(presence) {
   return time;
 }
 
-function watch(users) {
-  if (source) source.close();
+// Watching goes through the project's TypeScript client (clients/typescript, served from
+// /page/client/): one WebSocket, reconnects with backoff, the revision rules.
+let client = null;
+let stopWatching = null;
+let connectedOnce = false;
+
+async function watch(users) {
+  const { PresenceClient } = await import("/page/client/index.js");
+  if (!client) {
+    client = new PresenceClient({ url: location.origin });
+    client.on("state", (state) => {
+      if (state === "connected") {
+        connectedOnce = true;
+        setLink("live", "live");
+      } else if (state === "connecting") {
+        setLink(connectedOnce ? "reconnecting" : "connecting");
+      } else {
+        setLink("closed");
+      }
+    });
+    client.on("stale", () => setLink("stale: the node lost its link", "stale"));
+    client.on("fresh", () => setLink("live", "live"));
+    client.on("error", (e) => ($("watch-error").textContent = e.message));
+    client.connect();
+  }
+  if (stopWatching) stopWatching();
   $("presences").tBodies[0].replaceChildren();
   $("presences").hidden = false;
   $("empty").hidden = true;
   $("watch-error").textContent = "";
-  const params = new URLSearchParams({ users: users.join(",") });
-  history.replaceState(null, "", "?" + params);
-  source = new EventSource("/api/v2/presence/stream?" + params);
-  setLink("connecting");
-  source.addEventListener("snapshot", (e) => {
-    setLink("live", "live");
-    for (const presence of Object.values(JSON.parse(e.data).data)) show(presence);
+  history.replaceState(null, "", "?" + new URLSearchParams({ users: users.join(",") }));
+  stopWatching = client.watch(users, (view, changes) => {
+    for (const change of changes) show(change.presence);
   });
-  source.addEventListener("change", (e) => {
-    for (const change of JSON.parse(e.data).changes) show(change.presence);
-  });
-  source.addEventListener("stale", () => setLink("stale: the node lost its link", "stale"));
-  source.addEventListener("fresh", () => setLink("live", "live"));
-  source.addEventListener("closed", () => setLink("closed by the node"));
-  source.onerror = () => setLink("reconnecting");
 }
 
 $("watch-form").addEventListener("submit", async (e) => {

@@ -1,0 +1,340 @@
+/**
+ * The client: one WebSocket per client, carrying this device's session (`hello`, when `getToken`
+ * is given), every watch and every room. On each (re)connect: a fresh token, `hello`, the union
+ * of the watch lists, the rooms joined again, the status set with `setStatus` written again.
+ * Between attempts a jittered exponential backoff (0.5 s to 20 s, reset after a connection that
+ * held 30 s), moving along `urls`; a connection silent for two keep-alive periods is dead; a
+ * refused token (401, 403) stops it with an `error` event.
+ */
+import { Room } from "./room.js";
+import { PresenceError, } from "./types.js";
+import { View } from "./view.js";
+const BACKOFF_FIRST = 500;
+const BACKOFF_MOST = 20_000;
+const STABLE = 30_000;
+const ACTIVITY_EVERY = 10_000;
+const OPEN = 1;
+export class PresenceClient {
+    options;
+    nodes;
+    device;
+    kind;
+    keepAlive;
+    WebSocket;
+    view = new View();
+    watches = new Map();
+    rooms = new Map();
+    listeners = {
+        state: new Set(),
+        stale: new Set(),
+        fresh: new Set(),
+        error: new Set(),
+    };
+    current = "disconnected";
+    socket = null;
+    subscribed = new Set();
+    wanted = false;
+    failures = 0;
+    node = 0;
+    nextWatch = 0;
+    timer = null;
+    silence = null;
+    pinger = null;
+    lastActivity = 0;
+    manual = null;
+    constructor(options) {
+        this.options = options;
+        this.nodes = [options.url, ...(options.urls ?? [])].map((u) => u.replace(/\/+$/, ""));
+        this.device = options.device ?? `web-${Math.random().toString(36).slice(2, 10)}`;
+        this.kind = options.kind ?? "web";
+        this.keepAlive = options.keepAlive ?? 15_000;
+        const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+        if (!WebSocketImpl)
+            throw new Error("no WebSocket here: pass one (`import WebSocket from \"ws\"`) as `WebSocket`");
+        this.WebSocket = WebSocketImpl;
+    }
+    /** The connection's state. */
+    get state() {
+        return this.current;
+    }
+    on(event, listener) {
+        this.listeners[event].add(listener);
+        return () => this.listeners[event].delete(listener);
+    }
+    connect() {
+        this.wanted = true;
+        if (this.current === "disconnected")
+            this.open();
+    }
+    /** Closes the connection (the session ends at once) and stops reconnecting. */
+    disconnect() {
+        this.wanted = false;
+        this.clearTimers();
+        const socket = this.socket;
+        this.socket = null;
+        socket?.close(1000, "bye");
+        this.setState("disconnected");
+    }
+    /** Watches `users`: `listener(view, changes)` with where they stand, then at each change. */
+    watch(users, listener) {
+        const id = this.nextWatch++;
+        const watch = { users: new Set(users), listener, fresh: true };
+        this.watches.set(id, watch);
+        const known = users.every((u) => this.subscribed.has(u)) && !this.view.awaiting && this.current === "connected";
+        if (known) {
+            watch.fresh = false;
+            listener(this.viewOf(watch.users), users.flatMap((u) => this.entry(u)));
+        }
+        this.resubscribe();
+        return () => {
+            this.watches.delete(id);
+            this.resubscribe();
+        };
+    }
+    /** Sets the token's user's status over REST; written again after each reconnect. */
+    async setStatus(status, options = {}) {
+        const presence = await this.putStatus({ status, ...options });
+        this.manual = { status, ...options };
+        return presence;
+    }
+    /** The person is active on this device (at most one message per 10 s). */
+    activity() {
+        const now = Date.now();
+        if (now - this.lastActivity < ACTIVITY_EVERY)
+            return;
+        this.lastActivity = now;
+        this.send({ type: "activity" });
+    }
+    /** Joins `room` with this device; rejoined after each reconnect. */
+    join(name, options = {}) {
+        const room = this.rooms.get(name) ??
+            new Room(name, options.meta ?? {}, (m) => this.send(m), (r) => this.rooms.delete(r.name));
+        room.meta = options.meta ?? room.meta;
+        this.rooms.set(name, room);
+        this.send({ type: "join", room: name, meta: room.meta });
+        return room;
+    }
+    viewOf(users) {
+        const view = new Map();
+        for (const user of users) {
+            const presence = this.view.get(user);
+            if (presence)
+                view.set(user, presence);
+        }
+        return view;
+    }
+    entry(user) {
+        const known = this.view.entries.get(user);
+        return known ? [{ user_id: user, kind: "snapshot", presence: known.presence, revision: known.revision }] : [];
+    }
+    async token() {
+        if (!this.options.getToken)
+            throw new PresenceError("this needs a token: give the client getToken");
+        return await this.options.getToken();
+    }
+    async putStatus(body) {
+        const token = await this.token();
+        const user = subject(token);
+        let last = null;
+        for (let i = 0; i < this.nodes.length; i++) {
+            const base = this.nodes[(this.node + i) % this.nodes.length];
+            let response;
+            try {
+                response = await fetch(`${base}/api/v2/presence/${encodeURIComponent(user)}`, {
+                    method: "PUT",
+                    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+                    body: JSON.stringify(body),
+                });
+            }
+            catch (e) {
+                last = e;
+                continue;
+            }
+            const answer = (await response.json().catch(() => ({})));
+            if (!response.ok)
+                throw new PresenceError(answer.error ?? `the node answered ${response.status}`, response.status);
+            return answer.data[user];
+        }
+        throw new PresenceError(`no node answered: ${String(last)}`);
+    }
+    open() {
+        this.clearTimers();
+        this.setState("connecting");
+        const base = this.nodes[this.node];
+        const started = Date.now();
+        const attempt = async () => {
+            const token = this.options.getToken ? await this.token() : null;
+            if (!this.wanted)
+                return;
+            const socket = new this.WebSocket(`${base.replace(/^http/, "ws")}/api/v2/ws`);
+            this.socket = socket;
+            socket.onopen = () => {
+                this.alive();
+                if (token !== null) {
+                    socket.send(JSON.stringify({ type: "hello", token, device: this.device, kind: this.kind }));
+                }
+                else {
+                    this.ready();
+                }
+            };
+            socket.onmessage = (event) => {
+                if (socket !== this.socket)
+                    return;
+                this.alive();
+                this.received(String(event.data));
+            };
+            socket.onerror = () => { };
+            socket.onclose = (event) => {
+                if (socket !== this.socket)
+                    return;
+                this.socket = null;
+                if (event.code === 4401 || event.code === 4403)
+                    return this.refused(event.reason, event.code - 4000);
+                this.lost(Date.now() - started);
+            };
+        };
+        attempt().catch((e) => {
+            this.emit("error", new PresenceError(`the token provider failed: ${String(e)}`));
+            this.lost(0);
+        });
+    }
+    ready() {
+        this.setState("connected");
+        // Browsers show no protocol ping to a page: a `ping` message a period keeps traffic flowing,
+        // so that silence means a dead connection.
+        this.pinger = setInterval(() => this.send({ type: "ping" }), this.keepAlive);
+        this.subscribed = new Set();
+        this.resubscribe();
+        for (const room of this.rooms.values())
+            this.send({ type: "join", room: room.name, meta: room.meta });
+        if (this.manual)
+            this.putStatus(this.manual).catch((e) => this.emit("error", asError(e)));
+    }
+    received(text) {
+        let message;
+        try {
+            message = JSON.parse(text);
+        }
+        catch {
+            return;
+        }
+        switch (message.type) {
+            case "welcome":
+                return this.ready();
+            case "snapshot":
+                return this.dispatch(this.view.snapshot(message.data ?? {}, message.revisions ?? {}), true);
+            case "changes":
+                return this.dispatch(this.view.changes(message.changes), false);
+            case "stale":
+            case "fresh":
+                return this.emit(message.type);
+            case "joined":
+                return this.rooms.get(message.room)?.snapshot(message);
+            case "room":
+                return this.rooms.get(message.room)?.change(message);
+            case "error":
+                if (message.status === 401 || message.status === 403)
+                    return this.refused(message.error, message.status);
+                return this.emit("error", new PresenceError(message.error ?? "error", message.status));
+        }
+    }
+    dispatch(changes, snapshot) {
+        for (const watch of this.watches.values()) {
+            if (snapshot && watch.fresh) {
+                watch.fresh = false;
+                watch.listener(this.viewOf(watch.users), [...watch.users].flatMap((u) => this.entry(u)));
+                continue;
+            }
+            const mine = changes.filter((c) => watch.users.has(c.user_id));
+            if (mine.length)
+                watch.listener(this.viewOf(watch.users), mine);
+        }
+    }
+    resubscribe() {
+        if (this.current !== "connected")
+            return;
+        const wanted = new Set();
+        for (const watch of this.watches.values())
+            for (const user of watch.users)
+                wanted.add(user);
+        const gone = [...this.subscribed].filter((u) => !wanted.has(u));
+        const added = [...wanted].some((u) => !this.subscribed.has(u));
+        if (added) {
+            this.send({ type: "subscribe", users: [...wanted] });
+            this.view.subscribed();
+        }
+        else if (gone.length) {
+            this.send({ type: "unsubscribe", users: gone });
+        }
+        this.view.forget(gone);
+        this.subscribed = wanted;
+    }
+    send(message) {
+        if (this.socket?.readyState === OPEN && this.current === "connected")
+            this.socket.send(JSON.stringify(message));
+    }
+    /** Traffic: the connection is alive for two more keep-alive periods. */
+    alive() {
+        if (this.silence)
+            clearTimeout(this.silence);
+        this.silence = setTimeout(() => this.socket?.close(4000, "silent"), 2 * this.keepAlive);
+    }
+    lost(heldFor) {
+        this.clearTimers();
+        if (!this.wanted)
+            return this.setState("disconnected");
+        if (heldFor >= STABLE)
+            this.failures = 0;
+        this.node = (this.node + 1) % this.nodes.length;
+        const full = Math.min(BACKOFF_MOST, BACKOFF_FIRST * 2 ** Math.min(this.failures, 6));
+        this.failures++;
+        this.setState("connecting");
+        this.timer = setTimeout(() => this.open(), full * (0.5 + Math.random() * 0.5));
+    }
+    refused(reason, status) {
+        this.wanted = false;
+        this.clearTimers();
+        const socket = this.socket;
+        this.socket = null;
+        socket?.close(1000);
+        this.setState("disconnected");
+        this.emit("error", new PresenceError(`the token was refused: ${reason}`, status));
+    }
+    clearTimers() {
+        if (this.timer)
+            clearTimeout(this.timer);
+        if (this.silence)
+            clearTimeout(this.silence);
+        if (this.pinger)
+            clearInterval(this.pinger);
+        this.timer = this.silence = this.pinger = null;
+    }
+    setState(state) {
+        const previous = this.current;
+        if (previous === state)
+            return;
+        this.current = state;
+        for (const listener of this.listeners.state)
+            listener(state, previous);
+    }
+    emit(event, error) {
+        if (event === "error")
+            for (const listener of this.listeners.error)
+                listener(error);
+        else
+            for (const listener of this.listeners[event])
+                listener();
+    }
+}
+/** The `sub` of a JWT (the node checks it; this only names the path). */
+function subject(token) {
+    const payload = token.split(".")[1] ?? "";
+    const text = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
+    const sub = JSON.parse(text).sub;
+    if (!sub)
+        throw new PresenceError("the token names no user (`sub`)");
+    return sub;
+}
+function asError(e) {
+    return e instanceof PresenceError ? e : new PresenceError(String(e));
+}
