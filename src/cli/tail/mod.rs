@@ -1,7 +1,9 @@
 //! `presence watch --url URL alice bob`, a tail of presence changes: follows users from a
-//! terminal over the node's Server-Sent Events stream, one line per change; `presence watch
-//! --room ROOM` follows a room the same way (`presence.rs` and `room.rs` print them). It
-//! reconnects by itself (with `Last-Event-ID`, so that nothing is missed) until interrupted.
+//! terminal through the Rust client (`clients/rust`: its reconnects, failover and revision
+//! rules), one line per change (`presence.rs`); `presence watch --room ROOM` follows a room over
+//! the node's Server-Sent Events stream (`room.rs`), reconnecting by itself with
+//! `Last-Event-ID` (so that nothing is missed), without holding a session. Both run until
+//! interrupted.
 
 mod presence;
 mod room;
@@ -55,20 +57,23 @@ impl Tail {
     /// Follows the users until the process is interrupted, writing lines to `out`.
     pub async fn run(&self, out: &mut (impl tokio::io::AsyncWrite + Unpin)) -> anyhow::Result<()> {
         let target = Target::parse(&self.url, self.ca.as_deref())?;
-        let users = match &self.follow {
-            Follow::Users(users) => &users[..],
-            Follow::Room { .. } => &[],
+        let (room, token) = match &self.follow {
+            Follow::Users(users) => {
+                let columns = Columns { user: users.iter().map(String::len).max().unwrap_or(0).max(4) };
+                out.write_all(format!("{}\n", columns.header()).as_bytes()).await?;
+                let mut client = presence_client::Client::builder().url(&self.url);
+                if let Some(ca) = &self.ca {
+                    client = client.ca_file(ca);
+                }
+                return presence::follow(client.build()?, users, &columns, out).await;
+            }
+            Follow::Room { room, token } => (room, token.as_deref()),
         };
-        let columns = Columns { user: users.iter().map(String::len).max().unwrap_or(0).max(4) };
-        let header = match &self.follow {
-            Follow::Users(_) => columns.header(),
-            Follow::Room { .. } => room::header(),
-        };
-        out.write_all(format!("{header}\n").as_bytes()).await?;
+        out.write_all(format!("{}\n", room::header()).as_bytes()).await?;
         let mut last_id: Option<String> = None;
         let mut connected_once = false;
         loop {
-            match self.follow(&target, &columns, &mut last_id, out).await {
+            match follow_room(&target, (room, token), &mut last_id, out).await {
                 Ok(()) => line(out, "-- the node ended the stream; reconnecting").await?,
                 Err(e) if !connected_once && last_id.is_none() => return Err(e),
                 Err(e) => line(out, &format!("-- {e:#}; reconnecting")).await?,
@@ -77,59 +82,51 @@ impl Tail {
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }
+}
 
-    /// One connection: the request, then events until the stream ends.
-    async fn follow(
-        &self,
-        target: &Target,
-        columns: &Columns,
-        last_id: &mut Option<String>,
-        out: &mut (impl tokio::io::AsyncWrite + Unpin),
-    ) -> anyhow::Result<()> {
-        let path = match &self.follow {
-            Follow::Users(users) => format!("/api/v2/presence/stream?users={}", users.join(",")),
-            Follow::Room { room, .. } => format!("/api/v2/rooms/{room}/stream"),
-        };
-        let mut request = Request::get(path)
-            .header(header::HOST, target.authority.as_str())
-            .header(header::ACCEPT, "text/event-stream");
-        if let Follow::Room { token: Some(token), .. } = &self.follow {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(id) = last_id.as_deref() {
-            request = request.header("last-event-id", id);
-        }
-        let request = request.body(Empty::<Bytes>::new())?;
-        let mut response = target.send(request).await?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let error = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            bail!("the node answered {status}: {error}");
-        }
-        let mut buffer = BytesMut::new();
-        while let Some(frame) = response.body_mut().frame().await {
-            let frame = frame.context("the stream broke")?;
-            let Ok(data) = frame.into_data() else { continue };
-            buffer.extend_from_slice(&data);
-            while let Some(event) = next_event(&mut buffer) {
-                if let Some(id) = &event.id {
-                    *last_id = Some(id.clone());
-                }
-                let lines = match &self.follow {
-                    Follow::Users(_) => presence::render(columns, &event),
-                    Follow::Room { .. } => room::render(&event),
-                };
-                for text in lines.into_iter().chain(notice(&event)) {
-                    line(out, &text).await?;
-                }
+/// One connection to a room's stream: the request, then events until the stream ends.
+async fn follow_room(
+    target: &Target,
+    (room, token): (&str, Option<&str>),
+    last_id: &mut Option<String>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> anyhow::Result<()> {
+    let mut request = Request::get(format!("/api/v2/rooms/{room}/stream"))
+        .header(header::HOST, target.authority.as_str())
+        .header(header::ACCEPT, "text/event-stream");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if let Some(id) = last_id.as_deref() {
+        request = request.header("last-event-id", id);
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
+    let mut response = target.send(request).await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("the node answered {status}: {error}");
+    }
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = response.body_mut().frame().await {
+        let frame = frame.context("the stream broke")?;
+        let Ok(data) = frame.into_data() else { continue };
+        buffer.extend_from_slice(&data);
+        while let Some(event) = next_event(&mut buffer) {
+            if let Some(id) = &event.id {
+                *last_id = Some(id.clone());
+            }
+            let lines = room::render(&event);
+            for text in lines.into_iter().chain(notice(&event)) {
+                line(out, &text).await?;
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// What the stream says of itself: the node's link, its end.

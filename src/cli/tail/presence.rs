@@ -1,24 +1,11 @@
 //! How `presence watch` prints users' presence: one aligned line per presence, with its own times.
 
+use futures::StreamExt;
+use presence_client::{Change, ChangeKind, Client, ConnectionState, Error, Event};
 use serde::Deserialize;
+use tokio::io::AsyncWrite;
 
-use super::Event;
-
-#[derive(Deserialize)]
-struct Snapshot {
-    data: std::collections::BTreeMap<String, Presence>,
-}
-
-#[derive(Deserialize)]
-struct Changes {
-    changes: Vec<ChangeLine>,
-}
-
-#[derive(Deserialize)]
-struct ChangeLine {
-    kind: String,
-    presence: Presence,
-}
+use super::line;
 
 #[derive(Deserialize)]
 struct Presence {
@@ -59,27 +46,48 @@ impl Columns {
     }
 }
 
-/// The lines an event prints: a presence with its own times, or a notice.
-pub(super) fn render(columns: &Columns, event: &Event) -> Vec<String> {
-    let show = |p: &Presence, note: &str| columns.presence(p, note);
-    match event.name.as_str() {
-        "snapshot" => match serde_json::from_str::<Snapshot>(&event.data) {
-            Ok(s) => s.data.values().map(|p| show(p, "")).collect(),
-            Err(_) => vec![format!("-- unreadable snapshot: {}", event.data)],
-        },
-        "change" => match serde_json::from_str::<Changes>(&event.data) {
-            Ok(c) => c
-                .changes
-                .iter()
-                .map(|c| match c.kind.as_str() {
-                    "expire" => show(&c.presence, "(expired)"),
-                    "erase" => columns.row(&c.presence.user_id, "erased", "-", "-", ""),
-                    _ => show(&c.presence, ""),
-                })
-                .collect(),
-            Err(_) => vec![format!("-- unreadable change: {}", event.data)],
-        },
-        _ => Vec::new(),
+/// A change's line: a presence with its own times, `(expired)`, or `erased`.
+pub(super) fn change_line(columns: &Columns, change: &Change) -> String {
+    let value = serde_json::to_value(&change.presence).unwrap_or_default();
+    let Ok(p) = serde_json::from_value::<Presence>(value) else {
+        return format!("-- unreadable presence of {}", change.user_id);
+    };
+    match change.kind {
+        ChangeKind::Expire => columns.presence(&p, "(expired)"),
+        ChangeKind::Erase => columns.row(&p.user_id, "erased", "-", "-", ""),
+        _ => columns.presence(&p, ""),
+    }
+}
+
+/// Follows `users` through the Rust client (`clients/rust`): where each stands, then every
+/// change, until interrupted; its reconnects and the node's link as notices. A first connection
+/// that fails, and a watch list the node refuses, end it with the error.
+pub(super) async fn follow(
+    client: Client,
+    users: &[String],
+    columns: &Columns,
+    out: &mut (impl AsyncWrite + Unpin),
+) -> anyhow::Result<()> {
+    let mut events = client.events();
+    let mut watch = client.watch(users.iter().cloned());
+    let mut connected = false;
+    loop {
+        tokio::select! {
+            change = watch.next() => match change {
+                Some(change) => line(out, &change_line(columns, &change)).await?,
+                None => anyhow::bail!("the client closed"),
+            },
+            event = events.recv() => match event {
+                Ok(Event::State(ConnectionState::Connected)) => connected = true,
+                Ok(Event::State(ConnectionState::Connecting)) if connected => line(out, "-- reconnecting").await?,
+                Ok(Event::Stale) => line(out, "-- the node lost its link to NATS: changes may arrive late").await?,
+                Ok(Event::Fresh) => line(out, "-- the node is caught up again").await?,
+                Ok(Event::Error(e @ Error::Api { .. })) => return Err(e.into()),
+                Ok(Event::Error(e)) if !connected => return Err(e.into()),
+                Ok(Event::Error(e)) => line(out, &format!("-- {e}")).await?,
+                _ => {}
+            },
+        }
     }
 }
 
@@ -87,15 +95,26 @@ pub(super) fn render(columns: &Columns, event: &Event) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn change(kind: ChangeKind, presence: serde_json::Value) -> Change {
+        let user_id = presence["user_id"].as_str().unwrap().to_string();
+        Change { user_id, kind, presence: serde_json::from_value(presence).unwrap(), revision: 4 }
+    }
+
     #[test]
     fn changes_print_one_aligned_line_each_with_the_presences_own_times() {
         let t = "2026-12-05T08:00:00.000Z";
-        let data = format!(
-            r#"{{"changes":[{{"user_id":"a","kind":"update","presence":{{"user_id":"a","status":"busy","message":"Call","last_seen":"{t}","updated_at":"{t}"}},"revision":4}},{{"user_id":"bob","kind":"expire","presence":{{"user_id":"bob","status":"offline","updated_at":"{t}"}},"revision":5}},{{"user_id":"c","kind":"erase","presence":{{"user_id":"c","status":"offline"}},"revision":6}}]}}"#
-        );
-        let event = Event { name: "change".into(), id: None, data };
         let columns = Columns { user: 4 };
-        let lines = render(&columns, &event);
+        let lines = [
+            change(
+                ChangeKind::Update,
+                serde_json::json!({"user_id": "a", "status": "busy", "message": "Call", "last_seen": t, "updated_at": t}),
+            ),
+            change(ChangeKind::Expire, serde_json::json!({"user_id": "bob", "status": "offline", "updated_at": t})),
+            change(ChangeKind::Erase, serde_json::json!({"user_id": "c", "status": "offline"})),
+        ]
+        .iter()
+        .map(|c| change_line(&columns, c))
+        .collect::<Vec<_>>();
         assert_eq!(
             lines,
             vec![

@@ -21,15 +21,15 @@ impl Task {
             }
             Some(Command::Activity) => send(socket, json!({"type": "activity"})).await?,
             Some(Command::Connect) => {}
-            Some(Command::Watch { id, users, tx }) => {
-                let users: HashSet<String> = users.into_iter().collect();
+            Some(Command::Watch { id, users: order, tx }) => {
+                let users: HashSet<String> = order.iter().cloned().collect();
                 let known = users.is_subset(&self.subscribed)
                     && !self.shared.view.lock().expect("view lock").awaiting();
-                let watcher = Watcher { users, tx, fresh: !known };
+                let watcher = Watcher { users, order, tx, fresh: !known };
                 if known {
                     // Everything it needs is in the view already.
                     let view = self.shared.view.lock().expect("view lock");
-                    for user in &watcher.users {
+                    for user in &watcher.order {
                         if let Some(p) = view.get(user) {
                             let change = Change {
                                 user_id: user.clone(),
@@ -111,7 +111,10 @@ impl Task {
                 return Some(refused(&message));
             }
             "error" => {
-                let e = Error::Protocol(message["error"].as_str().unwrap_or_default().to_string());
+                // A message the node could not take (a bad id in a watch list, a room refused).
+                let status = message["status"].as_u64().map_or(400, |s| s as u16);
+                let e =
+                    Error::Api { status, message: message["error"].as_str().unwrap_or_default().to_string() };
                 let _ = self.shared.events.send(Event::Error(e));
             }
             _ => {}
@@ -126,7 +129,7 @@ impl Task {
         self.watchers.retain(|_, watcher| {
             if snapshot && watcher.fresh {
                 watcher.fresh = false;
-                return watcher.users.iter().filter_map(|u| view.get(u).map(|p| (u, p))).all(|(u, p)| {
+                return watcher.order.iter().filter_map(|u| view.get(u).map(|p| (u, p))).all(|(u, p)| {
                     let revision = told.iter().find(|c| &c.user_id == u).map_or(0, |c| c.revision);
                     let change = Change {
                         user_id: u.clone(),

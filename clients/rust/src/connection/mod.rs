@@ -50,6 +50,8 @@ pub(crate) struct Joined {
 }
 
 struct Watcher {
+    /// In the order given.
+    order: Vec<String>,
     users: HashSet<String>,
     tx: mpsc::UnboundedSender<Change>,
     /// Told nothing yet: gets every user's entry with the next snapshot.
@@ -148,7 +150,9 @@ impl Task {
     fn offline(&mut self, command: Command) {
         match command {
             Command::Watch { id, users, tx } => {
-                self.watchers.insert(id, Watcher { users: users.into_iter().collect(), tx, fresh: true });
+                let watcher =
+                    Watcher { users: users.iter().cloned().collect(), order: users, tx, fresh: true };
+                self.watchers.insert(id, watcher);
             }
             Command::Unwatch { id } => {
                 self.watchers.remove(&id);
