@@ -64,6 +64,17 @@ impl Tally {
         Self { received: Vec::new(), ids: Vec::new(), snapshot: false, opened }
     }
 
+    /// Records a change received now (its write id, if it has one); `snapshot` says whether it
+    /// came with the snapshot.
+    pub(crate) fn record_ids(&mut self, id: Option<u64>, snapshot: bool) {
+        let now = Instant::now();
+        if snapshot && !self.snapshot {
+            self.snapshot = true;
+            self.opened.fetch_add(1, Relaxed);
+        }
+        self.received.extend(id.map(|id| (id, now)));
+    }
+
     /// Records a message received now; `snapshot` says whether it is the snapshot.
     pub(crate) fn record(&mut self, text: &str, snapshot: bool) {
         let now = Instant::now();
@@ -101,35 +112,30 @@ pub(crate) async fn subscriber(
     tally.received
 }
 
-/// The same over a WebSocket: connects, subscribes to `users`, records changes until `stop`.
+/// The same over a WebSocket, through the Rust client (`clients/rust`): watches `users`, records
+/// changes until `stop`.
 pub(crate) async fn ws_subscriber(
     authority: String,
     users: String,
     opened: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> Vec<(u64, Instant)> {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
-        format!("ws://{authority}/api/v2/ws"),
-        Some(config),
-        true,
-    )
-    .await
-    .expect("the WebSocket opens");
-    let users: Vec<&str> = users.split(',').collect();
-    socket.send(Message::text(json!({"type": "subscribe", "users": users}).to_string())).await.unwrap();
+    use futures::StreamExt;
+    use presence_client::{ChangeKind, Client};
+    let client = Client::builder().url(format!("http://{authority}")).build().expect("a client");
+    let mut watch = client.watch(users.split(',').map(String::from).collect::<Vec<_>>());
     let mut tally = Tally::new(opened);
     while !stop.load(Relaxed) {
-        let message = tokio::select! {
-            message = socket.next() => message,
+        let change = tokio::select! {
+            change = watch.next() => change,
             () = tokio::time::sleep(Duration::from_millis(200)) => continue,
         };
-        let Some(Ok(message)) = message else { break };
-        let Message::Text(text) = message else { continue };
-        tally.record(&text, text.starts_with(r#"{"type":"snapshot""#));
+        let Some(change) = change else { break };
+        let id =
+            change.presence.message.as_deref().and_then(|m| m.strip_prefix('t')).and_then(|d| d.parse().ok());
+        tally.record_ids(id, change.kind == ChangeKind::Snapshot);
     }
+    client.close();
     tally.received
 }
 
