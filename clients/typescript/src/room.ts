@@ -17,6 +17,8 @@ export interface RoomWire {
 export class Room {
   /** Users in the room now. */
   count = 0;
+  /** Their devices in it now. */
+  connections = 0;
   private state = new Map<string, Member[]>();
   private typers: string[] = [];
   private listeners = new Set<Listener>();
@@ -72,6 +74,7 @@ export class Room {
     for (const [user, devices] of before) if (!after.has(user)) leaves[user] = devices;
     this.state = after;
     this.count = wire.count ?? after.size;
+    this.connections = wire.connections ?? [...after.values()].reduce((n, d) => n + d.length, 0);
     this.typers = wire.typing ?? [];
     this.emit({ joins, updates: {}, leaves, typing: this.typers });
   }
@@ -90,6 +93,7 @@ export class Room {
       else this.state.delete(user);
     }
     if (wire.count !== undefined) this.count = wire.count;
+    if (wire.connections !== undefined) this.connections = wire.connections;
     if (wire.typing) this.typers = wire.typing;
     this.emit({ joins: wire.joins ?? {}, updates: wire.updates ?? {}, leaves: wire.leaves ?? {}, typing: this.typers });
   }

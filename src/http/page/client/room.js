@@ -5,6 +5,8 @@ export class Room {
     drop;
     /** Users in the room now. */
     count = 0;
+    /** Their devices in it now. */
+    connections = 0;
     state = new Map();
     typers = [];
     listeners = new Set();
@@ -58,6 +60,7 @@ export class Room {
                 leaves[user] = devices;
         this.state = after;
         this.count = wire.count ?? after.size;
+        this.connections = wire.connections ?? [...after.values()].reduce((n, d) => n + d.length, 0);
         this.typers = wire.typing ?? [];
         this.emit({ joins, updates: {}, leaves, typing: this.typers });
     }
@@ -78,6 +81,8 @@ export class Room {
         }
         if (wire.count !== undefined)
             this.count = wire.count;
+        if (wire.connections !== undefined)
+            this.connections = wire.connections;
         if (wire.typing)
             this.typers = wire.typing;
         this.emit({ joins: wire.joins ?? {}, updates: wire.updates ?? {}, leaves: wire.leaves ?? {}, typing: this.typers });
