@@ -23,13 +23,14 @@ const within = (ms, what, check) =>
     };
     poll();
   });
-const read = async (base, user) => (await (await fetch(`${base}/api/v2/presence/${user}`)).json()).data[user];
+const read = async (base, user) => (await (await fetch(`${base}/api/v2/presence/${user}`)).json()).data?.[user];
 
 // Watches and a room, at the leaf first, the center next in its urls.
+let token = env.TOKEN;
 const client = new PresenceClient({
   url: env.LEAF_URL,
   urls: [env.CENTER_URL],
-  getToken: () => env.TOKEN,
+  getToken: () => token,
   device: "laptop",
   WebSocket,
   keepAlive: 1000,
@@ -57,9 +58,22 @@ step("reconnected");
 await order("joined");
 await within(10_000, "lee in the room", () => room.members.get("lee")?.[0]?.meta?.role === "guest");
 assert.equal(room.count, 2);
+step("seen");
+
+// The center is replaced by a new one with nothing stored: the client says hello again and
+// writes its status again.
+await order("restarted");
+await within(20_000, "the status written again", async () => (await read(env.CENTER_URL, "kay"))?.message === "writing");
+step("reasserted");
+
+// Its token expires; the center is replaced again: the reconnect is refused, the client stops.
+token = env.EXPIRED_TOKEN;
+const stopped = new Promise((resolve) => client.on("error", (e) => e.status === 401 && resolve(e)));
+step("expiring");
+await order("restarted");
+await stopped;
+await within(5_000, "disconnected", () => client.state === "disconnected");
 room.leave();
-client.disconnect();
-assert.equal(client.state, "disconnected");
 
 // A token refused at connect: the client stops, with an error event.
 const refused = new PresenceClient({ url: env.CENTER_URL, getToken: () => env.EXPIRED_TOKEN, WebSocket });

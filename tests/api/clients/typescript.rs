@@ -1,7 +1,8 @@
 //! The TypeScript client (`clients/typescript`, built by `scripts/test`) in Node 20 against real
 //! nodes: its view rules (`node --test`), and a scenario this test drives: watches and a room at
 //! a leaf, the leaf killed (`kill -9` of service and NATS) under it, a write made meanwhile, the
-//! failover to the center, a member joining, a refused token.
+//! failover to the center unseen by another watcher, a member joining, the center replaced by an
+//! empty one (the status written again), a token refused on reconnect.
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +16,7 @@ use tokio::{
 };
 
 use crate::{
-    helpers::{ServiceProcess, TestApp, kill9, mint_rooms},
+    helpers::{ServiceProcess, TestApp, kill9, live::Ws, mint_rooms},
     rooms::{join, member},
 };
 
@@ -60,7 +61,8 @@ async fn step(lines: &mut Lines<BufReader<ChildStdout>>, name: &str) {
 
 #[tokio::test]
 async fn in_node_the_client_fails_over_keeps_its_room_and_stops_on_a_refused_token() {
-    let center = TestApp::spawn().await;
+    let port = crate::helpers::free_port();
+    let center = TestApp::spawn_with(|c| c.service.port = port).await;
     let dir = tempfile::tempdir().unwrap();
     let mut leaf = ServiceProcess::start_leaf(dir.path(), center.config.nats.leaf_port, "leaf-t", "", "");
     leaf.wait_healthy().await;
@@ -80,15 +82,43 @@ async fn in_node_the_client_fails_over_keeps_its_room_and_stops_on_a_refused_tok
     let mut orders = node.stdin.take().unwrap();
     let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
     step(&mut lines, "ready").await;
+    // Another client watches kay at the center.
+    let mut other = Ws::connect(&center).await;
+    other.send(json!({"type": "subscribe", "users": ["kay", "marker"]})).await;
     let nats = leaf.nats_pid().expect("the leaf's nats-server pid");
     leaf.kill9();
     kill9(nats);
     center.set("zed", json!({"status": "busy"})).await;
     orders.write_all(b"killed\n").await.unwrap();
     step(&mut lines, "reconnected").await;
+    // Nobody saw kay go: a later change at the center arrives with nothing of kay's going before it.
+    center.set("marker", json!({"status": "online"})).await;
+    loop {
+        let message = other.next_within(std::time::Duration::from_secs(10)).await.expect("the marker");
+        let changes = message["changes"].as_array().cloned().unwrap_or_default();
+        for change in &changes {
+            let status = &change["presence"]["status"];
+            assert!(change["user_id"] != "kay" || status == "busy", "kay was seen going: {change}");
+        }
+        if changes.iter().any(|c| c["user_id"] == "marker") {
+            break;
+        }
+    }
     let mut lee = member(&center, "lee", "tab", &["doc-*"]).await;
     join(&mut lee, "doc-1", json!({"role": "guest"})).await;
     orders.write_all(b"joined\n").await.unwrap();
+    step(&mut lines, "seen").await;
+    drop((lee, other));
+    // The center replaced by one with nothing stored, twice: the status written again; then, with
+    // an expired token, the reconnect refused.
+    center.stop().await;
+    let center = TestApp::spawn_with(|c| c.service.port = port).await;
+    orders.write_all(b"restarted\n").await.unwrap();
+    step(&mut lines, "reasserted").await;
+    step(&mut lines, "expiring").await;
+    center.stop().await;
+    let center = TestApp::spawn_with(|c| c.service.port = port).await;
+    orders.write_all(b"restarted\n").await.unwrap();
     step(&mut lines, "done").await;
     assert!(node.wait().await.unwrap().success());
     center.stop().await;
