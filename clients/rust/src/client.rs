@@ -24,15 +24,11 @@ use crate::{
     connection::{Command, Joined, Task},
     model::Change,
     rest::Rest,
-    room::{Room, RoomView},
-    shared::Shared,
+    room::{Members, RoomChange, RoomView},
+    shared::{Shared, TokenProvider},
     transport::{Node, Tls},
     view::View,
 };
-
-/// Gives a fresh token at each (re)connect and for each write.
-pub type TokenProvider =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
 /// Builds a [`Client`].
 #[derive(Default)]
@@ -246,5 +242,63 @@ impl Stream for Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Unwatch { id: self.id });
+    }
+}
+
+/// A room this client joined: a [`Stream`] of its changes (the first, the room as it is).
+/// Left when [`Room::leave`] is called or it is dropped.
+pub struct Room {
+    name: String,
+    view: Arc<Mutex<RoomView>>,
+    changes: mpsc::UnboundedReceiver<RoomChange>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Room {
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Who is in it now.
+    pub fn members(&self) -> Members {
+        self.view.lock().expect("room lock").members.clone()
+    }
+
+    /// Users in it now.
+    pub fn member_count(&self) -> usize {
+        self.view.lock().expect("room lock").count
+    }
+
+    /// Who is typing now.
+    pub fn typing_users(&self) -> Vec<String> {
+        self.view.lock().expect("room lock").typing.clone()
+    }
+
+    /// This device's meta in the room (kept for joining again after a reconnect).
+    pub fn update(&self, meta: serde_json::Value) {
+        let _ = self.commands.send(Command::Meta { room: self.name.clone(), meta });
+    }
+
+    /// This person is typing (send it every few seconds while they are); `false` stops.
+    pub fn typing(&self, active: bool) {
+        let _ = self.commands.send(Command::Typing { room: self.name.clone(), active });
+    }
+
+    /// Leaves the room.
+    pub fn leave(self) {}
+}
+
+impl Stream for Room {
+    type Item = RoomChange;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RoomChange>> {
+        self.changes.poll_recv(cx)
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Leave { room: self.name.clone() });
     }
 }

@@ -18,8 +18,9 @@
 //! One WebSocket per client carries the device's session and every watch; it reconnects by
 //! itself (docs/clients.md in the repository: the state machine, what is retried). `transport`
 //! opens connections (TCP, rustls), `rest` makes the REST calls, `view` keeps what the client
-//! knows of its watched users by the revision rules, `connection` is the task that holds the
-//! WebSocket, and `client` is the API.
+//! knows of its watched users by the revision rules, `room` what it knows of a joined room,
+//! `shared` what the API and the task share, `connection` is the task that holds the WebSocket,
+//! and `client` is the API.
 
 mod client;
 mod connection;
@@ -31,7 +32,8 @@ mod shared;
 mod transport;
 mod view;
 
-pub use client::{Client, ClientBuilder, TokenProvider, Watch};
+pub use client::{Client, ClientBuilder, Room, Watch};
 pub use error::Error;
 pub use model::{Change, ChangeKind, ConnectionState, Event, Presence, Status, StatusOptions};
-pub use room::{Member, Members, Room, RoomChange};
+pub use room::{Member, Members, RoomChange};
+pub use shared::TokenProvider;

@@ -1,20 +1,10 @@
-//! Rooms: a room this client joined, its members kept live by the node's `joined` (the room as
-//! it is) and `room` (joins and updates put, leaves removed, per user and device) messages, and
-//! joined again with its last meta after each reconnect.
+//! A room as the client knows it: its members kept live by the node's `joined` (the room as it
+//! is) and `room` (joins and updates put, leaves removed, per user and device) messages.
 
-use std::{
-    collections::HashMap,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    task::{Context, Poll},
-};
+use std::collections::HashMap;
 
-use futures::Stream;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
-
-use crate::connection::Command;
 
 /// A device in a room.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,63 +95,5 @@ impl RoomView {
             self.typing = typing.clone();
         }
         Some(change)
-    }
-}
-
-/// A room this client joined: a [`Stream`] of its changes (the first, the room as it is).
-/// Left when [`Room::leave`] is called or it is dropped.
-pub struct Room {
-    pub(crate) name: String,
-    pub(crate) view: Arc<Mutex<RoomView>>,
-    pub(crate) changes: mpsc::UnboundedReceiver<RoomChange>,
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
-}
-
-impl Room {
-    /// The room's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Who is in it now.
-    pub fn members(&self) -> Members {
-        self.view.lock().expect("room lock").members.clone()
-    }
-
-    /// Users in it now.
-    pub fn member_count(&self) -> usize {
-        self.view.lock().expect("room lock").count
-    }
-
-    /// Who is typing now.
-    pub fn typing_users(&self) -> Vec<String> {
-        self.view.lock().expect("room lock").typing.clone()
-    }
-
-    /// This device's meta in the room (kept for joining again after a reconnect).
-    pub fn update(&self, meta: Value) {
-        let _ = self.commands.send(Command::Meta { room: self.name.clone(), meta });
-    }
-
-    /// This person is typing (send it every few seconds while they are); `false` stops.
-    pub fn typing(&self, active: bool) {
-        let _ = self.commands.send(Command::Typing { room: self.name.clone(), active });
-    }
-
-    /// Leaves the room.
-    pub fn leave(self) {}
-}
-
-impl Stream for Room {
-    type Item = RoomChange;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RoomChange>> {
-        self.changes.poll_recv(cx)
-    }
-}
-
-impl Drop for Room {
-    fn drop(&mut self) {
-        let _ = self.commands.send(Command::Leave { room: self.name.clone() });
     }
 }

@@ -1,7 +1,12 @@
 //! What the client and its connection task share: the nodes, the token provider, the device,
 //! the view, the manual status, and the REST calls that need a token.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hyper::Method;
 use serde_json::Value;
@@ -14,11 +19,15 @@ use crate::{
     view::View,
 };
 
+/// Gives a fresh token at each (re)connect and for each write.
+pub type TokenProvider =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 /// What the client and its task share.
 pub(crate) struct Shared {
     pub nodes: Vec<Node>,
     pub tls: Tls,
-    pub tokens: Option<crate::client::TokenProvider>,
+    pub tokens: Option<TokenProvider>,
     pub device: String,
     pub kind: String,
     pub dead_after: Duration,
