@@ -20,9 +20,10 @@ const ICON: &[u8] = include_bytes!("page/favicon.ico");
 
 /// The TypeScript client as the page uses it: `clients/typescript`'s build, copied here by
 /// `npm run page` there (`scripts/test` fails when this copy is not its source's build).
-const CLIENT: [(&str, &str); 5] = [
+const CLIENT: [(&str, &str); 6] = [
     ("index.js", include_str!("page/client/index.js")),
     ("client.js", include_str!("page/client/client.js")),
+    ("rest.js", include_str!("page/client/rest.js")),
     ("room.js", include_str!("page/client/room.js")),
     ("types.js", include_str!("page/client/types.js")),
     ("view.js", include_str!("page/client/view.js")),

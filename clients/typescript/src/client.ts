@@ -17,6 +17,7 @@ import {
   type WebSocketConstructor,
   type WebSocketLike,
 } from "./types.js";
+import { putStatus, type StatusBody } from "./rest.js";
 import { View, type WireChange } from "./view.js";
 
 type WatchListener = (view: ReadonlyMap<string, Presence>, changes: readonly Change[]) => void;
@@ -59,7 +60,7 @@ export class PresenceClient {
   private silence: ReturnType<typeof setTimeout> | null = null;
   private pinger: ReturnType<typeof setInterval> | null = null;
   private lastActivity = 0;
-  private manual: { status: Status; message?: string; ttl?: number } | null = null;
+  private manual: StatusBody | null = null;
 
   constructor(private readonly options: ClientOptions) {
     this.nodes = [options.url, ...(options.urls ?? [])].map((u) => u.replace(/\/+$/, ""));
@@ -158,28 +159,10 @@ export class PresenceClient {
     return await this.options.getToken();
   }
 
-  private async putStatus(body: { status: Status; message?: string; ttl?: number }): Promise<Presence> {
-    const token = await this.token();
-    const user = subject(token);
-    let last: unknown = null;
-    for (let i = 0; i < this.nodes.length; i++) {
-      const base = this.nodes[(this.node + i) % this.nodes.length];
-      let response: Response;
-      try {
-        response = await fetch(`${base}/api/v2/presence/${encodeURIComponent(user)}`, {
-          method: "PUT",
-          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-          body: JSON.stringify(body),
-        });
-      } catch (e) {
-        last = e;
-        continue;
-      }
-      const answer = (await response.json().catch(() => ({}))) as { data?: Record<string, Presence>; error?: string };
-      if (!response.ok) throw new PresenceError(answer.error ?? `the node answered ${response.status}`, response.status);
-      return answer.data![user];
-    }
-    throw new PresenceError(`no node answered: ${String(last)}`);
+  private async putStatus(body: StatusBody): Promise<Presence> {
+    // From the node connected to (or last tried), then the others.
+    const order = this.nodes.map((_, i) => this.nodes[(this.node + i) % this.nodes.length]);
+    return await putStatus(order, await this.token(), body);
   }
 
   private open(): void {
@@ -336,15 +319,6 @@ export class PresenceClient {
     if (event === "error") for (const listener of this.listeners.error) listener(error!);
     else for (const listener of this.listeners[event]) listener();
   }
-}
-
-/** The `sub` of a JWT (the node checks it; this only names the path). */
-function subject(token: string): string {
-  const payload = token.split(".")[1] ?? "";
-  const text = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
-  const sub = (JSON.parse(text) as { sub?: string }).sub;
-  if (!sub) throw new PresenceError("the token names no user (`sub`)");
-  return sub;
 }
 
 function asError(e: unknown): PresenceError {

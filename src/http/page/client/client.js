@@ -8,6 +8,7 @@
  */
 import { Room } from "./room.js";
 import { PresenceError, } from "./types.js";
+import { putStatus } from "./rest.js";
 import { View } from "./view.js";
 const BACKOFF_FIRST = 500;
 const BACKOFF_MOST = 20_000;
@@ -133,29 +134,9 @@ export class PresenceClient {
         return await this.options.getToken();
     }
     async putStatus(body) {
-        const token = await this.token();
-        const user = subject(token);
-        let last = null;
-        for (let i = 0; i < this.nodes.length; i++) {
-            const base = this.nodes[(this.node + i) % this.nodes.length];
-            let response;
-            try {
-                response = await fetch(`${base}/api/v2/presence/${encodeURIComponent(user)}`, {
-                    method: "PUT",
-                    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-                    body: JSON.stringify(body),
-                });
-            }
-            catch (e) {
-                last = e;
-                continue;
-            }
-            const answer = (await response.json().catch(() => ({})));
-            if (!response.ok)
-                throw new PresenceError(answer.error ?? `the node answered ${response.status}`, response.status);
-            return answer.data[user];
-        }
-        throw new PresenceError(`no node answered: ${String(last)}`);
+        // From the node connected to (or last tried), then the others.
+        const order = this.nodes.map((_, i) => this.nodes[(this.node + i) % this.nodes.length]);
+        return await putStatus(order, await this.token(), body);
     }
     open() {
         this.clearTimers();
@@ -325,15 +306,6 @@ export class PresenceClient {
             for (const listener of this.listeners[event])
                 listener();
     }
-}
-/** The `sub` of a JWT (the node checks it; this only names the path). */
-function subject(token) {
-    const payload = token.split(".")[1] ?? "";
-    const text = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
-    const sub = JSON.parse(text).sub;
-    if (!sub)
-        throw new PresenceError("the token names no user (`sub`)");
-    return sub;
 }
 function asError(e) {
     return e instanceof PresenceError ? e : new PresenceError(String(e));

@@ -1,0 +1,40 @@
+/** The REST call the client makes: the token's user's status, written at the first node that answers. */
+import { type Presence, PresenceError, type Status } from "./types.js";
+
+export interface StatusBody {
+  status: Status;
+  message?: string;
+  ttl?: number;
+}
+
+/** Writes `body` as the status of `token`'s user, at the first of `nodes` that answers. */
+export async function putStatus(nodes: string[], token: string, body: StatusBody): Promise<Presence> {
+  const user = subject(token);
+  let last: unknown = null;
+  for (const base of nodes) {
+    let response: Response;
+    try {
+      response = await fetch(`${base}/api/v2/presence/${encodeURIComponent(user)}`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    } catch (e) {
+      last = e;
+      continue;
+    }
+    const answer = (await response.json().catch(() => ({}))) as { data?: Record<string, Presence>; error?: string };
+    if (!response.ok) throw new PresenceError(answer.error ?? `the node answered ${response.status}`, response.status);
+    return answer.data![user];
+  }
+  throw new PresenceError(`no node answered: ${String(last)}`);
+}
+
+/** The `sub` of a JWT (the node checks it; this only names the path). */
+function subject(token: string): string {
+  const payload = token.split(".")[1] ?? "";
+  const text = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
+  const sub = (JSON.parse(text) as { sub?: string }).sub;
+  if (!sub) throw new PresenceError("the token names no user (`sub`)");
+  return sub;
+}
