@@ -41,9 +41,9 @@ impl View {
         self.entries.get(user).map(|(p, _)| p)
     }
 
-    /// Users no longer watched.
-    pub(crate) fn forget(&mut self, users: &HashSet<String>) {
-        self.entries.retain(|u, _| !users.contains(u));
+    /// Keeps only the users still watched.
+    pub(crate) fn keep(&mut self, watched: &HashSet<String>) {
+        self.entries.retain(|u, _| watched.contains(u));
     }
 
     /// Changes from the node: what they changed, or nothing while a snapshot is awaited.
@@ -169,5 +169,8 @@ mod tests {
         let data = HashMap::from([("ann".to_string(), presence("ann", Status::Online))]);
         assert!(view.snapshot(data, &HashMap::from([("ann".to_string(), 6)])).is_empty());
         assert_eq!(view.get("ann").unwrap().status, Status::Busy);
+        // Unwatched, it is forgotten: watched again, its next snapshot is news.
+        view.keep(&HashSet::new());
+        assert!(view.get("ann").is_none());
     }
 }

@@ -253,9 +253,10 @@ export class PresenceClient {
   }
 
   private resubscribe(): void {
-    if (this.current !== "connected") return;
     const wanted = new Set<string>();
     for (const watch of this.watches.values()) for (const user of watch.users) wanted.add(user);
+    this.view.keep(wanted);
+    if (this.current !== "connected") return;
     const gone = [...this.subscribed].filter((u) => !wanted.has(u));
     const added = [...wanted].some((u) => !this.subscribed.has(u));
     if (added) {
@@ -264,7 +265,6 @@ export class PresenceClient {
     } else if (gone.length) {
       this.send({ type: "unsubscribe", users: gone });
     }
-    this.view.forget(gone);
     this.subscribed = wanted;
   }
 

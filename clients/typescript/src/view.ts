@@ -31,8 +31,9 @@ export class View {
     return this.entries.get(user)?.presence;
   }
 
-  forget(users: Iterable<string>): void {
-    for (const user of users) this.entries.delete(user);
+  /** Keeps only the users still watched. */
+  keep(watched: Set<string>): void {
+    for (const user of this.entries.keys()) if (!watched.has(user)) this.entries.delete(user);
   }
 
   changes(changes: WireChange[]): Change[] {

@@ -157,7 +157,7 @@ impl Task {
             Command::Unwatch { id } => {
                 self.watchers.remove(&id);
                 let wanted = self.wanted();
-                self.shared.view.lock().expect("view lock").forget(&self.subscribed_not(&wanted));
+                self.shared.view.lock().expect("view lock").keep(&wanted);
             }
             Command::Activity | Command::Connect | Command::Close => {}
             room => drop(self.room_message(room)),
@@ -168,10 +168,9 @@ impl Task {
         self.watchers.values().flat_map(|w| w.users.iter().cloned()).collect()
     }
 
+    /// The users subscribed to that are no longer `wanted`.
     fn subscribed_not(&self, wanted: &HashSet<String>) -> HashSet<String> {
-        let view_users: HashSet<String> =
-            self.subscribed.iter().filter(|u| !wanted.contains(*u)).cloned().collect();
-        view_users
+        self.subscribed.difference(wanted).cloned().collect()
     }
 
     async fn session(&mut self, node: usize) -> Ended {
@@ -285,7 +284,7 @@ impl Task {
             send(socket, json!({"type": "subscribe", "users": users})).await?;
             self.shared.view.lock().expect("view lock").subscribed();
         }
-        self.shared.view.lock().expect("view lock").forget(&gone);
+        self.shared.view.lock().expect("view lock").keep(&wanted);
         self.subscribed = wanted;
         Ok(())
     }

@@ -232,12 +232,13 @@ export class PresenceClient {
         }
     }
     resubscribe() {
-        if (this.current !== "connected")
-            return;
         const wanted = new Set();
         for (const watch of this.watches.values())
             for (const user of watch.users)
                 wanted.add(user);
+        this.view.keep(wanted);
+        if (this.current !== "connected")
+            return;
         const gone = [...this.subscribed].filter((u) => !wanted.has(u));
         const added = [...wanted].some((u) => !this.subscribed.has(u));
         if (added) {
@@ -247,7 +248,6 @@ export class PresenceClient {
         else if (gone.length) {
             this.send({ type: "unsubscribe", users: gone });
         }
-        this.view.forget(gone);
         this.subscribed = wanted;
     }
     send(message) {

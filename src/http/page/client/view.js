@@ -11,9 +11,11 @@ export class View {
     get(user) {
         return this.entries.get(user)?.presence;
     }
-    forget(users) {
-        for (const user of users)
-            this.entries.delete(user);
+    /** Keeps only the users still watched. */
+    keep(watched) {
+        for (const user of this.entries.keys())
+            if (!watched.has(user))
+                this.entries.delete(user);
     }
     changes(changes) {
         if (this.held) {
