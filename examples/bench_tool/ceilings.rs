@@ -1,16 +1,7 @@
-//! The ceilings Presence is compared against (a minimal axum handler, raw KV calls) and the
-//! fixed-rate load generator.
+//! The storage ceilings Presence is compared against (raw KV calls; the HTTP ceiling is its own
+//! example, `http_ceiling`) and the fixed-rate load generator.
 
 use super::*;
-
-pub(crate) async fn http_ceiling(args: &[String]) {
-    let port = num(args, "--port", 0) as u16;
-    let body: &'static [u8] = std::fs::read(arg(args, "--body").expect("--body FILE")).unwrap().leak();
-    let app = axum::Router::new()
-        .fallback(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    axum::serve(listener, app).await.unwrap();
-}
 
 pub(crate) fn value_of_200_bytes(i: u64) -> bytes::Bytes {
     let now = chrono::Utc::now();

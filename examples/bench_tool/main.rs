@@ -1,8 +1,7 @@
-//! Helpers for `bench/run`: the ceilings it compares Presence against, a fixed-rate load
-//! generator, and bulk loading of the bucket. Not part of the service.
+//! Helpers for `bench/run`: the storage ceilings it compares Presence against (the HTTP ceiling
+//! is `examples/http_ceiling.rs`), a fixed-rate load generator, and bulk loading of the bucket.
+//! Not part of the service.
 //!
-//! - `http-ceiling --port P --body FILE`: a minimal axum server answering every GET with the
-//!   bytes of FILE as JSON: the HTTP ceiling.
 //! - `kv --url U --op put|get|put-event --concurrency C --seconds S`: raw async-nats KV puts or
 //!   gets of 200-byte values with C in flight: the storage ceiling. `put-event` also publishes a
 //!   500-byte event into a stream per put, as a presence write does for its audit log.
@@ -105,7 +104,6 @@ fn num(args: &[String], name: &str, default: u64) -> u64 {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("http-ceiling") => http_ceiling(&args).await,
         Some("kv") => kv(&args).await,
         Some("fixed-rate") => fixed_rate(&args).await,
         Some("preload") => preload(&args).await,
@@ -121,6 +119,6 @@ async fn main() {
         Some("rooms-churn") => rooms_churn(&args).await,
         Some("rooms-typing") => rooms_typing(&args).await,
         Some("webhooks") => webhooks(&args).await,
-        _ => eprintln!("usage: bench_tool http-ceiling|kv|fixed-rate|preload|tokens ..."),
+        _ => eprintln!("usage: bench_tool kv|fixed-rate|preload|tokens ..."),
     }
 }

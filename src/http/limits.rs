@@ -4,7 +4,7 @@
 use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::FromRequestParts,
     http::{HeaderMap, request::Parts},
 };
 use governor::{
@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use super::{
     ApiError, AppState,
-    listener::{ClientAddr, client_network},
+    listener::{Peer, client_network},
 };
 use crate::{config::RateLimitConfig, model::UserId, telemetry::metrics::KindLabels};
 
@@ -128,10 +128,8 @@ impl FromRequestParts<AppState> for ReadLimited {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(limiter) = &state.limits.reads else { return Ok(ReadLimited(None)) };
-        let Some(ConnectInfo(ClientAddr(peer))) = parts.extensions.get::<ConnectInfo<ClientAddr>>() else {
-            return Ok(ReadLimited(None));
-        };
-        let ip = client_network(state.limits.client_ip(&parts.headers, peer.ip()));
+        let Some(peer) = parts.extensions.get::<Peer>() else { return Ok(ReadLimited(None)) };
+        let ip = client_network(state.limits.client_ip(&parts.headers, peer.addr.ip()));
         limiter.check_key(&ip).map(|_| ReadLimited(Some(ip))).map_err(|not_until| {
             state.metrics.rate_limited.get_or_create(&KindLabels { kind: "read" }).inc();
             too_many(not_until.wait_time_from(DefaultClock::default().now()))

@@ -23,6 +23,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{Metrics, metrics::ReasonLabels};
 
@@ -36,9 +37,29 @@ pub(crate) fn client_network(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The peer address of a connection, as `ConnectInfo<ClientAddr>` in each request's extensions.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub SocketAddr);
+/// What a request knows of its connection, in its extensions: one value, inserted once per
+/// request by `server::serve` (each insertion is an allocation and a map insert on every GET).
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The peer's address (behind proxies, the nearest one's: `limits` finds the client).
+    pub addr: SocketAddr,
+    /// Over TLS in this process or not (`http::transport` decides what a plain request may do).
+    pub tls: bool,
+    /// Closes the connection when cancelled: a live stream whose client stopped reading cannot
+    /// be ended from inside its response.
+    pub closer: CancellationToken,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = super::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Peer>().cloned().ok_or(super::ApiError::Internal)
+    }
+}
 
 /// The connection caps.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod limits;
 pub(crate) mod listener;
+mod observe;
 pub(crate) mod openapi;
 mod origins;
 mod owner;
@@ -23,17 +24,11 @@ mod ws;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
-use axum::{
-    Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    middleware::{self, Next},
-    response::IntoResponse,
-};
+use axum::{Router, extract::DefaultBodyLimit, middleware, response::IntoResponse};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
 };
-use tracing::{Instrument, field::Empty};
 
 pub(crate) use access::AccessLog;
 pub(crate) use auth::{Owner, Reader};
@@ -44,16 +39,8 @@ pub(crate) use server::{Timeouts, serve};
 pub(crate) use transport::HttpsPolicy;
 
 use crate::{
-    auth::Authenticator,
-    directory::Directory,
-    health::Health,
-    live::Hub,
-    rooms::Rooms,
-    sessions::Sessions,
-    telemetry::{
-        Metrics,
-        metrics::{self, HttpLabels},
-    },
+    auth::Authenticator, directory::Directory, health::Health, live::Hub, rooms::Rooms, sessions::Sessions,
+    telemetry::Metrics,
 };
 
 /// Request bodies larger than this get 413 (docs/architecture.md, "Errors and input").
@@ -126,7 +113,7 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
         None => routes,
     };
     routes
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(observe::ObserveLayer(state.clone()))
         .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -163,22 +150,4 @@ fn cors(allowed: &[String]) -> Option<CorsLayer> {
             .expose_headers([presence::STALE_HEADER, presence::DEGRADED_HEADER, header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     )
-}
-
-/// Every request: the Prometheus request counter and latency histogram, the access-log line the
-/// configuration asks for, and (at debug level) a span with the route template and user id.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
-    let method = metrics::method_label(req.method());
-    let span = tracing::debug_span!("request", method, route, user_id = Empty);
-    let response = next.run(req).instrument(span).await;
-    let status = response.status();
-    let elapsed = started.elapsed();
-    let refused = response.extensions().get::<access::RefusedToken>();
-    state.access.record(access::Finished { method, route: &route, status, elapsed, refused });
-    let labels = HttpLabels { method, route, status: status.as_u16() };
-    state.metrics.http_requests.get_or_create(&labels).inc();
-    state.metrics.http_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
-    response
 }

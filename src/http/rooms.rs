@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 
 use axum::{
-    Extension, Router,
-    extract::{ConnectInfo, FromRequestParts, Path, State},
+    Router,
+    extract::{FromRequestParts, Path, State},
     http::{HeaderMap, header, request::Parts},
     response::{IntoResponse, Response, sse::Event},
     routing::get,
@@ -17,8 +17,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{
-    ApiError, AppState, auth::AuthUser, extract::ApiQuery, limits::ReadLimited, listener::ClientAddr,
-    server::ConnectionCloser, sse, subscribe,
+    ApiError, AppState, auth::AuthUser, extract::ApiQuery, limits::ReadLimited, listener::Peer, sse,
+    subscribe,
 };
 use crate::{
     model::{RoomError, is_valid_room},
@@ -164,8 +164,7 @@ pub(super) async fn counts(
 pub(super) async fn stream(
     State(state): State<AppState>,
     _: ReadLimited,
-    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
-    closer: Option<Extension<ConnectionCloser>>,
+    peer: Peer,
     Path(room): Path<String>,
     reader: RoomReader,
     headers: HeaderMap,
@@ -175,7 +174,7 @@ pub(super) async fn stream(
     }
     room_id(&room)?;
     reader.check(&state, &room)?;
-    let subscription = sse::open(&state, &headers, peer.ip(), closer)?;
+    let subscription = sse::open(&state, &headers, peer)?;
     let subscriber = subscription.subscriber().clone();
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let mut first = VecDeque::new();

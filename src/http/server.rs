@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::ConnectInfo};
+use axum::Router;
 use hyper::{
     body::Incoming,
     server::conn::{http1, http2},
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use super::listener::{Activity, ClientAddr, CountedStream, CountingListener};
+use super::listener::{Activity, CountedStream, CountingListener, Peer};
 use crate::{
     telemetry::{Metrics, metrics::ReasonLabels},
     tls::ServerTls,
@@ -38,18 +38,6 @@ const MAX_READ_BUFFER: usize = 128 * 1024;
 pub(crate) struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
-}
-
-/// Closes the request's connection when cancelled: a live stream whose client stopped reading
-/// cannot be ended from inside its response.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionCloser(pub CancellationToken);
-
-/// How a request reached this node, in each request's extensions: over TLS in this process or
-/// not (`http::transport` decides what a plain request may do).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Transport {
-    pub tls: bool,
 }
 
 /// Serves `router` on `listener` until `stop`; then waits for the connections to finish. With
@@ -70,13 +58,10 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
         };
         let router = router.clone();
-        let transport = Transport { tls: tls.is_some() };
         let closer = CancellationToken::new();
-        let close = closer.clone();
+        let peer = Peer { addr: peer, tls: tls.is_some(), closer: closer.clone() };
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(ClientAddr(peer)));
-            request.extensions_mut().insert(transport);
-            request.extensions_mut().insert(ConnectionCloser(close.clone()));
+            request.extensions_mut().insert(peer.clone());
             router.clone().oneshot(request)
         });
         let (stop, metrics, tls) = (stop.clone(), metrics.clone(), tls.clone());

@@ -6,11 +6,10 @@
 //! `id:`; a client that reconnects with `Last-Event-ID` gets what changed since, or a new
 //! snapshot when the cursor is not this node's or too old. A comment keeps an idle stream open.
 
-use std::{collections::VecDeque, convert::Infallible, net::IpAddr, sync::Arc};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc};
 
 use axum::{
-    Extension,
-    extract::{ConnectInfo, State},
+    extract::State,
     http::HeaderMap,
     response::{
         IntoResponse, Response,
@@ -19,15 +18,13 @@ use axum::{
 };
 use futures::Stream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     ApiError, AppState,
     extract::ApiQuery,
     limits::ReadLimited,
-    listener::ClientAddr,
+    listener::Peer,
     presence::{UsersQuery, parse_user_list},
-    server::ConnectionCloser,
     subscribe,
 };
 use crate::{
@@ -66,8 +63,7 @@ pub(crate) struct StreamEvent {
 pub(super) async fn stream(
     State(state): State<AppState>,
     limited: ReadLimited,
-    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
-    closer: Option<Extension<ConnectionCloser>>,
+    peer: Peer,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Result<Response, ApiError> {
@@ -77,7 +73,7 @@ pub(super) async fn stream(
     let raw =
         query.users.ok_or_else(|| ApiError::BadRequest("query parameter `users` is required".into()))?;
     let users = parse_user_list(raw.split(',').filter(|s| !s.is_empty()))?;
-    let subscription = open(&state, &headers, peer.ip(), closer)?;
+    let subscription = open(&state, &headers, peer)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(Cursor::parse);
     let start = subscribe::follow(&state, &limited, &subscription, users, 0, resume.as_ref()).await?;
     let mut first = VecDeque::new();
@@ -89,16 +85,10 @@ pub(super) async fn stream(
 }
 
 /// An event stream's subscription for the client at `peer` (behind its proxies), within the caps;
-/// `closer` closes its connection if the node drops it.
-pub(super) fn open(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: IpAddr,
-    closer: Option<Extension<ConnectionCloser>>,
-) -> Result<Subscription, ApiError> {
-    let ip = state.limits.client_ip(headers, peer);
-    let closer = closer.map_or_else(CancellationToken::new, |Extension(c)| c.0);
-    subscribe::open(state, StreamKind::Sse, ip, closer)
+/// the node closes the connection if it drops the subscription.
+pub(super) fn open(state: &AppState, headers: &HeaderMap, peer: Peer) -> Result<Subscription, ApiError> {
+    let ip = state.limits.client_ip(headers, peer.addr.ip());
+    subscribe::open(state, StreamKind::Sse, ip, peer.closer)
 }
 
 /// The stream: the events `first`, then what the subscription takes in (a `room`'s messages

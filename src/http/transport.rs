@@ -9,14 +9,14 @@
 use std::{net::IpAddr, sync::Arc};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use ipnet::IpNet;
 
-use super::{ApiError, listener::ClientAddr, server::Transport};
+use super::{ApiError, listener::Peer};
 use crate::config::{ServiceConfig, TlsMode};
 
 /// What the node requires of a request's transport.
@@ -78,8 +78,9 @@ pub(crate) async fn enforce(
     request: Request,
     next: Next,
 ) -> Response {
-    let tls = request.extensions().get::<Transport>().is_some_and(|t| t.tls);
-    let peer = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip());
+    let peer = request.extensions().get::<Peer>();
+    let tls = peer.is_some_and(|p| p.tls);
+    let peer = peer.map(|p| p.addr.ip());
     let Some(https) = policy.judge(tls, peer, request.headers()) else {
         return ApiError::HttpsRequired.into_response();
     };

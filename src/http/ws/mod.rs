@@ -28,7 +28,7 @@ mod rooms;
 use std::net::IpAddr;
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use connection::Connection;
 
-use super::{ApiError, AppState, auth::AuthUser, limits::ReadLimited, listener::ClientAddr, subscribe};
+use super::{ApiError, AppState, auth::AuthUser, limits::ReadLimited, listener::Peer, subscribe};
 use crate::{
     live::StreamKind,
     model::UserId,
@@ -96,7 +96,7 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 pub(super) async fn upgrade(
     State(state): State<AppState>,
     limited: ReadLimited,
-    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    peer: Peer,
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let headers = request.headers();
@@ -104,7 +104,7 @@ pub(super) async fn upgrade(
         return Err(ApiError::OriginRefused);
     }
     let accept = handshake(headers)?;
-    let ip: IpAddr = state.limits.client_ip(headers, peer.ip());
+    let ip: IpAddr = state.limits.client_ip(headers, peer.addr.ip());
     let wants_session = headers.contains_key(header::AUTHORIZATION);
     // The upgraded connection leaves the HTTP server's loop: it closes itself.
     let subscription = subscribe::open(&state, StreamKind::WebSocket, ip, CancellationToken::new())?;

@@ -192,3 +192,40 @@ fn an_expired_invisible_user_stays_as_others_saw_them() {
     assert_eq!(before.view("user123", t1), after.view("user123", later), "nothing to see");
     assert!(same_view("user123", Some(&before), Some(&after), later));
 }
+
+#[test]
+fn times_are_written_as_chrono_writes_them() {
+    use chrono::{SecondsFormat, TimeZone};
+    let chrono_text = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    // Every day of four years around a leap year (Feb 29, year ends), at odd hours and millis,
+    // the epoch, the last millisecond a year of four digits holds, and years chrono writes
+    // with a sign or five digits.
+    let start = Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap();
+    for day in 0..1500 {
+        let t = start
+            + chrono::Duration::days(day)
+            + chrono::Duration::milliseconds(day * 37_777_123 % 86_400_000);
+        assert_eq!(super::millis(&t), chrono_text(&t));
+    }
+    let edges = [
+        DateTime::UNIX_EPOCH,
+        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + chrono::Duration::milliseconds(999),
+        Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(-1, 6, 1, 12, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+        Utc.timestamp_opt(1_700_000_000, 999_999_999).unwrap(),
+        Utc.timestamp_opt(-1, 999_000_000).unwrap(),
+        Utc.with_ymd_and_hms(2000, 2, 29, 23, 59, 59).unwrap(),
+        Utc.with_ymd_and_hms(2100, 2, 28, 1, 2, 3).unwrap(),
+        Utc.with_ymd_and_hms(2100, 3, 1, 4, 5, 6).unwrap(),
+        Utc.with_ymd_and_hms(1600, 12, 31, 23, 0, 0).unwrap(),
+    ];
+    for t in edges {
+        assert_eq!(super::millis(&t), chrono_text(&t), "{t:?}");
+    }
+    let user = user();
+    let mut shown = Presence::unknown(&user);
+    shown.updated_at = Some(start);
+    let json = serde_json::to_string(&shown).unwrap();
+    assert!(json.contains("\"2023-01-01T00:00:00.000Z\""), "{json}");
+}

@@ -1,12 +1,26 @@
 //! The label sets of the node's metrics, and the method label made without allocating.
 
+use std::hash::{Hash, Hasher};
+
 use prometheus_client::encoding::EncodeLabelSet;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
     pub method: &'static str,
     pub route: String,
     pub status: u16,
+}
+
+/// One `write_u64` (an FNV-1a of the route, the status and the method folded in) instead of
+/// three writes of text into the families' SipHash: every request looks up two families.
+/// Equal label sets hash alike; the maps still compare every field.
+impl Hash for HttpLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let fnv = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        let route = self.route.bytes().fold(0xcbf2_9ce4_8422_2325, fnv);
+        let method = self.method.bytes().fold(route, fnv);
+        state.write_u64(method ^ (u64::from(self.status) << 48));
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
