@@ -9,7 +9,7 @@
 //! every connection finishes its request in flight, then closes.
 
 use std::{
-    pin::{Pin, pin},
+    pin::Pin,
     sync::Arc,
     time::Duration,
 };
@@ -74,18 +74,22 @@ pub(crate) async fn serve(
             let h2 = matches!(&stream, Either::Right(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
             let io = TokioIo::new(stream);
             let watch = (&activity, timeouts.idle, &closer, &stop);
+            // Each protocol's connection on the heap at its own size: inline, the task would be
+            // as large as the larger of the two (and the TLS handshake's), for every connection
+            // and every idle event stream it holds.
             let outcome = if h2 {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder.timer(TokioTimer::new()).max_concurrent_streams(MAX_H2_STREAMS);
-                drive(pin!(builder.serve_connection(io, service)), |c| c.graceful_shutdown(), watch).await
+                let mut connection = Box::pin(builder.serve_connection(io, service));
+                drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             } else {
                 let mut builder = http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
                     .header_read_timeout(timeouts.header)
                     .max_buf_size(MAX_READ_BUFFER);
-                let connection = pin!(builder.serve_connection(io, service).with_upgrades());
-                drive(connection, |c| c.graceful_shutdown(), watch).await
+                let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
+                drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             };
             match outcome {
                 Ended::Idle => {
@@ -141,7 +145,7 @@ type Secured = Either<CountedStream, tokio_rustls::server::TlsStream<CountedStre
 /// (none if it did not).
 async fn secured(stream: CountedStream, tls: Option<&ServerTls>, limit: Duration) -> Option<Secured> {
     let Some(tls) = tls else { return Some(Either::Left(stream)) };
-    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+    match tokio::time::timeout(limit, Box::pin(tls.acceptor().accept(stream))).await {
         Ok(Ok(stream)) => Some(Either::Right(stream)),
         _ => None,
     }
