@@ -37,10 +37,11 @@
 //!   times, one every MS (20) milliseconds, writes a new message at one node and waits for it on
 //!   an event stream at the other; the latency runs from the write's 200 to the receipt (with
 //!   `--from-sent yes`, a second result from the moment the write was sent).
-//! - `sessions-hold --url URL --tokens FILE --count N [--activity-every S]`: opens N device
-//!   sessions (WebSocket, `hello`, wait for `welcome`) for the first N users of FILE, 256 being
-//!   opened at once; prints the rate of connect + hello, then holds them (each says `activity`
-//!   every S seconds, 20 by default, spread) until killed.
+//! - `sessions-hold --url URL --tokens FILE --count N [--activity-every S] [--bind IP]`: opens N
+//!   device sessions (WebSocket, `hello`, wait for `welcome`) for the first N users of FILE, 256
+//!   being opened at once, from the loopback address IP if given; prints the rate of connect +
+//!   hello, then holds them (each says `activity` every S seconds, 20 by default, spread) until
+//!   killed.
 //! - `sessions-churn --url URL --watch-url URL --tokens FILE --users M --rate R --seconds S`:
 //!   with the last M users of FILE, half of them connected at first, R connects and R clean
 //!   disconnects per second at URL for S seconds, while subscribers at WATCH-URL (another node)

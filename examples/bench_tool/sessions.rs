@@ -9,22 +9,57 @@ pub(crate) type Socket =
 /// A device session at `authority`: connected, `hello` said, `welcome` received; with the moment
 /// the hello went out.
 pub(crate) async fn open_session(authority: &str, token: &str, device: &str) -> (Socket, Instant) {
+    open_session_from(authority, token, device, None).await
+}
+
+/// A session opened from the loopback address `source` (to spread a region's clients over
+/// several addresses), or from any.
+pub(crate) async fn open_session_from(
+    authority: &str,
+    token: &str,
+    device: &str,
+    source: Option<std::net::IpAddr>,
+) -> (Socket, Instant) {
+    try_open_session(authority, token, device, source).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The same, with why it did not open.
+async fn try_open_session(
+    authority: &str,
+    token: &str,
+    device: &str,
+    source: Option<std::net::IpAddr>,
+) -> Result<(Socket, Instant), String> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let url = format!("ws://{authority}/api/v2/ws");
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .expect("the WebSocket opens");
+    let (mut socket, _) = match source {
+        None => tokio_tungstenite::connect_async_with_config(url, Some(config), true).await,
+        Some(source) => {
+            let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+            tcp.bind((source, 0).into()).expect("bind the source address");
+            let stream = tcp
+                .connect(authority.parse().expect("host:port"))
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            stream.set_nodelay(true).unwrap();
+            let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+            tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await
+        }
+    }
+    .map_err(|e| format!("the WebSocket did not open: {e:?}"))?;
     let hello = json!({"type": "hello", "token": token, "device": device, "kind": "web"});
     let sent = Instant::now();
-    socket.send(Message::text(hello.to_string())).await.unwrap();
+    socket.send(Message::text(hello.to_string())).await.map_err(|e| format!("hello: {e}"))?;
     loop {
         match socket.next().await {
-            Some(Ok(Message::Text(text))) if text.contains(r#""type":"welcome""#) => return (socket, sent),
+            Some(Ok(Message::Text(text))) if text.contains(r#""type":"welcome""#) => {
+                return Ok((socket, sent));
+            }
             Some(Ok(Message::Text(text))) => panic!("hello refused: {text}"),
             Some(Ok(_)) => continue,
-            other => panic!("the session did not open: {other:?}"),
+            other => return Err(format!("the session did not open: {other:?}")),
         }
     }
 }
@@ -36,15 +71,31 @@ pub(crate) async fn sessions_hold(args: &[String]) {
     let tokens = read_tokens(&arg(args, "--tokens").expect("--tokens FILE"));
     let count = num(args, "--count", 20_000) as usize;
     let every = Duration::from_secs(num(args, "--activity-every", 20));
+    let source: Option<std::net::IpAddr> = arg(args, "--bind").map(|a| a.parse().expect("--bind ADDRESS"));
     let opened = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut held = tokio::task::JoinSet::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
     for (_, token) in tokens.into_iter().take(count) {
-        let (authority, opened, gate) = (authority.clone(), opened.clone(), gate.clone());
+        let (authority, opened, gate, retried) =
+            (authority.clone(), opened.clone(), gate.clone(), retried.clone());
         held.spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let (mut socket, _) = open_session(&authority, &token, "bench").await;
+            // A client whose connection broke before its welcome connects again (at most 5 times,
+            // counted): on a machine this loaded, a connect may wait past the header timeout.
+            let mut attempt = 0;
+            let mut socket = loop {
+                match try_open_session(&authority, &token, "bench", source).await {
+                    Ok((socket, _)) => break socket,
+                    Err(_) if attempt < 5 => {
+                        attempt += 1;
+                        retried.fetch_add(1, Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
             drop(permit);
             opened.fetch_add(1, Relaxed);
             // Activity at a random phase, then every `every`; reading answers the pings.
@@ -71,7 +122,8 @@ pub(crate) async fn sessions_hold(args: &[String]) {
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"what": "sessions_open", "sessions": count, "connects_per_s": (count as f64 / elapsed).round()})
+        json!({"what": "sessions_open", "sessions": count, "connects_per_s": (count as f64 / elapsed).round(),
+               "retried": retried.load(Relaxed)})
     );
     while held.join_next().await.is_some() {}
 }

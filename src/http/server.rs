@@ -8,11 +8,7 @@
 //! `service.body_timeout`, is the JSON extractor's.) On shutdown the loop stops accepting and
 //! every connection finishes its request in flight, then closes.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    time::Duration,
-};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper::{
