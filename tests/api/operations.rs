@@ -77,14 +77,18 @@ fn exported(metrics: &str, name: &str) -> bool {
 }
 
 /// A node with what the kit looks at: a leafnode certificate (its expiry), the embedded server,
-/// a webhook endpoint (nobody listens there), a write and a read behind it.
+/// a webhook endpoint (nobody listens there: it retries, in an hour), a write and a read behind
+/// it. (With the delivery tests' schedule of 4 × 200 ms the endpoint was disabled within a
+/// second or two, and `PresenceWebhookDisabled` rightly fired on what the test calls healthy
+/// whenever the rules were evaluated after that.)
 async fn equipped_node(pki: &Pki) -> TestApp {
     let leaf = pki.center("node.test", &["leaf.test"]);
     let port = crate::helpers::free_port();
-    let hook = crate::webhooks::delivery::endpoint(
+    let mut hook = crate::webhooks::delivery::endpoint(
         &format!("http://127.0.0.1:{port}/hook"),
         &crate::webhooks::secret(1),
     );
+    hook.retry_schedule = Some(vec![Duration::from_secs(3600)]);
     let app = TestApp::spawn_with(move |c| {
         c.nats.leaf_tls = Some(leaf);
         c.webhooks = vec![hook];
