@@ -4,7 +4,7 @@
 //!
 //! A tower service rather than `axum::middleware::from_fn`: that one clones the boxed route and
 //! boxes it again on every request, which was a tenth of a cached GET's instructions
-//! (BENCHMARKS.md, "Instructions per cached GET").
+//! (BENCHMARKS.md, "Issue 27").
 
 use std::{
     convert::Infallible,

@@ -67,8 +67,8 @@ pub(crate) fn millis(t: &DateTime<Utc>) -> String {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` written digit by digit, without an allocation: every read
-/// writes three times, and chrono's general formatter was a sixth of a cached GET's
-/// instructions (BENCHMARKS.md, "Instructions per cached GET"). The same text as chrono's
+/// writes three times, and chrono's general formatter was about 6 % of a cached GET's
+/// instructions (BENCHMARKS.md, "Issue 27"). The same text as chrono's
 /// `to_rfc3339_opts(Millis, true)`, for the years 0 to 9999 (others go to chrono).
 struct Millis([u8; 24]);
 
