@@ -1,7 +1,7 @@
 //! Delivery, at least once, from one place: on center nodes only, each endpoint reads each of its
 //! sources through its durable consumer (shared by every center node, so each event goes out from
 //! one of them) and acknowledges an event only after a 2xx. A failure is tried again after the
-//! endpoint's schedule (±10 % jitter; `Retry-After` when longer); a 410, or a failure past the
+//! endpoint's schedule (±10 % jitter; `Retry-After` when longer, up to a day); a 410, or a failure past the
 //! schedule, disables the endpoint (see [`super::status`]). Each request's `webhook-id` is the
 //! event's own id, the same on every attempt and at every node; a batch's is made of its events'.
 
@@ -18,6 +18,9 @@ use crate::model::{millis, room_matches};
 
 /// How long a center waits before it reaches for a stream again after failing to.
 const AGAIN_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest an endpoint's `Retry-After` is honoured for (the default schedule's longest wait).
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a disabled endpoint's events still arriving are waited for, to be handed back.
 const HAND_BACK: Duration = Duration::from_millis(100);
@@ -187,7 +190,8 @@ impl Delivery {
             ));
         };
         let jitter = 0.9 + rand::random::<f64>() * 0.2;
-        let wait = wait.mul_f64(jitter).max(retry_after.unwrap_or_default());
+        let asked = retry_after.unwrap_or_default().min(LONGEST_RETRY_AFTER);
+        let wait = wait.mul_f64(jitter).max(asked);
         let endpoint = &self.shared.hook.name;
         tracing::info!(endpoint = %endpoint, id, attempt, answer = %status, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; trying again");
         metrics.retried.get_or_create(&labels).inc_by(events as u64);

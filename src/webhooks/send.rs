@@ -32,7 +32,7 @@ pub(crate) struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Answer {
     pub status: u16,
-    /// `Retry-After`, in seconds.
+    /// How long `Retry-After` asks to wait.
     pub retry_after: Option<Duration>,
 }
 
@@ -141,9 +141,18 @@ where
         .headers()
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| retry_after(v, std::time::SystemTime::now()));
     Ok(Answer { status: response.status().as_u16(), retry_after })
+}
+
+/// A `Retry-After` value (RFC 9110: seconds, or an HTTP date) as a wait from `now`.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// TLS to endpoints: the CA bundle given, else the system's roots.
@@ -163,4 +172,22 @@ fn connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConne
     }
     let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::retry_after;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example).
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "a date gone by");
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", SystemTime::now()), None);
+    }
 }

@@ -3,6 +3,7 @@
 //! implementation (the `standardwebhooks` package from PyPI, in the project's Python
 //! environment); the refusals of secure defaults.
 
+mod answers;
 pub(crate) mod delivery;
 mod notices;
 mod outages;
