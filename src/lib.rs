@@ -19,7 +19,7 @@
 //!   client connection, the `Caller` (deadline, latency metric, circuit breaker) that every
 //!   NATS request goes through, and the `Binding` of handles a leaf reaches only once its center
 //!   answers.
-//! - `cache`: the in-memory moka cache of records.
+//! - `cache`: the in-memory cache of records (quick_cache).
 //! - `store`: the one door to the JetStream KV bucket: get, put, compare-and-set, purge, watch;
 //!   and on a leaf, the region's copy of it (a mirror on the leaf's disk).
 //! - `topology`: hub and spoke: heartbeats on `presence.sync.{node_id}`, the node registry.

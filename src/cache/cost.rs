@@ -2,9 +2,10 @@
 
 use crate::model::{Device, Record};
 
-/// Bytes a cache entry costs beyond its key and message: moka's bookkeeping and the value
-/// (measured: see BENCHMARKS.md).
-pub(crate) const ENTRY_OVERHEAD: u64 = 320;
+/// Bytes a cache entry costs beyond its key and message: the cache's slot and table, the record,
+/// the expiry schedule's share (measured: 236 bytes of process memory per presence with a
+/// 7-byte id and a 27-byte message, a million cached; BENCHMARKS.md).
+pub(crate) const ENTRY_OVERHEAD: u64 = 200;
 
 /// Bytes a device of a user with sessions costs beyond its id (its entry, its share of the list).
 pub(crate) const DEVICE_OVERHEAD: u64 = 48;

@@ -1,13 +1,11 @@
-//! When entries leave the cache by themselves: a live presence at its own expiry (the next read
-//! loads the final `offline` record), a "nothing here" entry after the negative ttl.
+//! When an entry leaves the cache by itself: a "nothing here" entry after the negative ttl, on the
+//! cache's own clock. A live presence stays until its own `offline` record replaces it (the expiry
+//! job writes that record within about a tick of `expires_at`; a read in between computes the
+//! expiry itself, [`crate::model::CompactPresence::view`]), so a presence entry carries no timer.
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use moka::Expiry;
-
-use super::Entry;
-use crate::{config::CacheConfig, model::Record};
+use crate::config::CacheConfig;
 
 /// How the cache treats "the bucket has nothing for this user" (`cache.negative_ttl`,
 /// `cache.max_negative_entries`).
@@ -23,35 +21,26 @@ impl From<&CacheConfig> for Negative {
     }
 }
 
-/// Expires a live presence's entry when the presence expires, and a "nothing here" entry after
-/// the negative ttl.
-pub(super) struct UntilPresenceExpires {
-    pub negative_ttl: Duration,
-}
+/// The cache's clock: tenths of a second since the cache was made (32 bits last 13 years).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock(Instant);
 
-impl UntilPresenceExpires {
-    fn remaining(&self, value: &Record) -> Option<Duration> {
-        let Some(p) = value.presence.as_ref() else { return Some(self.negative_ttl) };
-        if !p.status.expires() {
-            return None;
-        }
-        // Already expired: the entry holds the final state and may stay.
-        (p.expires_at() - Utc::now()).to_std().ok()
-    }
-}
+/// A tick of [`Clock`].
+const TICK_MS: u128 = 100;
 
-impl Expiry<String, Entry> for UntilPresenceExpires {
-    fn expire_after_create(&self, _: &String, value: &Entry, _: Instant) -> Option<Duration> {
-        self.remaining(value)
+impl Clock {
+    pub(super) fn new() -> Self {
+        Self(Instant::now())
     }
 
-    fn expire_after_update(
-        &self,
-        _: &String,
-        value: &Entry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.remaining(value)
+    /// Now, in ticks (at least 1: 0 means "never").
+    pub(super) fn now(&self) -> u32 {
+        (self.0.elapsed().as_millis() / TICK_MS).min(u128::from(u32::MAX - 1)) as u32 + 1
+    }
+
+    /// The tick at which something that lives `ttl` from now is gone (never sooner than `ttl`).
+    pub(super) fn after(&self, ttl: Duration) -> u32 {
+        let ticks = ttl.as_millis().div_ceil(TICK_MS).min(u128::from(u32::MAX)) as u32;
+        self.now().saturating_add(ticks).saturating_add(1)
     }
 }

@@ -273,8 +273,11 @@ impl Config {
     }
 
     fn validate_cache_auth_logging(&self) -> Result<(), ConfigError> {
-        if !matches!(self.cache.kind.as_str(), "ristretto" | "moka") {
-            return fail("cache.type", "must be `ristretto` or `moka` (both mean the moka cache)");
+        if !matches!(self.cache.kind.as_str(), "quick_cache" | "ristretto" | "moka") {
+            return fail(
+                "cache.type",
+                "must be `quick_cache`, `ristretto` or `moka` (all mean the one cache)",
+            );
         }
         if self.cache.max_cost < 1024 {
             return fail("cache.max_cost", "must be at least 1KB");

@@ -93,15 +93,16 @@ impl Default for RateLimitConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// `ristretto` (the original design's name) and `moka` (what we run) both mean the same cache.
+    /// `quick_cache` (what we run), `ristretto` (the original design's name) and `moka` (what an
+    /// earlier version ran) all mean the same cache.
     #[serde(rename = "type")]
     pub kind: String,
     /// Bytes of approximate presence cost the cache may hold.
     #[serde(with = "units::bytes")]
     pub max_cost: u64,
-    /// Ristretto's counter count; accepted for compatibility, moka sizes its own sketch.
+    /// Ristretto's counter count; accepted for compatibility, quick_cache keeps no counters.
     pub num_counters: u64,
-    /// Ristretto's write buffer; accepted for compatibility, moka needs none.
+    /// Ristretto's write buffer; accepted for compatibility, quick_cache needs none.
     pub buffer_items: u64,
     pub metrics: bool,
     /// How long the cache remembers that the bucket has nothing for a user (never seen, or
@@ -116,7 +117,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            kind: "moka".into(),
+            kind: "quick_cache".into(),
             max_cost: 512 * 1024 * 1024,
             num_counters: 10_000_000,
             buffer_items: 64,

@@ -178,7 +178,7 @@ impl Health {
 
     /// Cache statistics (the `CacheMetrics` of the design), current as of now.
     pub(crate) async fn cache(&self) -> CacheHealth {
-        // moka counts entries during its housekeeping; run it so the numbers are current.
+        // The housekeeping lets "nothing here" entries whose time is up go: run it so the numbers are current.
         self.cache.cleanup().await;
         let metrics = self.cache.metrics();
         CacheHealth {

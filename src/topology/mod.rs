@@ -122,7 +122,7 @@ async fn publish(client: async_nats::Client, local: Local, stop: CancellationTok
             () = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        // moka counts entries during housekeeping; run it so the count is current.
+        // The housekeeping lets "nothing here" entries whose time is up go: run it so the count is current.
         local.cache.cleanup().await;
         let payload = serde_json::to_vec(&local.heartbeat()).expect("heartbeats serialize");
         if let Err(e) = client.publish(subject.clone(), payload.into()).await {
