@@ -3,7 +3,11 @@
 //! job writes that record within about a tick of `expires_at`; a read in between computes the
 //! expiry itself, [`crate::model::CompactPresence::view`]), so a presence entry carries no timer.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::VecDeque,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use crate::config::CacheConfig;
 
@@ -42,5 +46,29 @@ impl Clock {
     pub(super) fn after(&self, ttl: Duration) -> u32 {
         let ticks = ttl.as_millis().div_ceil(TICK_MS).min(u128::from(u32::MAX)) as u32;
         self.now().saturating_add(ticks).saturating_add(1)
+    }
+}
+
+/// The "nothing here" entries in the order they go, so that the housekeeping visits only those
+/// whose time is up (they all live the same ttl, so the order they went in is the order they go).
+#[derive(Default)]
+pub(super) struct Due(Mutex<VecDeque<(u32, Box<str>)>>);
+
+impl Due {
+    /// An entry under `key` that is gone at tick `until`.
+    pub(super) fn push(&self, until: u32, key: &str) {
+        self.0.lock().expect("due lock").push_back((until, key.into()));
+    }
+
+    /// The keys whose entries went in with a time that is up at tick `now` (each may have been
+    /// replaced since: the caller checks what the cache holds).
+    pub(super) fn take(&self, now: u32) -> Vec<Box<str>> {
+        let mut due = self.0.lock().expect("due lock");
+        let up = due.iter().take_while(|(until, _)| *until <= now).count();
+        due.drain(..up).map(|(_, key)| key).collect()
+    }
+
+    pub(super) fn clear(&self) {
+        self.0.lock().expect("due lock").clear();
     }
 }

@@ -38,8 +38,8 @@ use crate::{
 /// A cached record, shared with the readers that found it.
 pub(crate) type Entry = Arc<Record>;
 pub(crate) use cost::{ENTRY_OVERHEAD, cost};
-use expiry::Clock;
 pub(crate) use expiry::Negative;
+use expiry::{Clock, Due};
 use slot::{ByCost, Evictions, Key, Slot};
 
 /// The cache's housekeeping (the "nothing here" entries whose time is up), as a periodic cleanup.
@@ -92,6 +92,8 @@ pub(crate) struct PresenceCache {
     loads: Arc<load::Loads>,
     negative: Negative,
     clock: Clock,
+    /// The "nothing here" entries, in the order their time is up.
+    due: Arc<Due>,
 }
 
 const WRITE_STRIPES: usize = 256;
@@ -139,6 +141,7 @@ impl PresenceCache {
             loads: Arc::default(),
             negative,
             clock: Clock::new(),
+            due: Arc::default(),
         }
     }
 
@@ -179,6 +182,9 @@ impl PresenceCache {
     /// Puts `value` in, whatever the cache holds: only for a planted bug ([`crate::planted`]).
     pub(crate) async fn force(&self, user_id: &str, value: Entry) {
         let slot = Slot::new(user_id, value, self.clock.after(self.negative.ttl));
+        if slot.is_negative() {
+            self.due.push(slot.until, user_id);
+        }
         self.inner.insert(user_id.into(), slot);
     }
 
@@ -206,6 +212,7 @@ impl PresenceCache {
         let slot = Slot::new(user_id, value.clone(), self.clock.after(self.negative.ttl));
         if slot.is_negative() {
             self.counters.negative.fetch_add(1, Relaxed);
+            self.due.push(slot.until, user_id);
         }
         self.counters.cost_added.fetch_add(u64::from(slot.cost), Relaxed);
         self.inner.insert(user_id.into(), slot);
@@ -215,19 +222,19 @@ impl PresenceCache {
     /// Drops every entry.
     pub(crate) fn clear(&self) {
         self.inner.clear();
+        self.due.clear();
         self.counters.negative.store(0, Relaxed);
     }
 
-    /// Runs the housekeeping now: the "nothing here" entries whose time is up leave.
+    /// Runs the housekeeping now: the "nothing here" entries whose time is up leave (only those
+    /// are visited, however many presences the cache holds).
     pub(crate) async fn cleanup(&self) {
         let now = self.clock.now();
-        self.inner.retain(|_, slot| {
-            let gone = slot.gone(now);
-            if gone {
-                self.counters.left(slot, true);
+        for key in self.due.take(now) {
+            if let Some((_, gone)) = self.inner.remove_if(&*key, |slot| slot.gone(now)) {
+                self.counters.left(&gone, true);
             }
-            !gone
-        });
+        }
     }
 
     /// Runs the housekeeping every [`HOUSEKEEPING_EVERY`] until `stop`.
