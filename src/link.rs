@@ -6,9 +6,15 @@
 //! heartbeats and health read it. Reads are plain atomic loads. See docs/architecture.md,
 //! "The link and coherence".
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed},
+use std::{
+    sync::{
+        Arc,
+        atomic::{
+            AtomicBool, AtomicI64, AtomicU64, AtomicUsize,
+            Ordering::{Relaxed, SeqCst},
+        },
+    },
+    time::Duration,
 };
 
 use tokio::sync::Notify;
@@ -24,6 +30,9 @@ pub(crate) struct LinkState {
     /// The bucket's last revision sampled after the link came back; [`NO_TARGET`] when none is.
     catch_up_to: AtomicU64,
     applied: AtomicU64,
+    /// Tasks waiting for [`LinkState::applied_reaches`]: only then is `applied_moved` told.
+    applied_waiters: AtomicUsize,
+    applied_moved: Notify,
     lag: AtomicU64,
     /// Local clock minus the server's, in ms; [`NO_OFFSET`] until known.
     clock_offset_ms: AtomicI64,
@@ -55,6 +64,8 @@ impl LinkState {
             behind: AtomicBool::new(false),
             catch_up_to: AtomicU64::new(NO_TARGET),
             applied: AtomicU64::new(0),
+            applied_waiters: AtomicUsize::new(0),
+            applied_moved: Notify::new(),
             lag: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(NO_OFFSET),
             rebuild: Notify::new(),
@@ -75,7 +86,7 @@ impl LinkState {
 
     /// The highest KV revision the watcher applied.
     pub(crate) fn applied_revision(&self) -> u64 {
-        self.applied.load(Relaxed)
+        self.applied.load(SeqCst)
     }
 
     /// Revisions the bucket has that the watcher has not applied yet (as of the last check).
@@ -137,8 +148,40 @@ impl LinkState {
         }
     }
 
+    /// The watcher applied `revision`: everything it did for it (the cache, the live feed) is
+    /// done.
     pub(crate) fn record_applied(&self, revision: u64) {
-        self.applied.fetch_max(revision, Relaxed);
+        self.applied.fetch_max(revision, SeqCst);
+        if self.applied_waiters.load(SeqCst) > 0 {
+            self.applied_moved.notify_waiters();
+        }
+    }
+
+    /// Whether the watcher applies `revision` within `within` (at once if it did).
+    pub(crate) async fn applied_reaches(&self, revision: u64, within: Duration) -> bool {
+        if self.applied.load(SeqCst) >= revision {
+            return true;
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        self.applied_waiters.fetch_add(1, SeqCst);
+        let _waiting = Waiting(&self.applied_waiters);
+        let reached = async {
+            loop {
+                let moved = self.applied_moved.notified();
+                tokio::pin!(moved);
+                moved.as_mut().enable();
+                if self.applied.load(SeqCst) >= revision {
+                    return;
+                }
+                moved.await;
+            }
+        };
+        tokio::time::timeout(within, reached).await.is_ok()
     }
 
     pub(crate) fn set_lag(&self, lag: u64) {
@@ -195,5 +238,25 @@ mod tests {
         assert_eq!(link.catch_up_target(9), 7, "the target is fixed once sampled");
         link.mark_caught_up();
         assert!(!link.stale());
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_revision_ends_when_the_watcher_applies_it_or_at_its_deadline() {
+        let link = LinkState::new();
+        link.record_applied(5);
+        assert!(link.applied_reaches(5, Duration::ZERO).await, "reached already");
+        let applier = link.clone();
+        let later = tokio::spawn(async move {
+            for revision in 6..=9 {
+                tokio::task::yield_now().await;
+                applier.record_applied(revision);
+            }
+        });
+        assert!(link.applied_reaches(9, Duration::from_secs(10)).await);
+        later.await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(!link.applied_reaches(10, Duration::from_millis(50)).await, "never applied");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(link.applied_waiters.load(SeqCst), 0, "no waiter left behind");
     }
 }

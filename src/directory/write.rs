@@ -31,6 +31,8 @@ const LANDED_WITHIN: Duration = Duration::from_secs(5);
 /// When an erasure looks once more for events stored late: after the background retries of an
 /// event's store have given up.
 const SWEEP_AFTER: Duration = Duration::from_secs(RETRY_FOR.as_secs() + 10);
+/// How long a write's erasure check waits for this node's watcher before asking the leader.
+const WATCHER_WAIT: Duration = Duration::from_millis(500);
 
 /// A write as stored, at its revision, and as this node now holds it.
 pub(crate) struct Written {
@@ -182,8 +184,24 @@ impl Directory {
         // (An erasure that purged the record after this write may have swept the audit log before
         // this event was stored: then the event goes too, the erasure came after the write.)
         let id = format!("update-{user}-{revision}");
-        self.events.publish_unless_erased(&event, id, (user, &self.store)).await;
+        self.events.publish_unless(&event, id, user, async || self.erased_since(user, revision).await).await;
         presence
+    }
+
+    /// Whether `user`'s record was purged or deleted after `revision`, as the bucket stands at a
+    /// moment after now: this node's watcher, once it applied a revision the stream's leader gave
+    /// after now (one request for the writes that ask meanwhile), has the record's latest change
+    /// in the cache, which the write's own landing put there. Asked of the leader itself when the
+    /// cache cannot say (the entry evicted, the watcher slow or rebuilding, no answer).
+    async fn erased_since(&self, user: &UserId, revision: u64) -> bool {
+        if let Some(after_now) = self.store.revision_after_now().await
+            && self.link.applied_reaches(after_now, WATCHER_WAIT).await
+            && let Some(latest) = self.cache.peek(user).await
+            && latest.revision >= revision
+        {
+            return latest.revision > revision && latest.presence.is_none();
+        }
+        self.store.erased_since(user, revision).await.unwrap_or(false)
     }
 
     /// Follows up a write whose outcome was unknown until the bucket says whether it holds it

@@ -10,6 +10,7 @@
 
 mod erasure;
 mod error;
+mod fence;
 mod leader;
 mod recent;
 pub(crate) mod region;
@@ -83,12 +84,18 @@ pub(crate) struct PresenceStore {
     /// The JetStream context the bucket was bound with (for a purge whose revision is known).
     js: Arc<Binding<jetstream::Context>>,
     caller: Caller,
+    fence: Arc<fence::Fence>,
 }
 
 impl PresenceStore {
     /// A handle whose calls fail until [`PresenceStore::bind`] succeeds.
     pub(crate) fn unbound(caller: Caller) -> Self {
-        Self { kv: Arc::new(Binding::unbound()), js: Arc::new(Binding::unbound()), caller }
+        Self {
+            kv: Arc::new(Binding::unbound()),
+            js: Arc::new(Binding::unbound()),
+            caller,
+            fence: Arc::default(),
+        }
     }
 
     /// A handle on a bucket opened elsewhere (the region's copy).

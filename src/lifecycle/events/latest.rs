@@ -40,8 +40,22 @@ impl Events {
         id: String,
         (user, store): (&str, &PresenceStore),
     ) -> Option<u64> {
+        let erased = async || store.erased_since(user, event.revision).await.unwrap_or(false);
+        self.publish_unless(event, id, user, erased).await
+    }
+
+    /// [`Events::publish_unless_erased`], with `erased` saying, once the event is stored, whether
+    /// the record was purged or deleted after the change (as the leader would say at a moment
+    /// after the event was stored).
+    pub(crate) async fn publish_unless(
+        &self,
+        event: &PresenceEvent,
+        id: String,
+        user: &str,
+        erased: impl AsyncFnOnce() -> bool,
+    ) -> Option<u64> {
         let sequence = self.publish(event, id).await?;
-        if store.erased_since(user, event.revision).await.unwrap_or(false)
+        if erased().await
             && let Err(e) = self.remove(sequence).await
         {
             tracing::warn!(user = %user, error = %chain(&e), "the event of an erased write remains until the sweep");
