@@ -219,6 +219,13 @@ impl PresenceCache {
         value
     }
 
+    /// Makes room for `records` more entries at once (as many as `cache.max_cost` holds, at
+    /// most), so that a start-up's replay does not grow the tables step by step.
+    pub(crate) fn reserve(&self, records: u64) {
+        let fits = self.inner.capacity() / ENTRY_OVERHEAD;
+        self.inner.reserve(records.min(fits) as usize);
+    }
+
     /// Drops every entry.
     pub(crate) fn clear(&self) {
         self.inner.clear();

@@ -76,6 +76,11 @@ impl Landing {
         self.hub.publish(user, None, entry, Source::Node);
     }
 
+    /// About `records` are about to land (a start-up's replay): room is made for them at once.
+    pub(crate) fn expect(&self, records: u64) {
+        self.cache.reserve(records);
+    }
+
     /// The bucket was replaced: nothing this node holds can be trusted.
     pub(crate) fn forget_all(&self) {
         self.cache.clear();

@@ -13,6 +13,7 @@
 //! Both tasks report into [`crate::link::LinkState`]. See docs/architecture.md, "The link and
 //! coherence".
 
+mod ahead;
 mod clock;
 mod follow;
 mod landing;

@@ -4,17 +4,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Landing, RegionCopy,
+    ahead::{Decoded, decode_ahead},
     clock::{self, ClockEstimate},
 };
 use crate::{
     link::LinkState,
     live::Source,
-    model::{CompactPresence, Record},
+    model::Record,
     rooms::{Change, Occupancy},
     store::{BucketChange, PresenceStore, region},
     topology::Holdings,
@@ -70,6 +70,9 @@ pub(super) async fn run(
             Ok(head) => {
                 applier.live_after = head.last_revision;
                 applier.replayed_until = if link.applied_revision() == 0 { head.last_revision } else { 0 };
+                if link.applied_revision() == 0 {
+                    applier.landing.expect(head.records);
+                }
                 store.watch(link.applied_revision()).await
             }
             Err(e) => Err(e),
@@ -138,13 +141,15 @@ async fn replay(
     if copy.head().await?.records == 0 {
         return Ok(());
     }
-    let mut changes = copy.watch(0).await?;
-    while let Ok(Some(change)) = tokio::time::timeout_at(deadline, changes.next()).await {
-        let change = change?;
-        let last = change.pending == 0;
-        applier.apply(change).await;
-        if last {
-            return Ok(());
+    let mut runs = decode_ahead(copy.watch(0).await?);
+    while let Ok(Some(run)) = tokio::time::timeout_at(deadline, runs.recv()).await {
+        for decoded in run {
+            let decoded = decoded?;
+            let last = decoded.change.pending == 0;
+            applier.apply(decoded).await;
+            if last {
+                return Ok(());
+            }
         }
     }
     tracing::warn!("reading the region's copy did not finish in time; going on with what was read");
@@ -161,25 +166,28 @@ async fn renew(region: &RegionCopy) {
 
 /// Applies changes until the watch ends, a rebuild is requested, or `stop`.
 async fn follow(
-    mut changes: crate::store::BucketChanges,
+    changes: crate::store::BucketChanges,
     applier: &mut Applier,
     stop: &CancellationToken,
 ) -> Ended {
     let link = applier.link.clone();
+    let mut runs = decode_ahead(changes);
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return Ended::Stopped,
             () = link.rebuild_requested() => return Ended::Rebuild,
             () = link.resume_requested() => return Ended::Resume,
-            next = changes.next() => next,
+            next = runs.recv() => next,
         };
-        match next {
-            Some(Ok(change)) => applier.apply(change).await,
-            Some(Err(e)) => {
-                tracing::warn!(error = %crate::telemetry::chain(&e), "KV watcher error; cache may be stale until it catches up");
-                link.mark_behind();
+        let Some(run) = next else { return Ended::Broken };
+        for next in run {
+            match next {
+                Ok(decoded) => applier.apply(decoded).await,
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "KV watcher error; cache may be stale until it catches up");
+                    link.mark_behind();
+                }
             }
-            None => return Ended::Broken,
         }
     }
 }
@@ -194,12 +202,11 @@ impl Applier {
         Self { landing, link, holdings, clock, live_after: u64::MAX, occupancy, replayed_until: u64::MAX }
     }
 
-    async fn apply(&mut self, change: BucketChange) {
+    async fn apply(&mut self, Decoded { change, presence }: Decoded) {
         if change.revision > self.live_after {
             self.sample_clock(&change);
         }
         if let Some(user) = change.user() {
-            let presence = change.presence().as_ref().map(CompactPresence::from);
             let record = Arc::new(Record { revision: change.revision, presence });
             self.landing.land(user, record.clone(), Source::Watcher).await;
             // Every record, in revision order, whether or not this node held it already: which

@@ -9,12 +9,14 @@
 mod compact;
 mod status;
 mod stored;
+mod time;
 mod view;
 
 pub(crate) use compact::{CompactPresence, same_view};
 pub(crate) use status::Status;
 pub(crate) use stored::StoredPresence;
-pub(crate) use view::{Presence, millis, rfc3339_millis};
+pub(crate) use time::{millis, rfc3339_millis};
+pub(crate) use view::Presence;
 
 #[cfg(test)]
 mod tests;

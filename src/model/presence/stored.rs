@@ -16,15 +16,20 @@ pub(crate) struct StoredPresence {
     pub message: Option<String>,
     // Times are written as the API shows them (milliseconds, always three digits), so that the
     // stored text and the API's agree even on a whole second.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "super::view::rfc3339")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::time::rfc3339",
+        deserialize_with = "super::time::read_option"
+    )]
     pub last_seen: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "rfc3339_millis")]
+    #[serde(serialize_with = "rfc3339_millis", deserialize_with = "super::time::read")]
     pub updated_at: DateTime<Utc>,
     pub node_id: String,
     /// Seconds, as the client asked or the default.
     pub ttl: u64,
     /// `updated_at + ttl`, in UTC: the moment this presence reads as offline.
-    #[serde(serialize_with = "rfc3339_millis")]
+    #[serde(serialize_with = "rfc3339_millis", deserialize_with = "super::time::read")]
     pub expires_at: DateTime<Utc>,
     /// The devices the user holds sessions on, by device id (none for a user without one).
     #[serde(default, skip_serializing_if = "StoredDevices::is_empty")]

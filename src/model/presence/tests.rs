@@ -229,3 +229,39 @@ fn times_are_written_as_chrono_writes_them() {
     let json = serde_json::to_string(&shown).unwrap();
     assert!(json.contains("\"2023-01-01T00:00:00.000Z\""), "{json}");
 }
+
+#[test]
+fn times_are_read_as_chrono_reads_them() {
+    use chrono::{FixedOffset, SecondsFormat, TimeZone};
+    let chrono_read = |text: &str| text.parse::<DateTime<FixedOffset>>().map(|t| t.with_timezone(&Utc)).ok();
+    let start = Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap();
+    let formats = [SecondsFormat::Secs, SecondsFormat::Millis, SecondsFormat::Micros, SecondsFormat::Nanos];
+    for day in 0..1500 {
+        let t = start + chrono::Duration::days(day) + chrono::Duration::nanoseconds(day * 37_777_123_457);
+        for (format, z) in formats.iter().flat_map(|f| [(*f, true), (*f, false)]) {
+            let text = t.to_rfc3339_opts(format, z);
+            assert_eq!(super::time::parse(&text).ok(), chrono_read(&text), "{text}");
+        }
+    }
+    // What the fast path leaves to chrono, and what neither reads.
+    let others = [
+        "2024-01-15T10:30:00.000+02:00",
+        "2024-01-15t10:30:00.000z",
+        "2024-01-15 10:30:00Z",
+        "2016-12-31T23:59:60Z",
+        "2024-02-29T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-01-15T24:00:00Z",
+        "2024-01-15T10:30:00.Z",
+        "2024-01-15T10:30:00.1234567891Z",
+        "2024-01-15T10:30:00",
+        "2024-01-15T10:30:00Zjunk",
+        "+2024-01-15T10:30:00Z",
+        "10000-01-01T00:00:00Z",
+        "",
+    ];
+    for text in others {
+        assert_eq!(super::time::parse(text).ok(), chrono_read(text), "{text:?}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Times as the API writes them and the bucket holds them: RFC 3339, UTC, milliseconds
+//! (`2024-01-15T10:30:00.000Z`), written and read digit by digit. chrono's general formatter was
+//! about 6 % of a cached GET's instructions, and its parser a twentieth of a node's start-up
+//! (BENCHMARKS.md, "Issue 27"); chrono still handles what the fast paths do not.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Times in the API: RFC 3339, UTC, milliseconds (`2024-01-15T10:30:00.000Z`).
+pub(crate) fn rfc3339<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(t) => rfc3339_millis(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// The same for a time that is always there.
+pub(crate) fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    match Millis::of(t) {
+        Some(text) => s.serialize_str(text.as_str()),
+        None => s.serialize_str(&millis(t)),
+    }
+}
+
+/// `t` as the API writes times.
+pub(crate) fn millis(t: &DateTime<Utc>) -> String {
+    match Millis::of(t) {
+        Some(text) => text.as_str().to_owned(),
+        None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` written digit by digit, without an allocation: every read
+/// writes three times, and chrono's general formatter was about 6 % of a cached GET's
+/// instructions (BENCHMARKS.md, "Issue 27"). The same text as chrono's
+/// `to_rfc3339_opts(Millis, true)`, for the years 0 to 9999 (others go to chrono).
+struct Millis([u8; 24]);
+
+impl Millis {
+    fn of(t: &DateTime<Utc>) -> Option<Self> {
+        // A leap second is written by chrono (second 59 with 1000 ms and more).
+        let millis = t.timestamp_subsec_millis();
+        if millis > 999 {
+            return None;
+        }
+        let seconds = t.timestamp();
+        let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+        let of_day = of_day as u32;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, of_day / 3600);
+        put(14, 2, of_day / 60 % 60);
+        put(17, 2, of_day % 60);
+        put(20, 3, millis);
+        Some(Self(out))
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII digits and separators")
+    }
+}
+
+/// Reads a time as chrono's `Deserialize` for `DateTime<Utc>` does, the form this service
+/// writes without chrono's parser.
+pub(crate) fn read<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// The same for a time that may be absent.
+pub(crate) fn read_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    match <Option<std::borrow::Cow<'de, str>>>::deserialize(d)? {
+        Some(text) => parse(&text).map(Some).map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
+/// `text` as chrono reads an RFC 3339 time (relaxed as chrono is); `YYYY-MM-DDTHH:MM:SS`, an
+/// optional fraction of up to nine digits and `Z` (or `+00:00`) without chrono's parser.
+pub(crate) fn parse(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    match utc_fast(text.as_bytes()) {
+        Some(t) => Ok(t),
+        None => text.parse::<DateTime<FixedOffset>>().map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+fn utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return None;
+    }
+    let digits = |from: usize, to: usize| -> Option<u32> {
+        b.get(from..to)?
+            .iter()
+            .try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let date = NaiveDate::from_ymd_opt(digits(0, 4)? as i32, digits(5, 7)?, digits(8, 10)?)?;
+    let (hour, minute, second) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
+    let (mut end, mut nanos) = (19, 0);
+    if at(19, b'.') {
+        end = 20 + b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let width = end - 20;
+        if width == 0 || width > 9 {
+            return None;
+        }
+        nanos = digits(20, end)? * 10u32.pow((9 - width) as u32);
+    }
+    if &b[end..] != b"Z" && &b[end..] != b"+00:00" {
+        return None;
+    }
+    // A leap second (60) is left to chrono.
+    if second > 59 {
+        return None;
+    }
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    Some(date.and_time(time).and_utc())
+}
+
+/// The proleptic Gregorian (year, month, day) of the day `days` after 1970-01-01, by
+/// H. Hinnant's `civil_from_days` (chrono's own date type is slower to take apart).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let of_era = z.rem_euclid(146_097);
+    let year_of_era = (of_era - of_era / 1460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * of_year + 2) / 153;
+    let day = (of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
