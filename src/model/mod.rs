@@ -11,7 +11,7 @@ mod user_id;
 
 pub(crate) use device::{Device, DeviceKind, Held, StoredDevice, StoredDevices};
 pub(crate) use presence::{
-    CompactPresence, Presence, Status, StoredPresence, millis, rfc3339_millis, same_view,
+    CompactPresence, Presence, Status, StoredPresence, json_string, millis, rfc3339_millis, same_view,
 };
 pub(crate) use record::Record;
 pub(crate) use room::{

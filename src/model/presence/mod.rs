@@ -7,12 +7,14 @@
 //! a background job has or has not done yet.
 
 mod compact;
+mod json;
 mod status;
 mod stored;
 mod time;
 mod view;
 
 pub(crate) use compact::{CompactPresence, same_view};
+pub(crate) use json::string as json_string;
 pub(crate) use status::Status;
 pub(crate) use stored::StoredPresence;
 pub(crate) use time::{millis, rfc3339_millis};

@@ -265,3 +265,36 @@ fn times_are_read_as_chrono_reads_them() {
         assert_eq!(super::time::parse(text).ok(), chrono_read(text), "{text:?}");
     }
 }
+
+#[test]
+fn a_view_is_written_by_hand_as_serde_writes_it() {
+    use std::borrow::Cow;
+
+    use chrono::TimeZone;
+
+    use crate::model::DeviceKind;
+    let at = Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap() + chrono::Duration::milliseconds(7);
+    let full = Presence {
+        user_id: Cow::Borrowed("ann.o'neil@example"),
+        status: Status::Busy,
+        message: Some(Cow::Borrowed("in \"a\" call\\ \u{7f} é 😀\n\t\u{1}")),
+        last_seen: Some(at),
+        updated_at: Some(Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap()),
+        node_id: Some(Cow::Borrowed("center-1")),
+        ttl: Some(3600),
+        devices: Some([(DeviceKind::Web, Status::Online), (DeviceKind::Mobile, Status::Away)].into()),
+    };
+    let user = user();
+    let views = [
+        full.clone(),
+        Presence { message: Some(Cow::Borrowed("plain")), devices: Some(Default::default()), ..full.clone() },
+        Presence { devices: Some([(DeviceKind::Other, Status::Offline)].into()), ttl: Some(0), ..full },
+        Presence::unknown(&user),
+        Presence::unknown_named("quote\"d"),
+    ];
+    for view in views {
+        let mut written = Vec::new();
+        view.write_json(&mut written);
+        assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&view).unwrap());
+    }
+}

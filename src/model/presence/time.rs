@@ -34,10 +34,10 @@ pub(crate) fn millis(t: &DateTime<Utc>) -> String {
 /// writes three times, and chrono's general formatter was about 6 % of a cached GET's
 /// instructions (BENCHMARKS.md, "Issue 27"). The same text as chrono's
 /// `to_rfc3339_opts(Millis, true)`, for the years 0 to 9999 (others go to chrono).
-struct Millis([u8; 24]);
+pub(super) struct Millis([u8; 24]);
 
 impl Millis {
-    fn of(t: &DateTime<Utc>) -> Option<Self> {
+    pub(super) fn of(t: &DateTime<Utc>) -> Option<Self> {
         // A leap second is written by chrono (second 59 with 1000 ms and more).
         let millis = t.timestamp_subsec_millis();
         if millis > 999 {
@@ -65,7 +65,7 @@ impl Millis {
         Some(Self(out))
     }
 
-    fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII digits and separators")
     }
 }

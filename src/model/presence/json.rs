@@ -1,0 +1,87 @@
+//! A view written as JSON by hand, byte for byte what its `Serialize` writes (checked in the
+//! tests): every read writes one per user, and serde's machinery (keys escaped like any string,
+//! a call per field) was about a tenth of a cached GET's instructions (BENCHMARKS.md, "Issue 27").
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+
+use super::{Presence, time::Millis};
+use crate::model::device::DeviceKind;
+
+impl Presence<'_> {
+    /// Appends the presence's JSON to `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"user_id\":");
+        string(out, &self.user_id);
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.push(b'"');
+        if let Some(message) = &self.message {
+            out.extend_from_slice(b",\"message\":");
+            string(out, message);
+        }
+        if let Some(t) = &self.last_seen {
+            out.extend_from_slice(b",\"last_seen\":");
+            time(out, t);
+        }
+        if let Some(t) = &self.updated_at {
+            out.extend_from_slice(b",\"updated_at\":");
+            time(out, t);
+        }
+        if let Some(node) = &self.node_id {
+            out.extend_from_slice(b",\"node_id\":");
+            string(out, node);
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(out, ",\"ttl\":{ttl}");
+        }
+        if let Some(devices) = &self.devices {
+            out.extend_from_slice(b",\"devices\":{");
+            for (i, (kind, status)) in devices.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(kind_name(*kind).as_bytes());
+                out.extend_from_slice(b"\":\"");
+                out.extend_from_slice(status.as_str().as_bytes());
+                out.push(b'"');
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes (only `"`, `\` and control characters;
+/// serde_json itself writes the rare string that has one).
+pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, text).expect("a string is written to a Vec");
+    }
+}
+
+fn time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    match Millis::of(t) {
+        Some(text) => {
+            out.push(b'"');
+            out.extend_from_slice(text.as_str().as_bytes());
+            out.push(b'"');
+        }
+        None => string(out, &super::millis(t)),
+    }
+}
+
+fn kind_name(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Web => "web",
+        DeviceKind::Mobile => "mobile",
+        DeviceKind::Desktop => "desktop",
+        DeviceKind::Other => "other",
+    }
+}
