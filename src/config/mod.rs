@@ -274,10 +274,7 @@ impl Config {
 
     fn validate_cache_auth_logging(&self) -> Result<(), ConfigError> {
         if !matches!(self.cache.kind.as_str(), "quick_cache" | "ristretto" | "moka") {
-            return fail(
-                "cache.type",
-                "must be `quick_cache`, `ristretto` or `moka` (all mean the one cache)",
-            );
+            return fail("cache.type", "must be `quick_cache` (`ristretto`, `moka`: the same cache)");
         }
         if self.cache.max_cost < 1024 {
             return fail("cache.max_cost", "must be at least 1KB");
