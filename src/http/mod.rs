@@ -15,6 +15,7 @@ mod origins;
 mod owner;
 mod page;
 pub(crate) mod presence;
+mod reply;
 mod rooms;
 mod server;
 mod sse;

@@ -10,7 +10,7 @@
 
 mod erasure;
 mod error;
-mod fence;
+mod head;
 mod leader;
 mod recent;
 pub(crate) mod region;
@@ -24,16 +24,17 @@ use async_nats::jetstream::{
     stream::{DirectGetErrorKind, StorageType},
 };
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 pub(crate) use error::StoreError;
+pub(crate) use head::Head;
 pub(crate) use watch::{BucketChange, BucketChanges};
 
 use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::{
-        Binding, Caller, Placement,
+        Binding, Caller,
         settings::{self, Authority, SharedStream},
     },
 };
@@ -56,18 +57,6 @@ fn user_of(key: &str) -> Option<&str> {
     key.strip_prefix(KEY_PREFIX)
 }
 
-/// The bucket's position, as a fresh stream-info request sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct Head {
-    pub last_revision: u64,
-    /// Records in the bucket (0 for an empty one).
-    pub records: u64,
-    /// When the last change was stored (none for an empty bucket).
-    pub last_written_at: Option<DateTime<Utc>>,
-    /// Its leader and replicas (none on a server without clustering).
-    pub placement: Option<Placement>,
-}
-
 /// A presence whose status expires, as the bucket holds it at one revision, for the expiry job.
 #[derive(Debug, Clone)]
 pub(crate) struct Expiring {
@@ -84,7 +73,7 @@ pub(crate) struct PresenceStore {
     /// The JetStream context the bucket was bound with (for a purge whose revision is known).
     js: Arc<Binding<jetstream::Context>>,
     caller: Caller,
-    fence: Arc<fence::Fence>,
+    fence: Arc<head::Fence>,
 }
 
 impl PresenceStore {
@@ -297,18 +286,6 @@ impl PresenceStore {
     /// Every change after `revision` (with `0`: every current record first), as it happens.
     pub(crate) async fn watch(&self, after: u64) -> Result<BucketChanges, StoreError> {
         watch::start(self.kv.get("watch")?, &self.caller, after).await
-    }
-
-    /// Where the bucket stands, from a fresh stream-info request (not the info cached at open).
-    /// Not guarded by the breaker: it is how the node finds out whether NATS answers at all.
-    pub(crate) async fn head(&self) -> Result<Head, StoreError> {
-        let mut stream = self.kv.get("stream_info")?.stream.clone();
-        let info = self.caller.bounded("stream_info", stream.info()).await?;
-        let placement = Placement::of(info.cluster.as_ref());
-        let (state, last_written_at) =
-            (&info.state, watch::utc(info.state.last_timestamp.unix_timestamp_nanos()));
-        let last_written_at = (state.messages > 0).then_some(last_written_at);
-        Ok(Head { last_revision: state.last_sequence, records: state.messages, last_written_at, placement })
     }
 }
 

@@ -1,0 +1,78 @@
+//! Where the bucket stands ([`Head`], a fresh stream-info request), and a revision of the bucket
+//! after now, asked of the stream's leader once for every writer that asks meanwhile: the writers
+//! that join a request do so before it is sent, so the revision it answers is at least as high as
+//! any written before each of them asked. A write's erasure check waits for this node's watcher
+//! to reach that revision and reads the rest from the cache (docs/lifecycle.md, "Erasure"), one
+//! request for many writes instead of one read each.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+
+use super::{PresenceStore, StoreError, watch};
+use crate::nats::Placement;
+
+/// The bucket's position, as a fresh stream-info request sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub last_revision: u64,
+    /// Records in the bucket (0 for an empty one).
+    pub records: u64,
+    /// When the last change was stored (none for an empty bucket).
+    pub last_written_at: Option<DateTime<Utc>>,
+    /// Its leader and replicas (none on a server without clustering).
+    pub placement: Option<Placement>,
+}
+
+type Answer = Shared<BoxFuture<'static, Option<u64>>>;
+
+/// The request the next writers join, until it is sent.
+#[derive(Default)]
+pub(super) struct Fence {
+    next: Mutex<Option<Answer>>,
+    /// Held while a request is out: the next one gathers writers meanwhile.
+    sending: tokio::sync::Mutex<()>,
+}
+
+impl PresenceStore {
+    /// Where the bucket stands, from a fresh stream-info request (not the info cached at open).
+    /// Not guarded by the breaker: it is how the node finds out whether NATS answers at all.
+    pub(crate) async fn head(&self) -> Result<Head, StoreError> {
+        let mut stream = self.kv.get("stream_info")?.stream.clone();
+        let info = self.caller.bounded("stream_info", stream.info()).await?;
+        let placement = Placement::of(info.cluster.as_ref());
+        let (state, last_written_at) =
+            (&info.state, watch::utc(info.state.last_timestamp.unix_timestamp_nanos()));
+        let last_written_at = (state.messages > 0).then_some(last_written_at);
+        Ok(Head { last_revision: state.last_sequence, records: state.messages, last_written_at, placement })
+    }
+
+    /// A revision at least as high as every revision the bucket held when this was called (none
+    /// if the stream's leader did not answer).
+    pub(crate) async fn revision_after_now(&self) -> Option<u64> {
+        let answer = {
+            let mut next = self.fence.next.lock().expect("fence lock");
+            match &*next {
+                Some(answer) => answer.clone(),
+                None => {
+                    let store = self.clone();
+                    // A task of its own: a writer that gives up does not leave the others waiting.
+                    let task = tokio::spawn(async move {
+                        let _sending = store.fence.sending.lock().await;
+                        // From here, later writers start the next request.
+                        store.fence.next.lock().expect("fence lock").take();
+                        store.head().await.ok().map(|head| head.last_revision)
+                    });
+                    let answer = async move { task.await.ok().flatten() }.boxed().shared();
+                    *next = Some(answer.clone());
+                    answer
+                }
+            }
+        };
+        answer.await
+    }
+}
