@@ -147,7 +147,7 @@ impl PresenceCache {
 
     /// The entry for `user_id`, counting a hit or a miss.
     pub(crate) async fn get(&self, user_id: &str) -> Option<Entry> {
-        let found = self.inner.get(user_id).and_then(|slot| self.live(user_id, slot));
+        let found = self.unexpired(user_id, self.inner.get(user_id)).map(|slot| slot.entry);
         let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
         counter.inc();
         found
@@ -164,14 +164,19 @@ impl PresenceCache {
 
     /// The entry for `user_id`, without counting a lookup.
     pub(crate) async fn peek(&self, user_id: &str) -> Option<Entry> {
-        self.inner.peek(user_id).and_then(|slot| self.live(user_id, slot))
+        self.unexpired(user_id, self.inner.peek(user_id)).map(|slot| slot.entry)
     }
 
-    /// `slot`'s entry, unless its time is up (then it leaves).
-    fn live(&self, user_id: &str, slot: Slot) -> Option<Entry> {
+    /// `slot`, what the cache holds for `user_id`, unless its time is up: then it leaves now,
+    /// counted. (Only a "nothing here" entry has a time: a presence's read asks no clock.)
+    fn unexpired(&self, user_id: &str, slot: Option<Slot>) -> Option<Slot> {
+        let slot = slot?;
+        if slot.until == 0 {
+            return Some(slot);
+        }
         let now = self.clock.now();
         if !slot.gone(now) {
-            return Some(slot.entry);
+            return Some(slot);
         }
         if let Some((_, gone)) = self.inner.remove_if(user_id, |s| s.gone(now)) {
             self.counters.left(&gone, true);
@@ -196,8 +201,8 @@ impl PresenceCache {
         let stripe = &self.stripes
             [std::hash::BuildHasher::hash_one(&self.hasher, user_id) as usize % self.stripes.len()];
         let _serialised = stripe.lock().expect("cache stripe lock");
-        let now = self.clock.now();
-        match self.inner.peek(user_id).filter(|s| !s.gone(now)) {
+        // An entry whose time is up leaves first (counted), rather than be replaced unseen.
+        match self.unexpired(user_id, self.inner.peek(user_id)) {
             Some(existing) if existing.entry.revision >= value.revision => return existing.entry,
             Some(existing) => self.counters.left(&existing, false),
             // A user the cache knew nothing of, whom the bucket does not know either: remembered

@@ -114,3 +114,25 @@ async fn nothing_here_entries_are_capped_and_short_lived_but_erasures_always_lan
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_nothing_here_entry_replaced_after_its_time_still_frees_its_place() {
+    let cache = PresenceCache::with_counters(
+        1 << 20,
+        Negative { ttl: Duration::from_secs(1), max: 1 },
+        Counters::default(),
+    );
+    cache.upsert("ghost", Record::NEVER_SEEN).await;
+    // Its time runs out with nobody reading it (the cache's own clock, polled).
+    let until = cache.inner.peek("ghost").unwrap().until;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.clock.now() < until {
+        assert!(Instant::now() < deadline, "the cache's clock stands still");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cache.upsert("ghost", Record { revision: 3, presence: Some(presence("online", 60)) }).await;
+    assert_eq!(cache.counters.negative.load(Relaxed), 0, "the old entry's place is free");
+    assert_eq!(cache.metrics().keys_evicted, 1, "and it is counted as gone");
+    cache.upsert("other", Record::NEVER_SEEN).await;
+    assert!(cache.peek("other").await.is_some(), "room for another nothing-here entry");
+}
