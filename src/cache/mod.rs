@@ -40,7 +40,7 @@ pub(crate) type Entry = Arc<Record>;
 pub(crate) use cost::{ENTRY_OVERHEAD, cost};
 pub(crate) use expiry::Negative;
 use expiry::{Clock, Due};
-use slot::{ByCost, Evictions, Key, Slot};
+use slot::{ByCost, Collect, Key, Slot};
 
 /// The cache's housekeeping (the "nothing here" entries whose time is up), as a periodic cleanup.
 pub(crate) const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
@@ -77,7 +77,7 @@ struct Counters {
     negative: AtomicU64,
 }
 
-type Inner = Cache<Key, Slot, ByCost, DefaultHashBuilder, Evictions>;
+type Inner = Cache<Key, Slot, ByCost, DefaultHashBuilder, Collect>;
 
 /// The cache: a cheap `Clone` handle.
 #[derive(Clone)]
@@ -130,8 +130,7 @@ impl PresenceCache {
             .weight_capacity(max_cost)
             .build()
             .expect("valid cache options");
-        let inner =
-            Cache::with_options(options, ByCost, DefaultHashBuilder::default(), Evictions(counters.clone()));
+        let inner = Cache::with_options(options, ByCost, DefaultHashBuilder::default(), Collect);
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
         Self {
             inner: Arc::new(inner),
@@ -190,7 +189,7 @@ impl PresenceCache {
         if slot.is_negative() {
             self.due.push(slot.until, user_id);
         }
-        self.inner.insert(user_id.into(), slot);
+        self.put(user_id, slot);
     }
 
     /// Stores `value` unless the cache already holds the same or a newer revision; returns the
@@ -220,8 +219,23 @@ impl PresenceCache {
             self.due.push(slot.until, user_id);
         }
         self.counters.cost_added.fetch_add(u64::from(slot.cost), Relaxed);
-        self.inner.insert(user_id.into(), slot);
+        self.put(user_id, slot);
         value
+    }
+
+    /// Inserts `slot` for `user_id`, counting what left the cache for it: entries evicted to make
+    /// room, or `slot` itself if it could not be admitted (heavier than a shard holds). What it
+    /// replaced under the same key the caller has accounted for.
+    fn put(&self, user_id: &str, slot: Slot) {
+        let inserted = slot.entry.clone();
+        let mut left = Vec::new();
+        self.inner.insert_with_lifecycle(user_id.into(), slot, &mut left);
+        for (key, slot) in left {
+            let replaced = &*key == user_id && !Arc::ptr_eq(&slot.entry, &inserted);
+            if !replaced {
+                self.counters.left(&slot, true);
+            }
+        }
     }
 
     /// Makes room for `records` more entries at once (as many as `cache.max_cost` holds, at

@@ -1,7 +1,7 @@
 //! What the cache holds for a user: the record, what it costs (weighed once, when it goes in) and,
 //! for a "nothing here" entry, when it is gone; and how quick_cache is told of both.
 
-use std::sync::{Arc, atomic::Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use quick_cache::{Lifecycle, Weighter};
 
@@ -45,15 +45,17 @@ impl Weighter<Key, Slot> for ByCost {
     }
 }
 
-/// Counts the entries quick_cache evicts to stay within `cache.max_cost`.
+/// Hands back what an insert pushed out: quick_cache reports the entry an insert replaced (the
+/// same key) the way it reports those it evicted to stay within `cache.max_cost`, so the inserter
+/// tells them apart ([`super::PresenceCache`]'s `put`).
 #[derive(Clone)]
-pub(super) struct Evictions(pub Arc<Counters>);
+pub(super) struct Collect;
 
-impl Lifecycle<Key, Slot> for Evictions {
-    type RequestState = ();
+impl Lifecycle<Key, Slot> for Collect {
+    type RequestState = Vec<(Key, Slot)>;
 
-    fn on_evict(&self, (): &mut (), _: Key, slot: Slot) {
-        self.0.left(&slot, true);
+    fn on_evict(&self, left: &mut Vec<(Key, Slot)>, key: Key, slot: Slot) {
+        left.push((key, slot));
     }
 }
 

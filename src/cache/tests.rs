@@ -136,3 +136,25 @@ async fn a_nothing_here_entry_replaced_after_its_time_still_frees_its_place() {
     cache.upsert("other", Record::NEVER_SEEN).await;
     assert!(cache.peek("other").await.is_some(), "room for another nothing-here entry");
 }
+
+#[tokio::test]
+async fn a_newer_record_replaces_without_counting_an_eviction() {
+    let cache = PresenceCache::new(1 << 20);
+    cache.upsert("u", Record::NEVER_SEEN).await;
+    for revision in 1..=3 {
+        cache.upsert("u", Record { revision, presence: Some(presence("busy", 60)) }).await;
+    }
+    cache.upsert("nobody", Record::NEVER_SEEN).await;
+    let m = cache.metrics();
+    assert_eq!((m.keys_added, m.keys_evicted, m.cost_evicted), (2, 0, 0), "replacements are not evictions");
+    assert_eq!(cache.counters.negative.load(Relaxed), 1, "only nobody's entry says nothing here");
+}
+
+#[tokio::test]
+async fn an_entry_heavier_than_the_cache_is_not_kept_and_counted_as_gone() {
+    let cache = PresenceCache::new(1024);
+    let heavy = CompactPresence { message: Some("x".repeat(2000).into()), ..presence("busy", 60) };
+    cache.upsert("big", Record { revision: 1, presence: Some(heavy) }).await;
+    assert!(cache.peek("big").await.is_none());
+    assert_eq!(cache.metrics().keys_evicted, 1);
+}
