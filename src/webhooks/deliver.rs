@@ -1,9 +1,10 @@
 //! Delivery, at least once, from one place: on center nodes only, each endpoint reads each of its
 //! sources through its durable consumer (shared by every center node, so each event goes out from
 //! one of them) and acknowledges an event only after a 2xx. A failure is tried again after the
-//! endpoint's schedule (±10 % jitter; `Retry-After` when longer, up to a day); a 410, or a failure past the
-//! schedule, disables the endpoint (see [`super::status`]). Each request's `webhook-id` is the
-//! event's own id, the same on every attempt and at every node; a batch's is made of its events'.
+//! endpoint's schedule (±10 % jitter; `Retry-After` when longer, up to a day); a 410, or a
+//! failure past the schedule, disables the endpoint (see [`super::status`]). Each request's
+//! `webhook-id` is the event's own id, the same on every attempt and at every node; a batch's is
+//! made of its events'.
 
 use std::{sync::Arc, time::Duration};
 

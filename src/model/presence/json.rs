@@ -21,13 +21,12 @@ impl Presence<'_> {
             out.extend_from_slice(b",\"message\":");
             string(out, message);
         }
-        if let Some(t) = &self.last_seen {
-            out.extend_from_slice(b",\"last_seen\":");
-            time(out, t);
-        }
-        if let Some(t) = &self.updated_at {
-            out.extend_from_slice(b",\"updated_at\":");
-            time(out, t);
+        for (key, t) in [(&b",\"last_seen\":"[..], &self.last_seen), (b",\"updated_at\":", &self.updated_at)]
+        {
+            if let Some(t) = t {
+                out.extend_from_slice(key);
+                time(out, t);
+            }
         }
         if let Some(node) = &self.node_id {
             out.extend_from_slice(b",\"node_id\":");
