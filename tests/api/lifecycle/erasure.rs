@@ -5,29 +5,43 @@
 
 use std::collections::HashMap;
 
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures::{StreamExt, stream};
 
 use super::*;
 
 /// What the center holds of `user`: the record's revision and message (if any), and the
-/// revisions of the user's events in the audit log.
+/// revisions of the user's events in the audit log. The test's own reads of JetStream are retried
+/// (within a deadline) when they fail rather than answer: under the whole suite's load a request
+/// may time out, which says nothing of what is stored.
 async fn held(js: &async_nats::jetstream::Context, user: &str) -> (Option<(u64, String)>, Vec<u64>) {
-    let kv = js.get_key_value("presence").await.unwrap();
-    let record = kv.entry(format!("user.{user}")).await.unwrap().and_then(|entry| {
+    let what = format!("the center's record and events of {user}");
+    eventually(Duration::from_secs(30), &what, || async { read_held(js, user).await.ok() }).await
+}
+
+async fn read_held(
+    js: &async_nats::jetstream::Context,
+    user: &str,
+) -> Result<(Option<(u64, String)>, Vec<u64>), Box<dyn std::error::Error>> {
+    let kv = js.get_key_value("presence").await?;
+    let record = kv.entry(format!("user.{user}")).await?.and_then(|entry| {
         let value: Value = serde_json::from_slice(&entry.value).ok()?;
         Some((entry.revision, value["message"].as_str().unwrap_or_default().to_string()))
     });
-    let log = js.get_stream("PRESENCE_EVENTS").await.unwrap();
+    let log = js.get_stream("PRESENCE_EVENTS").await?;
     let mut events = Vec::new();
     let mut after = 0;
-    while let Ok(message) =
-        log.get_first_raw_message_by_subject(format!("presence.*.{user}"), after + 1).await
-    {
-        let event: Value = serde_json::from_slice(&message.payload).unwrap();
-        events.push(event["revision"].as_u64().unwrap());
+    loop {
+        let subject = format!("presence.*.{user}");
+        let message = match log.get_first_raw_message_by_subject(subject, after + 1).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok((record, events)),
+            Err(e) => return Err(e.into()),
+        };
+        let event: Value = serde_json::from_slice(&message.payload)?;
+        events.push(event["revision"].as_u64().ok_or("an event without a revision")?);
         after = message.sequence;
     }
-    (record, events)
 }
 
 #[tokio::test]
@@ -46,7 +60,11 @@ async fn an_erasure_racing_a_write_is_one_order_or_the_other_never_a_mix() {
             let (center, operator) = (center_ref, operator_ref);
             async move {
                 let user = format!("racer-{i}");
-                center.set(&user, json!({"status": "away", "message": "before"})).await;
+                let before = center.put(&user, json!({"status": "away", "message": "before"})).await;
+                if before.status() != StatusCode::OK {
+                    let why = format!("{}: {}", before.status(), before.text().await.unwrap_or_default());
+                    return ("not both 200", format!("the first write of {user}: {why}"));
+                }
                 let message = format!("race-{i}");
                 // Either may start first, by up to 3 ms: the races sweep across the windows.
                 let lead = std::time::Duration::from_micros((i as u64 * 7919) % 3000);
