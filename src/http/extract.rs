@@ -2,6 +2,7 @@
 //! rejections: JSON bodies, the `{user_id}` path segment, and query strings.
 
 use axum::{
+    body::Body,
     extract::{
         FromRequest, FromRequestParts, Query, RawPathParams, Request,
         rejection::{JsonRejection, QueryRejection, RawPathParamsRejection},
@@ -10,19 +11,24 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, MAX_BODY_BYTES};
 use crate::model::UserId;
 use crate::telemetry::metrics::ReasonLabels;
 
-/// `axum::Json` with the envelope: 415 without a JSON content type, 413 over the body limit,
+/// `axum::Json` with the envelope: 415 without a JSON content type, 413 over `LIMIT` bytes,
 /// 400 for malformed JSON or a body of the wrong shape, 408 when the body does not arrive within
 /// `service.body_timeout`.
-pub(crate) struct ApiJson<T>(pub T);
+///
+/// The limit is applied here, where a body is read, rather than by `DefaultBodyLimit`, a layer
+/// that puts it in the extensions of every request, bodiless reads included (an insert that
+/// grew each read's extension map: BENCHMARKS.md, "Issue 27").
+pub(crate) struct ApiJson<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T: DeserializeOwned, const LIMIT: usize> FromRequest<AppState> for ApiJson<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let req = req.map(|body| Body::new(http_body_util::Limited::new(body, LIMIT)));
         let read = axum::Json::<T>::from_request(req, state);
         match tokio::time::timeout(state.body_timeout, read).await {
             Ok(Ok(axum::Json(value))) => Ok(ApiJson(value)),

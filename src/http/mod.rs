@@ -25,7 +25,8 @@ mod ws;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
-use axum::{Router, extract::DefaultBodyLimit, middleware, response::IntoResponse};
+use axum::{Router, middleware, response::IntoResponse};
+use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
@@ -90,7 +91,8 @@ impl Deref for AppState {
     }
 }
 
-/// The whole API with its middleware.
+/// The whole API with its middleware, in one layer: each `Router::layer` wraps every route in
+/// another boxed route, cloned (an allocation) and driven on every request.
 pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router {
     let routes = Router::new()
         .merge(presence::routes())
@@ -101,20 +103,8 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    // Without service.tls (a loopback-only port) there is nothing to enforce, and plain requests
-    // do not pay for the check.
-    let routes = match https {
-        Some(policy) => routes.layer(middleware::from_fn_with_state(policy, transport::enforce)),
-        None => routes,
-    };
-    let routes = match cors(state.origins.allowed()) {
-        Some(cors) => routes.layer(cors),
-        None => routes,
-    };
-    routes
-        .layer(observe::ObserveLayer(state.clone()))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    let middleware = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -124,7 +114,12 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
             tracing::error!(panic = %what, "handler panicked");
             ApiError::Internal.into_response()
         }))
-        .with_state(state)
+        .layer(observe::ObserveLayer(state.clone()))
+        .option_layer(cors(state.origins.allowed()))
+        // Without service.tls (a loopback-only port) there is nothing to enforce, and plain
+        // requests do not pay for the check.
+        .option_layer(https.map(|policy| middleware::from_fn_with_state(policy, transport::enforce)));
+    routes.layer(middleware).with_state(state)
 }
 
 /// `service.cors`: which pages may call the API from a browser (none unless configured; the

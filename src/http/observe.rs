@@ -21,7 +21,7 @@ use axum::{
 };
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use tower::{Layer, Service};
-use tracing::{Instrument, field::Empty};
+use tracing::{Instrument, field::Empty, instrument::Instrumented};
 
 use super::{AppState, access};
 use crate::telemetry::metrics::{self, HttpLabels};
@@ -77,11 +77,10 @@ impl Handles {
 impl<S> Service<Request> for Observe<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Observed<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -94,16 +93,43 @@ where
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
         let span = tracing::debug_span!("request", method, route, user_id = Empty);
         let answer = self.inner.call(request).instrument(span);
-        let (state, handles) = (self.state.clone(), self.handles.clone());
-        Box::pin(async move {
-            let Ok(response) = answer.await;
-            let status = response.status();
-            let elapsed = started.elapsed();
-            let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-            let refused = response.extensions().get::<access::RefusedToken>();
-            state.access.record(access::Finished { method, route, status, elapsed, refused });
-            handles.record(&state, (method, route, status.as_u16()), elapsed.as_secs_f64());
-            Ok(response)
-        })
+        let done =
+            Some(Done { state: self.state.clone(), handles: self.handles.clone(), started, method, matched });
+        Observed { answer, done }
+    }
+}
+
+/// What is recorded once the answer is ready.
+struct Done {
+    state: AppState,
+    handles: Arc<Handles>,
+    started: Instant,
+    method: &'static str,
+    matched: Option<MatchedPath>,
+}
+
+pin_project_lite::pin_project! {
+    /// The route's answer, observed when it is ready: a future of its own rather than a boxed
+    /// `async` block (an allocation and a copy of the route's future per request).
+    pub(super) struct Observed<F> {
+        #[pin]
+        answer: Instrumented<F>,
+        done: Option<Done>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Observed<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(response)) = this.answer.poll(cx) else { return Poll::Pending };
+        let Done { state, handles, started, method, matched } = this.done.take().expect("polled after done");
+        let (status, elapsed) = (response.status(), started.elapsed());
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let refused = response.extensions().get::<access::RefusedToken>();
+        state.access.record(access::Finished { method, route, status, elapsed, refused });
+        handles.record(&state, (method, route, status.as_u16()), elapsed.as_secs_f64());
+        Poll::Ready(Ok(response))
     }
 }

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -34,15 +33,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v2/presence/{user_id}", get(get_one).put(set_one).delete(super::owner::erase))
         .route("/api/v2/presence/{user_id}/history", get(super::owner::history))
         // `batch` is also a valid user id: GET, PUT and DELETE on it reach that user. Only the batch
-        // read gets the larger body limit.
-        .route(
-            "/api/v2/presence/batch",
-            post(batch)
-                .layer(DefaultBodyLimit::max(super::MAX_BATCH_BODY_BYTES))
-                .get(get_one)
-                .put(set_one)
-                .delete(super::owner::erase),
-        )
+        // read takes the larger body ([`batch`]'s extractor).
+        .route("/api/v2/presence/batch", post(batch).get(get_one).put(set_one).delete(super::owner::erase))
 }
 
 /// The success envelope: `data` maps each user id to its presence.
@@ -179,7 +171,7 @@ pub(crate) async fn get_many(
 pub(crate) async fn batch(
     state: axum::extract::State<AppState>,
     limited: ReadLimited,
-    ApiJson(body): ApiJson<BatchRequest>,
+    ApiJson(body): ApiJson<BatchRequest, { super::MAX_BATCH_BODY_BYTES }>,
 ) -> Result<Response, ApiError> {
     if body.user_ids.len() > MAX_USERS_PER_READ {
         return Err(ApiError::BadRequest(format!(

@@ -2,6 +2,7 @@
 //! the freshness headers.
 
 use axum::{
+    body::Body,
     http::{HeaderName, HeaderValue, header},
     response::{IntoResponse, Response},
 };
@@ -36,9 +37,10 @@ impl IntoResponse for Reply<'_> {
             presence.write_json(&mut body);
         }
         body.extend_from_slice(b"}}");
-        let json = HeaderValue::from_static("application/json");
-        let mut response = ([(header::CONTENT_TYPE, json)], body).into_response();
+        // Built directly: `(headers, Vec<u8>)` sets a content type and then replaces it.
+        let mut response = Response::new(Body::from(body));
         let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.stale {
             headers.insert(STALE_HEADER, HeaderValue::from_static("true"));
         }

@@ -2,8 +2,6 @@
 //! tests): every read writes one per user, and serde's machinery (keys escaped like any string,
 //! a call per field) was about a tenth of a cached GET's instructions (BENCHMARKS.md, "Issue 27").
 
-use std::io::Write;
-
 use chrono::{DateTime, Utc};
 
 use super::{Presence, time::Millis};
@@ -33,7 +31,8 @@ impl Presence<'_> {
             string(out, node);
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(out, ",\"ttl\":{ttl}");
+            out.extend_from_slice(b",\"ttl\":");
+            out.extend_from_slice(itoa::Buffer::new().format(ttl).as_bytes());
         }
         if let Some(devices) = &self.devices {
             out.extend_from_slice(b",\"devices\":{");
@@ -69,7 +68,7 @@ fn time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     match Millis::of(t) {
         Some(text) => {
             out.push(b'"');
-            out.extend_from_slice(text.as_str().as_bytes());
+            out.extend_from_slice(text.as_bytes());
             out.push(b'"');
         }
         None => string(out, &super::millis(t)),

@@ -65,6 +65,10 @@ impl Millis {
         Some(Self(out))
     }
 
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(super) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII digits and separators")
     }
