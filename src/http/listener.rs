@@ -221,6 +221,11 @@ impl CountedStream {
         Activity { epoch: self.epoch, last_ms: self.activity.clone() }
     }
 
+    /// The bytes that have arrived, without taking them (waits for the first).
+    pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.peek(buf).await
+    }
+
     fn touch(&self) {
         self.activity.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
     }

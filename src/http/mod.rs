@@ -19,6 +19,7 @@ mod reply;
 mod rooms;
 mod server;
 mod sse;
+mod stream_conn;
 mod subscribe;
 mod transport;
 mod ws;

@@ -19,7 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
-use super::listener::{Activity, CountedStream, CountingListener, Peer};
+use super::{
+    listener::{Activity, CountedStream, CountingListener, Peer},
+    stream_conn,
+};
 use crate::{
     telemetry::{Metrics, metrics::ReasonLabels},
     tls::ServerTls,
@@ -27,7 +30,7 @@ use crate::{
 
 /// The most a connection's read buffer holds: room for the longest request head we accept (a
 /// URI of up to 64 KiB plus headers), and no more.
-const MAX_READ_BUFFER: usize = 128 * 1024;
+pub(super) const MAX_READ_BUFFER: usize = 128 * 1024;
 
 /// The per-connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -56,16 +59,33 @@ pub(crate) async fn serve(
         let router = router.clone();
         let closer = CancellationToken::new();
         let peer = Peer { addr: peer, tls: tls.is_some(), closer: closer.clone() };
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(peer.clone());
-            router.clone().oneshot(request)
-        });
         let (stop, metrics, tls) = (stop.clone(), metrics.clone(), tls.clone());
         connections.spawn(async move {
+            let timed_out = |reason| {
+                metrics.http_timeouts.get_or_create(&ReasonLabels { reason }).inc();
+            };
+            if tls.is_none() {
+                match sniff(&stream, timeouts.header, &stop).await {
+                    Sniffed::EventStream => {
+                        match stream_conn::serve(stream, router, peer, timeouts).await {
+                            stream_conn::Ended::HeaderTimeout => timed_out("header"),
+                            stream_conn::Ended::Idle => timed_out("idle"),
+                            stream_conn::Ended::Done => {}
+                        }
+                        return;
+                    }
+                    Sniffed::Silent => return timed_out("header"),
+                    Sniffed::Gone => return,
+                    Sniffed::Other => {}
+                }
+            }
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                router.clone().oneshot(request)
+            });
             let activity = stream.activity();
             let Some(stream) = secured(stream, tls.as_deref(), timeouts.header).await else {
-                metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "tls_handshake" }).inc();
-                return;
+                return timed_out("tls_handshake");
             };
             let h2 = matches!(&stream, Either::Right(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
             let io = TokioIo::new(stream);
@@ -88,12 +108,8 @@ pub(crate) async fn serve(
                 drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             };
             match outcome {
-                Ended::Idle => {
-                    metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "idle" }).inc();
-                }
-                Ended::Served(Err(e)) if e.is_timeout() => {
-                    metrics.http_timeouts.get_or_create(&ReasonLabels { reason: "header" }).inc();
-                }
+                Ended::Idle => timed_out("idle"),
+                Ended::Served(Err(e)) if e.is_timeout() => timed_out("header"),
                 Ended::Served(_) | Ended::Closed => {}
             }
         });
@@ -132,6 +148,34 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
     }
 }
 
+/// What a plain connection starts with.
+enum Sniffed {
+    /// The request line of an event stream: served by [`stream_conn`], without hyper.
+    EventStream,
+    /// Anything else: hyper's.
+    Other,
+    /// Nothing within the header timeout.
+    Silent,
+    /// Closed before a byte, or the node is stopping.
+    Gone,
+}
+
+/// Looks at the first bytes of a plain connection, as they arrive, without taking them.
+async fn sniff(stream: &CountedStream, limit: Duration, stop: &CancellationToken) -> Sniffed {
+    // On the heap: the task keeps the size of its largest state for as long as it lives.
+    let mut start = vec![0u8; 512];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(limit, stream.peek(&mut start)) => peeked,
+        () = stop.cancelled() => return Sniffed::Gone,
+    };
+    match peeked {
+        Err(_) => Sniffed::Silent,
+        Ok(Ok(0) | Err(_)) => Sniffed::Gone,
+        Ok(Ok(n)) if stream_conn::is_event_stream(&start[..n]) => Sniffed::EventStream,
+        Ok(Ok(_)) => Sniffed::Other,
+    }
+}
+
 /// Concurrent requests on one HTTP/2 connection.
 const MAX_H2_STREAMS: u32 = 100;
 
@@ -148,7 +192,7 @@ async fn secured(stream: CountedStream, tls: Option<&ServerTls>, limit: Duration
 }
 
 /// Completes once the connection has moved no byte for `limit`.
-async fn idle(activity: &Activity, limit: Duration) {
+pub(super) async fn idle(activity: &Activity, limit: Duration) {
     loop {
         let deadline = activity.last() + limit;
         if tokio::time::Instant::now() >= deadline {

@@ -3,6 +3,7 @@
 mod metering;
 mod sse;
 mod websocket;
+mod wire;
 
 use std::{
     collections::HashMap,
