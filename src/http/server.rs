@@ -8,7 +8,11 @@
 //! `service.body_timeout`, is the JSON extractor's.) On shutdown the loop stops accepting and
 //! every connection finishes its request in flight, then closes.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::Router;
 use hyper::{
@@ -64,10 +68,17 @@ pub(crate) async fn serve(
             let timed_out = |reason| {
                 metrics.http_timeouts.get_or_create(&ReasonLabels { reason }).inc();
             };
+            // What is left of the header timeout once the first bytes arrived: the bound on a
+            // request head holds from the connection's start, sniffed or not.
+            let mut header = timeouts.header;
             if tls.is_none() {
-                match sniff(&stream, timeouts.header, &stop).await {
+                let started = Instant::now();
+                let sniffed = sniff(&stream, timeouts.header, &stop).await;
+                header = header.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+                match sniffed {
                     Sniffed::EventStream => {
-                        match stream_conn::serve(stream, router, peer, timeouts).await {
+                        match stream_conn::serve(stream, router, peer, Timeouts { header, ..timeouts }).await
+                        {
                             stream_conn::Ended::HeaderTimeout => timed_out("header"),
                             stream_conn::Ended::Idle => timed_out("idle"),
                             stream_conn::Ended::Done => {}
@@ -100,10 +111,7 @@ pub(crate) async fn serve(
                 drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             } else {
                 let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeouts.header)
-                    .max_buf_size(MAX_READ_BUFFER);
+                builder.timer(TokioTimer::new()).header_read_timeout(header).max_buf_size(MAX_READ_BUFFER);
                 let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
                 drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             };
