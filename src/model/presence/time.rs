@@ -38,16 +38,17 @@ pub(super) struct Millis([u8; 24]);
 
 impl Millis {
     pub(super) fn of(t: &DateTime<Utc>) -> Option<Self> {
+        use chrono::{Datelike, Timelike};
+        // chrono's own fields: no count of days to turn back into a date.
+        let (date, time) = (t.date_naive(), t.time());
         // A leap second is written by chrono (second 59 with 1000 ms and more).
-        let millis = t.timestamp_subsec_millis();
+        let millis = time.nanosecond() / 1_000_000;
         if millis > 999 {
             return None;
         }
-        let seconds = t.timestamp();
-        let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-        let (year, month, day) = civil_from_days(days);
-        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
-        let of_day = of_day as u32;
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        let (month, day) = (date.month(), date.day());
+        let of_day = time.num_seconds_from_midnight();
         let mut out = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
             for i in (at..at + width).rev() {
@@ -128,19 +129,4 @@ fn utc_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     }
     let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
     Some(date.and_time(time).and_utc())
-}
-
-/// The proleptic Gregorian (year, month, day) of the day `days` after 1970-01-01, by
-/// H. Hinnant's `civil_from_days` (chrono's own date type is slower to take apart).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let of_era = z.rem_euclid(146_097);
-    let year_of_era = (of_era - of_era / 1460 + of_era / 36_524 - of_era / 146_096) / 365;
-    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * of_year + 2) / 153;
-    let day = (of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
