@@ -61,6 +61,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
+/// The most a connection's read buffer holds: room for the longest request head we accept (a
+/// URI of up to 64 KiB plus headers), and no more.
+pub(crate) const MAX_READ_BUFFER: usize = 128 * 1024;
+
+/// The per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
 /// The connection caps.
 #[derive(Debug, Clone)]
 pub(crate) struct Caps {
@@ -213,6 +224,17 @@ pub(crate) struct Activity {
 impl Activity {
     pub(crate) fn last(&self) -> Instant {
         self.epoch + Duration::from_millis(self.last_ms.load(Relaxed))
+    }
+
+    /// Completes once the connection has moved no byte for `limit`.
+    pub(crate) async fn idle(&self, limit: Duration) {
+        loop {
+            let deadline = self.last() + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
     }
 }
 

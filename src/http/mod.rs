@@ -37,8 +37,9 @@ pub(crate) use access::AccessLog;
 pub(crate) use auth::{Owner, Reader};
 pub(crate) use error::{ApiError, ErrorResponse};
 pub(crate) use limits::RateLimits;
+pub(crate) use listener::Timeouts;
 pub(crate) use origins::Origins;
-pub(crate) use server::{Timeouts, serve};
+pub(crate) use server::serve;
 pub(crate) use transport::HttpsPolicy;
 
 use crate::{

@@ -24,24 +24,13 @@ use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
 use super::{
-    listener::{Activity, CountedStream, CountingListener, Peer},
+    listener::{Activity, CountedStream, CountingListener, MAX_READ_BUFFER, Peer, Timeouts},
     stream_conn,
 };
 use crate::{
     telemetry::{Metrics, metrics::ReasonLabels},
     tls::ServerTls,
 };
-
-/// The most a connection's read buffer holds: room for the longest request head we accept (a
-/// URI of up to 64 KiB plus headers), and no more.
-pub(super) const MAX_READ_BUFFER: usize = 128 * 1024;
-
-/// The per-connection limits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
-    pub header: Duration,
-    pub idle: Duration,
-}
 
 /// Serves `router` on `listener` until `stop`; then waits for the connections to finish. With
 /// `tls`, every connection first completes a TLS handshake (within the header timeout) and then
@@ -144,13 +133,13 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
 ) -> Ended {
     tokio::select! {
         outcome = connection.as_mut() => Ended::Served(outcome),
-        () = idle(activity, idle_for) => Ended::Idle,
+        () = activity.idle(idle_for) => Ended::Idle,
         () = closer.cancelled() => Ended::Closed,
         () = stop.cancelled() => {
             finish(connection.as_mut());
             tokio::select! {
                 outcome = connection.as_mut() => Ended::Served(outcome),
-                () = idle(activity, idle_for) => Ended::Idle,
+                () = activity.idle(idle_for) => Ended::Idle,
             }
         }
     }
@@ -196,16 +185,5 @@ async fn secured(stream: CountedStream, tls: Option<&ServerTls>, limit: Duration
     match tokio::time::timeout(limit, Box::pin(tls.acceptor().accept(stream))).await {
         Ok(Ok(stream)) => Some(Either::Right(stream)),
         _ => None,
-    }
-}
-
-/// Completes once the connection has moved no byte for `limit`.
-pub(super) async fn idle(activity: &Activity, limit: Duration) {
-    loop {
-        let deadline = activity.last() + limit;
-        if tokio::time::Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
     }
 }

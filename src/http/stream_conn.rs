@@ -24,8 +24,7 @@ use tower::ServiceExt;
 
 use super::{
     ApiError,
-    listener::{Activity, CountedStream, Peer},
-    server::{MAX_READ_BUFFER, Timeouts, idle},
+    listener::{Activity, CountedStream, MAX_READ_BUFFER, Peer, Timeouts},
 };
 
 /// As many header lines as hyper takes.
@@ -191,7 +190,7 @@ async fn unless_idle<T>(
 ) -> Option<Ended> {
     tokio::select! {
         done = work => done.err().map(|_| Ended::Done),
-        () = idle(activity, idle_for) => Some(Ended::Idle),
+        () = activity.idle(idle_for) => Some(Ended::Idle),
         () = closer.cancelled() => Some(Ended::Done),
     }
 }
@@ -209,7 +208,7 @@ async fn relay(stream: &mut CountedStream, mut body: Body, chunked: bool, watch:
                 Ok(n) if n > 0 && trailing + n <= MAX_TRAILING => { trailing += n; continue }
                 _ => return Ended::Done,
             },
-            () = idle(activity, idle_for) => return Ended::Idle,
+            () = activity.idle(idle_for) => return Ended::Idle,
             () = closer.cancelled() => return Ended::Done,
         };
         let data = match frame {
