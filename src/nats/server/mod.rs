@@ -6,11 +6,13 @@ use std::{
 };
 
 use crate::config::{
-    CENTER_DOMAIN, Config, FORWARD_ERASE_SUBJECT, FORWARD_SUBJECT, LEAF_PING_INTERVAL, LEAF_USER, NatsTls,
-    NodeType, SERVICE_USER, Secret, SyncInterval,
+    CENTER_DOMAIN, Config, LEAF_PING_INTERVAL, LEAF_USER, NatsTls, NodeType, Secret, SyncInterval,
 };
 
 use super::NatsError;
+use users::authorization;
+
+mod users;
 
 /// Per-key TTL and expiry markers arrived in nats-server 2.11.
 pub const MIN_VERSION: (u64, u64, u64) = (2, 11, 0);
@@ -193,47 +195,6 @@ fn leaf_admission(config: &Config) -> String {
     }
 }
 
-/// What a leaf may send to the center and receive from it: the presence bucket's and the audit
-/// log's JetStream API in the center's domain (information, direct gets, consumers, the put
-/// acknowledgements), presence events and heartbeats, and replies; its writes and erasures for
-/// the center to carry out; and what the leaf's copy of the bucket (a mirror) receives. Not the
-/// rest of the JetStream API (no stream is created, updated, purged or deleted from a leaf: a
-/// purge request's filter is in its body, which permissions cannot see), nor any other subject.
-fn leaf_permissions(config: &Config) -> String {
-    let bucket = format!("KV_{}", config.nats.kv.bucket);
-    let events = &config.events.stream;
-    let api = format!("$JS.{CENTER_DOMAIN}.API");
-    let mut publish = vec![format!("{api}.INFO"), "presence.>".to_string(), "_INBOX.>".to_string()];
-    for stream in [bucket.as_str(), events.as_str()] {
-        publish.extend([
-            format!("{api}.STREAM.INFO.{stream}"),
-            format!("{api}.STREAM.MSG.GET.{stream}"),
-            format!("{api}.DIRECT.GET.{stream}"),
-            format!("{api}.DIRECT.GET.{stream}.>"),
-            format!("{api}.CONSUMER.CREATE.{stream}"),
-            format!("{api}.CONSUMER.CREATE.{stream}.>"),
-            format!("{api}.CONSUMER.DELETE.{stream}.>"),
-            format!("{api}.CONSUMER.INFO.{stream}.>"),
-            format!("{api}.CONSUMER.MSG.NEXT.{stream}.>"),
-            format!("$JS.ACK.{stream}.>"),
-        ]);
-    }
-    publish.extend([FORWARD_SUBJECT.to_string(), FORWARD_ERASE_SUBJECT.to_string()]);
-    publish.push(format!("{api}.$KV.{}.>", config.nats.kv.bucket));
-    publish.push("$JS.FC.>".to_string());
-    let list = |subjects: &[String]| {
-        subjects
-            .iter()
-            .map(|s| serde_json::to_string(s).expect("strings serialize"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    // The region's copy (a mirror, run by the leaf's server): its consumer's deliveries and the
-    // answer to its consumer creation.
-    let subscribe = ["_INBOX.>", "presence.>", "$JS.M.>", "$JSC.R.>"].map(String::from);
-    format!("{{ publish: [{}], subscribe: [{}] }}", list(&publish), list(&subscribe))
-}
-
 /// `cert_file`, `key_file` and (when given) `ca_file` of a `tls {}` block.
 fn tls_files(cert: &Path, key: &Path, ca: Option<&Path>) -> String {
     let quote = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("strings serialize");
@@ -272,19 +233,6 @@ pub(crate) fn leaf_remotes(config: &Config) -> Vec<(String, Secret)> {
     }
 }
 
-/// A password as the server's configuration holds it: a bcrypt hash, which lets the server check
-/// a password without the file holding one. Never a truncated one: configured passwords are at
-/// most [`crate::config::MAX_PASSWORD_BYTES`] (validated), generated ones 64.
-fn hashed(password: &Secret) -> String {
-    bcrypt::non_truncating_hash_with_result(password.expose(), BCRYPT_COST)
-        .expect("passwords are validated to fit bcrypt")
-        .format_for_version(bcrypt::Version::TwoA)
-}
-
-/// bcrypt's cost, 2^10 rounds: the lowest commonly advised. The server checks a password at each
-/// connection (the service makes one; tests and operators a few more).
-const BCRYPT_COST: u32 = 10;
-
 /// `url` with `leaf:{password}@` after its scheme, the password percent-encoded.
 fn with_leaf_credentials(url: &str, password: &Secret) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -302,40 +250,6 @@ fn with_leaf_credentials(url: &str, password: &Secret) -> String {
         })
         .collect();
     format!("{scheme}://{LEAF_USER}:{encoded}@{rest}")
-}
-
-/// Who may use the client port: the service itself, the configured operators (everything), and
-/// the event readers (they may only subscribe to presence events and heartbeats). Nobody else.
-/// On a center, also the leaves, over leafnode links only and with a leaf's permissions: by
-/// certificate with `nats.leaf_tls`, else by the leaf password.
-fn authorization(config: &Config, password: &Secret, leaf_password: Option<&Secret>) -> String {
-    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
-    let user = |name: &str, password: &Secret, permissions: &str| {
-        format!("    {{ user: {}, password: {}{permissions} }}\n", quote(name), quote(&hashed(password)))
-    };
-    let reader = ", permissions: { publish: { deny: [\">\"] }, subscribe: { allow: \
-                  [\"presence.update.>\", \"presence.expire.>\", \"presence.sync.>\"] } }";
-    let mut users = user(SERVICE_USER, password, "");
-    for op in &config.nats.operators {
-        users.push_str(&user(&op.user, &op.password, ""));
-    }
-    for r in &config.nats.event_readers {
-        users.push_str(&user(&r.user, &r.password, reader));
-    }
-    if config.service.node_type == NodeType::Center {
-        let leaf =
-            format!(", permissions: {}, allowed_connection_types: [\"LEAFNODE\"]", leaf_permissions(config));
-        match (&config.nats.leaf_tls, leaf_password) {
-            (Some(tls), _) => {
-                for name in &tls.leaves {
-                    users.push_str(&format!("    {{ user: {}{leaf} }}\n", quote(name.trim())));
-                }
-            }
-            (None, Some(leaf_password)) => users.push_str(&user(LEAF_USER, leaf_password, &leaf)),
-            (None, None) => {}
-        }
-    }
-    format!("authorization {{\n  users = [\n{users}  ]\n}}\n")
 }
 
 /// The embedded server's pid file, inside the data directory.
