@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{self, AckKind, Message};
+use async_nats::jetstream::{self, AckKind, Message, consumer::pull};
 use futures::StreamExt;
 use ring::digest;
 use serde_json::{Value, json};
@@ -23,8 +23,13 @@ const AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// The longest an endpoint's `Retry-After` is honoured for (the default schedule's longest wait).
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// How long a disabled endpoint's events still arriving are waited for, to be handed back.
+/// How long events still arriving are waited for, to be handed back (the endpoint was disabled,
+/// or the node stops).
 const HAND_BACK: Duration = Duration::from_millis(100);
+/// The longest a node spends handing events back.
+const HAND_BACK_FOR: Duration = Duration::from_secs(1);
+/// How long a stopping node lets a request in flight finish before it hands its events back.
+const FINISH_ON_STOP: Duration = Duration::from_secs(2);
 
 /// One endpoint's delivery from one source.
 pub(crate) struct Delivery {
@@ -63,10 +68,12 @@ impl Delivery {
                 _ = disabled.wait_for(Option::is_none) => {}
             }
             let outcome = tokio::select! {
-                () = stop.cancelled() => return,
                 _ = disabled.wait_for(Option::is_some) => continue,
-                outcome = self.follow(&js) => outcome,
+                outcome = self.follow(&js, &stop) => outcome,
             };
+            if stop.is_cancelled() {
+                return;
+            }
             match outcome {
                 Ok(()) => {}
                 Err(e) => {
@@ -81,18 +88,36 @@ impl Delivery {
         }
     }
 
-    /// Delivers the endpoint's events as they come; returns once it disabled the endpoint, or fails
-    /// when the stream cannot be reached (the caller starts over).
-    async fn follow(&self, js: &jetstream::Context) -> Result<(), async_nats::Error> {
-        let consumer = self.source.consumer(js, &self.audit, &self.shared.hook).await?;
-        let mut messages = consumer.messages().await?;
+    /// Delivers the endpoint's events as they come; returns once it disabled the endpoint or the
+    /// node stops, or fails when the stream cannot be reached (the caller starts over). A stopping
+    /// node lets the request in flight finish (for a moment) and hands back every event it holds
+    /// unanswered, so that the next center to read them sends them within seconds, not once their
+    /// acknowledgement is overdue.
+    async fn follow(
+        &self,
+        js: &jetstream::Context,
+        stop: &CancellationToken,
+    ) -> Result<(), async_nats::Error> {
+        let setup = async {
+            let consumer = self.source.consumer(js, &self.audit, &self.shared.hook).await?;
+            Ok::<_, async_nats::Error>(consumer.messages().await?)
+        };
+        let mut messages = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            messages = setup => messages?,
+        };
         let batch = self.shared.hook.batch;
         loop {
-            let Some(first) = messages.next().await else { return Err("the consumer ended".into()) };
+            let first = tokio::select! {
+                biased;
+                () = stop.cancelled() => return hand_back(&mut messages, &[]).await,
+                first = messages.next() => first,
+            };
+            let Some(first) = first else { return Err("the consumer ended".into()) };
             let mut held = vec![self.hold(first?)];
             if let Some(batch) = batch {
                 let deadline = tokio::time::Instant::now() + batch.max_wait;
-                while held.len() < batch.max_events {
+                while held.len() < batch.max_events && !stop.is_cancelled() {
                     match tokio::time::timeout_at(deadline, messages.next()).await {
                         Ok(Some(message)) => held.push(self.hold(message?)),
                         Ok(None) => return Err("the consumer ended".into()),
@@ -108,7 +133,15 @@ impl Delivery {
             if wanted.is_empty() {
                 continue;
             }
-            let outcome = self.attempt(&wanted, batch.is_some()).await;
+            let attempt = self.attempt(&wanted, batch.is_some());
+            tokio::pin!(attempt);
+            let outcome = tokio::select! {
+                outcome = &mut attempt => outcome,
+                () = stop.cancelled() => match tokio::time::timeout(FINISH_ON_STOP, &mut attempt).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return hand_back(&mut messages, &wanted).await,
+                },
+            };
             for h in &wanted {
                 match &outcome {
                     Outcome::Delivered => h.message.ack().await?,
@@ -120,10 +153,10 @@ impl Delivery {
                 // Paused first, then what was handed to this node meanwhile is handed back: it
                 // waits with the rest instead of for its acknowledgement to be overdue.
                 self.shared.disable(js, &self.audit, reason).await;
-                while let Ok(Some(Ok(message))) = tokio::time::timeout(HAND_BACK, messages.next()).await {
-                    message.ack_with(AckKind::Nak(None)).await?;
-                }
-                return Ok(());
+                return hand_back(&mut messages, &[]).await;
+            }
+            if stop.is_cancelled() {
+                return hand_back(&mut messages, &[]).await;
             }
         }
     }
@@ -199,6 +232,25 @@ impl Delivery {
         self.shared.retrying(self.source, true);
         Outcome::Again(wait)
     }
+}
+
+/// Hands `held` back to the consumer, and every event still arriving for this node (pulled
+/// before it stopped asking), for up to [`HAND_BACK_FOR`]. Each is handed back for twice that, so
+/// that none comes straight back to this node's own outstanding pull: the next reader gets them
+/// 2 s later, not once their acknowledgement is overdue (30 s).
+async fn hand_back(messages: &mut pull::Stream, held: &[Held]) -> Result<(), async_nats::Error> {
+    let back = AckKind::Nak(Some(HAND_BACK_FOR * 2));
+    for h in held {
+        h.message.ack_with(back).await?;
+    }
+    let until = tokio::time::Instant::now() + HAND_BACK_FOR;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(HAND_BACK, messages.next()).await {
+        message.ack_with(back).await?;
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A batch's id: made of its events' ids, so that the same events sent again have the same one.

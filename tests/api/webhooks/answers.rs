@@ -20,24 +20,24 @@ use super::{
 use crate::helpers::{Pki, TestApp, eventually};
 
 /// How a receiver answers one request: its status, a header, and how long it holds the answer back.
-struct Reply {
-    status: u16,
-    header: Option<(&'static str, String)>,
-    hold: Duration,
+pub(super) struct Reply {
+    pub status: u16,
+    pub header: Option<(&'static str, String)>,
+    pub hold: Duration,
 }
 
 impl Reply {
-    fn status(status: u16) -> Self {
+    pub(super) fn status(status: u16) -> Self {
         Self { status, header: None, hold: Duration::ZERO }
     }
 }
 
 /// The receiver's answer to its `n`th request (from 0).
-type Script = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
+pub(super) type Script = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
 
 /// A receiver on a free loopback port (over TLS with `tls`) until the test ends: its URL (`scheme`)
 /// and what it got.
-async fn answering(
+pub(super) async fn answering(
     scheme: &str,
     tls: Option<tokio_rustls::TlsAcceptor>,
     script: Script,

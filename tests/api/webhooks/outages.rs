@@ -1,12 +1,14 @@
 //! Nothing lost across the worst moments: a receiver down for 30 s, the center killed (`kill -9`,
 //! service and NATS) in the middle of a stream of deliveries, an endpoint disabled across a
-//! restart; `/health` and the metrics showing what waits.
+//! restart, a node stopped while a request is in flight; `/health` and the metrics showing what
+//! waits.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use presence::config::WebhookConfig;
 
 use super::{
+    answers::{Reply, Script, answering},
     delivery::{SECOND, endpoint, header},
     *,
 };
@@ -201,5 +203,37 @@ async fn a_disabled_endpoint_stays_disabled_across_a_restart_and_keeps_its_event
     })
     .await;
     assert_eq!(app.health().await["webhooks"]["backend"]["state"], "delivering");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopping_node_hands_back_what_it_holds_and_the_next_start_sends_it_at_once() {
+    // The first request is answered after 20 s: the node stops while it is in flight, with the
+    // next events waiting behind it. Not handed back, they would wait for their acknowledgement to
+    // be overdue (30 s) after the restart.
+    let script: Script =
+        Arc::new(|n| Reply { hold: if n == 0 { 20 * SECOND } else { Duration::ZERO }, ..Reply::status(204) });
+    let (url, got) = answering("http", None, script).await;
+    let app = TestApp::spawn_with(|c| c.webhooks = vec![endpoint(&url, &secret(14))]).await;
+    app.set("ann", json!({"status": "busy"})).await;
+    eventually(10 * SECOND, "the first request in flight", || async { (tally(&got).1 == 1).then_some(()) })
+        .await;
+    app.set("ben", json!({"status": "away"})).await;
+    app.set("cat", json!({"status": "busy"})).await;
+    let kept = app.stop_keeping().await;
+
+    let app = TestApp::restart(kept).await;
+    let restarted = std::time::Instant::now();
+    let all = HashSet::from(["ann", "ben", "cat"].map(String::from));
+    eventually(10 * SECOND, "every event, soon after the restart", || async {
+        (tally(&got).2 == all).then_some(())
+    })
+    .await;
+    assert!(restarted.elapsed() < 10 * SECOND);
+    // The request that was cut short went out again, as the same message.
+    let got_now = got.lock().unwrap().clone();
+    let ann: Vec<String> =
+        got_now.iter().filter(|(_, b)| b.contains("\"ann\"")).map(|(h, _)| header(h, "webhook-id")).collect();
+    assert!(ann.len() == 2 && ann[0] == ann[1], "ann's event twice, with one id: {ann:?}");
     app.stop().await;
 }
