@@ -57,13 +57,14 @@ pub(crate) async fn serve(
             let timed_out = |reason| {
                 metrics.http_timeouts.get_or_create(&ReasonLabels { reason }).inc();
             };
-            // What is left of the header timeout once the first bytes arrived: the bound on a
-            // request head holds from the connection's start, sniffed or not.
-            let mut header = timeouts.header;
+            // The first bytes of a plain connection must come within the header timeout, as a
+            // TLS handshake must. hyper then bounds each request head by the whole timeout (it
+            // also bounds a kept-alive connection's wait for its next request by it, so it is
+            // not shortened for them); an event stream's one request gets what is left of it.
             if tls.is_none() {
                 let started = Instant::now();
                 let sniffed = sniff(&stream, timeouts.header, &stop).await;
-                header = header.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+                let header = timeouts.header.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
                 match sniffed {
                     Sniffed::EventStream => {
                         match stream_conn::serve(stream, router, peer, Timeouts { header, ..timeouts }).await
@@ -100,7 +101,10 @@ pub(crate) async fn serve(
                 drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             } else {
                 let mut builder = http1::Builder::new();
-                builder.timer(TokioTimer::new()).header_read_timeout(header).max_buf_size(MAX_READ_BUFFER);
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeouts.header)
+                    .max_buf_size(MAX_READ_BUFFER);
                 let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
                 drive(connection.as_mut(), |c| c.graceful_shutdown(), watch).await
             };

@@ -182,3 +182,52 @@ async fn connections_beyond_the_caps_are_turned_away_with_json() {
     let (received, _) = until_closed(&mut extra, Duration::from_secs(5)).await;
     assert!(received.starts_with("HTTP/1.1 503"), "{received}");
 }
+
+/// Reads one answer (head and its `content-length` of body) from `stream` within 5 s.
+async fn one_answer(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let read =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.read(&mut buf));
+        match read.await.expect("an answer within 5 s") {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A connection opened ahead of its first request (as browsers open them) is not held to what
+/// was left of the header timeout afterwards: its next request, sent later than that but within
+/// the timeout, is answered on the same connection.
+#[tokio::test]
+async fn a_connection_whose_first_request_came_late_keeps_the_whole_header_timeout_for_the_next() {
+    let app = TestApp::spawn_with(|c| {
+        c.service.header_timeout = Duration::from_secs(2);
+        c.service.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut stream = connect(&app).await;
+    // The client's own pauses are the behaviour under test, not a wait for the server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let first = one_answer(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let second = one_answer(&mut stream).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "the next request on the same connection: {second:?}");
+    app.stop().await;
+}
