@@ -10,7 +10,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{TestApp, mint};
+use crate::helpers::{TestApp, mint, read_until};
 
 /// Reads until the server closes the connection (or `limit` passes: then panics); returns what
 /// it sent and when it closed.
@@ -185,28 +185,17 @@ async fn connections_beyond_the_caps_are_turned_away_with_json() {
 
 /// Reads one answer (head and its `content-length` of body) from `stream` within 5 s.
 async fn one_answer(stream: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
+    let whole = |text: &str| {
+        text.find("\r\n\r\n").is_some_and(|end| {
             let length = text[..end]
                 .lines()
                 .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
                 .and_then(|n| n.trim().parse::<usize>().ok())
                 .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                return text;
-            }
-        }
-        let read =
-            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.read(&mut buf));
-        match read.await.expect("an answer within 5 s") {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+            text.len() >= end + 4 + length
+        })
+    };
+    read_until(stream, Duration::from_secs(5), whole).await.0
 }
 
 /// A connection opened ahead of its first request (as browsers open them) is not held to what

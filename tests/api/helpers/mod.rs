@@ -77,3 +77,26 @@ pub(crate) async fn assert_error(response: Response, status: StatusCode) -> Stri
     assert_eq!(body.as_object().unwrap().len(), 2, "only success and error: {body}");
     error.to_string()
 }
+
+/// Reads until `within` has passed, `enough` holds of what arrived, or the connection closes:
+/// what arrived, and whether it closed.
+pub(crate) async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+    enough: impl Fn(&str) -> bool,
+) -> (String, bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if enough(&text) {
+            return (text, false);
+        }
+        match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(stream, &mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return (text, true),
+            Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+            Err(_) => return (text, false),
+        }
+    }
+}

@@ -6,35 +6,13 @@
 use tokio::net::TcpStream;
 
 use super::*;
+use crate::helpers::read_until;
 
 /// Sends `request` on a new connection to `app`.
 async fn send(app: &TestApp, request: &str) -> TcpStream {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
-}
-
-/// Reads until `within` has passed, `enough` holds of what arrived, or the connection closes:
-/// what arrived, and whether it closed.
-async fn read_until(
-    stream: &mut TcpStream,
-    within: Duration,
-    enough: impl Fn(&str) -> bool,
-) -> (String, bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut got = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).to_string();
-        if enough(&text) {
-            return (text, false);
-        }
-        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-            Ok(Ok(0) | Err(_)) => return (text, true),
-            Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
-            Err(_) => return (text, false),
-        }
-    }
 }
 
 #[tokio::test]
