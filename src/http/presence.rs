@@ -209,7 +209,8 @@ pub(crate) async fn set_one(
     super::limits::owner_limit(&state, &user)?;
     let update = PresenceUpdate::new(&body.status, body.message, body.ttl, state.default_ttl)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let stored = state.directory.write(&user, update, &token).await?;
+    // Boxed: the write's future is large, and the handler's future is moved through every layer.
+    let stored = Box::pin(state.directory.write(&user, update, &token)).await?;
     // The writer is the owner: an `invisible` write answers as it is.
     let presence = stored.owner_view(&user, Utc::now());
     Ok(Reply { presences: vec![presence], stale: false, degraded: false }.into_response())
