@@ -12,6 +12,7 @@ use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
+use serde::{Deserialize, Serialize};
 
 use super::{PresenceStore, StoreError, watch};
 use crate::nats::Placement;
@@ -65,7 +66,7 @@ impl PresenceStore {
                         let _sending = store.fence.sending.lock().await;
                         // From here, later writers start the next request.
                         store.fence.next.lock().expect("fence lock").take();
-                        store.head().await.ok().map(|head| head.last_revision)
+                        store.last_revision().await
                     });
                     let answer = async move { task.await.ok().flatten() }.boxed().shared();
                     *next = Some(answer.clone());
@@ -74,5 +75,39 @@ impl PresenceStore {
             }
         };
         answer.await
+    }
+}
+
+/// The one figure of a stream-info answer that [`PresenceStore::last_revision`] reads: the rest
+/// (configuration, cluster) is skipped unread, where async-nats would buffer all of it (about
+/// 40,000 instructions a request, against the PUT's 280,000, measured with callgrind).
+#[derive(Deserialize)]
+struct LastOf {
+    state: Option<LastSequence>,
+}
+
+#[derive(Deserialize)]
+struct LastSequence {
+    last_seq: u64,
+}
+
+/// A stream-info request with no options.
+#[derive(Serialize)]
+struct NoOptions {}
+
+impl PresenceStore {
+    /// The bucket's last revision, from the stream's leader (a stream-info request, as
+    /// [`PresenceStore::head`] sends, reading only its `state.last_seq`). None if it did not
+    /// answer with one (an error, a timeout, the handle not bound).
+    async fn last_revision(&self) -> Option<u64> {
+        let kv = self.kv.get("stream_info").ok()?;
+        let Ok(js) = self.js.get("stream_info") else {
+            // A handle bound to a bucket opened elsewhere (the region's copy) has no context.
+            return self.head().await.ok().map(|head| head.last_revision);
+        };
+        let subject = format!("STREAM.INFO.{}", kv.stream_name);
+        let answer: LastOf =
+            self.caller.bounded("stream_info", js.request(subject, &NoOptions {})).await.ok()?;
+        answer.state.map(|state| state.last_seq)
     }
 }
