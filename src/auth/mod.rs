@@ -4,6 +4,7 @@
 //! too (and counted), while every new token is signed with the current one.
 //! The HTTP extractors that use it live in `http::auth`.
 
+mod remembered;
 pub mod secret;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,6 +68,8 @@ pub struct Authenticator {
     issuer: String,
     audience: Option<String>,
     max_ttl: u64,
+    /// Tokens verified already, until they expire (shared by the clones).
+    remembered: remembered::Remembered,
 }
 
 impl Authenticator {
@@ -91,12 +94,23 @@ impl Authenticator {
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             max_ttl: config.max_token_ttl.as_secs(),
+            remembered: remembered::Remembered::new(),
         }
     }
 
     /// The token's subject, if the token is valid now, and whether it was signed with the
-    /// previous secret.
+    /// previous secret. A token verified before is recalled while its answer holds.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        if let Some(verified) = self.remembered.recall(token, now_secs()) {
+            return Ok(verified);
+        }
+        let (claims, verified) = self.check(token)?;
+        self.remembered.keep(token, &claims, &verified);
+        Ok(verified)
+    }
+
+    /// The full check of `token`: signature, claims, the limits.
+    fn check(&self, token: &str) -> Result<(Claims, Verified), TokenError> {
         let mut signed_with_previous = false;
         let decoded = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Err(e)
@@ -114,7 +128,7 @@ impl Authenticator {
         if data.header.crit.is_some() {
             return Err(TokenError::Critical);
         }
-        let claims = &data.claims;
+        let mut claims = data.claims;
         if claims.iat > now_secs() + LEEWAY_SECS {
             return Err(TokenError::IssuedInFuture);
         }
@@ -122,7 +136,8 @@ impl Authenticator {
         if lifetime > self.max_ttl {
             return Err(TokenError::TooLong(lifetime));
         }
-        Ok(Verified { subject: data.claims.sub, rooms: data.claims.rooms, signed_with_previous })
+        let (subject, rooms) = (std::mem::take(&mut claims.sub), std::mem::take(&mut claims.rooms));
+        Ok((claims, Verified { subject, rooms, signed_with_previous }))
     }
 
     /// A token for `user`, valid for `ttl` from now.
@@ -179,5 +194,53 @@ mod tests {
         // A lifetime of exactly auth.max_token_ttl: accepted; a second more: refused.
         assert!(auth.verify(&token(&auth, now, now + 3600)).is_ok());
         assert!(matches!(auth.verify(&token(&auth, now, now + 3601)), Err(TokenError::TooLong(3601))));
+    }
+
+    #[test]
+    fn a_token_verified_once_is_recalled_only_while_the_full_check_would_pass() {
+        let auth = authenticator();
+        let now = now_secs();
+        let valid = token(&auth, now, now + 600);
+        let first = auth.verify(&valid).unwrap();
+        assert_eq!(auth.remembered.len(), 1);
+        assert_eq!(auth.verify(&valid).unwrap(), first);
+        // The same claims under another signature are not the remembered token.
+        let (signed, _) = valid.rsplit_once('.').unwrap();
+        assert!(matches!(auth.verify(&format!("{signed}.AAAA")), Err(TokenError::Invalid(_))));
+        // Refused tokens are not remembered.
+        assert!(auth.verify(&token(&auth, now, now + 3601)).is_err());
+        assert_eq!(auth.remembered.len(), 1);
+        // The window: iat (or a later nbf) to exp, both widened by the leeway, as the check has it.
+        let claims = Claims {
+            sub: "u".into(),
+            iat: 1_000,
+            exp: 2_000,
+            iss: auth.issuer.clone(),
+            nbf: Some(1_100),
+            aud: None,
+            rooms: vec!["r-*".into()],
+        };
+        let verified =
+            Verified { subject: "u".into(), rooms: vec!["r-*".into()], signed_with_previous: true };
+        auth.remembered.keep("t", &claims, &verified);
+        assert_eq!(auth.remembered.recall("t", 1_100 - LEEWAY_SECS - 1), None);
+        assert_eq!(auth.remembered.recall("t", 1_100 - LEEWAY_SECS), Some(verified.clone()));
+        assert_eq!(auth.remembered.recall("t", 2_000 + LEEWAY_SECS), Some(verified));
+        assert_eq!(auth.remembered.recall("t", 2_000 + LEEWAY_SECS + 1), None);
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_though_it_was_remembered() {
+        let auth = authenticator();
+        let now = now_secs();
+        // Valid for the next two seconds of leeway only.
+        let short = token(&auth, now - 100, now - LEEWAY_SECS + 1);
+        assert!(auth.verify(&short).is_ok());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while now_secs() <= now + 1 {
+            assert!(std::time::Instant::now() < deadline, "the clock did not move");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(matches!(auth.verify(&short), Err(TokenError::Invalid(_))));
     }
 }
