@@ -1,6 +1,6 @@
 //! The HTTP ceiling of `bench/run`: a minimal axum server answering every request with the
-//! bytes of FILE as JSON, built like the node (the release profile the project ships, mimalloc
-//! as its allocator), so that the ratio of a cached GET to it measures the node's own work.
+//! bytes of FILE as JSON, built like the node (the release profile the project ships, its
+//! allocator), so that the ratio of a cached GET to it measures the node's own work.
 //!
 //!     http_ceiling --port P --body FILE
 //!
@@ -8,7 +8,7 @@
 //! fewer requests per second on the benchmark machine: a slower ceiling flatters the node.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: presence::allocator::Allocator = presence::allocator::Allocator;
 
 #[tokio::main]
 async fn main() {

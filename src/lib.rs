@@ -55,6 +55,8 @@
 //!   the JSON error envelope, the OpenAPI document; live streams (`sse`, `ws`, over what they
 //!   share in `subscribe`), where a WebSocket connection may hold a device's session.
 //! - `app`: start-up in named steps and shutdown; tests go through the same path on port 0.
+//! - `allocator`: the global allocator (mimalloc, by its plain calls where they suffice); the
+//!   binary and the benchmark's HTTP ceiling use it.
 //! - `cli`: the `presence` command line (`serve`, `token`, `certs`, `watch`, the last a tail of
 //!   users' changes over the node's event stream, `cli::tail`); `main.rs` only calls it.
 //!
@@ -69,6 +71,7 @@
 //! → one expire event.
 
 // The public face: what the binary, the integration tests and the benchmark tool use.
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod cli;
