@@ -37,7 +37,7 @@ const LIMITS_RETAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(
 pub struct Application {
     listener: CountingListener,
     local_addr: SocketAddr,
-    router: axum::Router,
+    router: http::App,
     client: async_nats::Client,
     embedded: Option<EmbeddedServer>,
     background: Background,

@@ -66,11 +66,16 @@ impl FromRequestParts<AppState> for UserPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e: RawPathParamsRejection| ApiError::BadRequest(e.body_text()))?;
-        // The static `/batch` route names the user `batch` without a path parameter.
-        let raw = match params.iter().find(|(key, _)| *key == "user_id") {
+        let params = match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => Some(params),
+            // No router matched the path: the fast path (`super::fast`), whose id is plain.
+            Err(RawPathParamsRejection::MissingPathParams(_)) => None,
+            Err(e) => return Err(ApiError::BadRequest(e.body_text())),
+        };
+        // The static `/batch` route names the user `batch` without a path parameter; the fast
+        // path has none either: the id is the last segment.
+        let named = params.as_ref().and_then(|p| p.iter().find(|(key, _)| *key == "user_id"));
+        let raw = match named {
             Some((_, value)) => value,
             None => parts.uri.path().rsplit('/').next().unwrap_or_default(),
         };

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod error;
 mod extract;
+mod fast;
 mod health;
 mod limits;
 pub(crate) mod listener;
@@ -26,8 +27,11 @@ mod ws;
 
 use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
 
-use axum::{Router, middleware, response::IntoResponse};
-use tower::ServiceBuilder;
+use axum::{
+    Router, middleware,
+    response::{IntoResponse, Response},
+};
+use tower::{ServiceBuilder, util::BoxCloneSyncService};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
@@ -36,6 +40,7 @@ use tower_http::{
 pub(crate) use access::AccessLog;
 pub(crate) use auth::{Owner, Reader};
 pub(crate) use error::{ApiError, ErrorResponse};
+pub(crate) use fast::App;
 pub(crate) use limits::RateLimits;
 pub(crate) use listener::Timeouts;
 pub(crate) use origins::Origins;
@@ -93,9 +98,26 @@ impl Deref for AppState {
     }
 }
 
-/// The whole API with its middleware, in one layer: each `Router::layer` wraps every route in
-/// another boxed route, cloned (an allocation) and driven on every request.
-pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router {
+/// The middleware every route passes, outermost first, in one layer: each `Router::layer` wraps
+/// every route in another boxed route, cloned (an allocation) and driven on every request. A
+/// macro because the stack's type is unnameable; `named` names the route for a service that no
+/// router matched (the fast path).
+macro_rules! middleware {
+    ($state:expr, $https:expr, $named:expr) => {
+        ServiceBuilder::new()
+            .map_response(IntoResponse::into_response)
+            .layer(CatchPanicLayer::custom(panicked))
+            .layer(observe::ObserveLayer::new($state.clone(), $named))
+            .option_layer(cors($state.origins.allowed()))
+            // Without service.tls (a loopback-only port) there is nothing to enforce, and plain
+            // requests do not pay for the check.
+            .option_layer($https.map(|policy| middleware::from_fn_with_state(policy, transport::enforce)))
+    };
+}
+
+/// The whole API with its middleware: the router, and the one route served before it
+/// ([`fast`]).
+pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> App {
     let routes = Router::new()
         .merge(presence::routes())
         .merge(rooms::routes())
@@ -106,22 +128,20 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> Router
         .merge(openapi::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    let middleware = ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, "handler panicked");
-            ApiError::Internal.into_response()
-        }))
-        .layer(observe::ObserveLayer(state.clone()))
-        .option_layer(cors(state.origins.allowed()))
-        // Without service.tls (a loopback-only port) there is nothing to enforce, and plain
-        // requests do not pay for the check.
-        .option_layer(https.map(|policy| middleware::from_fn_with_state(policy, transport::enforce)));
-    routes.layer(middleware).with_state(state)
+    let router = routes.layer(middleware!(state, https.clone(), None)).with_state(state.clone());
+    let get_one = middleware!(state, https, Some(fast::ROUTE)).service(fast::get_one(state));
+    App::new(router, BoxCloneSyncService::new(get_one))
+}
+
+/// A handler's panic: logged, answered 500 with the envelope.
+fn panicked(panic: Box<dyn Any + Send>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "handler panicked");
+    ApiError::Internal.into_response()
 }
 
 /// `service.cors`: which pages may call the API from a browser (none unless configured; the

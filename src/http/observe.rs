@@ -28,12 +28,22 @@ use crate::telemetry::metrics::{self, HttpLabels};
 
 /// Adds [`Observe`] to every route.
 #[derive(Clone)]
-pub(super) struct ObserveLayer(pub AppState);
+pub(super) struct ObserveLayer {
+    state: AppState,
+    /// The route's name where no router matched it (the fast path, `super::fast`).
+    named: Option<&'static str>,
+}
+
+impl ObserveLayer {
+    pub(super) fn new(state: AppState, named: Option<&'static str>) -> Self {
+        Self { state, named }
+    }
+}
 
 impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, state: self.0.clone(), handles: Arc::default() }
+        Observe { inner, state: self.state.clone(), handles: Arc::default(), named: self.named }
     }
 }
 
@@ -43,6 +53,24 @@ pub(super) struct Observe<S> {
     inner: S,
     state: AppState,
     handles: Arc<Handles>,
+    named: Option<&'static str>,
+}
+
+/// The route a request took, as metrics and the access log name it.
+enum Route {
+    Matched(MatchedPath),
+    Named(&'static str),
+    Unmatched,
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(path) => path.as_str(),
+            Route::Named(name) => name,
+            Route::Unmatched => "unmatched",
+        }
+    }
 }
 
 /// The request counter and latency histogram of the label sets one route has answered with
@@ -88,13 +116,16 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
-        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let route = match (request.extensions().get::<MatchedPath>(), self.named) {
+            (Some(matched), _) => Route::Matched(matched.clone()),
+            (None, Some(name)) => Route::Named(name),
+            (None, None) => Route::Unmatched,
+        };
         let method = metrics::method_label(request.method());
-        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let span = tracing::debug_span!("request", method, route, user_id = Empty);
+        let span = tracing::debug_span!("request", method, route = route.as_str(), user_id = Empty);
         let answer = self.inner.call(request).instrument(span);
         let done =
-            Some(Done { state: self.state.clone(), handles: self.handles.clone(), started, method, matched });
+            Some(Done { state: self.state.clone(), handles: self.handles.clone(), started, method, route });
         Observed { answer, done }
     }
 }
@@ -105,7 +136,7 @@ struct Done {
     handles: Arc<Handles>,
     started: Instant,
     method: &'static str,
-    matched: Option<MatchedPath>,
+    route: Route,
 }
 
 pin_project_lite::pin_project! {
@@ -124,9 +155,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Observed<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Poll::Ready(Ok(response)) = this.answer.poll(cx) else { return Poll::Pending };
-        let Done { state, handles, started, method, matched } = this.done.take().expect("polled after done");
+        let Done { state, handles, started, method, route } = this.done.take().expect("polled after done");
         let (status, elapsed) = (response.status(), started.elapsed());
-        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let route = route.as_str();
         let refused = response.extensions().get::<access::RefusedToken>();
         state.access.record(access::Finished { method, route, status, elapsed, refused });
         handles.record(&state, (method, route, status.as_u16()), elapsed.as_secs_f64());

@@ -14,16 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::Router;
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
-use tower::ServiceExt;
-
 use super::{
+    App,
     listener::{Activity, CountedStream, CountingListener, MAX_READ_BUFFER, Peer, Timeouts},
     stream_conn,
 };
@@ -31,13 +23,20 @@ use crate::{
     telemetry::{Metrics, metrics::ReasonLabels},
     tls::ServerTls,
 };
+use axum::body::Body;
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 
-/// Serves `router` on `listener` until `stop`; then waits for the connections to finish. With
+/// Serves `app` on `listener` until `stop`; then waits for the connections to finish. With
 /// `tls`, every connection first completes a TLS handshake (within the header timeout) and then
 /// speaks HTTP/2 or HTTP/1.1 as ALPN chose; without, HTTP/1.1.
 pub(crate) async fn serve(
     mut listener: CountingListener,
-    router: Router,
+    app: App,
     tls: Option<Arc<ServerTls>>,
     limits: (Timeouts, Arc<Metrics>),
     stop: CancellationToken,
@@ -49,7 +48,7 @@ pub(crate) async fn serve(
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let router = router.clone();
+        let app = app.clone();
         let closer = CancellationToken::new();
         let peer = Peer { addr: peer, tls: tls.is_some(), closer: closer.clone() };
         let (stop, metrics, tls) = (stop.clone(), metrics.clone(), tls.clone());
@@ -67,7 +66,8 @@ pub(crate) async fn serve(
                 let header = timeouts.header.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
                 match sniffed {
                     Sniffed::EventStream => {
-                        match stream_conn::serve(stream, router, peer, Timeouts { header, ..timeouts }).await
+                        match stream_conn::serve(stream, app.router(), peer, Timeouts { header, ..timeouts })
+                            .await
                         {
                             stream_conn::Ended::HeaderTimeout => timed_out("header"),
                             stream_conn::Ended::Idle => timed_out("idle"),
@@ -82,7 +82,7 @@ pub(crate) async fn serve(
             }
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(peer.clone());
-                router.clone().oneshot(request)
+                app.clone().answer(request.map(Body::new))
             });
             let activity = stream.activity();
             let Some(stream) = secured(stream, tls.as_deref(), timeouts.header).await else {

@@ -118,7 +118,12 @@ impl TestApp {
     }
 
     pub(crate) async fn get(&self, path: &str) -> Response {
-        self.http.get(self.url(path)).send().await.unwrap()
+        self.http_get(path).send().await.unwrap()
+    }
+
+    /// A GET of `path` to add headers to.
+    pub(crate) fn http_get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
     }
 
     /// PUT a presence as `user` with a valid token of their own.

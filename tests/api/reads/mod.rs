@@ -2,6 +2,7 @@
 //! degradation while NATS is away, rate limits, health and metrics.
 
 mod cache;
+mod fast;
 mod limits;
 
 use std::time::{Duration, Instant};
