@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use axum::{Router, extract::Request, handler::Handler, http::Method, response::Response};
 use tower::{ServiceExt, util::BoxCloneSyncService};
 
-use super::AppState;
+use super::{AppState, listener::Peer};
 
 /// The route the fast path serves, as the router names it.
 pub(super) const ROUTE: &str = "/api/v2/presence/{user_id}";
@@ -28,11 +28,19 @@ const STATIC: [&str; 2] = ["batch", "stream"];
 pub(crate) struct App {
     router: Router,
     get_one: BoxCloneSyncService<Request, Response, Infallible>,
+    /// Whether the fast path reads the connection's [`Peer`] (the HTTPS policy, the per-IP read
+    /// limit); when nothing does, it is not put in the request (an extension map: three
+    /// allocations).
+    get_one_reads_peer: bool,
 }
 
 impl App {
-    pub(super) fn new(router: Router, get_one: BoxCloneSyncService<Request, Response, Infallible>) -> Self {
-        Self { router, get_one }
+    pub(super) fn new(
+        router: Router,
+        get_one: BoxCloneSyncService<Request, Response, Infallible>,
+        get_one_reads_peer: bool,
+    ) -> Self {
+        Self { router, get_one, get_one_reads_peer }
     }
 
     /// The router alone (for a connection sniffed as an event stream's, whose route it is).
@@ -40,11 +48,16 @@ impl App {
         self.router.clone()
     }
 
-    /// Answers `request` (never an error: the middleware turns every failure into an answer).
-    pub(super) async fn answer(self, request: Request) -> Result<Response, Infallible> {
+    /// Answers `request`, which came from `peer` (never an error: the middleware turns every
+    /// failure into an answer).
+    pub(super) async fn answer(self, mut request: Request, peer: &Peer) -> Result<Response, Infallible> {
         if is_read_of_one(&request) {
+            if self.get_one_reads_peer {
+                request.extensions_mut().insert(peer.clone());
+            }
             self.get_one.oneshot(request).await
         } else {
+            request.extensions_mut().insert(peer.clone());
             self.router.oneshot(request).await
         }
     }

@@ -43,6 +43,11 @@ impl RateLimits {
         }
     }
 
+    /// Whether reads are limited per client address (and so need the connection's peer).
+    pub(crate) fn limits_reads(&self) -> bool {
+        self.reads.is_some()
+    }
+
     /// A write by `user`: Ok, or the 429 to answer.
     pub(crate) fn check_write(&self, user: &str) -> Result<(), ApiError> {
         let Some(limiter) = &self.writes else { return Ok(()) };

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod extract;
 mod fast;
+mod guard;
 mod health;
 mod limits;
 pub(crate) mod listener;
@@ -25,17 +26,11 @@ mod subscribe;
 mod transport;
 mod ws;
 
-use std::{any::Any, ops::Deref, sync::Arc, time::Duration};
+use std::{ops::Deref, sync::Arc, time::Duration};
 
-use axum::{
-    Router, middleware,
-    response::{IntoResponse, Response},
-};
+use axum::{Router, middleware};
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    cors::{AllowOrigin, CorsLayer},
-};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub(crate) use access::AccessLog;
 pub(crate) use auth::{Owner, Reader};
@@ -105,8 +100,7 @@ impl Deref for AppState {
 macro_rules! middleware {
     ($state:expr, $https:expr, $named:expr) => {
         ServiceBuilder::new()
-            .map_response(IntoResponse::into_response)
-            .layer(CatchPanicLayer::custom(panicked))
+            // Outermost: it also answers a panic (`guard`), counted and logged like any answer.
             .layer(observe::ObserveLayer::new($state.clone(), $named))
             .option_layer(cors($state.origins.allowed()))
             // Without service.tls (a loopback-only port) there is nothing to enforce, and plain
@@ -129,19 +123,9 @@ pub(crate) fn router(state: AppState, https: Option<Arc<HttpsPolicy>>) -> App {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     let router = routes.layer(middleware!(state, https.clone(), None)).with_state(state.clone());
+    let reads_peer = https.is_some() || state.limits.limits_reads();
     let get_one = middleware!(state, https, Some(fast::ROUTE)).service(fast::get_one(state));
-    App::new(router, BoxCloneSyncService::new(get_one))
-}
-
-/// A handler's panic: logged, answered 500 with the envelope.
-fn panicked(panic: Box<dyn Any + Send>) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %what, "handler panicked");
-    ApiError::Internal.into_response()
+    App::new(router, BoxCloneSyncService::new(get_one), reads_peer)
 }
 
 /// `service.cors`: which pages may call the API from a browser (none unless configured; the

@@ -23,7 +23,7 @@ use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty, instrument::Instrumented};
 
-use super::{AppState, access};
+use super::{AppState, access, guard::Guarded};
 use crate::telemetry::metrics::{self, HttpLabels};
 
 /// Adds [`Observe`] to every route.
@@ -123,7 +123,8 @@ where
         };
         let method = metrics::method_label(request.method());
         let span = tracing::debug_span!("request", method, route = route.as_str(), user_id = Empty);
-        let answer = self.inner.call(request).instrument(span);
+        let inner = &mut self.inner;
+        let answer = Guarded::call(move || inner.call(request).instrument(span));
         let done =
             Some(Done { state: self.state.clone(), handles: self.handles.clone(), started, method, route });
         Observed { answer, done }
@@ -141,10 +142,11 @@ struct Done {
 
 pin_project_lite::pin_project! {
     /// The route's answer, observed when it is ready: a future of its own rather than a boxed
-    /// `async` block (an allocation and a copy of the route's future per request).
+    /// `async` block (an allocation and a copy of the route's future per request). A panic is
+    /// answered 500 ([`Guarded`]) and observed as that.
     pub(super) struct Observed<F> {
         #[pin]
-        answer: Instrumented<F>,
+        answer: Guarded<Instrumented<F>>,
         done: Option<Done>,
     }
 }
@@ -154,7 +156,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Observed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Poll::Ready(Ok(response)) = this.answer.poll(cx) else { return Poll::Pending };
+        let Poll::Ready(response) = this.answer.poll(cx) else { return Poll::Pending };
         let Done { state, handles, started, method, route } = this.done.take().expect("polled after done");
         let (status, elapsed) = (response.status(), started.elapsed());
         let route = route.as_str();

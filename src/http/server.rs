@@ -80,9 +80,9 @@ pub(crate) async fn serve(
                     Sniffed::Other => {}
                 }
             }
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(peer.clone());
-                app.clone().answer(request.map(Body::new))
+            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let (app, peer) = (app.clone(), peer.clone());
+                async move { app.answer(request.map(Body::new), &peer).await }
             });
             let activity = stream.activity();
             let Some(stream) = secured(stream, tls.as_deref(), timeouts.header).await else {
