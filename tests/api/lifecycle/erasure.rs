@@ -112,3 +112,20 @@ async fn an_erasure_racing_a_write_is_one_order_or_the_other_never_a_mix() {
     leaf.stop().await;
     center.stop().await;
 }
+
+/// A write's erasure check reads the bucket's last revision (one stream-info request for the
+/// writers that ask meanwhile) and the rest from the cache; the leader is asked about the key
+/// itself only when those cannot say. On a healthy node they always can.
+#[tokio::test]
+async fn a_writes_erasure_check_answers_from_the_stream_info_and_the_cache() {
+    let app = TestApp::spawn_with(|c| c.rate_limit.enabled = false).await;
+    let per_key = "presence_nats_request_duration_seconds_count{op=\"erased_since\"}";
+    let revisions = "presence_nats_request_duration_seconds_count{op=\"stream_info\"}";
+    let (asked, before) = (app.metric(per_key).await, app.metric(revisions).await);
+    for i in 0..20 {
+        app.set(&format!("checked-{}", i % 4), json!({"status": "online", "message": format!("{i}")})).await;
+    }
+    assert!(app.metric(revisions).await - before >= 20.0, "one revision request per write, one at a time");
+    assert_eq!(app.metric(per_key).await, asked, "no write needed the leader's read of its key");
+    app.stop().await;
+}
