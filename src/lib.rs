@@ -51,8 +51,9 @@
 //!   stream, retries, batches, a disabled state kept in JetStream, what waits for `/health`).
 //! - `health`: what a node knows about itself, for the health endpoints and metrics.
 //! - `http`: the serving loop (hyper HTTP/1.1 with header, body and idle timeouts and connection
-//!   caps), the axum router (and the one hot read served before it, `http::fast`), handlers, extractors (JSON, path, auth, rate limit), the access log,
-//!   the JSON error envelope, the OpenAPI document; live streams (`sse`, `ws`, over what they
+//!   caps), the axum router (and the one hot read served before it, `http::fast`), handlers,
+//!   extractors (JSON, path, auth, rate limit), the access log, the JSON error envelope, the
+//!   OpenAPI document; live streams (`sse`, `ws`, over what they
 //!   share in `subscribe`), where a WebSocket connection may hold a device's session.
 //! - `app`: start-up in named steps and shutdown; tests go through the same path on port 0.
 //! - `allocator`: the global allocator (mimalloc, by its plain calls where they suffice); the

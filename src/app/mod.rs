@@ -37,7 +37,7 @@ const LIMITS_RETAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(
 pub struct Application {
     listener: CountingListener,
     local_addr: SocketAddr,
-    router: http::App,
+    app: http::App,
     client: async_nats::Client,
     embedded: Option<EmbeddedServer>,
     background: Background,
@@ -175,12 +175,12 @@ impl Application {
             origins: Origins::new(config.service.cors.allowed_origins.clone(), local_addr, https.is_some()),
         });
         background.tasks.spawn(retain_limits(state.clone(), background.stop.clone()));
-        let router = http::router(state, HttpsPolicy::new(&config.service));
+        let app = http::router(state, HttpsPolicy::new(&config.service));
         let embedded = embedded.take();
         Ok(Self {
             listener,
             local_addr,
-            router,
+            app,
             client,
             embedded,
             background,
@@ -221,8 +221,7 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), node_id = %self.config.node_id(), "serving");
         let service = &self.config.service;
         let timeouts = Timeouts { header: service.header_timeout, idle: service.idle_timeout };
-        let serve =
-            http::serve(self.listener, self.router, self.https, (timeouts, self.metrics), stop.clone());
+        let serve = http::serve(self.listener, self.app, self.https, (timeouts, self.metrics), stop.clone());
         let grace = service.shutdown_timeout;
         let served = tokio::select! {
             () = serve => Ok(()),

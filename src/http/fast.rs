@@ -10,9 +10,10 @@
 //! request, an encoded id included, goes through the router. tests/api/reads/fast.rs holds the
 //! two ways to the same answer.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, future::Future};
 
 use axum::{Router, extract::Request, handler::Handler, http::Method, response::Response};
+use futures::future::Either;
 use tower::{ServiceExt, util::BoxCloneSyncService};
 
 use super::{AppState, listener::Peer};
@@ -49,16 +50,21 @@ impl App {
     }
 
     /// Answers `request`, which came from `peer` (never an error: the middleware turns every
-    /// failure into an answer).
-    pub(super) async fn answer(self, mut request: Request, peer: &Peer) -> Result<Response, Infallible> {
+    /// failure into an answer). Only the service that answers is cloned (the router is an `Arc`;
+    /// the fast path's boxed service, one allocation).
+    pub(super) fn answer(
+        &self,
+        mut request: Request,
+        peer: &Peer,
+    ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         if is_read_of_one(&request) {
             if self.get_one_reads_peer {
                 request.extensions_mut().insert(peer.clone());
             }
-            self.get_one.oneshot(request).await
+            Either::Left(self.get_one.clone().oneshot(request))
         } else {
             request.extensions_mut().insert(peer.clone());
-            self.router.oneshot(request).await
+            Either::Right(self.router.clone().oneshot(request))
         }
     }
 }

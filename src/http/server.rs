@@ -14,6 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::body::Body;
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
+
 use super::{
     App,
     listener::{Activity, CountedStream, CountingListener, MAX_READ_BUFFER, Peer, Timeouts},
@@ -23,13 +31,6 @@ use crate::{
     telemetry::{Metrics, metrics::ReasonLabels},
     tls::ServerTls,
 };
-use axum::body::Body;
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 
 /// Serves `app` on `listener` until `stop`; then waits for the connections to finish. With
 /// `tls`, every connection first completes a TLS handshake (within the header timeout) and then
@@ -81,8 +82,7 @@ pub(crate) async fn serve(
                 }
             }
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let (app, peer) = (app.clone(), peer.clone());
-                async move { app.answer(request.map(Body::new), &peer).await }
+                app.answer(request.map(Body::new), &peer)
             });
             let activity = stream.activity();
             let Some(stream) = secured(stream, tls.as_deref(), timeouts.header).await else {
