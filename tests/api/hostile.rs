@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::helpers::{TestApp, mint, read_until};
 
@@ -16,19 +13,21 @@ use crate::helpers::{TestApp, mint, read_until};
 /// it sent and when it closed.
 async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
     let started = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await;
-        match read.expect("the server keeps a stalled connection open") {
-            Ok(0) | Err(_) => return (String::from_utf8_lossy(&received).into_owned(), started.elapsed()),
-            Ok(n) => received.extend_from_slice(&buf[..n]),
-        }
-    }
+    let (received, closed) = read_until(stream, limit, |_| false).await;
+    assert!(closed, "the server keeps a stalled connection open");
+    (received, started.elapsed())
 }
 
 async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(app.addr).await.unwrap()
+}
+
+/// A node whose header and idle timeouts are these.
+fn timeouts(header: Duration, idle: Duration) -> impl FnOnce(&mut presence::config::Config) {
+    move |c| {
+        c.service.header_timeout = header;
+        c.service.idle_timeout = idle;
+    }
 }
 
 fn quick() -> impl FnOnce(&mut presence::config::Config) {
@@ -81,11 +80,7 @@ async fn an_idle_kept_alive_connection_is_closed() {
 /// client with HTTP/2 "prior knowledge" gets no HTTP/2.
 #[tokio::test]
 async fn a_silent_connection_lasts_the_header_timeout_and_plain_http_is_http1_only() {
-    let app = TestApp::spawn_with(|c| {
-        c.service.header_timeout = Duration::from_secs(1);
-        c.service.idle_timeout = Duration::from_secs(30);
-    })
-    .await;
+    let app = TestApp::spawn_with(timeouts(Duration::from_secs(1), Duration::from_secs(30))).await;
     let mut silent = connect(&app).await;
     let (received, after) = until_closed(&mut silent, Duration::from_secs(10)).await;
     assert!(received.is_empty() && after < Duration::from_secs(4), "closed after {after:?}: {received}");
@@ -203,11 +198,7 @@ async fn one_answer(stream: &mut TcpStream) -> String {
 /// the timeout, is answered on the same connection.
 #[tokio::test]
 async fn a_connection_whose_first_request_came_late_keeps_the_whole_header_timeout_for_the_next() {
-    let app = TestApp::spawn_with(|c| {
-        c.service.header_timeout = Duration::from_secs(2);
-        c.service.idle_timeout = Duration::from_secs(30);
-    })
-    .await;
+    let app = TestApp::spawn_with(timeouts(Duration::from_secs(2), Duration::from_secs(30))).await;
     let mut stream = connect(&app).await;
     // The client's own pauses are the behaviour under test, not a wait for the server.
     tokio::time::sleep(Duration::from_millis(1500)).await;
