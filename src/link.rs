@@ -41,6 +41,9 @@ pub(crate) struct LinkState {
     /// Tells the watcher to start a new watch after its last applied revision.
     resume: Notify,
     rebuilds: AtomicU64,
+    /// Set while a start-up lands its cache's snapshot (see [`crate::coherence`]); erasures wait.
+    restoring: AtomicBool,
+    restored: Notify,
 }
 
 /// The link at one moment, for health and heartbeats.
@@ -71,6 +74,8 @@ impl LinkState {
             rebuild: Notify::new(),
             resume: Notify::new(),
             rebuilds: AtomicU64::new(0),
+            restoring: AtomicBool::new(false),
+            restored: Notify::new(),
         })
     }
 
@@ -145,6 +150,33 @@ impl LinkState {
         match self.catch_up_to.compare_exchange(NO_TARGET, last, Relaxed, Relaxed) {
             Ok(_) => last,
             Err(target) => target,
+        }
+    }
+
+    /// A snapshot of the cache is about to be landed: [`LinkState::restored`] waits until
+    /// [`LinkState::finish_restoring`].
+    pub(crate) fn start_restoring(&self) {
+        self.restoring.store(true, SeqCst);
+    }
+
+    pub(crate) fn finish_restoring(&self) {
+        self.restoring.store(false, SeqCst);
+        self.restored.notify_waiters();
+    }
+
+    /// Whether a snapshot of the cache is being landed.
+    pub(crate) fn is_restoring(&self) -> bool {
+        self.restoring.load(SeqCst)
+    }
+
+    /// Completes once no snapshot is being landed (at once, almost always).
+    pub(crate) async fn restored(&self) {
+        loop {
+            let restored = self.restored.notified();
+            if !self.restoring.load(SeqCst) {
+                return;
+            }
+            restored.await;
         }
     }
 

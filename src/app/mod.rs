@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
+    coherence::{self, snapshot::Keeper},
     config::{Config, NodeType},
     directory::{self, Directory, Forwarding},
     health::Health,
@@ -45,6 +46,8 @@ pub struct Application {
     config: Config,
     https: Option<Arc<ServerTls>>,
     hub: Arc<Hub>,
+    /// What the node writes its cache's snapshot with when it stops (a center that keeps one).
+    snapshot: Option<Keeper>,
     /// Held while the node lives: no other node starts on its data directory.
     _data_dir: Option<claim::DataDirLock>,
 }
@@ -137,6 +140,12 @@ impl Application {
             webhook_statuses,
         );
         let health = Health::new(&config, probed, kept, metrics.clone());
+        let snapshot = coherence::snapshot::path(&config).map(|path| Keeper {
+            path,
+            store: store.clone(),
+            cache: coherent.cache.clone(),
+            link: coherent.link.clone(),
+        });
         let hub = coherent.hub.clone();
         let forward = (config.service.node_type == NodeType::Leaf)
             .then(|| Forwarding::new(client.clone(), config.nats.request_timeout));
@@ -188,6 +197,7 @@ impl Application {
             config,
             https,
             hub,
+            snapshot,
             _data_dir: None,
         })
     }
@@ -232,6 +242,10 @@ impl Application {
         };
         tracing::info!("HTTP server stopped; draining NATS");
         self.background.shutdown(grace).await;
+        // The watcher has stopped: the cache holds what it applied, and nothing lands any more.
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.save().await;
+        }
         let _ = tokio::time::timeout(grace, self.client.drain()).await;
         if let Some(server) = self.embedded {
             server.stop().await;

@@ -258,7 +258,9 @@ pub(super) async fn start_coherence(
         holdings: holdings.clone(),
         region,
         occupancy,
+        snapshot: coherence::snapshot::path(config),
     };
+    coherence::snapshot::remove_unkept(config);
     coherence::start(tasks, parts, stop).await;
     tasks.spawn(hub.clone().run(stop.clone()));
     tasks.spawn(rooms.clone().run(client.clone(), stop.clone()));

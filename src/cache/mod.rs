@@ -75,6 +75,8 @@ struct Counters {
     cost_evicted: AtomicU64,
     /// Entries that say "the bucket has nothing for this user".
     negative: AtomicU64,
+    /// Records the start-up landed from the node's snapshot.
+    restored: AtomicU64,
 }
 
 type Inner = Cache<Key, Slot, ByCost, DefaultHashBuilder, Collect>;
@@ -245,6 +247,16 @@ impl PresenceCache {
         self.inner.reserve(records.min(fits) as usize);
     }
 
+    /// Every presence the cache holds, with its key ("nothing here" entries and tombstones left
+    /// out): what a snapshot keeps.
+    pub(crate) fn presences(&self) -> Vec<(Box<str>, Entry)> {
+        self.inner
+            .iter()
+            .filter(|(_, slot)| !slot.is_negative())
+            .map(|(key, slot)| (key, slot.entry))
+            .collect()
+    }
+
     /// Drops every entry.
     pub(crate) fn clear(&self) {
         self.inner.clear();
@@ -284,6 +296,16 @@ impl PresenceCache {
             cost_added: c.cost_added.load(Relaxed),
             cost_evicted: c.cost_evicted.load(Relaxed),
         }
+    }
+
+    /// `records` of the snapshot landed (see [`crate::coherence`]).
+    pub(crate) fn count_restored(&self, records: u64) {
+        self.counters.restored.fetch_add(records, Relaxed);
+    }
+
+    /// Records the start-up landed from the node's snapshot (0: it read the bucket).
+    pub(crate) fn restored(&self) -> u64 {
+        self.counters.restored.load(Relaxed)
     }
 
     pub(crate) fn entry_count(&self) -> u64 {

@@ -81,6 +81,11 @@ impl Landing {
         self.cache.reserve(records);
     }
 
+    /// `records` of the node's snapshot landed, for `/health/cache` to say.
+    pub(crate) fn restored(&self, records: u64) {
+        self.cache.count_restored(records);
+    }
+
     /// The bucket was replaced: nothing this node holds can be trusted.
     pub(crate) fn forget_all(&self) {
         self.cache.clear();

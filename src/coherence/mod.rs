@@ -9,6 +9,8 @@
 //! - [`monitor`] checks the link every 250 ms: is NATS connected and does JetStream answer, how
 //!   far behind is the watcher, and is the bucket still the one the cache came from.
 //! - [`clock`] estimates this node's clock offset from the server's timestamps.
+//! - [`snapshot`]: the cache written to a file when a center stops, and [`restore`]: the next
+//!   start landing it, after the changes made meanwhile, instead of reading the whole bucket.
 //!
 //! Both tasks report into [`crate::link::LinkState`]. See docs/architecture.md, "The link and
 //! coherence".
@@ -18,9 +20,11 @@ mod clock;
 mod follow;
 mod landing;
 mod monitor;
+mod restore;
+pub(crate) mod snapshot;
 mod watcher;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -56,18 +60,42 @@ pub(crate) struct Parts {
     pub region: Option<RegionCopy>,
     /// Who is in which room as the records say, on a center whose webhooks hear rooms.
     pub occupancy: Option<Arc<Occupancy>>,
+    /// Where this node keeps its cache's snapshot, if it keeps one ([`snapshot`]).
+    pub snapshot: Option<PathBuf>,
+}
+
+/// A snapshot on its way into the cache: erasures wait until it is dropped.
+pub(super) struct Restoring {
+    path: PathBuf,
+    link: Arc<LinkState>,
+}
+
+impl Restoring {
+    fn new(path: PathBuf, link: Arc<LinkState>) -> Self {
+        link.start_restoring();
+        Self { path, link }
+    }
+}
+
+impl Drop for Restoring {
+    fn drop(&mut self) {
+        self.link.finish_restoring();
+    }
 }
 
 /// Starts the watcher and the monitor in `tasks`; they run until `stop`. On a leaf, first
 /// replays the region's copy into the cache: the node serves what its region remembers from its
-/// first request, marked stale until the center's bucket has been caught up with.
+/// first request, marked stale until the center's bucket has been caught up with. A center with
+/// a snapshot lands it in the watcher's task, while the node serves.
 pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &CancellationToken) {
-    let Parts { store, client, server_name, landing, link, holdings, region, occupancy } = parts;
+    let Parts { store, client, server_name, landing, link, holdings, region, occupancy, snapshot } = parts;
     let mut applier = watcher::Applier::new(landing, link.clone(), (holdings, occupancy));
     if let Some(region) = &region {
         watcher::recall(&region.copy, &mut applier).await;
     }
-    tasks.spawn(watcher::run(store.clone(), applier, region, stop.clone()));
+    // Set before the node serves, so that no erasure slips in before the snapshot lands.
+    let restoring = snapshot.filter(|path| path.exists()).map(|path| Restoring::new(path, link.clone()));
+    tasks.spawn(watcher::run(store.clone(), applier, (region, restoring), stop.clone()));
     let target = monitor::Target { store, client, server_name };
     tasks.spawn(monitor::run(target, link, stop.clone()));
 }

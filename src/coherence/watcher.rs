@@ -7,11 +7,13 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Landing, RegionCopy,
+    Landing, RegionCopy, Restoring,
     ahead::{Decoded, decode_ahead},
     clock::{self, ClockEstimate},
+    restore, snapshot,
 };
 use crate::{
+    cache::Entry,
     link::LinkState,
     live::Source,
     model::Record,
@@ -25,21 +27,27 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The longest a start-up spends reading the region's copy (about 1.6 s per million records).
 const RECALL_LIMIT: Duration = Duration::from_secs(60);
 
+/// Where a record lands: the node's [`Landing`], and who follows records beside it.
+#[derive(Clone)]
+pub(super) struct Lander {
+    pub(super) landing: Landing,
+    holdings: Arc<Holdings>,
+    /// Who is in which room as the records say (a center whose webhooks hear rooms).
+    occupancy: Option<Arc<Occupancy>>,
+}
+
 /// Applies watched changes to what the node keeps.
 pub(super) struct Applier {
-    landing: Landing,
-    link: Arc<LinkState>,
-    holdings: Arc<Holdings>,
+    pub(super) lander: Lander,
+    pub(super) link: Arc<LinkState>,
     clock: ClockEstimate,
     /// The bucket's last revision when the current watch started: changes up to it are history
     /// (replayed, however old), changes after it were written while this node watched. Only
     /// those tell the clock offset.
-    live_after: u64,
-    /// Who is in which room as the records say (a center whose webhooks hear rooms).
-    occupancy: Option<Arc<Occupancy>>,
+    pub(super) live_after: u64,
     /// The changes up to this revision are a replay from nothing (a start, a rebuild): where
     /// things stand, not news.
-    replayed_until: u64,
+    pub(super) replayed_until: u64,
 }
 
 /// How one watch ended.
@@ -54,7 +62,7 @@ enum Ended {
 pub(super) async fn run(
     store: PresenceStore,
     mut applier: Applier,
-    region: Option<RegionCopy>,
+    (region, snapshot): (Option<RegionCopy>, Option<Restoring>),
     stop: CancellationToken,
 ) {
     let link = applier.link.clone();
@@ -64,6 +72,13 @@ pub(super) async fn run(
         () = stop.cancelled() => return,
         () = store.wait_bound() => {}
     }
+    if let Some(restoring) = snapshot {
+        let path = restoring.path.clone();
+        if let Ok(Some(snapshot)) = tokio::task::spawn_blocking(move || snapshot::take(&path)).await {
+            restore::restore(&store, &mut applier, snapshot, &stop).await;
+        }
+        drop(restoring);
+    }
     loop {
         // Sampled before the watch starts, so that every change after it is a fresh one.
         let started = match store.head().await {
@@ -71,7 +86,7 @@ pub(super) async fn run(
                 applier.live_after = head.last_revision;
                 applier.replayed_until = if link.applied_revision() == 0 { head.last_revision } else { 0 };
                 if link.applied_revision() == 0 {
-                    applier.landing.expect(head.records);
+                    applier.lander.landing.expect(head.records);
                 }
                 store.watch(link.applied_revision()).await
             }
@@ -82,11 +97,7 @@ pub(super) async fn run(
                 Ended::Stopped => return,
                 Ended::Rebuild => {
                     // Start over: nothing this watcher applied can be trusted.
-                    applier.landing.forget_all();
-                    if let Some(occupancy) = &applier.occupancy {
-                        occupancy.reset();
-                    }
-                    link.reset_applied();
+                    applier.forget();
                     if let Some(region) = &region {
                         renew(region).await;
                     }
@@ -192,6 +203,19 @@ async fn follow(
     }
 }
 
+impl Lander {
+    /// `user`'s record at its revision, from the bucket or the cache's snapshot.
+    pub(super) async fn land(&self, user: &str, record: Entry, erased: bool, news: bool) {
+        self.landing.land(user, record.clone(), Source::Watcher).await;
+        // Every record, in revision order, whether or not this node held it already: which
+        // nodes hold the user's sessions is the record's to say.
+        self.holdings.observe(user, record.presence.as_ref(), erased);
+        if let Some(occupancy) = &self.occupancy {
+            occupancy.observe(&Change { user, record: &record, erased, news });
+        }
+    }
+}
+
 impl Applier {
     pub(super) fn new(
         landing: Landing,
@@ -199,29 +223,33 @@ impl Applier {
         (holdings, occupancy): (Arc<Holdings>, Option<Arc<Occupancy>>),
     ) -> Self {
         let clock = ClockEstimate::default();
-        Self { landing, link, holdings, clock, live_after: u64::MAX, occupancy, replayed_until: u64::MAX }
+        let lander = Lander { landing, holdings, occupancy };
+        Self { lander, link, clock, live_after: u64::MAX, replayed_until: u64::MAX }
     }
 
-    async fn apply(&mut self, Decoded { change, presence }: Decoded) {
+    pub(super) async fn apply(&mut self, Decoded { change, presence }: Decoded) {
         if change.revision > self.live_after {
             self.sample_clock(&change);
         }
         if let Some(user) = change.user() {
             let record = Arc::new(Record { revision: change.revision, presence });
-            self.landing.land(user, record.clone(), Source::Watcher).await;
-            // Every record, in revision order, whether or not this node held it already: which
-            // nodes hold the user's sessions is the record's to say.
-            self.holdings.observe(user, record.presence.as_ref(), change.erased());
-            if let Some(occupancy) = &self.occupancy {
-                let news = change.revision > self.replayed_until;
-                occupancy.observe(&Change { user, record: &record, erased: change.erased(), news });
-            }
+            let news = change.revision > self.replayed_until;
+            self.lander.land(user, record, change.erased(), news).await;
         }
         self.link.record_applied(change.revision);
         // Nothing pending behind this change: the watcher is caught up.
         if change.pending == 0 && self.link.reachable() {
             self.link.mark_caught_up();
         }
+    }
+
+    /// Nothing applied so far can be trusted: the watcher starts over from nothing.
+    pub(super) fn forget(&self) {
+        self.lander.landing.forget_all();
+        if let Some(occupancy) = &self.lander.occupancy {
+            occupancy.reset();
+        }
+        self.link.reset_applied();
     }
 
     fn sample_clock(&mut self, change: &BucketChange) {

@@ -263,6 +263,8 @@ impl Directory {
     /// caught by step 4 run once more, [`SWEEP_AFTER`] later.
     pub(super) async fn erase_here(&self, user: &UserId) -> Result<u64, WriteError> {
         self.guard()?;
+        // A start-up landing its cache's snapshot lands it first (coherence::restore).
+        self.link.restored().await;
         let before = self.events.last_sequence().await?;
         let revision = self.store.purge(user).await?;
         let mut events = self.events.erase_through(user, before).await?;

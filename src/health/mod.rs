@@ -188,6 +188,8 @@ impl Health {
             weighted_size: self.cache.weighted_size(),
             max_cost: self.max_cost,
             stale: self.link.stale(),
+            restoring: self.link.is_restoring(),
+            restored: self.cache.restored(),
         }
     }
 

@@ -107,6 +107,10 @@ pub(crate) struct CacheHealth {
     pub max_cost: u64,
     /// True while the cache may miss updates.
     pub stale: bool,
+    /// True while the start-up lands the node's cache snapshot (erasures on this node wait).
+    pub restoring: bool,
+    /// Presences this start took from the node's cache snapshot (0: it read them from the bucket).
+    pub restored: u64,
 }
 
 impl NatsHealth {

@@ -21,6 +21,11 @@ use crate::nats::Placement;
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub last_revision: u64,
+    /// The oldest revision the bucket still holds (the last one plus one for an empty bucket).
+    pub first_revision: u64,
+    /// When the bucket's stream was created, in nanoseconds: a bucket deleted and created again
+    /// (or restored from a backup) is another one.
+    pub created: i128,
     /// Records in the bucket (0 for an empty one).
     pub records: u64,
     /// When the last change was stored (none for an empty bucket).
@@ -49,7 +54,14 @@ impl PresenceStore {
         let (state, last_written_at) =
             (&info.state, watch::utc(info.state.last_timestamp.unix_timestamp_nanos()));
         let last_written_at = (state.messages > 0).then_some(last_written_at);
-        Ok(Head { last_revision: state.last_sequence, records: state.messages, last_written_at, placement })
+        Ok(Head {
+            last_revision: state.last_sequence,
+            first_revision: state.first_sequence,
+            created: info.created.unix_timestamp_nanos(),
+            records: state.messages,
+            last_written_at,
+            placement,
+        })
     }
 
     /// A revision at least as high as every revision the bucket held when this was called (none

@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// How long the server keeps an expiry marker (a watcher's signal that a key expired).
-const MARKER_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(3600);
 /// Attempts of a read-modify-write before giving up on a key under heavy contention.
 const CAS_ATTEMPTS: usize = 8;
 const KEY_PREFIX: &str = "user.";

@@ -64,8 +64,10 @@ fn files(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// Whether any file of the data directory (the store, and anything the node keeps beside it such
+/// as its cache's snapshot) holds `needle`.
 fn store_contains(store: &Path, needle: &str) -> bool {
-    files(&store.join("jetstream")).iter().any(|(path, _)| {
+    files(store).iter().any(|(path, _)| {
         let bytes = std::fs::read(path).unwrap();
         bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
     })

@@ -4,6 +4,7 @@
 mod cache;
 mod fast;
 mod limits;
+mod snapshot;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,86 @@
+//! A center's cache snapshot: written when the node stops, landed by its next start after the
+//! changes made since it was taken, and never bringing back what those changes replaced or
+//! erased; a snapshot that does not fit the bucket is not used.
+
+use super::*;
+
+const SNAPSHOT: &str = "cache-snapshot.jsonl";
+
+/// How many presences the node's start took from its snapshot, once it is done with it.
+async fn restored(app: &TestApp) -> u64 {
+    eventually(Duration::from_secs(10), "the start-up is done with its snapshot", || async {
+        let cache = cache_stats(app).await;
+        (cache["restoring"] == false).then(|| cache["restored"].as_u64().expect("/health/cache says it"))
+    })
+    .await
+}
+
+/// What a read of `user` answers: its status and, for a 200, the presence.
+async fn read_of(app: &TestApp, user: &str) -> (StatusCode, Value) {
+    let (status, body) = json_of(app.read(user).await).await;
+    (status, body["data"][user].clone())
+}
+
+#[tokio::test]
+async fn a_restarted_center_lands_its_snapshot_after_the_changes_made_since() {
+    let app = TestApp::spawn().await;
+    for (user, status) in [("ann", "busy"), ("bob", "away"), ("dora", "online")] {
+        app.set(user, json!({"status": status, "message": format!("{user} before")})).await;
+    }
+    let kept = app.stop_keeping().await;
+    let path = kept.config.nats.data_dir.join(SNAPSHOT);
+    let older = std::fs::read(&path).expect("a stopped center leaves its snapshot");
+    let app = TestApp::restart(kept).await;
+    assert_eq!(restored(&app).await, 3);
+    assert!(!path.exists(), "read and removed at start: it exists only while the node is stopped");
+    assert_eq!(read_of(&app, "ann").await.1["message"], "ann before");
+
+    // Changes after that snapshot: bob writes again, carl is new, dora is erased.
+    app.set("bob", json!({"status": "busy", "message": "bob after"})).await;
+    app.set("carl", json!({"status": "online"})).await;
+    assert_eq!(app.erase("dora").await.status(), StatusCode::OK);
+    let users = ["ann", "bob", "carl", "dora"];
+    let mut before = Vec::new();
+    for user in users {
+        before.push(read_of(&app, user).await);
+    }
+    // Started again from the older snapshot (as a node that crashed after landing it would find
+    // it): it still holds bob's old presence and dora's, which the bucket no longer has.
+    let kept = app.stop_keeping().await;
+    std::fs::write(&path, &older).unwrap();
+    let app = TestApp::restart(kept).await;
+    assert_eq!(restored(&app).await, 1, "only ann's record: bob's and dora's were replaced since");
+    for (user, before) in users.into_iter().zip(before) {
+        assert_eq!(read_of(&app, user).await, before, "{user} reads as before the restart");
+    }
+    let (status, _) = read_of(&app, "dora").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an erased user stays erased");
+    let cached = cache_stats(&app).await;
+    assert!(cached["hits"].as_u64().unwrap() >= 2, "ann and bob read from the cache: {cached}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_or_one_of_another_bucket_is_not_used() {
+    let app = TestApp::spawn().await;
+    app.set("eve", json!({"status": "busy", "message": "eve's"})).await;
+    let kept = app.stop_keeping().await;
+    let path = kept.config.nats.data_dir.join(SNAPSHOT);
+    let good = std::fs::read_to_string(&path).unwrap();
+    let (header, records) = good.split_once('\n').unwrap();
+    let header: Value = serde_json::from_str(header).unwrap();
+    let mut other = header.clone();
+    other["created"] = json!(header["created"].as_i64().unwrap() - 1);
+    let damaged = format!("{header}\n{}", &records[..records.len() / 2]);
+    let elsewhere = format!("{other}\n{records}");
+    let mut kept = kept;
+    for (what, text) in [("a damaged snapshot", damaged), ("another bucket's", elsewhere)] {
+        std::fs::write(&path, text).unwrap();
+        let app = TestApp::restart(kept).await;
+        assert_eq!(restored(&app).await, 0, "{what} is not used");
+        assert!(!path.exists(), "{what} is removed");
+        let (status, eve) = read_of(&app, "eve").await;
+        assert_eq!((status, eve["message"].clone()), (StatusCode::OK, json!("eve's")), "{what}");
+        kept = app.stop_keeping().await;
+    }
+}
