@@ -24,7 +24,7 @@ mod restore;
 pub(crate) mod snapshot;
 mod watcher;
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use clock::CLOCK_TOLERANCE;
 pub(crate) use follow::Follow;
 pub(crate) use landing::Landing;
+use snapshot::Preload;
 
 use crate::{config::KvConfig, link::LinkState, rooms::Occupancy, store::PresenceStore, topology::Holdings};
 
@@ -60,20 +61,20 @@ pub(crate) struct Parts {
     pub region: Option<RegionCopy>,
     /// Who is in which room as the records say, on a center whose webhooks hear rooms.
     pub occupancy: Option<Arc<Occupancy>>,
-    /// Where this node keeps its cache's snapshot, if it keeps one ([`snapshot`]).
-    pub snapshot: Option<PathBuf>,
+    /// This node's cache snapshot, being read ([`snapshot`]).
+    pub snapshot: Option<Preload>,
 }
 
 /// A snapshot on its way into the cache: erasures wait until it is dropped.
 pub(super) struct Restoring {
-    path: PathBuf,
+    pub preload: Option<Preload>,
     link: Arc<LinkState>,
 }
 
 impl Restoring {
-    fn new(path: PathBuf, link: Arc<LinkState>) -> Self {
+    fn new(preload: Preload, link: Arc<LinkState>) -> Self {
         link.start_restoring();
-        Self { path, link }
+        Self { preload: Some(preload), link }
     }
 }
 
@@ -94,7 +95,7 @@ pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &Cancella
         watcher::recall(&region.copy, &mut applier).await;
     }
     // Set before the node serves, so that no erasure slips in before the snapshot lands.
-    let restoring = snapshot.filter(|path| path.exists()).map(|path| Restoring::new(path, link.clone()));
+    let restoring = snapshot.map(|preload| Restoring::new(preload, link.clone()));
     tasks.spawn(watcher::run(store.clone(), applier, (region, restoring), stop.clone()));
     let target = monitor::Target { store, client, server_name };
     tasks.spawn(monitor::run(target, link, stop.clone()));

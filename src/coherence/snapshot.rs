@@ -47,10 +47,30 @@ pub(crate) fn path(config: &Config) -> Option<PathBuf> {
     kept.then(|| nats.data_dir.join(FILE_NAME))
 }
 
+/// The snapshot being read while the node starts.
+pub(crate) struct Preload(tokio::task::JoinHandle<Option<Snapshot>>);
+
+impl Preload {
+    /// Starts reading `config`'s node's snapshot, if it keeps one and one is there; removes one
+    /// it no longer keeps.
+    pub(crate) fn start(config: &Config) -> Option<Self> {
+        let Some(path) = path(config) else {
+            remove_unkept(config);
+            return None;
+        };
+        path.exists().then(|| Self(tokio::task::spawn_blocking(move || take(&path))))
+    }
+
+    /// The snapshot, once read (`None` if it did not read whole).
+    pub(crate) async fn read(self) -> Option<Snapshot> {
+        self.0.await.ok().flatten()
+    }
+}
+
 /// Removes a snapshot this node no longer keeps (its store now encrypted, say): a plaintext copy
 /// of the presences must not outlive the setting that allowed it.
-pub(crate) fn remove_unkept(config: &Config) {
-    if !config.nats.embedded || path(config).is_some() {
+fn remove_unkept(config: &Config) {
+    if !config.nats.embedded {
         return;
     }
     let left = config.nats.data_dir.join(FILE_NAME);

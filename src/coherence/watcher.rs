@@ -10,7 +10,7 @@ use super::{
     Landing, RegionCopy, Restoring,
     ahead::{Decoded, decode_ahead},
     clock::{self, ClockEstimate},
-    restore, snapshot,
+    restore,
 };
 use crate::{
     cache::Entry,
@@ -72,9 +72,8 @@ pub(super) async fn run(
         () = stop.cancelled() => return,
         () = store.wait_bound() => {}
     }
-    if let Some(restoring) = snapshot {
-        let path = restoring.path.clone();
-        if let Ok(Some(snapshot)) = tokio::task::spawn_blocking(move || snapshot::take(&path)).await {
+    if let Some(mut restoring) = snapshot {
+        if let Some(snapshot) = restoring.preload.take().expect("read once").read().await {
             restore::restore(&store, &mut applier, snapshot, &stop).await;
         }
         drop(restoring);
