@@ -258,8 +258,6 @@ pub(super) async fn start_coherence(
         holdings: holdings.clone(),
         region,
         occupancy,
-        // Read once the embedded server is up: read while it starts, it slowed that start (0.7 ->
-        // 1.1 s to healthy with a million) on two cores and hardly made the cache warm sooner.
         snapshot: Preload::start(config),
     };
     coherence::start(tasks, parts, stop).await;
