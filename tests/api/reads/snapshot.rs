@@ -4,6 +4,8 @@
 
 use super::*;
 
+use crate::helpers::nats_connect;
+
 const SNAPSHOT: &str = "cache-snapshot.jsonl";
 
 /// How many presences the node's start took from its snapshot, once it is done with it.
@@ -61,7 +63,7 @@ async fn a_restarted_center_lands_its_snapshot_after_the_changes_made_since() {
 }
 
 #[tokio::test]
-async fn a_damaged_snapshot_or_one_of_another_bucket_is_not_used() {
+async fn a_damaged_snapshot_one_of_another_bucket_or_an_old_one_is_not_used() {
     let app = TestApp::spawn().await;
     app.set("eve", json!({"status": "busy", "message": "eve's"})).await;
     let kept = app.stop_keeping().await;
@@ -73,8 +75,15 @@ async fn a_damaged_snapshot_or_one_of_another_bucket_is_not_used() {
     other["created"] = json!(header["created"].as_i64().unwrap() - 1);
     let damaged = format!("{header}\n{}", &records[..records.len() / 2]);
     let elsewhere = format!("{other}\n{records}");
+    let mut stale = header.clone();
+    let written_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(header["written_at"].clone()).unwrap();
+    stale["written_at"] = json!(written_at - chrono::Duration::minutes(61));
+    let old = format!("{stale}\n{records}");
     let mut kept = kept;
-    for (what, text) in [("a damaged snapshot", damaged), ("another bucket's", elsewhere)] {
+    for (what, text) in
+        [("a damaged snapshot", damaged), ("another bucket's", elsewhere), ("one over an hour old", old)]
+    {
         std::fs::write(&path, text).unwrap();
         let app = TestApp::restart(kept).await;
         assert_eq!(restored(&app).await, 0, "{what} is not used");
@@ -83,4 +92,34 @@ async fn a_damaged_snapshot_or_one_of_another_bucket_is_not_used() {
         assert_eq!((status, eve["message"].clone()), (StatusCode::OK, json!("eve's")), "{what}");
         kept = app.stop_keeping().await;
     }
+}
+
+#[tokio::test]
+async fn a_snapshot_holding_a_record_the_bucket_lost_is_not_used() {
+    let app = TestApp::spawn().await;
+    app.set("fay", json!({"status": "busy"})).await;
+    app.set("gus", json!({"status": "away"})).await;
+    let kept = app.stop_keeping().await;
+    let path = kept.config.nats.data_dir.join(SNAPSHOT);
+    let older = std::fs::read(&path).unwrap();
+    let app = TestApp::restart(kept).await;
+    assert_eq!(restored(&app).await, 2);
+    // The oldest record leaves the stream itself (an operator's purge of its subject): no marker,
+    // no change a watcher could see. A write follows, so that the bucket moved on.
+    let js = async_nats::jetstream::new(nats_connect(&app.nats_url()).await);
+    let stream = js.get_stream("KV_presence").await.unwrap();
+    stream.purge().filter("$KV.presence.user.fay").await.unwrap();
+    app.set("hal", json!({"status": "online"})).await;
+    let kept = app.stop_keeping().await;
+    std::fs::write(&path, &older).unwrap();
+    let app = TestApp::restart(kept).await;
+    assert_eq!(
+        restored(&app).await,
+        0,
+        "fay's record is older than the bucket's first and nothing replaced it"
+    );
+    assert_eq!(read_of(&app, "fay").await.0, StatusCode::NOT_FOUND, "the bucket no longer has fay");
+    assert_eq!(read_of(&app, "gus").await.1["status"], "away");
+    assert_eq!(read_of(&app, "hal").await.1["status"], "online");
+    app.stop().await;
 }
