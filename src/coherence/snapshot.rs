@@ -60,6 +60,8 @@ impl Preload {
             remove_unkept(config);
             return None;
         };
+        // What a stop that did not finish writing left aside.
+        let _ = std::fs::remove_file(path.with_extension("partial"));
         path.exists().then(|| Self(tokio::task::spawn_blocking(move || take(&path))))
     }
 
@@ -76,6 +78,7 @@ fn remove_unkept(config: &Config) {
         return;
     }
     let left = config.nats.data_dir.join(FILE_NAME);
+    let _ = std::fs::remove_file(left.with_extension("partial"));
     match std::fs::remove_file(&left) {
         Ok(()) => {
             tracing::info!(path = %left.display(), "removed a cache snapshot this node no longer keeps")
@@ -181,15 +184,31 @@ impl Keeper {
     }
 }
 
+/// Writes the snapshot aside, then renames it into place: a file at `path` is always whole. What
+/// was written aside goes if anything fails (a full disk, say).
 fn write(path: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
     let partial = path.with_extension("partial");
+    let written = write_to(&partial, header, records).and_then(|written| {
+        std::fs::rename(&partial, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(written)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+fn write_to(partial: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
     // Readable by this node's user only, like the store beside it.
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&partial)
+        .open(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     serde_json::to_writer(&mut out, header)?;
@@ -204,10 +223,6 @@ fn write(path: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow:
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    std::fs::rename(&partial, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
     Ok(written)
 }
 

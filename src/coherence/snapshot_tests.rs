@@ -51,6 +51,21 @@ fn what_is_written_reads_back_and_the_file_is_gone() {
 }
 
 #[test]
+fn a_write_that_fails_leaves_nothing_aside_and_the_last_snapshot_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let records = vec![record("ann", 3, None)];
+    write(&path, &header(3, 1), &records).unwrap();
+    let whole = std::fs::read(&path).unwrap();
+    // The file cannot go in place: a directory is where the rename would put it.
+    let blocked = dir.path().join("blocked.jsonl");
+    std::fs::create_dir(&blocked).unwrap();
+    assert!(write(&blocked, &header(3, 1), &records).is_err());
+    assert!(!blocked.with_extension("partial").exists(), "nothing left aside");
+    assert_eq!(std::fs::read(&path).unwrap(), whole, "the earlier snapshot is untouched");
+}
+
+#[test]
 fn a_damaged_or_short_file_is_no_snapshot_and_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
