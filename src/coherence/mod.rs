@@ -96,7 +96,13 @@ pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &Cancella
     }
     // Set before the node serves, so that no erasure slips in before the snapshot lands.
     let restoring = snapshot.map(|preload| Restoring::new(preload, link.clone()));
-    tasks.spawn(watcher::run(store.clone(), applier, (region, restoring), stop.clone()));
+    let (watched, stopped) = (store.clone(), stop.clone());
+    tasks.spawn(async move {
+        if let Some(restoring) = restoring {
+            restore::first(restoring, &watched, &mut applier, &stopped).await;
+        }
+        watcher::run(watched, applier, region, stopped).await;
+    });
     let target = monitor::Target { store, client, server_name };
     tasks.spawn(monitor::run(target, link, stop.clone()));
 }

@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    Restoring,
     ahead::decode_ahead,
     snapshot::{Run, Snapshot},
     watcher::{Applier, Lander},
@@ -25,8 +26,22 @@ const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Records landed between two yields to the node's other tasks.
 const YIELD_EVERY: usize = 1024;
 
+/// Reads the snapshot `restoring` stands for and lands it (if the bucket can carry on from it),
+/// before the watcher starts; erasures wait until this returns.
+pub(super) async fn first(
+    mut restoring: Restoring,
+    store: &PresenceStore,
+    applier: &mut Applier,
+    stop: &CancellationToken,
+) {
+    let preload = restoring.preload.take().expect("read once");
+    if let Some(snapshot) = preload.read().await {
+        restore(store, applier, snapshot, stop).await;
+    }
+}
+
 /// Lands `snapshot` if the bucket can carry on from it; returns whether it did.
-pub(super) async fn restore(
+async fn restore(
     store: &PresenceStore,
     applier: &mut Applier,
     snapshot: Snapshot,

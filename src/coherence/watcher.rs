@@ -7,10 +7,9 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Landing, RegionCopy, Restoring,
+    Landing, RegionCopy,
     ahead::{Decoded, decode_ahead},
     clock::{self, ClockEstimate},
-    restore,
 };
 use crate::{
     cache::Entry,
@@ -62,7 +61,7 @@ enum Ended {
 pub(super) async fn run(
     store: PresenceStore,
     mut applier: Applier,
-    (region, snapshot): (Option<RegionCopy>, Option<Restoring>),
+    region: Option<RegionCopy>,
     stop: CancellationToken,
 ) {
     let link = applier.link.clone();
@@ -71,12 +70,6 @@ pub(super) async fn run(
     tokio::select! {
         () = stop.cancelled() => return,
         () = store.wait_bound() => {}
-    }
-    if let Some(mut restoring) = snapshot {
-        if let Some(snapshot) = restoring.preload.take().expect("read once").read().await {
-            restore::restore(&store, &mut applier, snapshot, &stop).await;
-        }
-        drop(restoring);
     }
     loop {
         // Sampled before the watch starts, so that every change after it is a fresh one.
