@@ -65,22 +65,19 @@ pub(crate) struct Parts {
     pub snapshot: Option<Preload>,
 }
 
-/// A snapshot on its way into the cache: erasures wait until it is dropped.
-pub(super) struct Restoring {
-    pub preload: Option<Preload>,
-    link: Arc<LinkState>,
-}
+/// Held while a snapshot is on its way into the cache: erasures wait until it is dropped.
+struct Restoring(Arc<LinkState>);
 
 impl Restoring {
-    fn new(preload: Preload, link: Arc<LinkState>) -> Self {
+    fn new(link: Arc<LinkState>) -> Self {
         link.start_restoring();
-        Self { preload: Some(preload), link }
+        Self(link)
     }
 }
 
 impl Drop for Restoring {
     fn drop(&mut self) {
-        self.link.finish_restoring();
+        self.0.finish_restoring();
     }
 }
 
@@ -95,11 +92,11 @@ pub(crate) async fn start(tasks: &mut JoinSet<()>, parts: Parts, stop: &Cancella
         watcher::recall(&region.copy, &mut applier).await;
     }
     // Set before the node serves, so that no erasure slips in before the snapshot lands.
-    let restoring = snapshot.map(|preload| Restoring::new(preload, link.clone()));
+    let restoring = snapshot.map(|preload| (preload, Restoring::new(link.clone())));
     let (watched, stopped) = (store.clone(), stop.clone());
     tasks.spawn(async move {
-        if let Some(restoring) = restoring {
-            restore::first(restoring, &watched, &mut applier, &stopped).await;
+        if let Some((preload, _restoring)) = restoring {
+            restore::first(preload, &watched, &mut applier, &stopped).await;
         }
         watcher::run(watched, applier, region, stopped).await;
     });

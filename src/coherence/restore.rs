@@ -13,10 +13,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Restoring,
     ahead::decode_ahead,
-    snapshot::{Run, Snapshot},
-    watcher::{Applier, Lander},
+    snapshot::{Preload, Run, Snapshot},
+    watcher::Applier,
 };
 use crate::store::PresenceStore;
 
@@ -26,38 +25,32 @@ const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Records landed between two yields to the node's other tasks.
 const YIELD_EVERY: usize = 1024;
 
-/// Reads the snapshot `restoring` stands for and lands it (if the bucket can carry on from it),
-/// before the watcher starts; erasures wait until this returns.
+/// Waits for the snapshot being read and lands it (if the bucket can carry on from it), before
+/// the watcher starts.
 pub(super) async fn first(
-    mut restoring: Restoring,
+    preload: Preload,
     store: &PresenceStore,
     applier: &mut Applier,
     stop: &CancellationToken,
 ) {
-    let preload = restoring.preload.take().expect("read once");
     if let Some(snapshot) = preload.read().await {
         restore(store, applier, snapshot, stop).await;
     }
 }
 
-/// Lands `snapshot` if the bucket can carry on from it; returns whether it did.
-async fn restore(
-    store: &PresenceStore,
-    applier: &mut Applier,
-    snapshot: Snapshot,
-    stop: &CancellationToken,
-) -> bool {
+/// Lands `snapshot` if the bucket can carry on from it (else the watcher reads the bucket).
+async fn restore(store: &PresenceStore, applier: &mut Applier, snapshot: Snapshot, stop: &CancellationToken) {
     let started = std::time::Instant::now();
     let head = match store.head().await {
         Ok(head) => head,
         Err(e) => {
             tracing::warn!(error = %crate::telemetry::chain(&e), "cache snapshot not used: the bucket did not answer");
-            return false;
+            return;
         }
     };
     if let Some(why) = snapshot.unfit(&head, Utc::now()) {
         tracing::info!(why, "cache snapshot not used; reading the bucket");
-        return false;
+        return;
     }
     let (from, to) = (snapshot.revision(), head.last_revision);
     // Changes up to `to` are where things stood when the node started, not news.
@@ -67,32 +60,31 @@ async fn restore(
         tracing::warn!(from, to, "cache snapshot not used: the changes since it could not be read");
         // What was applied of them is no start either: the watcher reads the bucket from nothing.
         applier.forget();
-        return false;
+        return;
     };
     applier.link.record_applied(from);
-    applier.lander.landing.expect(snapshot.records.iter().map(|run| run.len() as u64).sum());
+    applier.landing.expect(snapshot.records.iter().map(|run| run.len() as u64).sum());
     // One run after the other: landing them in tasks side by side took longer (the expiry
     // schedule and the live feed are shared) and a third more CPU.
     let mut landed = 0;
     for run in snapshot.records {
-        let Some(n) = land(&applier.lander, run, &changed, head.first_revision).await else {
+        let Some(n) = land(applier, run, &changed, head.first_revision).await else {
             // The bucket no longer holds a record of the snapshot, and no change since replaced
             // it: it was removed some other way (the stream purged, restored from a backup).
             tracing::warn!("cache snapshot not used: the bucket lost records it holds");
             applier.forget();
-            return false;
+            return;
         };
         landed += n;
     }
-    applier.lander.landing.restored(landed as u64);
+    applier.landing.restored(landed as u64);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(landed, changed = changed.len(), from, to, elapsed_ms, "cache restored from its snapshot");
-    true
 }
 
 /// Lands `run`'s records of users not `changed`; how many, or `None` if one is older than
 /// `first`, the oldest revision the bucket holds.
-async fn land(lander: &Lander, run: Run, changed: &HashSet<Box<str>>, first: u64) -> Option<usize> {
+async fn land(applier: &Applier, run: Run, changed: &HashSet<Box<str>>, first: u64) -> Option<usize> {
     let mut landed = 0;
     for (user, record) in run {
         if changed.contains(&user) {
@@ -101,7 +93,7 @@ async fn land(lander: &Lander, run: Run, changed: &HashSet<Box<str>>, first: u64
         if record.revision < first {
             return None;
         }
-        lander.land(&user, record, false, false).await;
+        applier.land(&user, record, false, false).await;
         landed += 1;
         if landed % YIELD_EVERY == 0 {
             tokio::task::yield_now().await;

@@ -53,38 +53,34 @@ pub(crate) fn path(config: &Config) -> Option<PathBuf> {
 pub(crate) struct Preload(tokio::task::JoinHandle<Option<Snapshot>>);
 
 impl Preload {
-    /// Starts reading `config`'s node's snapshot, if it keeps one and one is there; removes one
-    /// it no longer keeps.
+    /// Starts reading `config`'s node's snapshot, if it keeps one and one is there. Removes what
+    /// a stop that did not finish writing left aside, and a snapshot the node no longer keeps (its
+    /// store now encrypted, say): a plaintext copy of the presences must not outlive the setting
+    /// that allowed it.
     pub(crate) fn start(config: &Config) -> Option<Self> {
-        let Some(path) = path(config) else {
-            remove_unkept(config);
+        if !config.nats.embedded {
             return None;
-        };
-        // What a stop that did not finish writing left aside.
-        let _ = std::fs::remove_file(path.with_extension("partial"));
-        path.exists().then(|| Self(tokio::task::spawn_blocking(move || take(&path))))
+        }
+        let file = config.nats.data_dir.join(FILE_NAME);
+        let _ = std::fs::remove_file(file.with_extension("partial"));
+        if path(config).is_none() {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {
+                    tracing::info!(path = %file.display(), "removed a cache snapshot this node no longer keeps")
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %file.display(), "cannot remove a cache snapshot")
+                }
+            }
+            return None;
+        }
+        file.exists().then(|| Self(tokio::task::spawn_blocking(move || take(&file))))
     }
 
     /// The snapshot, once read (`None` if it did not read whole).
     pub(crate) async fn read(self) -> Option<Snapshot> {
         self.0.await.ok().flatten()
-    }
-}
-
-/// Removes a snapshot this node no longer keeps (its store now encrypted, say): a plaintext copy
-/// of the presences must not outlive the setting that allowed it.
-fn remove_unkept(config: &Config) {
-    if !config.nats.embedded {
-        return;
-    }
-    let left = config.nats.data_dir.join(FILE_NAME);
-    let _ = std::fs::remove_file(left.with_extension("partial"));
-    match std::fs::remove_file(&left) {
-        Ok(()) => {
-            tracing::info!(path = %left.display(), "removed a cache snapshot this node no longer keeps")
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(error = %e, path = %left.display(), "cannot remove a cache snapshot"),
     }
 }
 
@@ -136,7 +132,6 @@ impl Snapshot {
 }
 
 /// Where a node keeps its snapshot, and what it takes one of.
-#[derive(Clone)]
 pub(crate) struct Keeper {
     pub path: PathBuf,
     pub store: PresenceStore,

@@ -26,24 +26,18 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The longest a start-up spends reading the region's copy (about 1.6 s per million records).
 const RECALL_LIMIT: Duration = Duration::from_secs(60);
 
-/// Where a record lands: the node's [`Landing`], and who follows records beside it.
-#[derive(Clone)]
-pub(super) struct Lander {
-    pub(super) landing: Landing,
-    holdings: Arc<Holdings>,
-    /// Who is in which room as the records say (a center whose webhooks hear rooms).
-    occupancy: Option<Arc<Occupancy>>,
-}
-
 /// Applies watched changes to what the node keeps.
 pub(super) struct Applier {
-    pub(super) lander: Lander,
+    pub(super) landing: Landing,
     pub(super) link: Arc<LinkState>,
+    holdings: Arc<Holdings>,
     clock: ClockEstimate,
     /// The bucket's last revision when the current watch started: changes up to it are history
     /// (replayed, however old), changes after it were written while this node watched. Only
     /// those tell the clock offset.
     pub(super) live_after: u64,
+    /// Who is in which room as the records say (a center whose webhooks hear rooms).
+    occupancy: Option<Arc<Occupancy>>,
     /// The changes up to this revision are a replay from nothing (a start, a rebuild): where
     /// things stand, not news.
     pub(super) replayed_until: u64,
@@ -78,7 +72,7 @@ pub(super) async fn run(
                 applier.live_after = head.last_revision;
                 applier.replayed_until = if link.applied_revision() == 0 { head.last_revision } else { 0 };
                 if link.applied_revision() == 0 {
-                    applier.lander.landing.expect(head.records);
+                    applier.landing.expect(head.records);
                 }
                 store.watch(link.applied_revision()).await
             }
@@ -195,7 +189,32 @@ async fn follow(
     }
 }
 
-impl Lander {
+impl Applier {
+    pub(super) fn new(
+        landing: Landing,
+        link: Arc<LinkState>,
+        (holdings, occupancy): (Arc<Holdings>, Option<Arc<Occupancy>>),
+    ) -> Self {
+        let clock = ClockEstimate::default();
+        Self { landing, link, holdings, clock, live_after: u64::MAX, occupancy, replayed_until: u64::MAX }
+    }
+
+    pub(super) async fn apply(&mut self, Decoded { change, presence }: Decoded) {
+        if change.revision > self.live_after {
+            self.sample_clock(&change);
+        }
+        if let Some(user) = change.user() {
+            let record = Arc::new(Record { revision: change.revision, presence });
+            let news = change.revision > self.replayed_until;
+            self.land(user, record, change.erased(), news).await;
+        }
+        self.link.record_applied(change.revision);
+        // Nothing pending behind this change: the watcher is caught up.
+        if change.pending == 0 && self.link.reachable() {
+            self.link.mark_caught_up();
+        }
+    }
+
     /// `user`'s record at its revision, from the bucket or the cache's snapshot.
     pub(super) async fn land(&self, user: &str, record: Entry, erased: bool, news: bool) {
         self.landing.land(user, record.clone(), Source::Watcher).await;
@@ -206,39 +225,11 @@ impl Lander {
             occupancy.observe(&Change { user, record: &record, erased, news });
         }
     }
-}
-
-impl Applier {
-    pub(super) fn new(
-        landing: Landing,
-        link: Arc<LinkState>,
-        (holdings, occupancy): (Arc<Holdings>, Option<Arc<Occupancy>>),
-    ) -> Self {
-        let clock = ClockEstimate::default();
-        let lander = Lander { landing, holdings, occupancy };
-        Self { lander, link, clock, live_after: u64::MAX, replayed_until: u64::MAX }
-    }
-
-    pub(super) async fn apply(&mut self, Decoded { change, presence }: Decoded) {
-        if change.revision > self.live_after {
-            self.sample_clock(&change);
-        }
-        if let Some(user) = change.user() {
-            let record = Arc::new(Record { revision: change.revision, presence });
-            let news = change.revision > self.replayed_until;
-            self.lander.land(user, record, change.erased(), news).await;
-        }
-        self.link.record_applied(change.revision);
-        // Nothing pending behind this change: the watcher is caught up.
-        if change.pending == 0 && self.link.reachable() {
-            self.link.mark_caught_up();
-        }
-    }
 
     /// Nothing applied so far can be trusted: the watcher starts over from nothing.
     pub(super) fn forget(&self) {
-        self.lander.landing.forget_all();
-        if let Some(occupancy) = &self.lander.occupancy {
+        self.landing.forget_all();
+        if let Some(occupancy) = &self.occupancy {
             occupancy.reset();
         }
         self.link.reset_applied();
