@@ -6,6 +6,8 @@
 //! - `stale-watcher`: the watcher lands an older revision over the newer one the cache holds.
 //! - `no-cache-before-200`: the write path answers before the record lands in the cache.
 //! - `unconfirmed-200`: a write whose acknowledgement never came is answered 200.
+//! - `erasure-unmarked`: an erasure leaves no marker in the audit log (found by the erasure
+//!   tests, `tests/api/lifecycle/erasure.rs`, not by the history checker, which erases nobody).
 
 /// Whether `bug` is planted in this run.
 #[cfg(feature = "planted-bugs")]

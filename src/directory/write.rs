@@ -255,18 +255,23 @@ impl Directory {
     ///
     /// A write racing the erasure ends wholly before it (record and event both gone) or wholly
     /// after it (both kept), never half of each: (1) the audit log's last sequence `S`, before
-    /// anything is removed; (2) the purge of the record, a marker at revision `k`; (3) the user's
-    /// events up to `S`, every one of a change older than `k`; (4) the user's events after `S` of
-    /// changes older than `k` (a write that landed before the purge and stored its event after
-    /// step 1). A write that stores its event after step 4 finds the purge and removes its event
-    /// itself ([`Directory::finish`]); an event whose store was retried in the background is
-    /// caught by step 4 run once more, [`SWEEP_AFTER`] later.
+    /// anything is removed; (2) the purge of the record, a marker at revision `k`; (3) the
+    /// erasure's marker in the audit log; (4) the user's events up to `S`, every one of a change
+    /// older than `k`; (5) the user's events after `S` of changes older than `k` (a write that
+    /// landed before the purge and stored its event after step 1). A write's event sent after
+    /// step 3 is refused (it was sent on condition of no marker), stored without the condition,
+    /// and then the write finds the purge and removes its event itself ([`Directory::finish`]);
+    /// an event whose store was retried in the background is caught by step 5 run once more,
+    /// [`SWEEP_AFTER`] later.
     pub(super) async fn erase_here(&self, user: &UserId) -> Result<u64, WriteError> {
         self.guard()?;
         // A start-up landing its cache's snapshot lands it first (coherence::restore).
         self.link.restored().await;
         let before = self.events.last_sequence().await?;
         let revision = self.store.purge(user).await?;
+        if !crate::planted::planted("erasure-unmarked") {
+            self.events.mark(user, revision).await?;
+        }
         let mut events = self.events.erase_through(user, before).await?;
         events += self.events.erase_older(user, before, revision).await?;
         events += self.events.erase_notices(user).await?;
@@ -278,7 +283,7 @@ impl Directory {
         Ok(revision)
     }
 
-    /// Step 4 of an erasure once more, for events stored late.
+    /// Step 5 of an erasure once more, for events stored late.
     async fn sweep_later(self, user: UserId, after: u64, revision: u64) {
         tokio::time::sleep(SWEEP_AFTER).await;
         match retry_for(SETTLE_FOR, || self.events.erase_older(&user, after, revision)).await {

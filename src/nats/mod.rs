@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, ConnectOptions, Event};
 
 pub(crate) use binding::Binding;
-pub(crate) use call::{BoxError, CallError, Caller, retry_for};
+pub(crate) use call::{BoxError, CallError, Caller, retry_for, wrong_last_sequence};
 pub(crate) use last::last_on;
 pub(crate) use placement::Placement;
 pub(crate) use scan::{Scan, ScanError};

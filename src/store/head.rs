@@ -1,9 +1,10 @@
 //! Where the bucket stands ([`Head`], a fresh stream-info request), and a revision of the bucket
 //! after now, asked of the stream's leader once for every writer that asks meanwhile: the writers
 //! that join a request do so before it is sent, so the revision it answers is at least as high as
-//! any written before each of them asked. A write's erasure check waits for this node's watcher
-//! to reach that revision and reads the rest from the cache (docs/lifecycle.md, "Erasure"), one
-//! request for many writes instead of one read each.
+//! any written before each of them asked. The erasure check of a write whose user was erased
+//! before (its event refused by the erasure's marker) waits for this node's watcher to reach
+//! that revision and reads the rest from the cache (docs/lifecycle.md, "Erasure"), one request
+//! for many writes instead of one read each.
 
 use std::sync::Mutex;
 
@@ -112,14 +113,14 @@ impl PresenceStore {
     /// [`PresenceStore::head`] sends, reading only its `state.last_seq`). None if it did not
     /// answer with one (an error, a timeout, the handle not bound).
     async fn last_revision(&self) -> Option<u64> {
-        let kv = self.kv.get("stream_info").ok()?;
-        let Ok(js) = self.js.get("stream_info") else {
+        let kv = self.kv.get("last_revision").ok()?;
+        let Ok(js) = self.js.get("last_revision") else {
             // A handle bound to a bucket opened elsewhere (the region's copy) has no context.
             return self.head().await.ok().map(|head| head.last_revision);
         };
         let subject = format!("STREAM.INFO.{}", kv.stream_name);
         let answer: LastOf =
-            self.caller.bounded("stream_info", js.request(subject, &NoOptions {})).await.ok()?;
+            self.caller.bounded("last_revision", js.request(subject, &NoOptions {})).await.ok()?;
         answer.state.map(|state| state.last_seq)
     }
 }

@@ -19,7 +19,7 @@ mod watch;
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
-    self, ErrorCode,
+    self,
     kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
     stream::{DirectGetErrorKind, StorageType},
 };
@@ -36,6 +36,7 @@ use crate::{
     nats::{
         Binding, Caller,
         settings::{self, Authority, SharedStream},
+        wrong_last_sequence,
     },
 };
 
@@ -238,7 +239,7 @@ impl PresenceStore {
         let outcome = if expected == 0 {
             let create = async {
                 match kv.create(key, value).await {
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists || another_came_first(&e) => {
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists || wrong_last_sequence(&e) => {
                         Ok(None)
                     }
                     other => other.map(Some),
@@ -248,7 +249,7 @@ impl PresenceStore {
         } else {
             let update = async {
                 match kv.update(key, value, expected).await {
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || another_came_first(&e) => {
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || wrong_last_sequence(&e) => {
                         Ok(None)
                     }
                     other => other.map(Some),
@@ -294,24 +295,6 @@ impl PresenceStore {
 fn backoff(attempt: usize) -> Duration {
     let ceiling = 1u64 << attempt.min(6);
     Duration::from_micros(rand::random_range(ceiling * 250..=ceiling * 1000))
-}
-
-/// Whether a compare-and-set failed because the key was written since: a clustered stream's
-/// leader says so with JetStream's error 10164 ("wrong last sequence", without the number), which
-/// async-nats 0.51 does not map to `WrongLastRevision` as it does 10071 (a single server's).
-fn another_came_first(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.downcast_ref::<jetstream::Error>().is_some_and(|j| {
-            let code = j.error_code();
-            code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-                || code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
-        }) {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 /// The presence a KV entry holds: `None` for a delete or purge marker, or a value that does not

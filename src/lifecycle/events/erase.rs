@@ -3,16 +3,38 @@
 //! everything stored before the erasure began goes at once; after that, only the events of
 //! writes older than the erasure's purge marker, one by one, so that a write made after the
 //! erasure keeps its event.
+//!
+//! Between the purge and the sweeps, the erasure leaves a marker of its own in the audit log, on
+//! [`marker`]: an event stored on condition that no such marker exists came before the sweeps
+//! (which then find it) or belongs to a user never erased (`Events::publish_unless`).
 
 use async_nats::jetstream::{
     ErrorCode,
     stream::{DeleteMessageErrorKind, RawMessageErrorKind},
 };
 
+use bytes::Bytes;
+
 use super::{EventError, Events, PresenceEvent};
 use crate::model::UserId;
 
+/// The subject of the markers that erasures of `user` leave (four tokens: the sweeps' filter
+/// `presence.*.{user}` does not take them).
+pub(super) fn marker(user: &str) -> String {
+    format!("presence.erased.user.{user}")
+}
+
 impl Events {
+    /// Leaves the marker of an erasure of `user` whose purge has revision `revision`, once the
+    /// audit log stored it. From then on, an event of `user` sent on condition that none exists is
+    /// refused.
+    pub(crate) async fn mark(&self, user: &UserId, revision: u64) -> Result<(), EventError> {
+        let body = Bytes::from(format!("{{\"purge_revision\":{revision}}}"));
+        let publish = async { self.js.publish(marker(user), body).await?.await };
+        self.caller.call("erasure_mark", publish).await?;
+        Ok(())
+    }
+
     /// The audit log's last sequence, asked now.
     pub(crate) async fn last_sequence(&self) -> Result<u64, EventError> {
         let mut stream = self.stream.get("events_info")?.clone();

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{EventError, Events, PresenceEvent};
+use super::{EventError, Events, PresenceEvent, Sent};
 use crate::{model::UserId, nats::last_on, store::PresenceStore, telemetry::chain};
 
 impl Events {
@@ -47,6 +47,13 @@ impl Events {
     /// [`Events::publish_unless_erased`], with `erased` saying, once the event is stored, whether
     /// the record was purged or deleted after the change (as the leader would say at a moment
     /// after the event was stored).
+    ///
+    /// The event is first sent on condition that the audit log holds no marker of an erasure of
+    /// `user`; stored so, nothing is left to ask. Every erasure leaves its marker after its purge
+    /// and before it sweeps the audit log, so an erasure that purged this change either left its
+    /// marker before the event was stored (then the event is refused) or sweeps after it was
+    /// stored (then the sweep removes it). Refused (the user was erased once, within the audit
+    /// log's retention), it is stored without the condition and `erased` decides.
     pub(crate) async fn publish_unless(
         &self,
         event: &PresenceEvent,
@@ -54,6 +61,13 @@ impl Events {
         user: &str,
         erased: impl AsyncFnOnce() -> bool,
     ) -> Option<u64> {
+        if self.marked() {
+            match self.publish_if(event, id.clone(), true).await {
+                Sent::Stored(sequence) => return Some(sequence),
+                Sent::Later => return None,
+                Sent::Marked => {}
+            }
+        }
         let sequence = self.publish(event, id).await?;
         if erased().await
             && let Err(e) = self.remove(sequence).await

@@ -4,6 +4,9 @@
 //! Every event is one JSON schema, [`PresenceEvent`]: the presence after the change, the status
 //! before it, the KV revision of the change (consumers order and de-duplicate by it), the node
 //! that made it, the actor (the token's `sub`, or `system` for expiry) and a timestamp.
+//!
+//! The stream also keeps the marker each erasure leaves on `presence.erased.user.{user_id}`
+//! ([`erase`]), which lets a write's event be stored only if its user was never erased.
 
 mod erase;
 mod history;
@@ -12,7 +15,13 @@ mod notice;
 
 pub(crate) use notice::{NOTICE_SUBJECTS, erased as erased_notice, notices_stream, room_notice, user_notice};
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self,
@@ -35,6 +44,15 @@ use crate::{
 
 /// How long an event that the audit log did not confirm is sent again.
 pub(crate) const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The subjects of the audit log: the two kinds of event, and the erasures' markers.
+const SUBJECTS: [&str; 3] = ["presence.update.>", "presence.expire.>", "presence.erased.>"];
+
+/// The shortest retention under which a stored event relies on the erasures' markers (see
+/// [`Events::publish_unless`]): a marker must outlive by far every write that was under way when
+/// it was left, so that none can miss it. Under a shorter one every event is checked after it is
+/// stored, as the bucket stands.
+const MARKERS_KEPT_FOR: Duration = Duration::from_secs(600);
 
 /// The actor of system-made changes (expiry).
 pub(crate) const SYSTEM_ACTOR: &str = "system";
@@ -97,6 +115,19 @@ pub(crate) struct Events {
     notices: Arc<Binding<stream::Stream>>,
     caller: Caller,
     metrics: Arc<Metrics>,
+    /// Whether the audit log keeps the erasures' markers (it takes their subject, and keeps them
+    /// at least [`MARKERS_KEPT_FOR`]), so that an event may be stored on condition of none.
+    marked: Arc<AtomicBool>,
+}
+
+/// What became of an event sent on condition that its user was never erased.
+pub(crate) enum Sent {
+    /// Stored, at this sequence.
+    Stored(u64),
+    /// Refused: the audit log holds a marker of an erasure of the user. Nothing was stored.
+    Marked,
+    /// Not confirmed: sent again in the background (without the condition).
+    Later,
 }
 
 /// The audit-log stream's settings, and who may change them.
@@ -113,7 +144,8 @@ impl Events {
     /// A handle on the audit log, bound to its stream by [`Events::bind`].
     pub(crate) fn unbound(js: jetstream::Context, caller: Caller, metrics: Arc<Metrics>) -> Self {
         let (stream, notices) = (Arc::new(Binding::unbound()), Arc::new(Binding::unbound()));
-        Self { js, stream, notices, caller, metrics }
+        let marked = Arc::new(AtomicBool::new(false));
+        Self { js, stream, notices, caller, metrics, marked }
     }
 
     /// Binds to the audit-log stream, creating (or updating) it with [`Authority::Manage`].
@@ -123,7 +155,7 @@ impl Events {
         let config = stream::Config {
             name: name.to_string(),
             description: Some("Presence audit log: every update and expire event".into()),
-            subjects: vec!["presence.update.>".into(), "presence.expire.>".into()],
+            subjects: SUBJECTS.map(String::from).to_vec(),
             storage: StorageType::File,
             max_age: retention,
             duplicate_window: Duration::from_secs(120),
@@ -135,12 +167,21 @@ impl Events {
         let existing = nats::settings::check(js, caller, name, authority, wanted).await?;
         let stream = match existing {
             None => caller.bounded("stream_create", js.create_stream(config)).await?,
-            Some(current) if authority != Authority::Bind && current != wanted => {
-                caller.bounded("stream_update", js.update_stream(config)).await?;
-                caller.bounded("stream_open", js.get_stream(name)).await?
+            Some(current) => {
+                let stream = caller.bounded("stream_open", js.get_stream(name)).await?;
+                // A stream made before the erasures' markers takes their subject from now on.
+                let stale = current != wanted || !takes_markers(&stream.cached_info().config);
+                if authority != Authority::Bind && stale {
+                    caller.bounded("stream_update", js.update_stream(config)).await?;
+                    caller.bounded("stream_open", js.get_stream(name)).await?
+                } else {
+                    stream
+                }
             }
-            Some(_) => caller.bounded("stream_open", js.get_stream(name)).await?,
         };
+        let kept = &stream.cached_info().config;
+        let marked = takes_markers(kept) && (kept.max_age.is_zero() || kept.max_age >= MARKERS_KEPT_FOR);
+        self.marked.store(marked, Ordering::Relaxed);
         self.stream.bind(stream);
         Ok(())
     }
@@ -150,29 +191,64 @@ impl Events {
     /// stores it once, however often it arrives within its duplicate window). The event's
     /// sequence in the audit log, if it was stored before this returned.
     pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) -> Option<u64> {
+        match self.publish_if(event, id, false).await {
+            Sent::Stored(sequence) => Some(sequence),
+            Sent::Marked | Sent::Later => None,
+        }
+    }
+
+    /// [`Events::publish`]; with `unmarked`, on condition that the audit log holds no erasure
+    /// marker of the event's user (a send again in the background goes without it).
+    async fn publish_if(&self, event: &PresenceEvent, id: String, unmarked: bool) -> Sent {
         let payload = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
         let subject = event.subject();
-        let e = match self.send(&subject, &payload, &id).await {
-            Ok(sequence) => return Some(sequence),
+        let marker = unmarked.then(|| erase::marker(&event.user_id));
+        let e = match self.send(&subject, &payload, &id, marker.as_deref()).await {
+            Ok(Some(sequence)) => return Sent::Stored(sequence),
+            Ok(None) => return Sent::Marked,
             Err(e) => e,
         };
         tracing::warn!(user = %event.user_id, error = %chain(&e), "presence event not stored yet; retrying");
         let this = self.clone();
         let user = event.user_id.clone();
         tokio::spawn(async move {
-            if retry_for(RETRY_FOR, || this.send(&subject, &payload, &id)).await.is_none() {
+            if retry_for(RETRY_FOR, || this.send(&subject, &payload, &id, None)).await.is_none() {
                 this.metrics.events_failed.inc();
                 tracing::error!(user = %user, id = %id, "presence event lost: the audit log did not store it");
             }
         });
-        None
+        Sent::Later
     }
 
-    /// Stores one event: its sequence in the audit log.
-    async fn send(&self, subject: &str, payload: &Bytes, id: &str) -> Result<u64, CallError> {
-        let message = PublishMessage::build().payload(payload.clone()).message_id(id);
+    /// Stores one event: its sequence in the audit log. With `unmarked` (a marker's subject), on
+    /// condition that the audit log holds no message on that subject: `None` if it holds one.
+    async fn send(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        id: &str,
+        unmarked: Option<&str>,
+    ) -> Result<Option<u64>, CallError> {
+        let mut message = PublishMessage::build().payload(payload.clone()).message_id(id);
+        if let Some(marker) = unmarked {
+            message = message
+                .expected_last_subject_sequence(0)
+                .header("Nats-Expected-Last-Subject-Sequence-Subject", marker);
+        }
         let ack = self.caller.bounded("publish", self.js.send_publish(subject.to_string(), message)).await?;
-        Ok(self.caller.bounded("publish_ack", ack).await?.sequence)
+        let stored = async {
+            match ack.await {
+                Err(e) if unmarked.is_some() && nats::wrong_last_sequence(&e) => Ok(None),
+                done => done.map(|ack| Some(ack.sequence)),
+            }
+        };
+        self.caller.bounded("publish_ack", stored).await
+    }
+
+    /// Whether events may be stored on condition that their user was never erased (see
+    /// [`Events::publish_unless`]).
+    fn marked(&self) -> bool {
+        self.marked.load(Ordering::Relaxed)
     }
 
     /// The audit log's leader and replicas, from a fresh stream-info request.
@@ -181,4 +257,9 @@ impl Events {
         let info = self.caller.bounded("events_info", stream.info()).await?;
         Ok(Placement::of(info.cluster.as_ref()))
     }
+}
+
+/// Whether a stream's subjects take the erasures' markers.
+fn takes_markers(config: &stream::Config) -> bool {
+    config.subjects.iter().any(|s| s == SUBJECTS[2])
 }
