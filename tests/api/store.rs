@@ -126,3 +126,31 @@ async fn a_center_raises_the_shared_settings_of_both_streams() {
     assert_eq!(max_age("PRESENCE_EVENTS").await, Duration::from_secs(90 * 86_400));
     app.run_until(async {}).await.unwrap();
 }
+
+/// An audit log made before erasures left markers (its subjects the two kinds of event only)
+/// takes the markers' subject when a center starts on it, and an erasure there leaves its marker
+/// (otherwise it could not: no stream would take it, and every erasure would fail).
+#[tokio::test]
+async fn a_center_gives_an_older_audit_log_the_erasure_markers_subject() {
+    let nats = crate::helpers::NatsServer::start().await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let older = async_nats::jetstream::stream::Config {
+        name: "PRESENCE_EVENTS".into(),
+        subjects: vec!["presence.update.>".into(), "presence.expire.>".into()],
+        max_age: Duration::from_secs(30 * 86_400),
+        duplicate_window: Duration::from_secs(120),
+        max_messages_per_subject: 1000,
+        ..Default::default()
+    };
+    js.create_stream(older).await.unwrap();
+    let app = crate::helpers::external_app(&nats, "upgraded").await;
+    let subjects =
+        js.get_stream("PRESENCE_EVENTS").await.unwrap().info().await.unwrap().config.subjects.clone();
+    assert!(subjects.iter().any(|s| s == "presence.erased.>"), "{subjects:?}");
+    app.set("older", serde_json::json!({"status": "online"})).await;
+    assert_eq!(app.erase("older").await.status(), reqwest::StatusCode::OK);
+    let log = js.get_stream("PRESENCE_EVENTS").await.unwrap();
+    let marker = log.get_last_raw_message_by_subject("presence.erased.user.older").await.expect("the marker");
+    assert!(marker.sequence > 0);
+    app.stop().await;
+}
