@@ -19,11 +19,20 @@ impl Presence<'_> {
             out.extend_from_slice(b",\"message\":");
             string(out, message);
         }
+        // The two are mostly the same instant (a write sets both): written once, copied once.
+        let mut written: Option<(&DateTime<Utc>, std::ops::Range<usize>)> = None;
         for (key, t) in [(&b",\"last_seen\":"[..], &self.last_seen), (b",\"updated_at\":", &self.updated_at)]
         {
             if let Some(t) = t {
                 out.extend_from_slice(key);
-                time(out, t);
+                match &written {
+                    Some((same, text)) if *same == t => out.extend_from_within(text.clone()),
+                    _ => {
+                        let start = out.len();
+                        time(out, t);
+                        written = Some((t, start..out.len()));
+                    }
+                }
             }
         }
         if let Some(node) = &self.node_id {
