@@ -184,6 +184,26 @@ fn guarded<T>(
     }))
 }
 
+/// Whether a publish with an expectation (a compare-and-set, an event that expects no erasure
+/// marker) was refused because it did not hold: JetStream's error 10071 ("wrong last sequence:
+/// N"), or 10164 (the same without the number), which a clustered stream's leader answers and
+/// async-nats 0.51 does not map to `WrongLastRevision` or `WrongLastSequence` as it does 10071.
+pub(crate) fn wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::{self, ErrorCode};
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<jetstream::Error>().is_some_and(|j| {
+            let code = j.error_code();
+            code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+                || code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+        }) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,24 +235,4 @@ mod tests {
         assert!(!c.breaker().is_open());
         assert!(c.call("put", async { Ok::<_, std::io::Error>(1) }).await.is_ok(), "writes still go");
     }
-}
-
-/// Whether a publish with an expectation (a compare-and-set, an event that expects no erasure
-/// marker) was refused because it did not hold: JetStream's error 10071 ("wrong last sequence:
-/// N"), or 10164 (the same without the number), which a clustered stream's leader answers and
-/// async-nats 0.51 does not map to `WrongLastRevision` or `WrongLastSequence` as it does 10071.
-pub(crate) fn wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
-    use async_nats::jetstream::{self, ErrorCode};
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.downcast_ref::<jetstream::Error>().is_some_and(|j| {
-            let code = j.error_code();
-            code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-                || code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
-        }) {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
