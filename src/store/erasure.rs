@@ -1,5 +1,6 @@
 //! The bucket's part in an erasure: a purge whose marker's revision is known, and the check a
-//! write makes once its event is stored: was the key purged after the write? Both are what keep
+//! write makes once its event is stored, when the audit log says its user was erased before
+//! (the erasure's marker refused the event): was the key purged after the write? Both are what keep
 //! an erasure and a write racing it from leaving half of each (docs/lifecycle.md, "Erasure").
 
 use async_nats::{HeaderMap, jetstream::kv::Operation};
