@@ -115,8 +115,8 @@ pub(crate) struct Events {
     notices: Arc<Binding<stream::Stream>>,
     caller: Caller,
     metrics: Arc<Metrics>,
-    /// Whether the audit log keeps the erasures' markers (it takes their subject, and keeps them
-    /// at least [`MARKERS_KEPT_FOR`]), so that an event may be stored on condition of none.
+    /// Whether the audit log keeps the erasures' markers ([`keeps_markers`]), so that an event
+    /// may be stored on condition of none.
     marked: Arc<AtomicBool>,
 }
 
@@ -179,9 +179,7 @@ impl Events {
                 }
             }
         };
-        let kept = &stream.cached_info().config;
-        let marked = takes_markers(kept) && (kept.max_age.is_zero() || kept.max_age >= MARKERS_KEPT_FOR);
-        self.marked.store(marked, Ordering::Relaxed);
+        self.marked.store(keeps_markers(&stream.cached_info().config), Ordering::Relaxed);
         self.stream.bind(stream);
         Ok(())
     }
@@ -262,4 +260,40 @@ impl Events {
 /// Whether a stream's subjects take the erasures' markers.
 fn takes_markers(config: &stream::Config) -> bool {
     config.subjects.iter().any(|s| s == SUBJECTS[2])
+}
+
+/// Whether a stream keeps the erasures' markers long enough for events to rely on them: it takes
+/// their subject, keeps messages at least [`MARKERS_KEPT_FOR`], and drops them for no other
+/// reason than their age and the newest per subject (no limit on the whole stream's messages or
+/// bytes, which someone managing the stream by hand could set: it would drop markers early).
+fn keeps_markers(config: &stream::Config) -> bool {
+    let age = config.max_age.is_zero() || config.max_age >= MARKERS_KEPT_FOR;
+    takes_markers(config) && age && config.max_messages <= 0 && config.max_bytes <= 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_rely_on_markers_only_where_the_stream_keeps_them() {
+        let config = |adjust: fn(&mut stream::Config)| {
+            let mut c = stream::Config {
+                subjects: SUBJECTS.map(String::from).to_vec(),
+                max_age: Duration::from_secs(30 * 86_400),
+                max_messages: -1,
+                max_bytes: -1,
+                ..Default::default()
+            };
+            adjust(&mut c);
+            keeps_markers(&c)
+        };
+        assert!(config(|_| {}));
+        assert!(config(|c| c.max_age = Duration::ZERO), "no limit of age");
+        assert!(config(|c| c.max_age = MARKERS_KEPT_FOR));
+        assert!(!config(|c| c.max_age = MARKERS_KEPT_FOR - Duration::from_secs(1)));
+        assert!(!config(|c| c.subjects.truncate(2)), "a stream made before the markers");
+        assert!(!config(|c| c.max_messages = 1_000_000), "a limit on the whole stream drops markers early");
+        assert!(!config(|c| c.max_bytes = 1 << 30));
+    }
 }
