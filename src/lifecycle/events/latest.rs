@@ -62,7 +62,7 @@ impl Events {
         erased: impl AsyncFnOnce() -> bool,
     ) -> Option<u64> {
         if self.marked() {
-            match self.publish_if(event, id.clone(), true).await {
+            match self.publish_if(event, &id, true).await {
                 Sent::Stored(sequence) => return Some(sequence),
                 Sent::Later => return None,
                 Sent::Marked => {}

@@ -15,13 +15,7 @@ mod notice;
 
 pub(crate) use notice::{NOTICE_SUBJECTS, erased as erased_notice, notices_stream, room_notice, user_notice};
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -115,13 +109,10 @@ pub(crate) struct Events {
     notices: Arc<Binding<stream::Stream>>,
     caller: Caller,
     metrics: Arc<Metrics>,
-    /// Whether the audit log keeps the erasures' markers ([`keeps_markers`]), so that an event
-    /// may be stored on condition of none.
-    marked: Arc<AtomicBool>,
 }
 
 /// What became of an event sent on condition that its user was never erased.
-pub(crate) enum Sent {
+enum Sent {
     /// Stored, at this sequence.
     Stored(u64),
     /// Refused: the audit log holds a marker of an erasure of the user. Nothing was stored.
@@ -144,8 +135,7 @@ impl Events {
     /// A handle on the audit log, bound to its stream by [`Events::bind`].
     pub(crate) fn unbound(js: jetstream::Context, caller: Caller, metrics: Arc<Metrics>) -> Self {
         let (stream, notices) = (Arc::new(Binding::unbound()), Arc::new(Binding::unbound()));
-        let marked = Arc::new(AtomicBool::new(false));
-        Self { js, stream, notices, caller, metrics, marked }
+        Self { js, stream, notices, caller, metrics }
     }
 
     /// Binds to the audit-log stream, creating (or updating) it with [`Authority::Manage`].
@@ -179,7 +169,6 @@ impl Events {
                 }
             }
         };
-        self.marked.store(keeps_markers(&stream.cached_info().config), Ordering::Relaxed);
         self.stream.bind(stream);
         Ok(())
     }
@@ -189,7 +178,7 @@ impl Events {
     /// stores it once, however often it arrives within its duplicate window). The event's
     /// sequence in the audit log, if it was stored before this returned.
     pub(crate) async fn publish(&self, event: &PresenceEvent, id: String) -> Option<u64> {
-        match self.publish_if(event, id, false).await {
+        match self.publish_if(event, &id, false).await {
             Sent::Stored(sequence) => Some(sequence),
             Sent::Marked | Sent::Later => None,
         }
@@ -197,18 +186,17 @@ impl Events {
 
     /// [`Events::publish`]; with `unmarked`, on condition that the audit log holds no erasure
     /// marker of the event's user (a send again in the background goes without it).
-    async fn publish_if(&self, event: &PresenceEvent, id: String, unmarked: bool) -> Sent {
+    async fn publish_if(&self, event: &PresenceEvent, id: &str, unmarked: bool) -> Sent {
         let payload = Bytes::from(serde_json::to_vec(event).expect("events serialize"));
         let subject = event.subject();
         let marker = unmarked.then(|| erase::marker(&event.user_id));
-        let e = match self.send(&subject, &payload, &id, marker.as_deref()).await {
+        let e = match self.send(&subject, &payload, id, marker.as_deref()).await {
             Ok(Some(sequence)) => return Sent::Stored(sequence),
             Ok(None) => return Sent::Marked,
             Err(e) => e,
         };
         tracing::warn!(user = %event.user_id, error = %chain(&e), "presence event not stored yet; retrying");
-        let this = self.clone();
-        let user = event.user_id.clone();
+        let (this, user, id) = (self.clone(), event.user_id.clone(), id.to_string());
         tokio::spawn(async move {
             if retry_for(RETRY_FOR, || this.send(&subject, &payload, &id, None)).await.is_none() {
                 this.metrics.events_failed.inc();
@@ -244,9 +232,9 @@ impl Events {
     }
 
     /// Whether events may be stored on condition that their user was never erased (see
-    /// [`Events::publish_unless`]).
+    /// [`Events::publish_unless`]): the bound audit log keeps the erasures' markers.
     fn marked(&self) -> bool {
-        self.marked.load(Ordering::Relaxed)
+        self.stream.get("publish").is_ok_and(|stream| keeps_markers(&stream.cached_info().config))
     }
 
     /// The audit log's leader and replicas, from a fresh stream-info request.
