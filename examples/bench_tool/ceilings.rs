@@ -1,6 +1,8 @@
 //! The storage ceilings Presence is compared against (raw KV calls; the HTTP ceiling is its own
 //! example, `http_ceiling`) and the fixed-rate load generator.
 
+use futures::StreamExt;
+
 use super::*;
 
 pub(crate) fn value_of_200_bytes(i: u64) -> bytes::Bytes {
@@ -18,21 +20,32 @@ pub(crate) async fn kv(args: &[String]) {
     let seconds = num(args, "--seconds", 10);
     let client = connect(&url).await;
     let js = jetstream::new(client);
+    // `put-event-guarded`: the NATS work of a PUT as the service does it (see `guarded_write`).
+    let guarded = op == "put-event-guarded";
     let kv = js
         .create_key_value(jetstream::kv::Config {
             bucket: "ceiling".into(),
             history: 1,
+            // The service's bucket: records expire, and leave a marker when they do.
+            limit_markers: guarded.then_some(Duration::from_secs(300)),
             ..Default::default()
         })
         .await
         .unwrap();
-    if op == "put-event" {
+    if op.starts_with("put-event") {
         let config = jetstream::stream::Config {
             name: "CEILING_EVENTS".into(),
-            subjects: vec!["ceiling.events.>".into()],
+            subjects: vec!["ceiling.events.>".into(), "ceiling.erased.>".into()],
+            // The service's audit log keeps 1,000 events per user and kind.
+            max_messages_per_subject: if guarded { 1000 } else { 0 },
             ..Default::default()
         };
         js.get_or_create_stream(config).await.unwrap();
+    }
+    if guarded {
+        // Every node watches the bucket: each change is delivered back to the one that wrote it.
+        let mut changes = kv.watch_all().await.unwrap();
+        tokio::spawn(async move { while changes.next().await.is_some() {} });
     }
     let keys = 10_000u64;
     if op == "get" {
@@ -49,10 +62,17 @@ pub(crate) async fn kv(args: &[String]) {
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new(3).unwrap();
                 let mut i = w;
+                // Guarded: this worker's own keys, and the revision each is at.
+                let mut revisions = std::collections::HashMap::new();
                 while !stop.load(Relaxed) {
                     let t = Instant::now();
                     let key = format!("k{}", i % keys);
-                    if op == "put" {
+                    if guarded {
+                        let key = format!("k{w}-{}", (i / concurrency) % (keys / concurrency));
+                        let last = revisions.get(&key).copied();
+                        let revision = guarded_write(&kv, &js, &key, last, i).await;
+                        revisions.insert(key, revision);
+                    } else if op == "put" {
                         kv.put(key, value_of_200_bytes(i)).await.unwrap();
                     } else if op == "put-event" {
                         kv.put(key.clone(), value_of_200_bytes(i)).await.unwrap();
@@ -78,10 +98,35 @@ pub(crate) async fn kv(args: &[String]) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     js.delete_key_value("ceiling").await.unwrap();
-    if op == "put-event" {
+    if op.starts_with("put-event") {
         js.delete_stream("CEILING_EVENTS").await.unwrap();
     }
     print_result(&op, done.load(Relaxed) as f64 / elapsed, &hist);
+}
+
+/// A PUT's NATS work as the service does it: the record written on condition of the revision
+/// it was read at (created, the first time), then its event stored with an id (JetStream's
+/// de-duplication) on condition that no erasure marker of the user is stored. The record's new
+/// revision.
+async fn guarded_write(
+    kv: &jetstream::kv::Store,
+    js: &jetstream::Context,
+    key: &str,
+    last: Option<u64>,
+    i: u64,
+) -> u64 {
+    let value = value_of_200_bytes(i);
+    let revision = match last {
+        None => kv.create(key, value).await.unwrap(),
+        Some(last) => kv.update(key, value, last).await.unwrap(),
+    };
+    let event = jetstream::message::PublishMessage::build()
+        .payload(bytes::Bytes::from(vec![b'x'; 500]))
+        .message_id(format!("update-{key}-{revision}"))
+        .expected_last_subject_sequence(0)
+        .header("Nats-Expected-Last-Subject-Sequence-Subject", format!("ceiling.erased.user.{key}").as_str());
+    js.send_publish(format!("ceiling.events.{key}"), event).await.unwrap().await.unwrap();
+    revision
 }
 
 pub(crate) fn print_result(what: &str, rps: f64, hist: &Histogram<u64>) {

@@ -2,9 +2,13 @@
 //! is `examples/http_ceiling.rs`), a fixed-rate load generator, and bulk loading of the bucket.
 //! Not part of the service.
 //!
-//! - `kv --url U --op put|get|put-event --concurrency C --seconds S`: raw async-nats KV puts or
-//!   gets of 200-byte values with C in flight: the storage ceiling. `put-event` also publishes a
-//!   500-byte event into a stream per put, as a presence write does for its audit log.
+//! - `kv --url U --op put|get|put-event|put-event-guarded --concurrency C --seconds S`: raw
+//!   async-nats KV puts or gets of 200-byte values with C in flight: the storage ceiling.
+//!   `put-event` also publishes a 500-byte event into a stream per put, as a presence write does
+//!   for its audit log. `put-event-guarded` does so with the NATS work of the service's
+//!   guarantees: a compare-and-set write to a bucket with per-key TTL markers, the event with its
+//!   id and erasure condition into a stream that keeps 1,000 per subject, and a watcher of the
+//!   bucket in the same process, as every node has.
 //! - `fixed-rate --url U --rate R --seconds S [--body FILE]`: open-loop requests at R per second
 //!   (GETs, or POSTs of FILE as JSON), spread evenly over each millisecond; latency is measured
 //!   from each request's dispatch, and the run fails if the generator could not keep the rate.
