@@ -22,6 +22,7 @@ pub(crate) async fn kv(args: &[String]) {
     let js = jetstream::new(client);
     // `put-event-guarded`: the NATS work of a PUT as the service does it (see `guarded_write`).
     let guarded = op == "put-event-guarded";
+    let guards = Guards::from_args(args);
     let kv = js
         .create_key_value(jetstream::kv::Config {
             bucket: "ceiling".into(),
@@ -42,7 +43,7 @@ pub(crate) async fn kv(args: &[String]) {
         };
         js.get_or_create_stream(config).await.unwrap();
     }
-    if guarded {
+    if guarded && guards.watch {
         // Every node watches the bucket: each change is delivered back to the one that wrote it.
         let mut changes = kv.watch_all().await.unwrap();
         tokio::spawn(async move { while changes.next().await.is_some() {} });
@@ -70,7 +71,7 @@ pub(crate) async fn kv(args: &[String]) {
                     if guarded {
                         let key = format!("k{w}-{}", (i / concurrency) % (keys / concurrency));
                         let last = revisions.get(&key).copied();
-                        let revision = guarded_write(&kv, &js, &key, last, i).await;
+                        let revision = guarded_write(&kv, &js, (&key, last), i, guards).await;
                         revisions.insert(key, revision);
                     } else if op == "put" {
                         kv.put(key, value_of_200_bytes(i)).await.unwrap();
@@ -104,6 +105,24 @@ pub(crate) async fn kv(args: &[String]) {
     print_result(&op, done.load(Relaxed) as f64 / elapsed, &hist);
 }
 
+/// The guarantees `put-event-guarded` keeps; `--without watch,cas,id,condition` takes some out
+/// (to tell what each costs the server).
+#[derive(Clone, Copy)]
+struct Guards {
+    watch: bool,
+    cas: bool,
+    id: bool,
+    condition: bool,
+}
+
+impl Guards {
+    fn from_args(args: &[String]) -> Self {
+        let without = arg(args, "--without").unwrap_or_default();
+        let keeps = |guard: &str| !without.split(',').any(|w| w == guard);
+        Self { watch: keeps("watch"), cas: keeps("cas"), id: keeps("id"), condition: keeps("condition") }
+    }
+}
+
 /// A PUT's NATS work as the service does it: the record written on condition of the revision
 /// it was read at (created, the first time), then its event stored with an id (JetStream's
 /// de-duplication) on condition that no erasure marker of the user is stored. The record's new
@@ -111,20 +130,26 @@ pub(crate) async fn kv(args: &[String]) {
 async fn guarded_write(
     kv: &jetstream::kv::Store,
     js: &jetstream::Context,
-    key: &str,
-    last: Option<u64>,
+    (key, last): (&str, Option<u64>),
     i: u64,
+    guards: Guards,
 ) -> u64 {
     let value = value_of_200_bytes(i);
     let revision = match last {
+        _ if !guards.cas => kv.put(key, value).await.unwrap(),
         None => kv.create(key, value).await.unwrap(),
         Some(last) => kv.update(key, value, last).await.unwrap(),
     };
-    let event = jetstream::message::PublishMessage::build()
-        .payload(bytes::Bytes::from(vec![b'x'; 500]))
-        .message_id(format!("update-{key}-{revision}"))
-        .expected_last_subject_sequence(0)
-        .header("Nats-Expected-Last-Subject-Sequence-Subject", format!("ceiling.erased.user.{key}").as_str());
+    let mut event = jetstream::message::PublishMessage::build().payload(bytes::Bytes::from(vec![b'x'; 500]));
+    if guards.id {
+        event = event.message_id(format!("update-{key}-{revision}"));
+    }
+    if guards.condition {
+        let marker = format!("ceiling.erased.user.{key}");
+        event = event
+            .expected_last_subject_sequence(0)
+            .header("Nats-Expected-Last-Subject-Sequence-Subject", marker.as_str());
+    }
     js.send_publish(format!("ceiling.events.{key}"), event).await.unwrap().await.unwrap();
     revision
 }
