@@ -23,6 +23,7 @@ mod server;
 mod sse;
 mod stream_conn;
 mod subscribe;
+mod timer;
 mod transport;
 mod ws;
 

@@ -45,13 +45,11 @@ pub(crate) async fn serve(
     let (timeouts, metrics) = limits;
     let connections = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let app = app.clone();
-        let closer = CancellationToken::new();
-        let peer = Peer { addr: peer, tls: tls.is_some(), closer: closer.clone() };
         let (stop, metrics, tls) = (stop.clone(), metrics.clone(), tls.clone());
         connections.spawn(async move {
             let timed_out = |reason| {
@@ -67,6 +65,9 @@ pub(crate) async fn serve(
                 let header = timeouts.header.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
                 match sniffed {
                     Sniffed::EventStream => {
+                        // Its own closer: the node's stop ends an event stream through the hub
+                        // (with a last event), not by dropping the connection.
+                        let peer = Peer { addr, tls: false, closer: CancellationToken::new() };
                         match stream_conn::serve(stream, app.router(), peer, Timeouts { header, ..timeouts })
                             .await
                         {
@@ -81,6 +82,10 @@ pub(crate) async fn serve(
                     Sniffed::Other => {}
                 }
             }
+            // A child of `stop`, so that the connection's task watches one token for both (told
+            // apart by `drive`).
+            let closer = stop.child_token();
+            let peer = Peer { addr, tls: tls.is_some(), closer: closer.clone() };
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 app.answer(request.map(Body::new), &peer)
             });
@@ -102,7 +107,7 @@ pub(crate) async fn serve(
             } else {
                 let mut builder = http1::Builder::new();
                 builder
-                    .timer(TokioTimer::new())
+                    .timer(super::timer::ConnectionTimer::default())
                     .header_read_timeout(timeouts.header)
                     .max_buf_size(MAX_READ_BUFFER);
                 let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
@@ -128,24 +133,29 @@ enum Ended {
     Closed,
 }
 
-/// Serves `connection` until it ends, it idles for `idle`, `closer` closes it, or `stop` asks it
-/// to `finish` its requests in flight (then it gets until it idles).
+/// Serves `connection` until it ends, it idles for `idle`, `closer` closes it, or `stop` (whose
+/// child `closer` is) asks it to `finish` its requests in flight (then it gets until it idles).
 async fn drive<C: Future<Output = hyper::Result<()>>>(
     mut connection: Pin<&mut C>,
     finish: impl FnOnce(Pin<&mut C>),
     (activity, idle_for, closer, stop): (&Activity, Duration, &CancellationToken, &CancellationToken),
 ) -> Ended {
+    // Biased: the connection first, as it is what wakes the task nearly every time.
     tokio::select! {
+        biased;
+        outcome = connection.as_mut() => return Ended::Served(outcome),
+        () = closer.cancelled() => {}
+        () = activity.idle(idle_for) => return Ended::Idle,
+    }
+    // `closer` is a child of `stop`: cancelled by itself, the node closes the connection.
+    if !stop.is_cancelled() {
+        return Ended::Closed;
+    }
+    finish(connection.as_mut());
+    tokio::select! {
+        biased;
         outcome = connection.as_mut() => Ended::Served(outcome),
         () = activity.idle(idle_for) => Ended::Idle,
-        () = closer.cancelled() => Ended::Closed,
-        () = stop.cancelled() => {
-            finish(connection.as_mut());
-            tokio::select! {
-                outcome = connection.as_mut() => Ended::Served(outcome),
-                () = activity.idle(idle_for) => Ended::Idle,
-            }
-        }
     }
 }
 
