@@ -2,6 +2,7 @@
 //! [`Application::run_until`] serves until told to stop, then drains requests, the background
 //! tasks, the NATS client and the embedded server, in that order.
 
+mod background;
 mod claim;
 mod reload;
 mod startup;
@@ -29,7 +30,7 @@ use crate::{
     telemetry::Metrics,
     tls::ServerTls,
 };
-use startup::Background;
+use background::Background;
 
 /// How often idle rate-limit keys are forgotten.
 const LIMITS_RETAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -241,6 +242,9 @@ impl Application {
             }
         };
         tracing::info!("HTTP server stopped; draining NATS");
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.catch_up().await;
+        }
         self.background.shutdown(grace).await;
         // The watcher has stopped: the cache holds what it applied, and nothing lands any more.
         if let Some(snapshot) = &self.snapshot {

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::Context;
 use async_nats::jetstream;
-use tokio::{net::TcpListener, task::JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpListener;
 
+use super::background::Background;
 use crate::{
     auth::secret::{self, SecretSource},
     cache::{ENTRY_OVERHEAD, Negative, PresenceCache},
@@ -23,41 +23,13 @@ use crate::{
     lifecycle::{EventError, Events, Expirer, ExpiryQueue, events::StreamSettings},
     link::LinkState,
     live::Hub,
-    nats::{Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
+    nats::{API_PREFIX, Caller, EmbeddedServer, breaker::Breaker, settings::Authority},
     rooms::{Occupancy, Rooms},
     store::{PresenceStore, StoreError, region},
     telemetry::Metrics,
     tls::ServerTls,
     topology::{self, Holdings, Registry},
 };
-
-/// Background tasks: stopped together by [`Background::shutdown`], or cancelled and aborted when
-/// dropped (a failed start-up, a panic), so that none outlives its node.
-pub(crate) struct Background {
-    pub stop: CancellationToken,
-    pub tasks: JoinSet<()>,
-}
-
-impl Background {
-    pub(super) fn new() -> Self {
-        Self { stop: CancellationToken::new(), tasks: JoinSet::new() }
-    }
-
-    /// Tells every task to stop and waits for them, at most `grace`.
-    pub(super) async fn shutdown(mut self, grace: Duration) {
-        self.stop.cancel();
-        let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("background tasks still running after the shutdown timeout; aborting them");
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
 
 /// Step 0: say what the node is about to run with.
 pub(super) fn announce(config: &Config, secret_source: &SecretSource) {
@@ -160,10 +132,13 @@ async fn bind_storage(
     (store, events): (&PresenceStore, &Events),
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
-    // Only the center manages the shared bucket and stream; a leaf binds to what it made.
-    let authority = match config.service.node_type {
-        NodeType::Center => Authority::Manage { allow_reduction: config.nats.allow_settings_reduction },
-        NodeType::Leaf => Authority::Bind,
+    // Only the center manages the shared bucket and stream; a leaf binds to what it made. `api`:
+    // the API prefix of `js` (see [`jetstream_of`]).
+    let (authority, api) = match config.service.node_type {
+        NodeType::Center => {
+            (Authority::Manage { allow_reduction: config.nats.allow_settings_reduction }, API_PREFIX.into())
+        }
+        NodeType::Leaf => (Authority::Bind, format!("$JS.{CENTER_DOMAIN}.API")),
     };
     let settings = StreamSettings {
         name: &config.events.stream,
@@ -179,7 +154,7 @@ async fn bind_storage(
     )
     .await
     .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
-    let bind_store = || store.bind(js, &config.nats.kv, authority);
+    let bind_store = || store.bind((js, &api), &config.nats.kv, authority);
     retry_until(deadline, bind_store, |e| !matches!(e, StoreError::Settings(s) if !s.transient()))
         .await
         .with_context(|| format!("cannot open KV bucket `{}`", config.nats.kv.bucket))?;

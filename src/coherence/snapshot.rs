@@ -131,6 +131,9 @@ impl Snapshot {
     }
 }
 
+/// How long a stopping node waits for its watcher to apply the bucket's newest change.
+const CATCH_UP: Duration = Duration::from_secs(1);
+
 /// Where a node keeps its snapshot, and what it takes one of.
 pub(crate) struct Keeper {
     pub path: PathBuf,
@@ -140,6 +143,18 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
+    /// Before the watcher stops: lets it apply what the bucket holds now (for at most
+    /// [`CATCH_UP`]), so that the snapshot holds this node's last writes, even those made right
+    /// after its start, before its watcher had applied anything.
+    pub(crate) async fn catch_up(&self) {
+        let caught_up = async {
+            if let Ok(head) = self.store.head().await {
+                self.link.applied_reaches(head.last_revision, CATCH_UP).await;
+            }
+        };
+        let _ = tokio::time::timeout(CATCH_UP, caught_up).await;
+    }
+
     /// Writes the snapshot, once the watcher has stopped: the cache's presences and the revision
     /// the watcher applied. Nothing is written if the watcher applied nothing, or if the bucket
     /// cannot say which one it is. A failure is logged; the next start reads the bucket instead.

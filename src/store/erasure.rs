@@ -7,20 +7,18 @@ use async_nats::{HeaderMap, jetstream::kv::Operation};
 use bytes::Bytes;
 
 use super::{KV_OPERATION, PresenceStore, StoreError, key};
-use crate::model::UserId;
+use crate::{model::UserId, nats};
 
 impl PresenceStore {
     /// Removes `user`'s record and its history from the bucket (a purge marker remains): the
     /// marker's revision.
     pub(crate) async fn purge(&self, user: &UserId) -> Result<u64, StoreError> {
         let kv = self.kv.get("purge")?;
-        let js = self.js.get("purge")?;
-        let subject = format!("{}{}", kv.put_prefix.as_deref().unwrap_or(&kv.prefix), key(user));
+        let subject = format!("{}{}", kv.put_to, key(user));
         let mut headers = HeaderMap::new();
         headers.insert(KV_OPERATION, "PURGE");
         headers.insert("Nats-Rollup", "sub");
-        let publish = async { js.publish_with_headers(subject, headers, Bytes::new()).await?.await };
-        Ok(self.caller.call("purge", publish).await?.sequence)
+        Ok(self.caller.call("purge", nats::acked(&kv.client, subject, headers, Bytes::new())).await?)
     }
 
     /// Whether `user`'s key was purged or deleted after `revision`, asked of the stream's leader

@@ -18,10 +18,13 @@ mod watch;
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{
-    self,
-    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
-    stream::{DirectGetErrorKind, StorageType},
+use async_nats::{
+    HeaderValue, header,
+    jetstream::{
+        self,
+        kv::{self, CreateErrorKind, Operation},
+        stream::{DirectGetErrorKind, StorageType},
+    },
 };
 use bytes::Bytes;
 use chrono::Utc;
@@ -34,7 +37,7 @@ use crate::{
     config::KvConfig,
     model::{CompactPresence, PresenceUpdate, Record, StoredPresence, UserId},
     nats::{
-        Binding, Caller,
+        self, Binding, Caller,
         settings::{self, Authority, SharedStream},
         wrong_last_sequence,
     },
@@ -70,11 +73,34 @@ pub(crate) struct Expiring {
 /// succeeds.
 #[derive(Clone)]
 pub(crate) struct PresenceStore {
-    kv: Arc<Binding<kv::Store>>,
-    /// The JetStream context the bucket was bound with (for a purge whose revision is known).
+    kv: Arc<Binding<Bucket>>,
+    /// The JetStream context the bucket was bound with (for requests to its stream's API).
     js: Arc<Binding<jetstream::Context>>,
     caller: Caller,
     fence: Arc<head::Fence>,
+}
+
+/// The bucket as bound: async-nats' handle (what `Deref` gives), and what a compare-and-set
+/// sends with instead of it ([`nats::acked`]).
+pub(crate) struct Bucket {
+    kv: kv::Store,
+    client: async_nats::Client,
+    /// Where a put of a key goes, but for the key ([`nats::kv_put_prefix`]).
+    put_to: String,
+}
+
+impl Bucket {
+    /// `kv`, opened through `js`, whose API prefix is `api`.
+    fn new(kv: kv::Store, js: &jetstream::Context, api: &str) -> Self {
+        Self { put_to: nats::kv_put_prefix(&kv, api), client: js.client(), kv }
+    }
+}
+
+impl std::ops::Deref for Bucket {
+    type Target = kv::Store;
+    fn deref(&self) -> &kv::Store {
+        &self.kv
+    }
 }
 
 impl PresenceStore {
@@ -88,10 +114,10 @@ impl PresenceStore {
         }
     }
 
-    /// A handle on a bucket opened elsewhere (the region's copy).
-    fn bound(kv: kv::Store, caller: Caller) -> Self {
+    /// A handle on a bucket opened elsewhere (the region's copy), through `js` (no domain).
+    fn bound(kv: kv::Store, js: &jetstream::Context, caller: Caller) -> Self {
         let store = Self::unbound(caller);
-        store.kv.bind(kv);
+        store.kv.bind(Bucket::new(kv, js, nats::API_PREFIX));
         store
     }
 
@@ -103,7 +129,7 @@ impl PresenceStore {
     /// spoke").
     pub(crate) async fn bind(
         &self,
-        js: &jetstream::Context,
+        (js, api): (&jetstream::Context, &str),
         cfg: &KvConfig,
         authority: Authority,
     ) -> Result<(), StoreError> {
@@ -114,7 +140,7 @@ impl PresenceStore {
         self.js.bind(js.clone());
         if authority == Authority::Bind {
             let kv = caller.bounded("open", js.get_key_value(&cfg.bucket)).await?;
-            self.kv.bind(kv);
+            self.kv.bind(Bucket::new(kv, js, api));
             return Ok(());
         }
         let config = kv::Config {
@@ -127,7 +153,8 @@ impl PresenceStore {
             limit_markers: Some(MARKER_TTL),
             ..Default::default()
         };
-        self.kv.bind(caller.bounded("open", js.create_or_update_key_value(config)).await?);
+        let kv = caller.bounded("open", js.create_or_update_key_value(config)).await?;
+        self.kv.bind(Bucket::new(kv, js, api));
         Ok(())
     }
 
@@ -247,11 +274,12 @@ impl PresenceStore {
             };
             self.caller.call("create", create).await?
         } else {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(expected));
+            let subject = format!("{}{key}", kv.put_to);
             let update = async {
-                match kv.update(key, value, expected).await {
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || wrong_last_sequence(&e) => {
-                        Ok(None)
-                    }
+                match nats::acked(&kv.client, subject, headers, value).await {
+                    Err(e) if wrong_last_sequence(&e) => Ok(None),
                     other => other.map(Some),
                 }
             };

@@ -25,7 +25,7 @@ pub(crate) async fn open(
 ) -> Result<PresenceStore, StoreError> {
     caller.bounded("copy_open", local.create_or_update_stream(mirror(cfg))).await?;
     let kv = caller.bounded("copy_open", local.get_key_value(&cfg.bucket)).await?;
-    Ok(PresenceStore::bound(kv, caller))
+    Ok(PresenceStore::bound(kv, local, caller))
 }
 
 /// Throws the copy's content away and starts copying again from the first revision: the

@@ -17,10 +17,12 @@ pub(crate) use notice::{NOTICE_SUBJECTS, erased as erased_notice, notices_stream
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{
-    self,
-    message::PublishMessage,
-    stream::{self, StorageType},
+use async_nats::{
+    HeaderMap, HeaderValue, header,
+    jetstream::{
+        self,
+        stream::{self, StorageType},
+    },
 };
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -102,6 +104,8 @@ pub(crate) enum EventError {
 #[derive(Clone)]
 pub(crate) struct Events {
     js: jetstream::Context,
+    /// The context's client, which publishes the events ([`nats::acked`]).
+    client: async_nats::Client,
     /// The audit-log stream, once reached (a leaf may start before its center answers; events
     /// are published to their subjects all the same, and the center's stream stores them).
     stream: Arc<Binding<stream::Stream>>,
@@ -135,7 +139,7 @@ impl Events {
     /// A handle on the audit log, bound to its stream by [`Events::bind`].
     pub(crate) fn unbound(js: jetstream::Context, caller: Caller, metrics: Arc<Metrics>) -> Self {
         let (stream, notices) = (Arc::new(Binding::unbound()), Arc::new(Binding::unbound()));
-        Self { js, stream, notices, caller, metrics }
+        Self { client: js.client(), js, stream, notices, caller, metrics }
     }
 
     /// Binds to the audit-log stream, creating (or updating) it with [`Authority::Manage`].
@@ -215,20 +219,19 @@ impl Events {
         id: &str,
         unmarked: Option<&str>,
     ) -> Result<Option<u64>, CallError> {
-        let mut message = PublishMessage::build().payload(payload.clone()).message_id(id);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::NATS_MESSAGE_ID, id);
         if let Some(marker) = unmarked {
-            message = message
-                .expected_last_subject_sequence(0)
-                .header("Nats-Expected-Last-Subject-Sequence-Subject", marker);
+            headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(0u64));
+            headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", marker);
         }
-        let ack = self.caller.bounded("publish", self.js.send_publish(subject.to_string(), message)).await?;
         let stored = async {
-            match ack.await {
+            match nats::acked(&self.client, subject.to_string(), headers, payload.clone()).await {
                 Err(e) if unmarked.is_some() && nats::wrong_last_sequence(&e) => Ok(None),
-                done => done.map(|ack| Some(ack.sequence)),
+                done => done.map(Some),
             }
         };
-        self.caller.bounded("publish_ack", stored).await
+        self.caller.bounded("publish", stored).await
     }
 
     /// Whether events may be stored on condition that their user was never erased (see
