@@ -56,8 +56,8 @@ pub(super) fn decode_ahead(mut changes: BucketChanges) -> mpsc::Receiver<Run> {
 }
 
 fn decoded(next: Result<BucketChange, StoreError>) -> Result<Decoded, StoreError> {
-    next.map(|change| {
-        let presence = change.presence().as_ref().map(CompactPresence::from);
+    next.map(|mut change| {
+        let presence = change.take_sent().or_else(|| change.presence().as_ref().map(CompactPresence::from));
         Decoded { change, presence }
     })
 }

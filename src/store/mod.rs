@@ -8,12 +8,14 @@
 //! job, so that `last_seen` survives it), and expiry markers for the watchers. See
 //! docs/architecture.md, "The store".
 
+mod bucket;
 mod erasure;
 mod error;
 mod head;
 mod leader;
 mod recent;
 pub(crate) mod region;
+mod sent;
 mod watch;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +31,7 @@ use async_nats::{
 use bytes::Bytes;
 use chrono::Utc;
 
+use bucket::Bucket;
 pub(crate) use error::StoreError;
 pub(crate) use head::Head;
 pub(crate) use watch::{BucketChange, BucketChanges};
@@ -78,29 +81,8 @@ pub(crate) struct PresenceStore {
     js: Arc<Binding<jetstream::Context>>,
     caller: Caller,
     fence: Arc<head::Fence>,
-}
-
-/// The bucket as bound: async-nats' handle (what `Deref` gives), and what a compare-and-set
-/// sends with instead of it ([`nats::acked`]).
-pub(crate) struct Bucket {
-    kv: kv::Store,
-    client: async_nats::Client,
-    /// Where a put of a key goes, but for the key ([`nats::kv_put_prefix`]).
-    put_to: String,
-}
-
-impl Bucket {
-    /// `kv`, opened through `js`, whose API prefix is `api`.
-    fn new(kv: kv::Store, js: &jetstream::Context, api: &str) -> Self {
-        Self { put_to: nats::kv_put_prefix(&kv, api), client: js.client(), kv }
-    }
-}
-
-impl std::ops::Deref for Bucket {
-    type Target = kv::Store;
-    fn deref(&self) -> &kv::Store {
-        &self.kv
-    }
+    /// What this node is writing, for its watcher ([`sent`]).
+    sent: Arc<sent::Sent>,
 }
 
 impl PresenceStore {
@@ -111,6 +93,7 @@ impl PresenceStore {
             js: Arc::new(Binding::unbound()),
             caller,
             fence: Arc::default(),
+            sent: Arc::default(),
         }
     }
 
@@ -263,6 +246,8 @@ impl PresenceStore {
     ) -> Result<Option<u64>, StoreError> {
         let (key, value) = (key(user), encode(record));
         let kv = self.kv.get("compare_and_set")?;
+        self.sent.sending(&key, &value, record);
+        let (sent_key, sent_value) = (key.clone(), value.clone());
         let outcome = if expected == 0 {
             let create = async {
                 match kv.create(key, value).await {
@@ -272,7 +257,7 @@ impl PresenceStore {
                     other => other.map(Some),
                 }
             };
-            self.caller.call("create", create).await?
+            self.caller.call("create", create).await
         } else {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(expected));
@@ -283,9 +268,12 @@ impl PresenceStore {
                     other => other.map(Some),
                 }
             };
-            self.caller.call("update", update).await?
+            self.caller.call("update", update).await
         };
-        Ok(outcome)
+        if !matches!(outcome, Ok(Some(_))) {
+            self.sent.not_stored(&sent_key, &sent_value);
+        }
+        Ok(outcome?)
     }
 
     /// The presence held at exactly `revision`, if that revision is still its key's latest (with
@@ -314,7 +302,7 @@ impl PresenceStore {
 
     /// Every change after `revision` (with `0`: every current record first), as it happens.
     pub(crate) async fn watch(&self, after: u64) -> Result<BucketChanges, StoreError> {
-        watch::start(self.kv.get("watch")?, &self.caller, after).await
+        watch::start(self.kv.get("watch")?, &self.caller, after, self.sent.clone()).await
     }
 }
 

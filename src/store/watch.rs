@@ -3,13 +3,15 @@
 //! async-nats resumes a watch across reconnects by itself; when the stream ends or fails, the
 //! watcher starts a new one after the last revision it applied, so nothing is missed.
 
+use std::sync::Arc;
+
 use async_nats::jetstream::kv::{self, Operation};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, stream::BoxStream};
 
-use super::{KV_OPERATION, StoreError, decode, user_of};
+use super::{KV_OPERATION, StoreError, decode, sent::Sent, user_of};
 use crate::{
-    model::StoredPresence,
+    model::{CompactPresence, StoredPresence},
     nats::{BoxError, CallError, Caller},
 };
 
@@ -19,8 +21,8 @@ const NATS_MARKER_REASON: &str = "Nats-Marker-Reason";
 /// The bucket's changes, in revision order.
 pub(crate) type BucketChanges = BoxStream<'static, Result<BucketChange, StoreError>>;
 
-/// One change of one key. The value is decoded only when asked for: a node skips decoding its
-/// own writes, which its cache holds already.
+/// One change of one key. The value is decoded only when asked for; a node's own write comes
+/// with the record it was made from ([`super::sent`]).
 #[derive(Debug, Clone)]
 pub(crate) struct BucketChange {
     key: String,
@@ -31,9 +33,16 @@ pub(crate) struct BucketChange {
     pub stored_at: DateTime<Utc>,
     operation: Operation,
     value: bytes::Bytes,
+    /// The record this node wrote these bytes from, if it did.
+    sent: Option<CompactPresence>,
 }
 
 impl BucketChange {
+    /// The record this node made the change's bytes from, if it did (taken once).
+    pub(crate) fn take_sent(&mut self) -> Option<CompactPresence> {
+        self.sent.take()
+    }
+
     /// The user whose presence changed; `None` for a key that is not a presence.
     pub(crate) fn user(&self) -> Option<&str> {
         user_of(&self.key)
@@ -60,7 +69,8 @@ impl BucketChange {
         let key = message.subject.strip_prefix(prefix)?.to_string();
         let operation = operation_of(message.headers.as_ref())?;
         let stored_at = utc(published.unix_timestamp_nanos());
-        Some(Self { key, revision, pending: 0, stored_at, operation, value: message.payload.clone() })
+        let value = message.payload.clone();
+        Some(Self { key, revision, pending: 0, stored_at, operation, value, sent: None })
     }
 }
 
@@ -88,20 +98,32 @@ impl From<kv::Entry> for BucketChange {
             stored_at,
             operation: entry.operation,
             value: entry.value,
+            sent: None,
         }
     }
 }
 
-pub(super) async fn start(kv: &kv::Store, caller: &Caller, after: u64) -> Result<BucketChanges, StoreError> {
+pub(super) async fn start(
+    kv: &kv::Store,
+    caller: &Caller,
+    after: u64,
+    sent: Arc<Sent>,
+) -> Result<BucketChanges, StoreError> {
     let watch = if after == 0 {
         caller.bounded("watch", kv.watch_with_history(">")).await?
     } else {
         caller.bounded("watch", kv.watch_all_from_revision(after + 1)).await?
     };
     Ok(watch
-        .map(|next| {
-            next.map(BucketChange::from)
-                .map_err(|e| StoreError::from(CallError::Failed { op: "watch", source: BoxError::from(e) }))
+        .map(move |next| {
+            next.map(|entry| {
+                let mut change = BucketChange::from(entry);
+                if change.operation == Operation::Put {
+                    change.sent = sent.take(&change.key, &change.value);
+                }
+                change
+            })
+            .map_err(|e| StoreError::from(CallError::Failed { op: "watch", source: BoxError::from(e) }))
         })
         .boxed())
 }
