@@ -247,10 +247,9 @@ impl PresenceStore {
         let (key, value) = (key(user), encode(record));
         let kv = self.kv.get("compare_and_set")?;
         self.sent.sending(&key, &value, record);
-        let (sent_key, sent_value) = (key.clone(), value.clone());
         let outcome = if expected == 0 {
             let create = async {
-                match kv.create(key, value).await {
+                match kv.create(&key, value.clone()).await {
                     Err(e) if e.kind() == CreateErrorKind::AlreadyExists || wrong_last_sequence(&e) => {
                         Ok(None)
                     }
@@ -263,7 +262,7 @@ impl PresenceStore {
             headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, HeaderValue::from(expected));
             let subject = format!("{}{key}", kv.put_to);
             let update = async {
-                match nats::acked(&kv.client, subject, headers, value).await {
+                match nats::acked(&kv.client, subject, headers, value.clone()).await {
                     Err(e) if wrong_last_sequence(&e) => Ok(None),
                     other => other.map(Some),
                 }
@@ -271,7 +270,7 @@ impl PresenceStore {
             self.caller.call("update", update).await
         };
         if !matches!(outcome, Ok(Some(_))) {
-            self.sent.not_stored(&sent_key, &sent_value);
+            self.sent.not_stored(&key, &value);
         }
         Ok(outcome?)
     }

@@ -39,6 +39,10 @@ impl Sent {
     /// The record `bytes` were made from, if this node sent exactly them to `key`.
     pub(super) fn take(&self, key: &str, bytes: &Bytes) -> Option<CompactPresence> {
         let mut sent = self.0.lock().expect("sent lock");
+        if sent.is_empty() {
+            // Another node's writes, a start-up's replay: nothing to hash the key for.
+            return None;
+        }
         match sent.get(key) {
             Some((held, _)) if held == bytes => sent.remove(key).map(|(_, record)| record),
             _ => None,
