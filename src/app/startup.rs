@@ -72,6 +72,15 @@ pub(super) fn jetstream_of(config: &Config, client: &async_nats::Client) -> jets
     }
 }
 
+/// The JetStream API prefix of [`jetstream_of`]'s context (a put into a bucket of the center's
+/// domain goes under it).
+fn api_prefix_of(config: &Config) -> String {
+    match config.service.node_type {
+        NodeType::Center => API_PREFIX.to_string(),
+        NodeType::Leaf => format!("$JS.{CENTER_DOMAIN}.API"),
+    }
+}
+
 /// How long a leaf waits for its center at start-up before it serves its region on its own.
 const LEAF_JOIN_WAIT: Duration = Duration::from_secs(3);
 
@@ -132,13 +141,10 @@ async fn bind_storage(
     (store, events): (&PresenceStore, &Events),
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
-    // Only the center manages the shared bucket and stream; a leaf binds to what it made. `api`:
-    // the API prefix of `js` (see [`jetstream_of`]).
-    let (authority, api) = match config.service.node_type {
-        NodeType::Center => {
-            (Authority::Manage { allow_reduction: config.nats.allow_settings_reduction }, API_PREFIX.into())
-        }
-        NodeType::Leaf => (Authority::Bind, format!("$JS.{CENTER_DOMAIN}.API")),
+    // Only the center manages the shared bucket and stream; a leaf binds to what it made.
+    let authority = match config.service.node_type {
+        NodeType::Center => Authority::Manage { allow_reduction: config.nats.allow_settings_reduction },
+        NodeType::Leaf => Authority::Bind,
     };
     let settings = StreamSettings {
         name: &config.events.stream,
@@ -154,6 +160,7 @@ async fn bind_storage(
     )
     .await
     .with_context(|| format!("cannot open the audit-log stream `{}`", config.events.stream))?;
+    let api = api_prefix_of(config);
     let bind_store = || store.bind((js, &api), &config.nats.kv, authority);
     retry_until(deadline, bind_store, |e| !matches!(e, StoreError::Settings(s) if !s.transient()))
         .await
