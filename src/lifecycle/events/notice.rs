@@ -7,14 +7,14 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    message::PublishMessage,
-    stream::{self, StorageType},
+use async_nats::{
+    HeaderMap, header,
+    jetstream::stream::{self, StorageType},
 };
 use bytes::Bytes;
 
 use super::{EventError, Events, RETRY_FOR};
-use crate::nats::retry_for;
+use crate::nats::{self, retry_for};
 
 /// Every notice's subject.
 pub(crate) const NOTICE_SUBJECTS: &str = "presence.notice.>";
@@ -65,9 +65,10 @@ impl Events {
             return;
         }
         let send = || async {
-            let message = PublishMessage::build().payload(body.clone()).message_id(id.as_str());
-            let ack = self.caller.bounded("notice", self.js.send_publish(subject.clone(), message)).await?;
-            self.caller.bounded("notice_ack", ack).await.map(drop)
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, id.as_str());
+            let stored = nats::acked(&self.client, subject.clone(), headers, body.clone());
+            self.caller.bounded("notice", stored).await.map(drop)
         };
         if send().await.is_err() && retry_for(RETRY_FOR, send).await.is_none() {
             self.metrics.events_failed.inc();
