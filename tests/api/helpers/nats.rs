@@ -22,11 +22,15 @@ pub(crate) struct NatsServer {
 }
 
 impl NatsServer {
+    /// A server on a free port. The port is chosen again if the server cannot take it (another
+    /// test's outgoing connection may take a free port between its choice and the server's bind).
     pub(crate) async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = Self { child: None, port: free_port(), dir, extra: String::new() };
-        server.restart().await;
-        server
+        for _ in 0..3 {
+            if let Some(server) = Self::try_start_on(free_port()).await {
+                return server;
+            }
+        }
+        panic!("nats-server exited on three free ports in a row");
     }
 
     /// A server on `port` if it can take it (another process may hold it): `None` when the
@@ -55,11 +59,17 @@ impl NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Self { child: None, port: free_port(), dir, extra };
         server.spawn();
-        let addr = format!("127.0.0.1:{}", server.port);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        let mut attempts = 1;
+        while tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.is_err() {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
                 let log = std::fs::read_to_string(server.dir.path().join("nats.log")).unwrap_or_default();
+                // The free port was taken before the server could bind it: choose again.
+                if attempts < 3 && log.to_lowercase().contains("address already in use") {
+                    (attempts, server.port) = (attempts + 1, free_port());
+                    server.spawn();
+                    continue;
+                }
                 panic!("nats-server exited ({status}):\n{log}");
             }
             assert!(std::time::Instant::now() < deadline, "nats-server did not listen within 20s");

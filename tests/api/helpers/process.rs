@@ -19,6 +19,10 @@ pub(crate) struct ServiceProcess {
     pub nats_port: u16,
     pub leaf_port: u16,
     pub dir: PathBuf,
+    /// The environment the binary was started with.
+    env: Vec<(String, String)>,
+    /// Whether this helper chose the ports (then it may choose them again, see `wait_healthy`).
+    chosen: bool,
 }
 
 impl ServiceProcess {
@@ -44,6 +48,7 @@ impl ServiceProcess {
         secret: Option<&str>,
         (logging, extra): (&str, &str),
     ) -> Self {
+        let chosen = ports.is_none();
         let (http_port, nats_port, leaf_port) =
             ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let secret_line = secret.map(|s| format!("  jwt_secret: {s}\n")).unwrap_or_default();
@@ -55,7 +60,7 @@ impl ServiceProcess {
             leaf = LEAF_PASSWORD,
         );
         let mut process = Self::start_yaml(dir, http_port, &yaml);
-        (process.nats_port, process.leaf_port) = (nats_port, leaf_port);
+        (process.nats_port, process.leaf_port, process.chosen) = (nats_port, leaf_port, chosen);
         process
     }
 
@@ -77,7 +82,7 @@ impl ServiceProcess {
             password = LEAF_PASSWORD,
         );
         let mut process = Self::start_yaml(dir, http, &yaml);
-        (process.nats_port, process.leaf_port) = (nats, leaf);
+        (process.nats_port, process.leaf_port, process.chosen) = (nats, leaf, true);
         process
     }
 
@@ -93,19 +98,29 @@ impl ServiceProcess {
 
     /// The same, with `env` added to the binary's environment.
     pub(crate) fn start_yaml_env(dir: &Path, http_port: u16, yaml: &str, env: &[(&str, &str)]) -> Self {
-        let config = dir.join("presence.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(dir.join("service.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_presence"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self { child, http_port, nats_port: 0, leaf_port: 0, dir: dir.to_path_buf() }
+        std::fs::write(dir.join("presence.yaml"), yaml).unwrap();
+        let env: Vec<_> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let child = spawn(dir, &env);
+        Self { child, http_port, nats_port: 0, leaf_port: 0, dir: dir.to_path_buf(), env, chosen: false }
+    }
+
+    /// Starts the binary again on fresh ports, after it could not take the ones this helper
+    /// chose: another test's outgoing connection may take a free port between its choice and
+    /// the service's bind (both come from the kernel's ephemeral range).
+    async fn choose_ports_again(&mut self) {
+        // Its embedded nats-server is killed as it exits: wait until it has let the store go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.nats_pid().is_some_and(is_alive) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let fresh = (free_port(), free_port(), free_port());
+        let mut yaml = std::fs::read_to_string(self.config_path()).unwrap();
+        for (old, new) in [(self.http_port, fresh.0), (self.nats_port, fresh.1), (self.leaf_port, fresh.2)] {
+            yaml = yaml.replace(&format!(": {old}\n"), &format!(": {new}\n"));
+        }
+        std::fs::write(self.config_path(), yaml).unwrap();
+        (self.http_port, self.nats_port, self.leaf_port) = fresh;
+        self.child = spawn(&self.dir, &self.env);
     }
 
     pub(crate) fn ports(&self) -> (u16, u16, u16) {
@@ -120,22 +135,26 @@ impl ServiceProcess {
         self.dir.join("presence.yaml")
     }
 
-    /// Waits until `/health` answers 200.
+    /// Waits until `/health` answers 200 (on fresh ports, if the ones this helper chose were
+    /// taken before the service could bind them).
     pub(crate) async fn wait_healthy(&mut self) {
-        let url = self.url("/health");
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut attempts = 1;
         loop {
-            if let Ok(r) = client.get(&url).send().await
+            if let Ok(r) = client.get(self.url("/health")).send().await
                 && r.status() == StatusCode::OK
             {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "service exited ({status}): {}",
-                    std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default()
-                );
+                let log = self.log();
+                if self.chosen && attempts < 3 && log.to_lowercase().contains("address already in use") {
+                    attempts += 1;
+                    self.choose_ports_again().await;
+                    continue;
+                }
+                panic!("service exited ({status}): {log}");
             }
             assert!(Instant::now() < deadline, "service not healthy in 30s");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -163,6 +182,21 @@ impl Drop for ServiceProcess {
             kill9(pid);
         }
     }
+}
+
+/// The binary, serving on the configuration in `dir` with `env` added to its environment, its
+/// output written to `dir/service.log`.
+fn spawn(dir: &Path, env: &[(String, String)]) -> Child {
+    let log = std::fs::File::create(dir.join("service.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["serve", "--config"])
+        .arg(dir.join("presence.yaml"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 /// Sends SIGKILL to `pid`.
