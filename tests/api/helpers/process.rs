@@ -81,9 +81,7 @@ impl ServiceProcess {
             data = dir.join("nats-data").display(),
             password = LEAF_PASSWORD,
         );
-        let mut process = Self::start_yaml(dir, http, &yaml);
-        (process.nats_port, process.leaf_port, process.chosen) = (nats, leaf, true);
-        process
+        Self::start_yaml(dir, http, &yaml).on_free_ports(nats, leaf)
     }
 
     /// What the process has written to its log so far.
@@ -102,6 +100,13 @@ impl ServiceProcess {
         let env: Vec<_> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let child = spawn(dir, &env);
         Self { child, http_port, nats_port: 0, leaf_port: 0, dir: dir.to_path_buf(), env, chosen: false }
+    }
+
+    /// Its configuration's NATS ports, which like its HTTP port the test took from `free_port`:
+    /// [`ServiceProcess::wait_healthy`] may choose all three again if one was taken.
+    pub(crate) fn on_free_ports(mut self, nats: u16, leaf: u16) -> Self {
+        (self.nats_port, self.leaf_port, self.chosen) = (nats, leaf, true);
+        self
     }
 
     /// Starts the binary again on fresh ports, after it could not take the ones this helper

@@ -68,9 +68,7 @@ fn center_process(dir: &std::path::Path, extra: &str) -> ServiceProcess {
          auth:\n  jwt_secret: {SECRET}\n  jwt_issuer: {ISSUER}\n{extra}",
         data = dir.join("nats-data").display(),
     );
-    let mut center = ServiceProcess::start_yaml(dir, http, &yaml);
-    (center.nats_port, center.leaf_port) = (nats, leaf);
-    center
+    ServiceProcess::start_yaml(dir, http, &yaml).on_free_ports(nats, leaf)
 }
 
 /// Records of users outside the workload, written straight into the bucket and pipelined while

@@ -56,7 +56,7 @@ async fn the_embedded_server_inherits_none_of_the_services_secrets() {
         data = dir.path().join("nats-data").display(),
     );
     let env = [("JWT_SECRET", JWT), ("PRESENCE_NATS__LEAF_PASSWORD", LEAF), ("CANARY_OF_THE_TEST", "x")];
-    let mut node = ServiceProcess::start_yaml_env(dir.path(), http, &yaml, &env);
+    let mut node = ServiceProcess::start_yaml_env(dir.path(), http, &yaml, &env).on_free_ports(nats, leaf);
     node.wait_healthy().await;
     let pid = node.nats_pid().expect("the embedded server's pid");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
