@@ -18,8 +18,13 @@ pub(crate) async fn kv(args: &[String]) {
     let op = arg(args, "--op").unwrap_or_else(|| "put".into());
     let concurrency = num(args, "--concurrency", 64);
     let seconds = num(args, "--seconds", 10);
-    let client = connect(&url).await;
-    let js = jetstream::new(client);
+    // One connection, as a node has; more to see what nats-server does with several.
+    let connections = num(args, "--connections", 1);
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        clients.push(jetstream::new(connect(&url).await));
+    }
+    let js = clients[0].clone();
     // `put-event-guarded`: the NATS work of a PUT as the service does it (see `guarded_write`).
     let guarded = op == "put-event-guarded";
     let guards = Guards::from_args(args);
@@ -54,12 +59,18 @@ pub(crate) async fn kv(args: &[String]) {
             kv.put(format!("k{i}"), value_of_200_bytes(i)).await.unwrap();
         }
     }
+    // The bucket through each connection, opened before the clock starts.
+    let mut handles = Vec::new();
+    for client in &clients {
+        handles.push((client.clone(), client.get_key_value("ceiling").await.unwrap()));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
-            let (kv, op, stop, done, js) = (kv.clone(), op.clone(), stop.clone(), done.clone(), js.clone());
+            let (js, kv) = handles[w as usize % handles.len()].clone();
+            let (op, stop, done) = (op.clone(), stop.clone(), done.clone());
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new(3).unwrap();
                 let mut i = w;

@@ -9,7 +9,8 @@
 //!   guarantees: a compare-and-set write to a bucket with per-key TTL markers, the event with its
 //!   id and erasure condition into a stream that keeps 1,000 per subject, and a watcher of the
 //!   bucket in the same process, as every node has; `--without watch,cas,id,condition` leaves
-//!   some of them out.
+//!   some of them out. `--connections N` spreads the C over N connections (one by default, as a
+//!   node has one).
 //! - `fixed-rate --url U --rate R --seconds S [--body FILE]`: open-loop requests at R per second
 //!   (GETs, or POSTs of FILE as JSON), spread evenly over each millisecond; latency is measured
 //!   from each request's dispatch, and the run fails if the generator could not keep the rate.
