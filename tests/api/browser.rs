@@ -241,8 +241,9 @@ async fn the_page_joins_a_room_and_shows_its_members_and_typing_live() {
 /// change made there is shown.
 #[tokio::test]
 async fn the_pages_client_reconnects_to_a_node_that_came_back() {
-    let port = crate::helpers::free_port();
-    let app = TestApp::spawn_with(|c| c.service.port = port).await;
+    // The first start binds a port the OS chose; the node comes back on the same address.
+    let app = TestApp::spawn().await;
+    let port = app.addr.port();
     app.set("rita", json!({"status": "online"})).await;
     let browser = Browser::start().await;
     browser.open(&app.url("/")).await;

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use presence_client::{Change, ChangeKind, Client, ConnectionState, Error, Event, Status, StatusOptions};
 use serde_json::json;
 
-use crate::helpers::{ServiceProcess, TestApp, eventually, free_port, kill9, live::Ws, mint};
+use crate::helpers::{ServiceProcess, TestApp, eventually, kill9, live::Ws, mint};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -128,8 +128,9 @@ async fn killed_under_it_the_client_fails_over_within_the_grace_and_nobody_sees_
 
 #[tokio::test]
 async fn a_node_restarted_empty_gets_the_status_again_and_a_refused_token_stops_the_client() {
-    let port = free_port();
-    let app = TestApp::spawn_with(|c| c.service.port = port).await;
+    // The first start binds a port the OS chose; the restarts take the same address.
+    let app = TestApp::spawn().await;
+    let port = app.addr.port();
     let expired = Arc::new(AtomicBool::new(false));
     let refuse = expired.clone();
     let client = Client::builder()

@@ -61,8 +61,9 @@ async fn step(lines: &mut Lines<BufReader<ChildStdout>>, name: &str) {
 
 #[tokio::test]
 async fn in_node_the_client_fails_over_keeps_its_room_and_stops_on_a_refused_token() {
-    let port = crate::helpers::free_port();
-    let center = TestApp::spawn_with(|c| c.service.port = port).await;
+    // The first start binds a port the OS chose; the restarts take the same address.
+    let center = TestApp::spawn().await;
+    let port = center.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let mut leaf = ServiceProcess::start_leaf(dir.path(), center.config.nats.leaf_port, "leaf-t", "", "");
     leaf.wait_healthy().await;
