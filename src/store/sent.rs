@@ -5,7 +5,9 @@
 //! to an equal record (times are whole milliseconds; tested).
 //!
 //! An entry goes when the watcher takes it, when its write was refused or failed, or when the
-//! next write of the key replaces it; while the watcher is far behind, no more are kept.
+//! next write of the key replaces it. One the watcher never takes (the key overwritten by another
+//! node before the watcher read it) would stay: when [`MAX`] keys are held, all are dropped at
+//! once, and the changes they were kept for are decoded instead.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -23,9 +25,10 @@ impl Sent {
     /// `bytes`, the encoding of `record`, are being written to `key`.
     pub(super) fn sending(&self, key: &str, bytes: &Bytes, record: &StoredPresence) {
         let mut sent = self.0.lock().expect("sent lock");
-        if sent.len() < MAX || sent.contains_key(key) {
-            sent.insert(key.to_string(), (bytes.clone(), CompactPresence::from(record)));
+        if sent.len() >= MAX && !sent.contains_key(key) {
+            sent.clear();
         }
+        sent.insert(key.to_string(), (bytes.clone(), CompactPresence::from(record)));
     }
 
     /// The write of `bytes` to `key` did not land (refused, failed): its entry goes.
@@ -94,5 +97,17 @@ mod tests {
         sent.sending("user.ann", &one_bytes, &one);
         sent.not_stored("user.ann", &one_bytes);
         assert_eq!(sent.take("user.ann", &one_bytes), None, "a refused write's record goes");
+    }
+
+    #[test]
+    fn records_never_taken_make_room_for_new_writes() {
+        let sent = Sent::default();
+        let (one, bytes) = (record("one"), encode(&record("one")));
+        for i in 0..MAX {
+            sent.sending(&format!("user.u{i}"), &bytes, &one);
+        }
+        sent.sending("user.ann", &bytes, &one);
+        assert_eq!(sent.take("user.ann", &bytes), Some(CompactPresence::from(&one)), "the newest is kept");
+        assert_eq!(sent.take("user.u0", &bytes), None, "the full set was dropped");
     }
 }
