@@ -11,7 +11,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::{NatsServer, SECRET, eventually, free_port, json_of, mint};
+use super::{NatsServer, SECRET, eventually, free_port, json_of, lost_its_port, mint};
 
 /// The operator every test node's embedded NATS knows (full access).
 pub(crate) const OPERATOR: &str = "test-operator";
@@ -82,7 +82,7 @@ impl TestApp {
             match Application::build(config.clone()).await.map_err(|e| format!("{e:#}")) {
                 // A free port can be taken between its choice and the server's bind (by another
                 // test's outgoing connection): choose again, if the test did not choose it.
-                Err(e) if e.contains("address already in use") && attempts < 3 && chosen.is_some() => {
+                Err(e) if lost_its_port(&e) && attempts < 3 && chosen.is_some() => {
                     let chosen = chosen.unwrap_or_default();
                     if config.nats.port == chosen.0 {
                         config.nats.port = free_port();

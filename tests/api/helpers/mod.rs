@@ -35,9 +35,16 @@ pub(crate) use pki::Pki;
 pub(crate) use process::{ServiceProcess, is_alive, kill9, port_is_free};
 pub(crate) use tokens::{ISSUER, SECRET, mint, mint_rooms};
 
-/// A free TCP port on loopback, chosen by the OS.
+/// A free TCP port on loopback, chosen by the OS. It is let go at once: until a server binds it,
+/// another test's outgoing connection may take it (see [`lost_its_port`]).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether a server that failed to start (`said`: its error or log) did so because a port was
+/// taken: the helpers that chose its ports with [`free_port`] then choose again.
+pub(crate) fn lost_its_port(said: &str) -> bool {
+    said.to_lowercase().contains("address already in use")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.

@@ -9,7 +9,7 @@ use std::{
 use serde_json::json;
 use tempfile::TempDir;
 
-use super::{eventually, free_port};
+use super::{eventually, free_port, lost_its_port};
 
 /// A standalone nats-server (the project's pinned binary) for tests that must stop and start
 /// NATS under a running node.
@@ -65,7 +65,7 @@ impl NatsServer {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
                 let log = std::fs::read_to_string(server.dir.path().join("nats.log")).unwrap_or_default();
                 // The free port was taken before the server could bind it: choose again.
-                if attempts < 3 && log.to_lowercase().contains("address already in use") {
+                if attempts < 3 && lost_its_port(&log) {
                     (attempts, server.port) = (attempts + 1, free_port());
                     server.spawn();
                     continue;

@@ -10,7 +10,7 @@ use std::{
 
 use reqwest::StatusCode;
 
-use super::{ISSUER, LEAF_PASSWORD, SECRET, free_port};
+use super::{ISSUER, LEAF_PASSWORD, SECRET, free_port, lost_its_port};
 
 /// The real `presence` binary, run against its own data directory and ports.
 pub(crate) struct ServiceProcess {
@@ -154,7 +154,7 @@ impl ServiceProcess {
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 let log = self.log();
-                if self.chosen && attempts < 3 && log.to_lowercase().contains("address already in use") {
+                if self.chosen && attempts < 3 && lost_its_port(&log) {
                     attempts += 1;
                     self.choose_ports_again().await;
                     continue;
