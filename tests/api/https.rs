@@ -8,7 +8,7 @@ use presence::config::{ServiceTls, TlsMode};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Pki, SECRET, TestApp, eventually, free_port, https};
+use crate::helpers::{Pki, SECRET, TestApp, eventually, https, start_on_free_ports};
 
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
@@ -121,32 +121,39 @@ async fn plain_http_on_loopback_without_tls_carries_no_hsts() {
 async fn sighup_to_the_binary_rotates_the_https_and_nats_certificates() {
     let pki = Pki::new(&["node.test"]);
     let dir = tempfile::tempdir().unwrap();
-    let (http, nats, leaf) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        "service:\n  port: {http}\n  node_id: hup-node\n  tls:\n    cert_file: {cert:?}\n    key_file: {key:?}\n\
-         nats:\n  port: {nats}\n  leaf_port: {leaf}\n  data_dir: {data:?}\n  leaf_tls:\n    cert_file: {cert:?}\n    \
-         key_file: {key:?}\n    ca_file: {ca:?}\n    leaves: [leaf-a.test]\n\
-         auth:\n  jwt_secret: {SECRET}\nlogging:\n  level: debug\n  format: json\n",
-        cert = pki.cert("node.test"),
-        key = pki.key("node.test"),
-        ca = pki.ca(),
-        data = dir.path().join("nats-data"),
-    );
-    std::fs::write(dir.path().join("presence.yaml"), yaml).unwrap();
     let log = dir.path().join("service.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
-        .arg("--config")
-        .arg(dir.path().join("presence.yaml"))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     let ca = pki.ca();
-    eventually(Duration::from_secs(30), "the binary serves HTTPS", || async {
-        https::get(addr, "node.test", &ca, &[b"h2"], "/health").await.ok().filter(|a| a.status == 200)
-    })
-    .await;
+    let start = |[http, nats, leaf]: [u16; 3]| {
+        // A data directory per attempt: a first one's embedded nats-server may still hold its own.
+        let yaml = format!(
+            "service:\n  port: {http}\n  node_id: hup-node\n  tls:\n    cert_file: {cert:?}\n    key_file: {key:?}\n\
+             nats:\n  port: {nats}\n  leaf_port: {leaf}\n  data_dir: {data:?}\n  leaf_tls:\n    cert_file: {cert:?}\n    \
+             key_file: {key:?}\n    ca_file: {ca:?}\n    leaves: [leaf-a.test]\n\
+             auth:\n  jwt_secret: {SECRET}\nlogging:\n  level: debug\n  format: json\n",
+            cert = pki.cert("node.test"),
+            key = pki.key("node.test"),
+            data = dir.path().join(format!("nats-data-{nats}")),
+        );
+        std::fs::write(dir.path().join("presence.yaml"), yaml).unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+            .arg("--config")
+            .arg(dir.path().join("presence.yaml"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        (child, vec![log.clone(), stderr])
+    };
+    let serves = |[http, ..]: [u16; 3]| {
+        let ca = ca.clone();
+        async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+            https::get(addr, "node.test", &ca, &[b"h2"], "/health").await.is_ok_and(|a| a.status == 200)
+        }
+    };
+    let (mut child, [http, ..]) = start_on_free_ports("the binary serving HTTPS", start, serves).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
 
     let next = Pki::new(&["node.test"]);
     pki.replace_with(&next, "node.test");

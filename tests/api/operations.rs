@@ -13,7 +13,7 @@ use std::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Pki, TestApp, eventually, free_port, json_of};
+use crate::helpers::{Pki, TestApp, eventually, json_of, start_on_free_ports};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
@@ -143,7 +143,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: std::net::SocketAddr) -> Self {
+    async fn start(target: std::net::SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -155,16 +155,28 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={listen}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus is installed by scripts/test");
-        Self { child, url: format!("http://{listen}"), _dir: dir }
+        let log = dir.path().join("prometheus.log");
+        let http = reqwest::Client::new();
+        let (child, [port]) = start_on_free_ports(
+            "prometheus",
+            |[port]| {
+                let child = Command::new("prometheus")
+                    .arg(format!("--config.file={}", config.display()))
+                    .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .expect("prometheus is installed by scripts/test");
+                (child, vec![log.clone()])
+            },
+            |[port]| {
+                let ready = http.get(format!("http://127.0.0.1:{port}/-/ready")).send();
+                async move { ready.await.is_ok_and(|r| r.status().is_success()) }
+            },
+        )
+        .await;
+        Self { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
     }
 
     async fn api(&self, path: &str) -> Option<Value> {
@@ -184,7 +196,7 @@ impl Drop for Prometheus {
 async fn a_real_prometheus_scrapes_a_node_with_the_shipped_rules() {
     let pki = Pki::new(&["node.test", "leaf.test"]);
     let app = equipped_node(&pki).await;
-    let prometheus = Prometheus::start(app.addr);
+    let prometheus = Prometheus::start(app.addr).await;
     let instance = app.addr.to_string();
     let series = eventually(Duration::from_secs(60), "Prometheus has the node's series", || async {
         let data = prometheus.api("/api/v1/query?query=presence_updates_total").await?;

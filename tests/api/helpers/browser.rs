@@ -10,7 +10,7 @@ use std::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::{eventually, free_port};
+use super::start_on_free_ports;
 
 /// The key under which WebDriver returns an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -29,20 +29,27 @@ impl Browser {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("chromium is installed (scripts/test installs the Debian package)");
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is installed (Debian: chromium-driver)");
-        let base = format!("http://127.0.0.1:{port}");
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("chromedriver.log");
         let http = reqwest::Client::new();
-        eventually(Duration::from_secs(20), "chromedriver answers", || async {
-            let status = http.get(format!("{base}/status")).send().await.ok()?;
-            status.status().is_success().then_some(())
-        })
+        let (driver, [port]) = start_on_free_ports(
+            "chromedriver",
+            |[port]| {
+                let driver = Command::new("chromedriver")
+                    .arg(format!("--port={port}"))
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .expect("chromedriver is installed (Debian: chromium-driver)");
+                (driver, vec![log.clone()])
+            },
+            |[port]| {
+                let status = http.get(format!("http://127.0.0.1:{port}/status")).send();
+                async move { status.await.is_ok_and(|s| s.status().is_success()) }
+            },
+        )
         .await;
+        let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",

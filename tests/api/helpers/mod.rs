@@ -19,6 +19,8 @@ mod tokens;
 use std::{
     future::Future,
     net::TcpListener,
+    path::PathBuf,
+    process::Child,
     time::{Duration, Instant},
 };
 
@@ -45,6 +47,38 @@ pub(crate) fn free_port() -> u16 {
 /// taken: the helpers that chose its ports with [`free_port`] then choose again.
 pub(crate) fn lost_its_port(said: &str) -> bool {
     said.to_lowercase().contains("address already in use")
+}
+
+/// Starts a server on `N` ports from [`free_port`]: `start` spawns it on them and names the files
+/// its output goes to, `ready` says whether it serves. One that exited saying a port was taken
+/// (see [`lost_its_port`]) is started again on fresh ports, three attempts in all.
+pub(crate) async fn start_on_free_ports<const N: usize, Fut: Future<Output = bool>>(
+    what: &str,
+    mut start: impl FnMut([u16; N]) -> (Child, Vec<PathBuf>),
+    mut ready: impl FnMut([u16; N]) -> Fut,
+) -> (Child, [u16; N]) {
+    for attempt in 1..=3 {
+        let ports = std::array::from_fn(|_| free_port());
+        let (mut child, logs) = start(ports);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ready(ports).await {
+                return (child, ports);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let said: String = logs.iter().filter_map(|l| std::fs::read_to_string(l).ok()).collect();
+                assert!(attempt < 3 && lost_its_port(&said), "{what} exited ({status}): {said}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not serve within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    unreachable!("the third attempt returns or panics")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
