@@ -40,7 +40,8 @@
 //!   path alike; a write on its way follows its user's landings, `Follow`), the watcher (the
 //!   bucket's changes, landed) and the monitor (link checks, watcher lag, rebuild of a replaced
 //!   bucket); a leaf's copy of the bucket is replayed through the watcher at start-up, and a
-//!   center lands the cache's snapshot its last clean stop wrote (`coherence::snapshot`).
+//!   center lands the cache's snapshot it wrote at its last stop or while it ran
+//!   (`coherence::snapshot`, `coherence::keeper`).
 //! - `directory`: the read and write paths: cache first, store behind, degradation without NATS;
 //!   a leaf's writes carried out by the center (`directory::forward`).
 //! - `sessions`: presence that follows connections: the device sessions this node holds

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
-    coherence::{self, snapshot::Keeper},
+    coherence::{self, keeper::Keeper},
     config::{Config, NodeType},
     directory::{self, Directory, Forwarding},
     health::Health,
@@ -141,12 +141,12 @@ impl Application {
             webhook_statuses,
         );
         let health = Health::new(&config, probed, kept, metrics.clone());
-        let snapshot = coherence::snapshot::path(&config).map(|path| Keeper {
-            path,
-            store: store.clone(),
-            cache: coherent.cache.clone(),
-            link: coherent.link.clone(),
-        });
+        let snapshot = coherence::snapshot::path(&config)
+            .map(|path| Keeper::new(path, store.clone(), coherent.cache.clone(), coherent.link.clone()));
+        let every = config.cache.snapshot_interval;
+        if let Some(keeper) = snapshot.clone().filter(|_| !every.is_zero()) {
+            background.tasks.spawn(keeper.keep(every, background.stop.clone()));
+        }
         let hub = coherent.hub.clone();
         let forward = (config.service.node_type == NodeType::Leaf)
             .then(|| Forwarding::new(client.clone(), config.nats.request_timeout));
@@ -248,7 +248,7 @@ impl Application {
         self.background.shutdown(grace).await;
         // The watcher has stopped: the cache holds what it applied, and nothing lands any more.
         if let Some(snapshot) = &self.snapshot {
-            snapshot.save().await;
+            snapshot.save(true).await;
         }
         let _ = tokio::time::timeout(grace, self.client.drain()).await;
         if let Some(server) = self.embedded {

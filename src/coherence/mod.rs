@@ -9,8 +9,9 @@
 //! - [`monitor`] checks the link every 250 ms: is NATS connected and does JetStream answer, how
 //!   far behind is the watcher, and is the bucket still the one the cache came from.
 //! - [`clock`] estimates this node's clock offset from the server's timestamps.
-//! - [`snapshot`]: the cache written to a file when a center stops, and [`restore`]: the next
-//!   start landing it, after the changes made meanwhile, instead of reading the whole bucket.
+//! - [`snapshot`]: the cache written to a file (by the [`keeper`], when a center stops and every
+//!   so often while it runs), and [`restore`]: the next start landing it, after the changes made
+//!   since, instead of reading the whole bucket.
 //!
 //! Both tasks report into [`crate::link::LinkState`]. See docs/architecture.md, "The link and
 //! coherence".
@@ -18,6 +19,7 @@
 mod ahead;
 mod clock;
 mod follow;
+pub(crate) mod keeper;
 mod landing;
 mod monitor;
 mod restore;

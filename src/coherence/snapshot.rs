@@ -1,8 +1,9 @@
-//! The cache's snapshot: the presences a center node's cache held when it stopped, with the
-//! revision its watcher had applied, written next to the embedded server's store. The next start
-//! reads them from that one file (decoded on every core) instead of a million messages through a
-//! consumer, and the watcher carries on from that revision ([`super::restore`]). The file is
-//! removed as soon as it is read: it exists only while the node is stopped.
+//! The cache's snapshot: the presences a center node's cache held, with the revision its
+//! watcher had applied, written next to the embedded server's store when the node stops and,
+//! while it runs, every `cache.snapshot_interval` ([`super::keeper`]). The next start reads them
+//! from that one file (decoded on every core) instead of a million messages through a consumer,
+//! and the watcher carries on from that revision ([`super::restore`]). The file is removed as
+//! soon as it is read, and written again by the running node.
 //!
 //! Used only where the node owns the store beside it: a center with an embedded server and no
 //! encryption at rest (the snapshot is plain JSON, like the bucket's own values). See
@@ -22,14 +23,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cache::{Entry, PresenceCache},
+    cache::Entry,
     config::{Config, NodeType},
-    link::LinkState,
     model::{CompactPresence, Record, StoredPresence},
-    store::{Head, MARKER_TTL, PresenceStore},
+    store::{Head, MARKER_TTL},
 };
 
-const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 1;
 /// The file's name in `nats.data_dir`.
 pub(crate) const FILE_NAME: &str = "cache-snapshot.jsonl";
 /// The oldest snapshot a start uses: the bucket's markers for records its retention removed live
@@ -86,14 +86,14 @@ impl Preload {
 
 /// The file's first line.
 #[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    format: u32,
+pub(super) struct Header {
+    pub format: u32,
     /// When the bucket's stream was created (nanoseconds): which bucket the records are from.
-    created: i128,
+    pub created: i128,
     /// Every change up to this revision is in the records.
-    revision: u64,
-    records: u64,
-    written_at: DateTime<Utc>,
+    pub revision: u64,
+    pub records: u64,
+    pub written_at: DateTime<Utc>,
 }
 
 /// Records as one reader decoded them.
@@ -131,72 +131,9 @@ impl Snapshot {
     }
 }
 
-/// How long a stopping node waits for its watcher to apply the bucket's newest change.
-const CATCH_UP: Duration = Duration::from_secs(1);
-
-/// Where a node keeps its snapshot, and what it takes one of.
-pub(crate) struct Keeper {
-    pub path: PathBuf,
-    pub store: PresenceStore,
-    pub cache: PresenceCache,
-    pub link: Arc<LinkState>,
-}
-
-impl Keeper {
-    /// Before the watcher stops: lets it apply what the bucket holds now (for at most
-    /// [`CATCH_UP`]), so that the snapshot holds this node's last writes, even those made right
-    /// after its start, before its watcher had applied anything.
-    pub(crate) async fn catch_up(&self) {
-        let caught_up = async {
-            if let Ok(head) = self.store.head().await {
-                self.link.applied_reaches(head.last_revision, CATCH_UP).await;
-            }
-        };
-        let _ = tokio::time::timeout(CATCH_UP, caught_up).await;
-    }
-
-    /// Writes the snapshot, once the watcher has stopped: the cache's presences and the revision
-    /// the watcher applied. Nothing is written if the watcher applied nothing, or if the bucket
-    /// cannot say which one it is. A failure is logged; the next start reads the bucket instead.
-    pub(crate) async fn save(&self) {
-        let revision = self.link.applied_revision();
-        if revision == 0 {
-            return;
-        }
-        let head = match self.store.head().await {
-            Ok(head) if head.last_revision >= revision => head,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %crate::telemetry::chain(&e), "no cache snapshot: the bucket did not answer");
-                return;
-            }
-        };
-        let records = self.cache.presences();
-        let header = Header {
-            format: FORMAT,
-            created: head.created,
-            revision,
-            records: records.len() as u64,
-            written_at: Utc::now(),
-        };
-        let path = self.path.clone();
-        let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || write(&path, &header, &records)).await {
-            Ok(Ok(written)) => tracing::info!(
-                records = written,
-                revision,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "cache snapshot written"
-            ),
-            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cache snapshot not written"),
-            Err(e) => tracing::warn!(error = %e, "cache snapshot not written"),
-        }
-    }
-}
-
 /// Writes the snapshot aside, then renames it into place: a file at `path` is always whole. What
 /// was written aside goes if anything fails (a full disk, say).
-fn write(path: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
+pub(super) fn write(path: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
     let partial = path.with_extension("partial");
     let written = write_to(&partial, header, records).and_then(|written| {
         std::fs::rename(&partial, path)?;

@@ -284,6 +284,7 @@ mod tests {
             ("rooms: { max_meta_bytes: 1 }", "rooms.max_meta_bytes"),
             ("rooms: { typing_ttl: 0s }", "rooms.typing_ttl"),
             ("rooms: { public: ['doc.*'] }", "rooms.public"),
+            ("cache: { snapshot_interval: 500ms }", "cache.snapshot_interval"),
             (
                 "service: { cors: { allowed_origins: [\"https://app.example/\"] } }",
                 "service.cors.allowed_origins",
@@ -293,6 +294,8 @@ mod tests {
             let c = from_sources(Some(yaml), &[]).unwrap();
             assert_eq!(c.validate().unwrap_err().key, key, "{yaml}");
         }
+        let c = from_sources(Some("cache: { snapshot_interval: 0s }"), &[]).unwrap();
+        assert!(c.validate().is_ok(), "0s: a snapshot only when the node stops");
         let c = from_sources(
             Some("service: { cors: { allowed_origins: [\"*\", \"https://app.example:8443\"] } }"),
             &[],

@@ -273,15 +273,7 @@ impl Config {
     }
 
     fn validate_cache_auth_logging(&self) -> Result<(), ConfigError> {
-        if !matches!(self.cache.kind.as_str(), "quick_cache" | "ristretto" | "moka") {
-            return fail("cache.type", "must be `quick_cache` (`ristretto`, `moka`: the same cache)");
-        }
-        if self.cache.max_cost < 1024 {
-            return fail("cache.max_cost", "must be at least 1KB");
-        }
-        if self.cache.negative_ttl < Duration::from_secs(1) {
-            return fail("cache.negative_ttl", "must be at least 1s");
-        }
+        self.cache.validate()?;
         if let Some(secret) = &self.auth.jwt_secret
             && secret.expose().len() < 32
         {

@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 
 use serde::Deserialize;
 
-use super::units;
+use super::{ConfigError, units};
 
 /// `center_node:` of the discovery layout (docs/regions.md, "Regions").
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +112,11 @@ pub struct CacheConfig {
     /// The most such "nothing here" entries the cache holds for users it knew nothing of before:
     /// however many unknown ids clients ask for, they cannot fill the cache.
     pub max_negative_entries: u64,
+    /// How often a center that keeps its cache's snapshot writes one while it runs (when its
+    /// watcher applied something since the last), so that a start after a crash finds a recent
+    /// one; `0s`: only when it stops.
+    #[serde(with = "units::duration")]
+    pub snapshot_interval: Duration,
 }
 
 impl Default for CacheConfig {
@@ -124,7 +129,27 @@ impl Default for CacheConfig {
             metrics: true,
             negative_ttl: Duration::from_secs(30),
             max_negative_entries: 100_000,
+            snapshot_interval: Duration::from_secs(300),
         }
+    }
+}
+
+impl CacheConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError::new(key, why));
+        if !matches!(self.kind.as_str(), "quick_cache" | "ristretto" | "moka") {
+            return fail("cache.type", "must be `quick_cache` (`ristretto`, `moka`: the same cache)");
+        }
+        if self.max_cost < 1024 {
+            return fail("cache.max_cost", "must be at least 1KB");
+        }
+        if self.negative_ttl < Duration::from_secs(1) {
+            return fail("cache.negative_ttl", "must be at least 1s");
+        }
+        if !self.snapshot_interval.is_zero() && self.snapshot_interval < Duration::from_secs(1) {
+            return fail("cache.snapshot_interval", "must be 0s (only when the node stops) or at least 1s");
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,10 @@
-//! A center's cache snapshot: written when the node stops, landed by its next start after the
-//! changes made since it was taken, and never bringing back what those changes replaced or
-//! erased; a snapshot that does not fit the bucket is not used.
+//! A center's cache snapshot: written when the node stops and while it runs, landed by its next
+//! start (after a crash too) after the changes made since it was taken, and never bringing back
+//! what those changes replaced or erased; a snapshot that does not fit the bucket is not used.
 
 use super::*;
 
-use crate::helpers::nats_connect;
+use crate::helpers::{SECRET, ServiceProcess, is_alive, kill9, mint, nats_connect};
 
 const SNAPSHOT: &str = "cache-snapshot.jsonl";
 
@@ -34,7 +34,7 @@ async fn a_restarted_center_lands_its_snapshot_after_the_changes_made_since() {
     let older = std::fs::read(&path).expect("a stopped center leaves its snapshot");
     let app = TestApp::restart(kept).await;
     assert_eq!(restored(&app).await, 3);
-    assert!(!path.exists(), "read and removed at start: it exists only while the node is stopped");
+    assert!(!path.exists(), "read and removed at start; the next comes after cache.snapshot_interval (5m)");
     assert_eq!(read_of(&app, "ann").await.1["message"], "ann before");
 
     // Changes after that snapshot: bob writes again, carl is new, dora is erased.
@@ -122,4 +122,81 @@ async fn a_snapshot_holding_a_record_the_bucket_lost_is_not_used() {
     assert_eq!(read_of(&app, "gus").await.1["status"], "away");
     assert_eq!(read_of(&app, "hal").await.1["status"], "online");
     app.stop().await;
+}
+
+/// The records and revision of the snapshot at `path`, if one is there and reads whole.
+fn snapshot_at(path: &std::path::Path) -> Option<(u64, Vec<String>)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let header: Value = serde_json::from_str(lines.next()?).ok()?;
+    let users: Vec<String> = lines
+        .map(|l| {
+            serde_json::from_str::<(u64, Value)>(l).map(|(_, p)| p["user_id"].as_str().unwrap().to_string())
+        })
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (header["records"].as_u64()? == users.len() as u64).then(|| (header["revision"].as_u64().unwrap(), users))
+}
+
+#[tokio::test]
+async fn a_center_killed_with_its_nats_server_starts_from_the_snapshot_it_wrote_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let every_second = ("level: debug\n  format: json", "cache:\n  snapshot_interval: 1s\n");
+    let mut node = ServiceProcess::start_with(dir.path(), None, Some(SECRET), every_second);
+    node.wait_healthy().await;
+    let http = reqwest::Client::new();
+    let url = |node: &ServiceProcess, user: &str| node.url(&format!("/api/v2/presence/{user}"));
+    let put = |node: &ServiceProcess, user: &str, body: Value| {
+        http.put(url(node, user)).bearer_auth(mint(user)).json(&body).send()
+    };
+    for (user, status) in [("ivy", "busy"), ("jon", "away"), ("kim", "online")] {
+        let body = json!({"status": status, "message": format!("{user} before")});
+        assert_eq!(put(&node, user, body).await.unwrap().status(), StatusCode::OK);
+    }
+    let path = dir.path().join("nats-data").join(SNAPSHOT);
+    let (first, users) = eventually(Duration::from_secs(10), "a snapshot of the three", || async {
+        snapshot_at(&path).filter(|(_, users)| users.len() == 3)
+    })
+    .await;
+    assert!(["ivy", "jon", "kim"].iter().all(|u| users.contains(&u.to_string())), "{users:?}");
+    let older = std::fs::read(&path).unwrap();
+
+    // Changes after it: jon writes again, kim is erased, lea is new. The running node's next
+    // snapshot has them, and no longer kim.
+    let body = json!({"status": "busy", "message": "jon after"});
+    assert_eq!(put(&node, "jon", body).await.unwrap().status(), StatusCode::OK);
+    let erased = http.delete(url(&node, "kim")).bearer_auth(mint("kim")).send().await.unwrap();
+    assert_eq!(erased.status(), StatusCode::OK);
+    assert_eq!(put(&node, "lea", json!({"status": "online"})).await.unwrap().status(), StatusCode::OK);
+    let (_, users) = eventually(Duration::from_secs(10), "a newer snapshot while running", || async {
+        snapshot_at(&path).filter(|(revision, _)| *revision > first)
+    })
+    .await;
+    assert!(!users.contains(&"kim".to_string()), "an erased user leaves the next snapshot: {users:?}");
+    let mut before = Vec::new();
+    for user in ["ivy", "jon", "kim", "lea"] {
+        let response = http.get(url(&node, user)).send().await.unwrap();
+        before.push(json_of(response).await);
+    }
+
+    // The worst case: the node and its nats-server killed, no stop to write a snapshot, and the
+    // one on disk from before those changes (as a crash right after them would leave it).
+    let nats = node.nats_pid().expect("the embedded server wrote its pid");
+    node.kill9();
+    kill9(nats);
+    eventually(Duration::from_secs(10), "nats-server is gone", || async { (!is_alive(nats)).then_some(()) })
+        .await;
+    std::fs::write(&path, &older).unwrap();
+    let mut node = ServiceProcess::start_with(dir.path(), Some(node.ports()), Some(SECRET), every_second);
+    node.wait_healthy().await;
+    let cache = eventually(Duration::from_secs(10), "the start is done with its snapshot", || async {
+        let (_, cache) = json_of(http.get(node.url("/health/cache")).send().await.unwrap()).await;
+        (cache["restoring"] == false).then_some(cache)
+    })
+    .await;
+    assert_eq!(cache["restored"], 1, "ivy's record alone: jon's and kim's changed since: {cache}");
+    for (user, before) in ["ivy", "jon", "kim", "lea"].into_iter().zip(before) {
+        let response = http.get(url(&node, user)).send().await.unwrap();
+        assert_eq!(json_of(response).await, before, "{user} reads as before the crash");
+    }
 }
