@@ -249,12 +249,8 @@ impl PresenceCache {
 
     /// Every presence the cache holds, with its key ("nothing here" entries and tombstones left
     /// out): what a snapshot keeps.
-    pub(crate) fn presences(&self) -> Vec<(Box<str>, Entry)> {
-        self.inner
-            .iter()
-            .filter(|(_, slot)| !slot.is_negative())
-            .map(|(key, slot)| (key, slot.entry))
-            .collect()
+    pub(crate) fn presences(&self) -> impl Iterator<Item = (Box<str>, Entry)> + '_ {
+        self.inner.iter().filter(|(_, slot)| !slot.is_negative()).map(|(key, slot)| (key, slot.entry))
     }
 
     /// Drops every entry.

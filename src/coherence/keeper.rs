@@ -96,18 +96,19 @@ impl Keeper {
         let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
             let _writing = writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let records = cache.presences();
-            // Asked to start over while the cache was read: what it held may be half forgotten.
-            let forgotten = link.applied_revision() < revision || link.snapshot().rebuilds != rebuilds;
-            anyhow::ensure!(!forgotten, "the watcher started over from the bucket");
             let header = Header {
                 format: FORMAT,
                 created: head.created,
                 revision,
-                records: records.len() as u64,
+                records: 0,
                 written_at: Utc::now(),
             };
-            write(&path, &header, &records)
+            write(&path, header, cache.presences(), || {
+                // Asked to start over while the cache was read: what it held may be half forgotten.
+                let forgotten = link.applied_revision() < revision || link.snapshot().rebuilds != rebuilds;
+                anyhow::ensure!(!forgotten, "the watcher started over from the bucket");
+                Ok(())
+            })
         });
         let e = match written.await {
             Ok(Ok(records)) => {

@@ -131,11 +131,23 @@ impl Snapshot {
     }
 }
 
-/// Writes the snapshot aside, then renames it into place: a file at `path` is always whole. What
-/// was written aside goes if anything fails (a full disk, say).
-pub(super) fn write(path: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
+/// Room for the header on the file's first line: it is written there once the records are, with
+/// their count, and the rest of the line stays blank (JSON allows the trailing spaces).
+const HEADER_ROOM: usize = 256;
+
+/// Writes `records` (their count goes into `header`) aside and, if `sound` then says they are,
+/// renames the file into place: a file at `path` is always whole. What was written aside goes if
+/// anything fails (a full disk, say). Records are written as they come, so that a snapshot of a
+/// running node's cache holds no copy of it in memory.
+pub(super) fn write(
+    path: &Path,
+    header: Header,
+    records: impl IntoIterator<Item = (Box<str>, Entry)>,
+    sound: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     let partial = path.with_extension("partial");
     let written = write_to(&partial, header, records).and_then(|written| {
+        sound()?;
         std::fs::rename(&partial, path)?;
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
@@ -148,7 +160,11 @@ pub(super) fn write(path: &Path, header: &Header, records: &[(Box<str>, Entry)])
     written
 }
 
-fn write_to(partial: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
+fn write_to(
+    partial: &Path,
+    mut header: Header,
+    records: impl IntoIterator<Item = (Box<str>, Entry)>,
+) -> anyhow::Result<u64> {
     // Readable by this node's user only, like the store beside it.
     let file = OpenOptions::new()
         .write(true)
@@ -158,17 +174,22 @@ fn write_to(partial: &Path, header: &Header, records: &[(Box<str>, Entry)]) -> a
         .open(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    serde_json::to_writer(&mut out, header)?;
+    out.write_all(&[b' '; HEADER_ROOM])?;
     out.write_all(b"\n")?;
     let mut written = 0;
     for (user, entry) in records {
         if let Some(presence) = &entry.presence {
-            serde_json::to_writer(&mut out, &(entry.revision, presence.to_stored(user)))?;
+            serde_json::to_writer(&mut out, &(entry.revision, presence.to_stored(&user)))?;
             out.write_all(b"\n")?;
             written += 1;
         }
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    header.records = written;
+    let line = serde_json::to_vec(&header)?;
+    anyhow::ensure!(line.len() <= HEADER_ROOM, "a header of {} bytes", line.len());
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&line)?;
     file.sync_all()?;
     Ok(written)
 }

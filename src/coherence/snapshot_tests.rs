@@ -12,8 +12,13 @@ fn record(user: &str, revision: u64, message: Option<&str>) -> (Box<str>, Entry)
     (Box::from(user), Arc::new(Record { revision, presence }))
 }
 
-fn header(revision: u64, records: u64) -> Header {
-    Header { format: FORMAT, created: 42, revision, records, written_at: Utc::now() }
+fn header(revision: u64) -> Header {
+    Header { format: FORMAT, created: 42, revision, records: 0, written_at: Utc::now() }
+}
+
+/// Writes `records` at `path`, nothing standing in the way of their going in place.
+fn write_all(path: &Path, revision: u64, records: &[(Box<str>, Entry)]) -> anyhow::Result<u64> {
+    write(path, header(revision), records.iter().cloned(), || Ok(()))
 }
 
 fn head(first_revision: u64, last_revision: u64) -> Head {
@@ -27,12 +32,12 @@ fn what_is_written_reads_back_and_the_file_is_gone() {
     let mut records: Vec<_> =
         (0..1000).map(|i| record(&format!("user-{i}"), i + 1, Some("a \"quoted\" \\ line, é"))).collect();
     records.push(record("ann_b-7", 7, None));
-    assert_eq!(write(&path, &header(1001, records.len() as u64), &records).unwrap(), 1001);
+    assert_eq!(write_all(&path, 1001, &records).unwrap(), 1001);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the node's user only");
     let read = take(&path).expect("reads back");
-    assert!(!path.exists(), "removed once read: it lives only while the node is stopped");
+    assert!(!path.exists(), "removed once read");
     assert_eq!(read.revision(), 1001);
     let mut got: Vec<_> = read
         .records
@@ -55,13 +60,17 @@ fn a_write_that_fails_leaves_nothing_aside_and_the_last_snapshot_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     let records = vec![record("ann", 3, None)];
-    write(&path, &header(3, 1), &records).unwrap();
+    write_all(&path, 3, &records).unwrap();
     let whole = std::fs::read(&path).unwrap();
     // The file cannot go in place: a directory is where the rename would put it.
     let blocked = dir.path().join("blocked.jsonl");
     std::fs::create_dir(&blocked).unwrap();
-    assert!(write(&blocked, &header(3, 1), &records).is_err());
+    assert!(write_all(&blocked, 3, &records).is_err());
     assert!(!blocked.with_extension("partial").exists(), "nothing left aside");
+    // Records that turn out unsound once written (the watcher started over) do not go in place.
+    let refused = write(&path, header(4), records.iter().cloned(), || anyhow::bail!("started over"));
+    assert!(refused.is_err());
+    assert!(!path.with_extension("partial").exists(), "nothing left aside");
     assert_eq!(std::fs::read(&path).unwrap(), whole, "the earlier snapshot is untouched");
 }
 
@@ -70,10 +79,14 @@ fn a_damaged_or_short_file_is_no_snapshot_and_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     let records = vec![record("ann", 3, None), record("bob", 4, None)];
-    write(&path, &header(4, 3), &records).unwrap();
+    write_all(&path, 4, &records).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert!(first.contains(r#""records":2"#), "the header counts what was written: {first}");
+    std::fs::write(&path, format!("{}\n{rest}", first.replace(r#""records":2"#, r#""records":3"#))).unwrap();
     assert!(take(&path).is_none(), "two records where the header says three");
     assert!(!path.exists());
-    write(&path, &header(4, 2), &records).unwrap();
+    write_all(&path, 4, &records).unwrap();
     let mut text = std::fs::read(&path).unwrap();
     let at = text.len() - 10;
     text[at] = b'{';
@@ -90,7 +103,7 @@ fn every_record_is_read_once_however_the_runs_fall() {
     let path = dir.path().join(FILE_NAME);
     let records: Vec<_> =
         (0..37).map(|i| record(&format!("u{i}-{}", "x".repeat(i % 7)), i as u64 + 1, None)).collect();
-    write(&path, &header(37, 37), &records).unwrap();
+    write_all(&path, 37, &records).unwrap();
     let len = std::fs::metadata(&path).unwrap().len();
     let mut line = Vec::new();
     BufReader::new(File::open(&path).unwrap()).read_until(b'\n', &mut line).unwrap();
@@ -109,7 +122,7 @@ fn every_record_is_read_once_however_the_runs_fall() {
 #[test]
 fn only_the_same_bucket_with_every_change_since_and_a_recent_snapshot_fits() {
     let now = Utc::now();
-    let snapshot = Snapshot { header: header(100, 0), records: Vec::new() };
+    let snapshot = Snapshot { header: header(100), records: Vec::new() };
     assert_eq!(snapshot.unfit(&head(1, 100), now), None, "nothing changed since");
     assert_eq!(snapshot.unfit(&head(101, 250), now), None, "every change after it is still there");
     let other = Head { created: 43, ..head(1, 200) };
