@@ -10,6 +10,7 @@
 //! cache does not hold its records yet).
 
 use std::{
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -26,10 +27,10 @@ const CATCH_UP: Duration = Duration::from_secs(1);
 /// Where a node keeps its snapshot, and what it takes one of.
 #[derive(Clone)]
 pub(crate) struct Keeper {
-    pub path: std::path::PathBuf,
-    pub store: PresenceStore,
-    pub cache: PresenceCache,
-    pub link: Arc<LinkState>,
+    path: PathBuf,
+    store: PresenceStore,
+    cache: PresenceCache,
+    link: Arc<LinkState>,
     /// Held while a snapshot is written: one written while the node runs and the one its stop
     /// writes share the file written aside.
     writing: Arc<Mutex<()>>,
@@ -37,7 +38,7 @@ pub(crate) struct Keeper {
 
 impl Keeper {
     pub(crate) fn new(
-        path: std::path::PathBuf,
+        path: PathBuf,
         store: PresenceStore,
         cache: PresenceCache,
         link: Arc<LinkState>,

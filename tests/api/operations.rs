@@ -13,7 +13,7 @@ use std::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Pki, TestApp, eventually, json_of, start_on_free_ports};
+use crate::helpers::{Pki, TestApp, eventually, json_of, program_on_a_free_port};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
@@ -156,26 +156,15 @@ impl Prometheus {
         )
         .unwrap();
         let log = dir.path().join("prometheus.log");
-        let http = reqwest::Client::new();
-        let (child, [port]) = start_on_free_ports(
-            "prometheus",
-            |[port]| {
-                let child = Command::new("prometheus")
-                    .arg(format!("--config.file={}", config.display()))
-                    .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .expect("prometheus is installed by scripts/test");
-                (child, vec![log.clone()])
-            },
-            |[port]| {
-                let ready = http.get(format!("http://127.0.0.1:{port}/-/ready")).send();
-                async move { ready.await.is_ok_and(|r| r.status().is_success()) }
-            },
-        )
-        .await;
+        let prometheus = |port: u16| {
+            let mut command = Command::new("prometheus");
+            command
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+            command
+        };
+        let (child, port) = program_on_a_free_port("prometheus", &log, prometheus, "/-/ready").await;
         Self { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
     }
 

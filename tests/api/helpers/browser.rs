@@ -3,14 +3,14 @@
 //! scripts/test installs them). Killed on `Drop`.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::start_on_free_ports;
+use super::program_on_a_free_port;
 
 /// The key under which WebDriver returns an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -31,24 +31,13 @@ impl Browser {
             .expect("chromium is installed (scripts/test installs the Debian package)");
         let logs = tempfile::tempdir().unwrap();
         let log = logs.path().join("chromedriver.log");
+        let chromedriver = |port: u16| {
+            let mut command = Command::new("chromedriver");
+            command.arg(format!("--port={port}"));
+            command
+        };
+        let (driver, port) = program_on_a_free_port("chromedriver", &log, chromedriver, "/status").await;
         let http = reqwest::Client::new();
-        let (driver, [port]) = start_on_free_ports(
-            "chromedriver",
-            |[port]| {
-                let driver = Command::new("chromedriver")
-                    .arg(format!("--port={port}"))
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .expect("chromedriver is installed (Debian: chromium-driver)");
-                (driver, vec![log.clone()])
-            },
-            |[port]| {
-                let status = http.get(format!("http://127.0.0.1:{port}/status")).send();
-                async move { status.await.is_ok_and(|s| s.status().is_success()) }
-            },
-        )
-        .await;
         let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {

@@ -19,8 +19,8 @@ mod tokens;
 use std::{
     future::Future,
     net::TcpListener,
-    path::PathBuf,
-    process::Child,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -79,6 +79,32 @@ pub(crate) async fn start_on_free_ports<const N: usize, Fut: Future<Output = boo
         }
     }
     unreachable!("the third attempt returns or panics")
+}
+
+/// An installed program serving HTTP on a port from [`free_port`] ([`start_on_free_ports`]):
+/// `command` makes it for a port (its standard error goes to `log`), and it serves once a GET of
+/// `ready` answers 2xx.
+pub(crate) async fn program_on_a_free_port(
+    what: &str,
+    log: &Path,
+    command: impl Fn(u16) -> Command,
+    ready: &str,
+) -> (Child, u16) {
+    let http = reqwest::Client::new();
+    let start = |[port]: [u16; 1]| {
+        let child = command(port)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} is installed by scripts/test: {e}"));
+        (child, vec![log.to_path_buf()])
+    };
+    let serves = |[port]: [u16; 1]| {
+        let answered = http.get(format!("http://127.0.0.1:{port}{ready}")).send();
+        async move { answered.await.is_ok_and(|r| r.status().is_success()) }
+    };
+    let (child, [port]) = start_on_free_ports(what, start, serves).await;
+    (child, port)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
